@@ -1,0 +1,251 @@
+"""genqueue's configuration: one TOML file plus GENQUEUE_* overrides, parsed once into frozen objects."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from events.errors import GenqueueError
+
+
+class ConfigError(GenqueueError):
+    """The configuration is invalid; the message names the key."""
+
+
+class Secret:
+    """A secret string whose repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself; call only where it is sent upstream."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
+        return (Secret, (self._value,))
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """Where the event stream lives; an empty url means the embedded Valkey."""
+
+    url: str = ""
+    namespace: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Slots, leases and retries."""
+
+    slots: int = 40
+    lease_seconds: float = 300.0
+    max_attempts: int = 3
+    workers: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """Which provider makes the images, and how."""
+
+    name: str = "offline"
+    model: str = "gemini-3.1-flash-image"
+    base_url: str = ""
+    timeout_seconds: float = 120.0
+    latency_seconds: float = 2.0
+    latency_jitter: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """One quota pool: an upstream project, its rate limit and its keys."""
+
+    name: str
+    rpm: int
+    keys: tuple[Secret, ...]
+    window_seconds: float = 60.0
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Names for the keys that are safe to log: pool name and position."""
+        return tuple(f"{self.name}#{i + 1}" for i in range(len(self.keys)))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The HTTP listener and the data directory."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: str = ".genqueue"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Bounds on what a submit may carry."""
+
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_prompt_chars: int = 2000
+
+
+def _default_pools() -> tuple[PoolConfig, ...]:
+    return tuple(
+        PoolConfig(name=n, rpm=15, keys=(Secret(f"offline-{n}"),))
+        for n in ("pool-a", "pool-b", "pool-c")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    provider: ProviderConfig = field(default_factory=ProviderConfig)
+    pools: tuple[PoolConfig, ...] = field(default_factory=_default_pools)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def key_secret(self, key_id: str) -> Secret:
+        """The secret behind a key id."""
+        for pool in self.pools:
+            for kid, secret in zip(pool.key_ids, pool.keys, strict=True):
+                if kid == key_id:
+                    return secret
+        raise ConfigError(f"unknown key id {key_id!r}")
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "redis": RedisConfig,
+    "queue": QueueConfig,
+    "provider": ProviderConfig,
+    "server": ServerConfig,
+    "limits": LimitsConfig,
+}
+
+
+def _coerce(where: str, value: Any, target: Any) -> Any:
+    kind = target if isinstance(target, type) else type(target)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError("not a whole number")
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from exc
+
+
+def _section(name: str, cls: type[Any], raw: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    base = cls()
+    known = {f.name for f in fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {k: _coerce(f"{name}.{k}", v, getattr(base, k)) for k, v in raw.items()}
+    for key in known:
+        env_value = env.get(f"GENQUEUE_{name.upper()}_{key.upper()}")
+        if env_value is not None:
+            values[key] = _coerce(
+                f"GENQUEUE_{name.upper()}_{key.upper()}", env_value, getattr(base, key)
+            )
+    return replace(base, **values)
+
+
+def _secret(where: str, raw: Any, env: Mapping[str, str]) -> Secret:
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"{where}: a key is a non-empty string or env:VAR")
+    if raw.startswith("env:"):
+        var = raw[4:]
+        if var not in env:
+            raise ConfigError(f"{where}: environment variable {var} is not set")
+        return Secret(env[var])
+    return Secret(raw)
+
+
+def _pools(raw: Any, env: Mapping[str, str]) -> tuple[PoolConfig, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("[[pools]]: at least one pool is needed")
+    pools = []
+    for i, item in enumerate(raw):
+        where = f"pools[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a table")
+        unknown = set(item) - {"name", "rpm", "keys", "window_seconds"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        name = str(item.get("name") or f"pool-{i + 1}")
+        rpm = _coerce(f"{where}.rpm", item.get("rpm"), int)
+        window = _coerce(f"{where}.window_seconds", item.get("window_seconds", 60.0), float)
+        keys = item.get("keys")
+        if not isinstance(keys, list) or not keys:
+            raise ConfigError(f"{where}.keys: at least one key is needed")
+        if rpm < 1 or window <= 0:
+            raise ConfigError(f"{where}: rpm must be >= 1 and window_seconds > 0")
+        secrets = tuple(_secret(f"{where}.keys[{j}]", k, env) for j, k in enumerate(keys))
+        pools.append(PoolConfig(name=name, rpm=rpm, keys=secrets, window_seconds=window))
+    if len({p.name for p in pools}) != len(pools):
+        raise ConfigError("[[pools]]: pool names must be unique")
+    return tuple(pools)
+
+
+def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """A Config from a parsed TOML document and an environment."""
+    unknown = set(raw) - set(_SECTIONS) - {"pools"}
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    sections = {
+        name: _section(name, cls, raw.get(name, {}), env) for name, cls in _SECTIONS.items()
+    }
+    env_url = env.get("GENQUEUE_REDIS_URL")
+    if env_url is not None:
+        sections["redis"] = replace(sections["redis"], url=env_url)
+    pools = _pools(raw["pools"], env) if "pools" in raw else _default_pools()
+    config = Config(pools=pools, **sections)
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    q, p = config.queue, config.provider
+    if q.slots < 1 or q.workers < 1 or q.max_attempts < 1 or q.lease_seconds <= 0:
+        raise ConfigError(
+            "[queue]: slots, workers and max_attempts must be >= 1, lease_seconds > 0"
+        )
+    if p.name not in ("offline", "gemini"):
+        raise ConfigError(f"provider.name: expected 'offline' or 'gemini', got {p.name!r}")
+    if p.latency_seconds < 0 or p.latency_jitter < 0 or p.timeout_seconds <= 0:
+        raise ConfigError("[provider]: latencies must be >= 0 and timeout_seconds > 0")
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration from a TOML file (or defaults) and the environment."""
+    environ = dict(os.environ) if env is None else dict(env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    return parse(raw, environ)

@@ -1,0 +1,118 @@
+"""Pure queue decisions: dispatch, lease expiry, retry or fail. Time and randomness are parameters."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from events.catalogue import (
+    RUNNING,
+    Event,
+    TaskDispatched,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskRetryScheduled,
+)
+from events.queue_state import QueueState
+from events.store import Expect
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The queue's rules, from config."""
+
+    slots: int
+    lease_seconds: float
+    max_attempts: int
+    workers: int
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Events to append together, and the task views they expect to find unchanged."""
+
+    events: tuple[Event, ...]
+    expect: Mapping[str, Expect] = field(default_factory=dict)
+
+
+def backoff(attempt: int, base: float, cap: float, unit: float) -> float:
+    """Full-jitter exponential backoff: `unit` in [0, 1) scales the ceiling for this attempt."""
+    return unit * min(cap, base * 2 ** max(0, attempt - 1))
+
+
+def _after_attempt(
+    state: QueueState,
+    task_id: str,
+    attempt: int,
+    retryable: bool,
+    error: str,
+    policy: Policy,
+    now: float,
+    rng: random.Random,
+) -> Event:
+    if retryable and attempt < policy.max_attempts:
+        delay = backoff(attempt, policy.backoff_base, policy.backoff_cap, rng.random())
+        return TaskRetryScheduled(
+            task_id=task_id,
+            attempt=attempt,
+            not_before=now + delay,
+            order=state.tasks[task_id].order,
+            at=now,
+        )
+    reason = error if not retryable else f"gave up after {attempt} attempts: {error}"
+    return TaskFailed(task_id=task_id, attempt=attempt, error=reason, at=now)
+
+
+def decide(state: QueueState, policy: Policy, now: float, rng: random.Random) -> list[Decision]:
+    """Everything the queue should do at `now`; an empty list when there is nothing to do."""
+    decisions: list[Decision] = []
+    unguarded: list[Event] = []
+    for task_id, ended in state.to_decide.items():
+        unguarded.append(
+            _after_attempt(
+                state, task_id, ended.attempt, ended.retryable, ended.error, policy, now, rng
+            )
+        )
+    for task_id, lease in state.running.items():
+        if lease.deadline <= now:
+            expired = TaskLeaseExpired(task_id=task_id, attempt=lease.attempt, at=now)
+            follow = _after_attempt(
+                state, task_id, lease.attempt, True, "lease expired", policy, now, rng
+            )
+            decisions.append(Decision((expired, follow), {task_id: Expect(RUNNING, lease.attempt)}))
+    free = policy.slots - len(state.running)
+    if free > 0 and state.waiting:
+        load = [0] * policy.workers
+        for lease in state.running.values():
+            if 0 <= lease.worker < policy.workers:
+                load[lease.worker] += 1
+        for task_id in state.waiting_order():
+            if free == 0:
+                break
+            if state.not_before.get(task_id, 0.0) > now:
+                continue
+            worker = min(range(policy.workers), key=load.__getitem__)
+            load[worker] += 1
+            free -= 1
+            unguarded.append(
+                TaskDispatched(
+                    task_id=task_id,
+                    attempt=state.tasks[task_id].attempts + 1,
+                    worker=worker,
+                    lease_deadline=now + policy.lease_seconds,
+                    at=now,
+                )
+            )
+    if unguarded:
+        decisions.insert(0, Decision(tuple(unguarded)))
+    return decisions
+
+
+def next_wakeup(state: QueueState) -> float | None:
+    """The earliest time a decision may change without a new event: a lease deadline or a retry."""
+    times = [lease.deadline for lease in state.running.values()]
+    times += list(state.not_before.values())
+    return min(times) if times else None

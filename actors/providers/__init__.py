@@ -1,0 +1,1 @@
+"""Image providers: offline (Pillow) and gemini (google-genai)."""

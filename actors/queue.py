@@ -1,0 +1,157 @@
+"""The QueueActor: FIFO order, slots, leases and retry decisions, as a fold over the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from actors.config import Config
+from actors.decide import Policy, decide, next_wakeup
+from actors.worker import AttemptSpec
+from events.catalogue import StoredEvent, TaskDispatched
+from events.errors import StoreUnavailableError
+from events.queue_state import QueueState, apply
+from events.redis_store import RedisEventStore
+
+log = structlog.get_logger("genqueue.queue")
+
+MAX_BLOCK_MS = 1000
+
+
+class Queue:
+    """A sync actor with one background event loop that alone reads, decides, appends and applies.
+
+    Ray calls (status, ping) run on the actor's main thread and only read copies handed over
+    by the loop thread, so a call's arrival order never affects queue order.
+    """
+
+    def __init__(self, config: Config, workers: list[Any], rng_seed: int | None = None) -> None:
+        self._config = config
+        self._workers = workers
+        self._policy = Policy(
+            slots=config.queue.slots,
+            lease_seconds=config.queue.lease_seconds,
+            max_attempts=config.queue.max_attempts,
+            workers=len(workers),
+        )
+        self._rng = random.Random(rng_seed)
+        self._state = QueueState()
+        self._stopping = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="queue-pump", daemon=True
+        )
+        self._thread.start()
+        self._store = self._call(self._connect)
+        started = time.monotonic()
+        self._call(self._replay)
+        log.info(
+            "queue recovered",
+            last_id=self._state.last_id,
+            waiting=self._state.waiting,
+            running=len(self._state.running),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        for task_id, lease in self._state.running.items():
+            self._send(task_id, lease.attempt, lease.worker)
+        self._pump_future = asyncio.run_coroutine_threadsafe(self._pump(), self._loop)
+
+    def _call(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(fn(), self._loop).result(timeout)
+
+    async def _connect(self) -> RedisEventStore:
+        return RedisEventStore.from_url(self._config.redis.url, self._config.redis.namespace)
+
+    async def _replay(self) -> None:
+        while True:
+            batch = await self._store.read(self._state.last_id, count=10_000)
+            if not batch:
+                return
+            for stored in batch:
+                apply(self._state, stored)
+
+    def _send(self, task_id: str, attempt: int, worker: int) -> None:
+        entry = self._state.tasks.get(task_id)
+        if entry is None:
+            return
+        spec = AttemptSpec(
+            task_id=task_id,
+            attempt=attempt,
+            kind=entry.kind,
+            prompt=entry.prompt,
+            inputs=entry.inputs,
+            options=entry.options,
+        )
+        self._workers[worker % len(self._workers)].run.remote(spec)
+
+    def _apply(self, batch: list[StoredEvent]) -> None:
+        for stored in batch:
+            apply(self._state, stored)
+            event = stored.event
+            if isinstance(event, TaskDispatched) and self._state.running.get(event.task_id):
+                self._send(event.task_id, event.attempt, event.worker)
+
+    async def _step(self) -> None:
+        now = time.time()
+        decisions = decide(self._state, self._policy, now, self._rng)
+        for decision in decisions:
+            await self._store.append(decision.events, decision.expect or None)
+        if decisions:
+            self._apply(await self._store.read(self._state.last_id))
+            return
+        wake = next_wakeup(self._state)
+        block = (
+            MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
+        )
+        self._apply(await self._store.tail(self._state.last_id, block))
+
+    async def _pump(self) -> None:
+        delay = 0.05
+        while not self._stopping:
+            try:
+                await self._step()
+                delay = 0.05
+            except StoreUnavailableError as exc:
+                log.warning("event store unavailable; retrying", error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+            except Exception:
+                log.exception("queue step failed")
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    def ping(self) -> str:
+        """Liveness: the last stream id applied."""
+        return self._state.last_id
+
+    def status(self) -> dict[str, Any]:
+        """A copy of the headline figures, read on the loop thread."""
+
+        async def read() -> dict[str, Any]:
+            s = self._state
+            return {
+                "last_id": s.last_id,
+                "waiting": s.waiting,
+                "running": len(s.running),
+                "slots": self._policy.slots,
+                "succeeded": s.succeeded,
+                "failed": s.failed,
+                "cancelled": s.cancelled,
+                "late": s.late,
+                "waiting_order": list(s.waiting_order()),
+                "running_tasks": {t: lease.attempt for t, lease in s.running.items()},
+            }
+
+        result: dict[str, Any] = self._call(read, timeout=10)
+        return result
+
+    def shutdown(self) -> None:
+        """Stop the loop thread (used before the actor is killed on purpose)."""
+        self._stopping = True
+        self._pump_future.cancel()

@@ -1,0 +1,152 @@
+"""The worker: one attempt of one task — token, provider call, result blob, outcome event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from actors.blobs import FileBlobStore, task_blob
+from actors.config import Config
+from actors.providers.base import ImageRequest, Provider, ProviderError
+from events.catalogue import (
+    RUNNING,
+    Event,
+    TaskAttemptFailed,
+    TaskOutcomeLate,
+    TaskStarted,
+    TaskSucceeded,
+)
+from events.redis_store import RedisEventStore
+from events.store import EventStore, Expect
+
+log = structlog.get_logger("genqueue.worker")
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSpec:
+    """What a worker needs to run one attempt; built by the QueueActor from its state."""
+
+    task_id: str
+    attempt: int
+    kind: str
+    prompt: str
+    inputs: dict[str, str]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def make_provider(config: Config) -> Provider:
+    """The provider named in the config."""
+    from actors.providers.offline import OfflineProvider
+
+    return OfflineProvider(config.provider)
+
+
+class Worker:
+    """Stateless between attempts; safe to send the same attempt twice."""
+
+    def __init__(self, config: Config, index: int, keypool: Any) -> None:
+        self._config = config
+        self._index = index
+        self._keypool = keypool
+        self._blobs = FileBlobStore(Path(config.server.data_dir) / "blobs")
+        self._provider = make_provider(config)
+        self._store: EventStore | None = None
+        self._inflight: set[tuple[str, int]] = set()
+
+    def _events(self) -> EventStore:
+        if self._store is None:
+            self._store = RedisEventStore.from_url(
+                self._config.redis.url, self._config.redis.namespace
+            )
+        return self._store
+
+    async def ping(self) -> int:
+        """Liveness: the worker's index."""
+        return self._index
+
+    async def run(self, spec: AttemptSpec) -> str:
+        """Run one attempt to its outcome event; returns the outcome's type (or why it did nothing)."""
+        key = (spec.task_id, spec.attempt)
+        if key in self._inflight:
+            return "duplicate"
+        self._inflight.add(key)
+        try:
+            return await self._run(spec)
+        finally:
+            self._inflight.discard(key)
+
+    async def _run(self, spec: AttemptSpec) -> str:
+        store = self._events()
+        bound = log.bind(task_id=spec.task_id, attempt=spec.attempt, worker=self._index)
+        expect = {spec.task_id: Expect(RUNNING, spec.attempt)}
+        view = await store.task_view(spec.task_id)
+        if not view or view.get("status") != RUNNING or view.get("attempts") != str(spec.attempt):
+            return "stale"
+        pool, key_id = await self._keypool.acquire.remote(spec.task_id, spec.attempt)
+        bound = bound.bind(pool=pool, key_id=key_id)
+        started = TaskStarted(
+            task_id=spec.task_id, attempt=spec.attempt, pool=pool, key_id=key_id, at=time.time()
+        )
+        if await store.append([started], expect) is None:
+            return await self._late(store, spec, started.type)
+        outcome = await self._call(spec, key_id, started.at, bound)
+        if await store.append([outcome], expect) is None:
+            return await self._late(store, spec, outcome.type)
+        bound.info("attempt ended", outcome=outcome.type)
+        return outcome.type
+
+    async def _call(self, spec: AttemptSpec, key_id: str, t0: float, bound: Any) -> Event:
+        try:
+            images = {
+                role: await asyncio.to_thread(self._blobs.get, ref)
+                for role, ref in spec.inputs.items()
+            }
+            request = ImageRequest(spec.task_id, spec.kind, spec.prompt, images, spec.options)
+            result = await self._provider.generate(request, self._config.key_secret(key_id))
+            ext = _EXTENSIONS.get(result.mime_type, "bin")
+            ref = task_blob(spec.task_id, f"result-{spec.attempt}.{ext}")
+            await asyncio.to_thread(self._blobs.put, ref, result.data)
+        except ProviderError as exc:
+            bound.warning("attempt failed", error=exc.reason, retryable=exc.retryable)
+            return TaskAttemptFailed(
+                task_id=spec.task_id,
+                attempt=spec.attempt,
+                error=exc.reason,
+                retryable=exc.retryable,
+                at=time.time(),
+            )
+        except Exception as exc:  # a bug or a broken blob must not leave the attempt hanging
+            bound.exception("attempt crashed")
+            return TaskAttemptFailed(
+                task_id=spec.task_id,
+                attempt=spec.attempt,
+                error=f"internal error: {type(exc).__name__}",
+                retryable=True,
+                at=time.time(),
+            )
+        now = time.time()
+        return TaskSucceeded(
+            task_id=spec.task_id,
+            attempt=spec.attempt,
+            result=ref,
+            mime_type=result.mime_type,
+            elapsed=now - t0,
+            at=now,
+        )
+
+    async def _late(self, store: EventStore, spec: AttemptSpec, outcome: str) -> str:
+        late = TaskOutcomeLate(
+            task_id=spec.task_id, attempt=spec.attempt, outcome=outcome, at=time.time()
+        )
+        await store.append([late])
+        log.info(
+            "late outcome recorded", task_id=spec.task_id, attempt=spec.attempt, outcome=outcome
+        )
+        return late.type

@@ -1,0 +1,103 @@
+"""Checks that need only the event log: exactly-once endings, slot and rate-limit bounds, dispatch latency."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from events.catalogue import (
+    KeyTokenGranted,
+    StoredEvent,
+    TaskAttemptFailed,
+    TaskCancelled,
+    TaskDispatched,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskSubmitted,
+    TaskSucceeded,
+    stream_id_ms,
+)
+from events.queue_state import QueueState, apply
+
+_ENDINGS = {"task.succeeded": "succeeded", "task.failed": "failed", "task.cancelled": "cancelled"}
+
+
+@dataclass(slots=True)
+class AuditReport:
+    """What the log says about a run."""
+
+    submitted: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+    never_ended: list[str] = field(default_factory=list)
+    ended_twice: list[str] = field(default_factory=list)
+    max_running: int = 0
+    max_window_calls: dict[str, int] = field(default_factory=dict)
+    window_capacity: dict[str, int] = field(default_factory=dict)
+    dispatch_latency_ms: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every submitted task ended exactly once and no pool overran its window."""
+        over = any(
+            self.max_window_calls[p] > self.window_capacity[p] for p in self.max_window_calls
+        )
+        return not self.never_ended and not self.ended_twice and not over
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most grants found in any half-open window [t, t + window)."""
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def audit(events: list[StoredEvent]) -> AuditReport:
+    """Fold the whole log once and report."""
+    report = AuditReport()
+    state = QueueState()
+    endings: dict[str, int] = defaultdict(int)
+    submitted: list[str] = []
+    grants: dict[str, list[float]] = defaultdict(list)
+    windows: dict[str, float] = {}
+    pending_outcome_ms: int | None = None
+    for stored in events:
+        event = stored.event
+        before = {t: lease.attempt for t, lease in state.running.items()}
+        waiting_before = state.waiting
+        apply(state, stored)
+        report.max_running = max(report.max_running, len(state.running))
+        match event:
+            case TaskSubmitted():
+                submitted.append(event.task_id)
+            case TaskSucceeded() | TaskAttemptFailed() | TaskLeaseExpired():
+                if (
+                    before.get(event.task_id) == event.attempt
+                    and waiting_before
+                    and pending_outcome_ms is None
+                ):
+                    pending_outcome_ms = stream_id_ms(stored.id)
+            case TaskDispatched():
+                if pending_outcome_ms is not None:
+                    report.dispatch_latency_ms.append(stream_id_ms(stored.id) - pending_outcome_ms)
+                    pending_outcome_ms = None
+            case KeyTokenGranted():
+                grants[event.pool].append(event.at)
+                windows[event.pool] = event.window
+                report.window_capacity[event.pool] = event.capacity
+            case _:
+                pass
+        if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled) and event.type in _ENDINGS:
+            # count an ending only when the fold accepted it (the task left the state)
+            if event.task_id not in state.tasks:
+                endings[event.task_id] += 1
+                kind = _ENDINGS[event.type]
+                report.ended[kind] = report.ended.get(kind, 0) + 1
+    report.submitted = len(submitted)
+    report.never_ended = [t for t in submitted if endings.get(t, 0) == 0]
+    report.ended_twice = [t for t, n in endings.items() if n > 1]
+    report.max_window_calls = {p: max_in_window(ts, windows[p]) for p, ts in grants.items()}
+    return report

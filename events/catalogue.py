@@ -1,0 +1,209 @@
+"""The event catalogue: every event genqueue writes, as frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+# Statuses a task view can show.
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+KINDS = ("photography", "fitting")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSubmitted:
+    """A task was accepted: from now on it ends exactly once."""
+
+    type: ClassVar[str] = "task.submitted"
+    version: ClassVar[int] = 1
+    task_id: str
+    user_id: str
+    kind: str
+    prompt: str
+    inputs: dict[str, str]
+    options: dict[str, Any] = field(default_factory=dict)
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskDispatched:
+    """The queue gave a slot to one attempt of a task, leased until `lease_deadline`."""
+
+    type: ClassVar[str] = "task.dispatched"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int
+    worker: int
+    lease_deadline: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStarted:
+    """A worker holds a rate-limit token for the attempt and calls the provider."""
+
+    type: ClassVar[str] = "task.started"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int
+    pool: str
+    key_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSucceeded:
+    """The attempt produced an image, stored as blob `result`."""
+
+    type: ClassVar[str] = "task.succeeded"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int
+    result: str
+    mime_type: str
+    elapsed: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskAttemptFailed:
+    """The attempt ended without an image; the queue decides whether to retry."""
+
+    type: ClassVar[str] = "task.attempt_failed"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int
+    error: str
+    retryable: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskLeaseExpired:
+    """The attempt's lease passed its deadline before any outcome arrived."""
+
+    type: ClassVar[str] = "task.lease_expired"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRetryScheduled:
+    """The task waits again, at its old place, until `not_before`."""
+
+    type: ClassVar[str] = "task.retry_scheduled"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int
+    not_before: float
+    order: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFailed:
+    """The task ended without an image."""
+
+    type: ClassVar[str] = "task.failed"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int
+    error: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCancelled:
+    """A waiting task was withdrawn before it ran."""
+
+    type: ClassVar[str] = "task.cancelled"
+    version: ClassVar[int] = 1
+    task_id: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOutcomeLate:
+    """An outcome of an attempt that no longer held the task's lease; it changed nothing."""
+
+    type: ClassVar[str] = "task.outcome_late"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int
+    outcome: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyTokenGranted:
+    """A quota pool handed one rate-limit token (one upstream call) to an attempt."""
+
+    type: ClassVar[str] = "key.token_granted"
+    version: ClassVar[int] = 1
+    pool: str
+    key_id: str
+    task_id: str
+    attempt: int
+    capacity: int
+    window: float
+    at: float
+
+
+TaskEvent = (
+    TaskSubmitted
+    | TaskDispatched
+    | TaskStarted
+    | TaskSucceeded
+    | TaskAttemptFailed
+    | TaskLeaseExpired
+    | TaskRetryScheduled
+    | TaskFailed
+    | TaskCancelled
+    | TaskOutcomeLate
+)
+Event = TaskEvent | KeyTokenGranted
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        TaskSubmitted,
+        TaskDispatched,
+        TaskStarted,
+        TaskSucceeded,
+        TaskAttemptFailed,
+        TaskLeaseExpired,
+        TaskRetryScheduled,
+        TaskFailed,
+        TaskCancelled,
+        TaskOutcomeLate,
+        KeyTokenGranted,
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event with the stream id that orders it."""
+
+    id: str
+    event: Event
+
+
+def stream_id_ms(stream_id: str) -> int:
+    """The millisecond part of a Redis stream id."""
+    return int(stream_id.split("-", 1)[0])
+
+
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    """A sort key for Redis stream ids."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)

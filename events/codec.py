@@ -1,0 +1,61 @@
+"""The one codec: events to flat stream fields of plain JSON and back, with upcasters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from events.catalogue import EVENT_TYPES, Event
+from events.errors import EventDecodeError
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+# (type, stored version) -> function lifting that version's data one version up.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def encode(event: Event) -> dict[str, str]:
+    """The stream fields of an event: `type`, `v`, `task` and `data` (JSON)."""
+    data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    return {
+        "type": event.type,
+        "v": str(event.version),
+        "task": str(data.get("task_id", "")),
+        "data": json.dumps(data, separators=(",", ":"), sort_keys=True),
+    }
+
+
+def decode(
+    fields: Mapping[str, str], upcasters: Mapping[tuple[str, int], Upcaster] = UPCASTERS
+) -> Event:
+    """The event stored in these stream fields, upcast to the current schema version."""
+    try:
+        kind = fields["type"]
+        version = int(fields["v"])
+        data = json.loads(fields["data"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise EventDecodeError(f"malformed stream entry: {exc}") from exc
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        raise EventDecodeError(f"unknown event type {kind!r}")
+    if not isinstance(data, dict):
+        raise EventDecodeError(f"{kind}: data is not a JSON object")
+    while version < cls.version:
+        step = upcasters.get((kind, version))
+        if step is None:
+            raise EventDecodeError(f"{kind}: no upcaster from version {version}")
+        data = step(data)
+        version += 1
+    if version != cls.version:
+        raise EventDecodeError(f"{kind}: version {version} is newer than {cls.version}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise EventDecodeError(f"{kind}: {exc}") from exc
+
+
+def log_entry(fields: Mapping[str, str]) -> str:
+    """One JSON line of a task's audit trail, made from an event's stream fields."""
+    return f'{{"type":{json.dumps(fields["type"])},"v":{int(fields["v"])},"data":{fields["data"]}}}'

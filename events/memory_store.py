@@ -1,0 +1,141 @@
+"""An in-memory EventStore for pure unit tests; same contract as the Redis store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+
+from events.catalogue import Event, StoredEvent, stream_id_key
+from events.codec import decode, encode, log_entry
+from events.keys import Keys
+from events.projection import HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
+from events.store import Expect, QueueCounts
+
+
+class MemoryEventStore:
+    """EventStore in dicts; ids count up like Redis stream ids within one millisecond."""
+
+    def __init__(self, namespace: str = "test") -> None:
+        self.keys = Keys(namespace)
+        self._entries: list[tuple[str, dict[str, str]]] = []
+        self._hashes: dict[str, dict[str, str]] = {}
+        self._zsets: dict[str, dict[str, float]] = {}
+        self._sets: dict[str, set[str]] = {}
+        self._lists: dict[str, list[str]] = {}
+        self._seq = 0
+        self._changed = asyncio.Condition()
+
+    def _apply(self, op: Op) -> None:
+        match op:
+            case HSet():
+                self._hashes.setdefault(op.key, {}).update(
+                    {k: str(v) for k, v in op.mapping.items()}
+                )
+            case HIncr():
+                h = self._hashes.setdefault(op.key, {})
+                h[op.field] = str(float(h.get(op.field, 0)) + op.amount)
+            case ZAdd():
+                self._zsets.setdefault(op.key, {})[op.member] = op.score
+            case ZRem():
+                self._zsets.get(op.key, {}).pop(op.member, None)
+            case SAdd():
+                self._sets.setdefault(op.key, set()).add(op.member)
+            case SRem():
+                self._sets.get(op.key, set()).discard(op.member)
+            case ZTrim():
+                z = self._zsets.get(op.key, {})
+                for member in [m for m, score in z.items() if score <= op.max_score]:
+                    del z[member]
+
+    async def append(
+        self, events: Sequence[Event], expect: Mapping[str, Expect] | None = None
+    ) -> list[str] | None:
+        """Append atomically (one event loop step)."""
+        for task_id, want in (expect or {}).items():
+            view = self._hashes.get(self.keys.task(task_id), {})
+            if view.get("status") != want.status or int(view.get("attempts", -1)) != want.attempt:
+                return None
+        ids = []
+        for event in events:
+            self._seq += 1
+            eid = f"1-{self._seq}"
+            fields = encode(event)
+            self._entries.append((eid, fields))
+            if fields["task"]:
+                self._lists.setdefault(self.keys.task_log(fields["task"]), []).append(
+                    log_entry(fields)
+                )
+            for op in project(event, self.keys):
+                self._apply(op)
+            ids.append(eid)
+        async with self._changed:
+            self._changed.notify_all()
+        return ids
+
+    async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:
+        """Events after `after`."""
+        key = stream_id_key(after)
+        out = [StoredEvent(i, decode(f)) for i, f in self._entries if stream_id_key(i) > key]
+        return out[:count] if count is not None else out
+
+    async def read_range(self, start: str = "-", end: str = "+") -> list[StoredEvent]:
+        """Events between two ids, both included."""
+        lo = (0, 0) if start == "-" else stream_id_key(start)
+        hi = (2**63, 2**63) if end == "+" else stream_id_key(end)
+        return [StoredEvent(i, decode(f)) for i, f in self._entries if lo <= stream_id_key(i) <= hi]
+
+    async def tail(self, after: str, block_ms: int, count: int = 1000) -> list[StoredEvent]:
+        """Wait up to `block_ms` for events after `after`."""
+        found = await self.read(after, count)
+        if found:
+            return found
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), block_ms / 1000)
+            except TimeoutError:
+                return []
+        return await self.read(after, count)
+
+    async def last_id(self) -> str:
+        """The newest id."""
+        return self._entries[-1][0] if self._entries else "0-0"
+
+    async def task_view(self, task_id: str) -> dict[str, str] | None:
+        """The task view."""
+        view = self._hashes.get(self.keys.task(task_id))
+        return dict(view) if view else None
+
+    async def task_log(self, task_id: str) -> list[dict[str, str]]:
+        """The task's events."""
+        return [json.loads(r) for r in self._lists.get(self.keys.task_log(task_id), [])]
+
+    async def position(self, task_id: str) -> int | None:
+        """Rank in the waiting set."""
+        waiting = self._zsets.get(self.keys.waiting, {})
+        if task_id not in waiting:
+            return None
+        ranked = sorted(waiting, key=lambda m: (waiting[m], m))
+        return ranked.index(task_id)
+
+    async def counts(self) -> QueueCounts:
+        """Counts and counters."""
+        stats = {k: float(v) for k, v in self._hashes.get(self.keys.stats, {}).items()}
+        return QueueCounts(
+            len(self._zsets.get(self.keys.waiting, {})),
+            len(self._sets.get(self.keys.running, set())),
+            stats,
+        )
+
+    async def window_calls(self, pool: str, since: float) -> int:
+        """How many tokens a pool granted after `since`."""
+        return sum(
+            1 for score in self._zsets.get(self.keys.grants(pool), {}).values() if score > since
+        )
+
+    async def ping(self) -> bool:
+        """Always answers."""
+        return True
+
+    async def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,193 @@
+"""Read models: what each event writes beside itself, as plain operations.
+
+The task view is a fold of `view_fields` over a task's events, and the same function
+feeds the Redis hash, so the live read model and a replayed one cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import assert_never
+
+from events.catalogue import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Event,
+    KeyTokenGranted,
+    TaskAttemptFailed,
+    TaskCancelled,
+    TaskDispatched,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskOutcomeLate,
+    TaskRetryScheduled,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+)
+from events.keys import Keys
+
+Scalar = str | int | float
+
+
+@dataclass(frozen=True, slots=True)
+class HSet:
+    """Set fields of a hash."""
+
+    key: str
+    mapping: dict[str, Scalar]
+
+
+@dataclass(frozen=True, slots=True)
+class HIncr:
+    """Add to a numeric field of a hash."""
+
+    key: str
+    field: str
+    amount: int | float
+
+
+@dataclass(frozen=True, slots=True)
+class ZAdd:
+    """Put a member in a sorted set with a score."""
+
+    key: str
+    member: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class ZRem:
+    """Take a member out of a sorted set."""
+
+    key: str
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
+class SAdd:
+    """Put a member in a set."""
+
+    key: str
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
+class SRem:
+    """Take a member out of a set."""
+
+    key: str
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
+class ZTrim:
+    """Drop the members of a sorted set scored at or below `max_score`."""
+
+    key: str
+    max_score: float
+
+
+Op = HSet | HIncr | ZAdd | ZRem | SAdd | SRem | ZTrim
+
+
+def view_fields(event: Event) -> dict[str, Scalar]:
+    """The task-view fields an event sets; a task view is these folded in stream order."""
+    match event:
+        case TaskSubmitted():
+            return {
+                "task_id": event.task_id,
+                "user_id": event.user_id,
+                "kind": event.kind,
+                "prompt": event.prompt,
+                "status": QUEUED,
+                "attempts": 0,
+                "submitted_at": event.at,
+            }
+        case TaskDispatched():
+            return {"status": RUNNING, "attempts": event.attempt, "dispatched_at": event.at}
+        case TaskStarted():
+            return {"started_at": event.at, "pool": event.pool, "key_id": event.key_id}
+        case TaskSucceeded():
+            return {
+                "status": SUCCEEDED,
+                "result": event.result,
+                "mime_type": event.mime_type,
+                "finished_at": event.at,
+                "error": "",
+            }
+        case TaskAttemptFailed():
+            return {"error": event.error}
+        case TaskLeaseExpired():
+            return {"error": f"attempt {event.attempt}: lease expired"}
+        case TaskRetryScheduled():
+            return {"status": QUEUED, "not_before": event.not_before}
+        case TaskFailed():
+            return {"status": FAILED, "error": event.error, "finished_at": event.at}
+        case TaskCancelled():
+            return {"status": CANCELLED, "error": event.reason, "finished_at": event.at}
+        case TaskOutcomeLate() | KeyTokenGranted():
+            return {}
+        case _:
+            assert_never(event)
+
+
+def project(event: Event, keys: Keys) -> list[Op]:
+    """Every read-model write that goes into the same transaction as `event`."""
+    ops: list[Op] = []
+    fields = view_fields(event)
+    if fields:
+        ops.append(HSet(keys.task(event.task_id), fields))
+    match event:
+        case TaskSubmitted():
+            ops += [
+                ZAdd(keys.waiting, event.task_id, event.at),
+                HIncr(keys.stats, "submitted", 1),
+                HIncr(keys.stats, f"submitted:{event.kind}", 1),
+            ]
+        case TaskDispatched():
+            ops += [ZRem(keys.waiting, event.task_id), SAdd(keys.running, event.task_id)]
+        case TaskSucceeded():
+            ops += [
+                SRem(keys.running, event.task_id),
+                HIncr(keys.stats, "succeeded", 1),
+                HIncr(keys.stats, "elapsed_sum", event.elapsed),
+                HIncr(keys.stats, "elapsed_count", 1),
+            ]
+        case TaskAttemptFailed() | TaskLeaseExpired():
+            ops += [SRem(keys.running, event.task_id), HIncr(keys.stats, "attempts_failed", 1)]
+        case TaskRetryScheduled():
+            ops += [ZAdd(keys.waiting, event.task_id, event.order)]
+        case TaskFailed():
+            ops += [
+                SRem(keys.running, event.task_id),
+                ZRem(keys.waiting, event.task_id),
+                HIncr(keys.stats, "failed", 1),
+            ]
+        case TaskCancelled():
+            ops += [ZRem(keys.waiting, event.task_id), HIncr(keys.stats, "cancelled", 1)]
+        case TaskOutcomeLate():
+            ops += [HIncr(keys.stats, "late_outcomes", 1)]
+        case KeyTokenGranted():
+            grants = keys.grants(event.pool)
+            ops += [
+                HIncr(keys.stats, f"calls:{event.pool}", 1),
+                ZTrim(grants, event.at - event.window),
+                ZAdd(grants, f"{event.task_id}:{event.attempt}", event.at),
+            ]
+        case TaskStarted():
+            pass
+        case _:
+            assert_never(event)
+    return ops
+
+
+def fold_task_view(events: list[Event]) -> dict[str, str]:
+    """A task view folded from its events, as the strings the Redis hash holds."""
+    view: dict[str, str] = {}
+    for event in events:
+        view.update({k: str(v) for k, v in view_fields(event).items()})
+    return view

@@ -1,0 +1,179 @@
+"""The queue state as a pure fold over the event stream: order, slots, leases, pending decisions."""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, assert_never
+
+from events.catalogue import (
+    Event,
+    KeyTokenGranted,
+    StoredEvent,
+    TaskAttemptFailed,
+    TaskCancelled,
+    TaskDispatched,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskOutcomeLate,
+    TaskRetryScheduled,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+)
+
+
+@dataclass(slots=True)
+class TaskEntry:
+    """What the queue keeps of a live (not yet ended) task."""
+
+    task_id: str
+    user_id: str
+    kind: str
+    prompt: str
+    inputs: dict[str, str]
+    options: dict[str, Any]
+    order: float
+    seq: int
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A slot held by one attempt until `deadline`."""
+
+    attempt: int
+    worker: int
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class EndedAttempt:
+    """An attempt that ended without an image and awaits a retry-or-fail decision."""
+
+    attempt: int
+    error: str
+    retryable: bool
+
+
+@dataclass(slots=True)
+class QueueState:
+    """Everything the QueueActor knows; built only by `apply`."""
+
+    tasks: dict[str, TaskEntry] = field(default_factory=dict)
+    fresh: dict[str, int] = field(default_factory=dict)
+    requeued: list[tuple[int, str]] = field(default_factory=list)
+    not_before: dict[str, float] = field(default_factory=dict)
+    running: dict[str, Lease] = field(default_factory=dict)
+    to_decide: dict[str, EndedAttempt] = field(default_factory=dict)
+    seq: int = 0
+    last_id: str = "0-0"
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    late: int = 0
+
+    @property
+    def waiting(self) -> int:
+        """How many tasks wait for a slot."""
+        return len(self.fresh) + len(self.requeued)
+
+    def waiting_order(self) -> Iterator[str]:
+        """Waiting task ids in queue order: submission order, re-queued tasks at their old place."""
+        for _, task_id in heapq.merge(((s, t) for t, s in self.fresh.items()), self.requeued):
+            yield task_id
+
+    def _unqueue(self, task_id: str) -> None:
+        if self.fresh.pop(task_id, None) is None:
+            entry = self.tasks.get(task_id)
+            if entry is not None:
+                i = bisect.bisect_left(self.requeued, (entry.seq, task_id))
+                if i < len(self.requeued) and self.requeued[i] == (entry.seq, task_id):
+                    del self.requeued[i]
+        self.not_before.pop(task_id, None)
+
+    def _end(self, task_id: str) -> None:
+        self._unqueue(task_id)
+        self.running.pop(task_id, None)
+        self.to_decide.pop(task_id, None)
+        self.tasks.pop(task_id, None)
+
+    def _holds(self, task_id: str, attempt: int) -> bool:
+        lease = self.running.get(task_id)
+        return lease is not None and lease.attempt == attempt
+
+
+def apply(state: QueueState, stored: StoredEvent) -> QueueState:
+    """Fold one event into the queue state; duplicates and stale outcomes change nothing."""
+    state.last_id = stored.id
+    _apply_event(state, stored.event)
+    return state
+
+
+def _apply_event(state: QueueState, event: Event) -> None:
+    t = event.task_id
+    match event:
+        case TaskSubmitted():
+            if t in state.tasks:
+                return
+            state.seq += 1
+            state.tasks[t] = TaskEntry(
+                task_id=t,
+                user_id=event.user_id,
+                kind=event.kind,
+                prompt=event.prompt,
+                inputs=dict(event.inputs),
+                options=dict(event.options),
+                order=event.at,
+                seq=state.seq,
+            )
+            state.fresh[t] = state.seq
+        case TaskDispatched():
+            entry = state.tasks.get(t)
+            if entry is None or t in state.running:
+                return
+            state._unqueue(t)
+            entry.attempts = event.attempt
+            state.running[t] = Lease(event.attempt, event.worker, event.lease_deadline)
+        case TaskSucceeded():
+            if state._holds(t, event.attempt):
+                state._end(t)
+                state.succeeded += 1
+        case TaskAttemptFailed():
+            if state._holds(t, event.attempt):
+                del state.running[t]
+                state.to_decide[t] = EndedAttempt(event.attempt, event.error, event.retryable)
+        case TaskLeaseExpired():
+            if state._holds(t, event.attempt):
+                del state.running[t]
+                state.to_decide[t] = EndedAttempt(event.attempt, "lease expired", True)
+        case TaskRetryScheduled():
+            entry = state.tasks.get(t)
+            if entry is None or state.to_decide.pop(t, None) is None:
+                return
+            bisect.insort(state.requeued, (entry.seq, t))
+            state.not_before[t] = event.not_before
+        case TaskFailed():
+            if t in state.tasks:
+                state._end(t)
+                state.failed += 1
+        case TaskCancelled():
+            if t in state.tasks and t not in state.running:
+                state._end(t)
+                state.cancelled += 1
+        case TaskOutcomeLate():
+            state.late += 1
+        case TaskStarted() | KeyTokenGranted():
+            pass
+        case _:
+            assert_never(event)
+
+
+def replay(events: list[StoredEvent], state: QueueState | None = None) -> QueueState:
+    """The queue state after folding `events` into `state` (or an empty one)."""
+    current = state if state is not None else QueueState()
+    for stored in events:
+        apply(current, stored)
+    return current

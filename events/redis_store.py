@@ -1,0 +1,168 @@
+"""The Redis/Valkey event store: one stream, read models written in the same MULTI/EXEC."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from events.catalogue import Event, StoredEvent
+from events.codec import decode, encode, log_entry
+from events.errors import StoreUnavailableError
+from events.keys import Keys
+from events.projection import HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
+from events.store import Expect, QueueCounts
+
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _queue_op(pipe: Any, op: Op) -> None:
+    match op:
+        case HSet():
+            pipe.hset(op.key, mapping=op.mapping)
+        case HIncr():
+            if isinstance(op.amount, int):
+                pipe.hincrby(op.key, op.field, op.amount)
+            else:
+                pipe.hincrbyfloat(op.key, op.field, op.amount)
+        case ZAdd():
+            pipe.zadd(op.key, {op.member: op.score})
+        case ZRem():
+            pipe.zrem(op.key, op.member)
+        case SAdd():
+            pipe.sadd(op.key, op.member)
+        case SRem():
+            pipe.srem(op.key, op.member)
+        case ZTrim():
+            pipe.zremrangebyscore(op.key, "-inf", op.max_score)
+
+
+class RedisEventStore:
+    """EventStore on `redis.asyncio`; any Redis >= 6.2 or Valkey."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+        self._r = client
+        self.keys = Keys(namespace)
+
+    @classmethod
+    def from_url(cls, url: str, namespace: str) -> RedisEventStore:
+        """A store on a new connection pool to `url`."""
+        client = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
+        )
+        return cls(client, namespace)
+
+    async def append(
+        self, events: Sequence[Event], expect: Mapping[str, Expect] | None = None
+    ) -> list[str] | None:
+        """Append events and their read-model writes in one MULTI/EXEC."""
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                if expect:
+                    watched = [self.keys.task(t) for t in expect]
+                    await pipe.watch(*watched)
+                    for task_id, want in expect.items():
+                        status, attempts = await pipe.hmget(
+                            self.keys.task(task_id), "status", "attempts"
+                        )
+                        if status != want.status or int(attempts or -1) != want.attempt:
+                            await pipe.reset()
+                            return None
+                    pipe.multi()
+                xadds: list[int] = []
+                for event in events:
+                    fields = encode(event)
+                    xadds.append(len(pipe.command_stack))
+                    pipe.xadd(self.keys.events, fields)  # type: ignore[arg-type]
+                    if fields["task"]:
+                        pipe.rpush(self.keys.task_log(fields["task"]), log_entry(fields))
+                    for op in project(event, self.keys):
+                        _queue_op(pipe, op)
+                try:
+                    results = await pipe.execute()
+                except WatchError:
+                    return None
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return [str(results[i]) for i in xadds]
+
+    def _decode(self, entries: list[tuple[str, dict[str, str]]]) -> list[StoredEvent]:
+        return [StoredEvent(eid, decode(fields)) for eid, fields in entries]
+
+    async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:
+        """Events after stream id `after`."""
+        try:
+            entries = await self._r.xrange(self.keys.events, f"({after}", "+", count=count)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return self._decode(entries)
+
+    async def read_range(self, start: str = "-", end: str = "+") -> list[StoredEvent]:
+        """Events between two stream ids, both included."""
+        try:
+            entries = await self._r.xrange(self.keys.events, start, end)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return self._decode(entries)
+
+    async def tail(self, after: str, block_ms: int, count: int = 1000) -> list[StoredEvent]:
+        """XREAD BLOCK from `after`."""
+        try:
+            reply = await self._r.xread(
+                {self.keys.events: after}, count=count, block=max(1, block_ms)
+            )
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        if not reply:
+            return []
+        return self._decode(reply[0][1])
+
+    async def last_id(self) -> str:
+        """The newest event's id."""
+        entries = await self._r.xrevrange(self.keys.events, count=1)
+        return str(entries[0][0]) if entries else "0-0"
+
+    async def task_view(self, task_id: str) -> dict[str, str] | None:
+        """The task view hash."""
+        view: dict[str, str] = await self._r.hgetall(self.keys.task(task_id))
+        return view or None
+
+    async def task_log(self, task_id: str) -> list[dict[str, str]]:
+        """The task's events, in stream order."""
+        raw: list[str] = await self._r.lrange(self.keys.task_log(task_id), 0, -1)
+        return [json.loads(r) for r in raw]
+
+    async def position(self, task_id: str) -> int | None:
+        """ZRANK in the waiting set."""
+        rank: int | None = await self._r.zrank(self.keys.waiting, task_id)
+        return rank
+
+    async def counts(self) -> QueueCounts:
+        """ZCARD, SCARD and the counters, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys.waiting)
+            pipe.scard(self.keys.running)
+            pipe.hgetall(self.keys.stats)
+            waiting, running, stats = await pipe.execute()
+        return QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
+
+    async def window_calls(self, pool: str, since: float) -> int:
+        """How many tokens a pool granted after `since`."""
+        n: int = await self._r.zcount(self.keys.grants(pool), f"({since}", "+inf")
+        return n
+
+    async def ping(self) -> bool:
+        """PING."""
+        try:
+            return bool(await self._r.ping())
+        except UNAVAILABLE:
+            return False
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._r.aclose()

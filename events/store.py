@@ -1,0 +1,84 @@
+"""The event store interface shared by the Redis store and the in-memory one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from events.catalogue import Event, StoredEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """A precondition on a task view: the append happens only if it still holds."""
+
+    status: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Figures read from the read models for the queue overview."""
+
+    waiting: int
+    running: int
+    stats: dict[str, float]
+
+
+class EventStore(Protocol):
+    """An append-only, totally ordered event log with read models beside it."""
+
+    async def append(
+        self, events: Sequence[Event], expect: Mapping[str, Expect] | None = None
+    ) -> list[str] | None:
+        """Append events and their read-model writes atomically.
+
+        With `expect`, the append happens only if every named task view still has the
+        expected status and attempt; otherwise nothing is written and None is returned.
+        """
+        ...
+
+    async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:
+        """Events after stream id `after`, in order, at most `count`."""
+        ...
+
+    async def read_range(self, start: str = "-", end: str = "+") -> list[StoredEvent]:
+        """Events between two stream ids, both included."""
+        ...
+
+    async def tail(self, after: str, block_ms: int, count: int = 1000) -> list[StoredEvent]:
+        """Events after `after`, waiting up to `block_ms` for the first one."""
+        ...
+
+    async def last_id(self) -> str:
+        """The id of the newest event, or "0-0"."""
+        ...
+
+    async def task_view(self, task_id: str) -> dict[str, str] | None:
+        """The task view hash, or None for an unknown task."""
+        ...
+
+    async def task_log(self, task_id: str) -> list[dict[str, str]]:
+        """The task's events, as stream fields, in stream order."""
+        ...
+
+    async def position(self, task_id: str) -> int | None:
+        """How many waiting tasks are ahead of this one; None if it is not waiting."""
+        ...
+
+    async def counts(self) -> QueueCounts:
+        """Waiting and running counts and the counters."""
+        ...
+
+    async def window_calls(self, pool: str, since: float) -> int:
+        """How many tokens a pool granted after `since`."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the store answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

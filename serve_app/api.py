@@ -1,0 +1,253 @@
+"""The HTTP API (FastAPI): submit writes `task.submitted`; every read comes from Redis read models."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+
+from actors.blobs import BlobNotFoundError, FileBlobStore, task_blob
+from actors.config import Config
+from events.catalogue import QUEUED, SUCCEEDED, TaskSubmitted
+from events.redis_store import RedisEventStore
+from serve_app import problems
+from serve_app.images import ImageRejected, decode_image
+from serve_app.models import SubmitTask, Submitted, TaskViewOut
+from serve_app.problems import NotFound, Unprocessable
+
+Readiness = Callable[[], Awaitable[bool]]
+TaskId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="A task id.")]
+_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class Context:
+    """Per-replica state, made on first use inside the replica's event loop."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.blobs = FileBlobStore(Path(config.server.data_dir) / "blobs")
+        self._store: RedisEventStore | None = None
+
+    @property
+    def store(self) -> RedisEventStore:
+        """The event store client of this replica."""
+        if self._store is None:
+            self._store = RedisEventStore.from_url(
+                self.config.redis.url, self.config.redis.namespace
+            )
+        return self._store
+
+    def throughput(self, stats: dict[str, float]) -> tuple[float, float]:
+        """(tasks per second the configuration can sustain, mean call latency used for it)."""
+        count = stats.get("elapsed_count", 0.0)
+        latency = (
+            stats["elapsed_sum"] / count
+            if count
+            else max(self.config.provider.latency_seconds, 0.1)
+        )
+        rate_limit = sum(p.rpm for p in self.config.pools) / 60.0
+        return min(self.config.queue.slots / max(latency, 1e-3), rate_limit), latency
+
+
+def get_ctx(request: Request) -> Context:
+    """The replica's context (a FastAPI dependency)."""
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[Context, Depends(get_ctx)]
+
+
+def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
+    """The FastAPI application for one genqueue namespace."""
+    app = FastAPI(
+        title="genqueue",
+        version="1",
+        summary="A queue for AI image generation that absorbs bursts and never overruns upstream quotas.",
+    )
+    problems.install(app)
+    app.state.ctx = Context(config)
+
+    async def eta(c: Context, position: int | None) -> float | None:
+        if position is None:
+            return None
+        counts = await c.store.counts()
+        rate, _ = c.throughput(counts.stats)
+        free = max(0, c.config.queue.slots - counts.running)
+        ahead = max(0, position - free + 1)
+        return round(ahead / rate, 1) if ahead else 0.0
+
+    @app.post("/v1/tasks", status_code=202, response_model=Submitted, tags=["tasks"])
+    async def submit(body: SubmitTask, c: Ctx, response: Response) -> Submitted:
+        """Queue a generation task; answers at once with its id, position and ETA."""
+        limits = c.config.limits
+        if len(body.prompt) > limits.max_prompt_chars:
+            raise Unprocessable(
+                f"prompt is {len(body.prompt)} characters, the limit is {limits.max_prompt_chars}",
+                errors=[{"field": "prompt", "message": "too long"}],
+            )
+        wanted = {"person": body.images.person}
+        if body.kind == "fitting":
+            if body.images.garment is None:
+                raise Unprocessable(
+                    "fitting needs images.garment",
+                    errors=[{"field": "images.garment", "message": "required"}],
+                )
+            wanted["garment"] = body.images.garment
+        elif body.images.garment is not None:
+            raise Unprocessable(
+                "photography takes only images.person",
+                errors=[{"field": "images.garment", "message": "not allowed for photography"}],
+            )
+        decoded: dict[str, tuple[bytes, str]] = {}
+        for role, text in wanted.items():
+            try:
+                decoded[role] = decode_image(f"images.{role}", text, limits.max_image_bytes)
+            except ImageRejected as exc:
+                raise Unprocessable(
+                    str(exc), errors=[{"field": f"images.{role}", "message": str(exc)}]
+                ) from exc
+        task_id = uuid.uuid4().hex
+        refs = {}
+        for role, (data, mime) in decoded.items():
+            ref = task_blob(task_id, f"{role}.{_EXT[mime]}")
+            await asyncio.to_thread(c.blobs.put, ref, data)
+            refs[role] = ref
+        event = TaskSubmitted(
+            task_id=task_id,
+            user_id=body.user_id,
+            kind=body.kind,
+            prompt=body.prompt,
+            inputs=refs,
+            options=body.options,
+            at=time.time(),
+        )
+        await c.store.append([event])
+        position = await c.store.position(task_id)
+        response.headers["Location"] = f"/v1/tasks/{task_id}"
+        return Submitted(
+            task_id=task_id, status=QUEUED, position=position, eta_seconds=await eta(c, position)
+        )
+
+    async def load_view(c: Context, task_id: str) -> dict[str, str]:
+        view = await c.store.task_view(task_id)
+        if view is None:
+            raise NotFound(f"no task {task_id}")
+        return view
+
+    def _float(view: dict[str, str], key: str) -> float | None:
+        value = view.get(key)
+        return float(value) if value else None
+
+    @app.get("/v1/tasks/{task_id}", response_model=TaskViewOut, tags=["tasks"])
+    async def get_task(task_id: TaskId, c: Ctx) -> TaskViewOut:
+        """The task view: status, position, ETA, attempts, timestamps, error and result URL."""
+        view = await load_view(c, task_id)
+        status = view.get("status", QUEUED)
+        position = await c.store.position(task_id) if status == QUEUED else None
+        return TaskViewOut(
+            task_id=task_id,
+            user_id=view.get("user_id", ""),
+            kind=view.get("kind", ""),
+            status=status,
+            position=position,
+            eta_seconds=await eta(c, position),
+            attempts=int(view.get("attempts", 0)),
+            submitted_at=_float(view, "submitted_at"),
+            dispatched_at=_float(view, "dispatched_at"),
+            started_at=_float(view, "started_at"),
+            finished_at=_float(view, "finished_at"),
+            error=view.get("error") or None,
+            result_url=f"/v1/tasks/{task_id}/result" if status == SUCCEEDED else None,
+            pool=view.get("pool") or None,
+        )
+
+    @app.get("/v1/tasks/{task_id}/events", tags=["tasks"])
+    async def task_events(task_id: TaskId, c: Ctx) -> dict[str, Any]:
+        """The task's audit trail: its events in stream order."""
+        await load_view(c, task_id)
+        return {"task_id": task_id, "events": await c.store.task_log(task_id)}
+
+    @app.get(
+        "/v1/tasks/{task_id}/result",
+        tags=["tasks"],
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    )
+    async def task_result(task_id: TaskId, c: Ctx) -> Response:
+        """The generated image."""
+        view = await load_view(c, task_id)
+        if view.get("status") != SUCCEEDED:
+            raise problems.Conflict(f"task {task_id} has no result: it is {view.get('status')}")
+        try:
+            data = await asyncio.to_thread(c.blobs.get, view["result"])
+        except BlobNotFoundError as exc:
+            raise NotFound(f"the result of task {task_id} is no longer stored") from exc
+        return Response(data, media_type=view.get("mime_type", "application/octet-stream"))
+
+    @app.get("/v1/queue", tags=["queue"])
+    async def queue(c: Ctx) -> dict[str, Any]:
+        """Waiting, running, slots, throughput and each pool's window budget."""
+        counts = await c.store.counts()
+        rate, latency = c.throughput(counts.stats)
+        now = time.time()
+        pools = []
+        for p in c.config.pools:
+            capacity = max(1, int(p.rpm * p.window_seconds / 60 + 1e-9))
+            used = await c.store.window_calls(p.name, now - p.window_seconds)
+            pools.append(
+                {
+                    "name": p.name,
+                    "rpm": p.rpm,
+                    "window_seconds": p.window_seconds,
+                    "keys": len(p.keys),
+                    "capacity": capacity,
+                    "window_used": used,
+                    "window_left": max(0, capacity - used),
+                    "calls": int(counts.stats.get(f"calls:{p.name}", 0)),
+                }
+            )
+        stats = counts.stats
+        return {
+            "waiting": counts.waiting,
+            "running": counts.running,
+            "slots": c.config.queue.slots,
+            "submitted": int(stats.get("submitted", 0)),
+            "succeeded": int(stats.get("succeeded", 0)),
+            "failed": int(stats.get("failed", 0)),
+            "cancelled": int(stats.get("cancelled", 0)),
+            "mean_latency_seconds": round(latency, 3),
+            "throughput_bound_per_second": round(rate, 3),
+            "pools": pools,
+            "alerts": [],
+        }
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(c: Ctx) -> JSONResponse:
+        """Readiness: the event store answers and the actors are alive."""
+        store_ok = await c.store.ping()
+        actors_ok = await readiness() if (readiness is not None and store_ok) else store_ok
+        ok = store_ok and actors_ok
+        body = {"status": "ready" if ok else "not ready", "store": store_ok, "actors": actors_ok}
+        if ok:
+            return JSONResponse(body)
+        return problems.problem(
+            503,
+            "Not ready",
+            f"store reachable: {store_ok}; actors alive: {actors_ok}",
+            "/readyz",
+            {"Retry-After": "2"},
+        )
+
+    return app

@@ -1,0 +1,120 @@
+"""A burst of simulated users over HTTP: submit all at once, follow every task to its end, summarise."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from actors.providers.images import sample_garment, sample_selfie
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def payload(i: int, kind: str) -> dict[str, Any]:
+    """A submit body for simulated user `i`, with generated photos."""
+    images = {"person": base64.b64encode(sample_selfie(i)).decode()}
+    if kind == "fitting":
+        images["garment"] = base64.b64encode(sample_garment(i)).decode()
+    return {
+        "kind": kind,
+        "prompt": f"studio portrait, look {i % 7}",
+        "images": images,
+        "user_id": f"user-{i}",
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank q-th percentile (0-100); 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass(slots=True)
+class BurstResult:
+    """What one burst measured."""
+
+    started: float
+    submit_latencies: list[float] = field(default_factory=list)
+    rejected: dict[int, int] = field(default_factory=dict)
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: float = 0.0
+
+    @property
+    def makespan(self) -> float:
+        """From the first submit to the last task's end."""
+        ends = [v["finished_at"] for v in self.views.values() if v.get("finished_at")]
+        return (max(ends) - self.started) if ends else 0.0
+
+    def waits(self) -> list[float]:
+        """Seconds from submit to start (token held) for every started task."""
+        return [
+            v["started_at"] - v["submitted_at"] for v in self.views.values() if v.get("started_at")
+        ]
+
+    def count(self, status: str) -> int:
+        """How many tasks ended with `status`."""
+        return sum(1 for v in self.views.values() if v.get("status") == status)
+
+
+async def run_burst(
+    url: str,
+    users: int,
+    kind: str = "mixed",
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    timeout: float = 900.0,
+    poll: float = 0.5,
+) -> BurstResult:
+    """Submit `users` tasks at once and wait until all have ended (or `timeout`)."""
+    kinds = [
+        ("photography" if i % 2 == 0 else "fitting") if kind == "mixed" else kind
+        for i in range(users)
+    ]
+    bodies = await asyncio.to_thread(lambda: [payload(i, k) for i, k in enumerate(kinds)])
+    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        before = (await client.get("/v1/queue")).json()
+        result = BurstResult(started=time.time())
+
+        async def submit(body: dict[str, Any]) -> str | None:
+            t0 = time.perf_counter()
+            r = await client.post("/v1/tasks", json=body)
+            result.submit_latencies.append(time.perf_counter() - t0)
+            if r.status_code != 202:
+                result.rejected[r.status_code] = result.rejected.get(r.status_code, 0) + 1
+                return None
+            return str(r.json()["task_id"])
+
+        ids = [t for t in await asyncio.gather(*(submit(b) for b in bodies)) if t]
+        deadline = time.monotonic() + timeout
+        base_done = sum(before[k] for k in TERMINAL)
+        while time.monotonic() < deadline:
+            q = (await client.get("/v1/queue")).json()
+            if on_progress is not None:
+                on_progress(q)
+            if sum(q[k] for k in TERMINAL) - base_done >= len(ids):
+                break
+            await asyncio.sleep(poll)
+        sem = asyncio.Semaphore(32)
+
+        async def fetch(task_id: str) -> None:
+            async with sem:
+                result.views[task_id] = (await client.get(f"/v1/tasks/{task_id}")).json()
+
+        await asyncio.gather(*(fetch(t) for t in ids))
+    result.finished = time.time()
+    return result
+
+
+def bound_seconds(users: int, slots: int, latency: float, rpm_total: float) -> float:
+    """The lower bound on makespan: N / min(slots / latency, ΣRPM / 60) + latency."""
+    rate = min(slots / latency, rpm_total / 60.0)
+    return users / rate + latency

@@ -1,0 +1,48 @@
+"""The Ray Serve deployment: the FastAPI app as a light ingress with many requests in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+from ray import serve
+
+from actors import factory
+from actors.config import Config
+from serve_app.api import create_app
+
+APP_NAME = "genqueue"
+
+
+def build(config: Config, replicas: int = 1) -> Any:
+    """The bound Serve application for `config`."""
+
+    async def actors_alive() -> bool:
+        try:
+            queue = factory.get(config, factory.QUEUE_NAME)
+            keypool = factory.get(config, factory.KEYPOOL_NAME)
+            await asyncio.wait_for(asyncio.gather(queue.ping.remote(), keypool.status.remote()), 5)
+        except (ValueError, TimeoutError, ray.exceptions.RayError):
+            return False
+        return True
+
+    app = create_app(config, readiness=actors_alive)
+
+    @serve.deployment(
+        name="ingress",
+        num_replicas=replicas,
+        max_ongoing_requests=1000,
+        ray_actor_options={"num_cpus": 0.1},
+    )
+    @serve.ingress(app)
+    class Ingress:
+        """Stateless: every request reads or appends to the event store."""
+
+    return Ingress.bind()  # type: ignore[attr-defined]
+
+
+def run(config: Config, replicas: int = 1) -> None:
+    """Deploy the app on the running Ray and wait until it serves."""
+    serve.start(http_options={"host": config.server.host, "port": config.server.port})
+    serve.run(build(config, replicas), name=APP_NAME, route_prefix="/", blocking=False)

@@ -1,0 +1,49 @@
+"""Input image checks: base64 of a PNG, JPEG or WebP that Pillow opens, within the size limit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+from PIL import Image, UnidentifiedImageError
+
+ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+
+
+class ImageRejected(ValueError):
+    """An input image that cannot be used; the message says why."""
+
+
+def decode_image(field: str, text: str, max_bytes: int) -> tuple[bytes, str]:
+    """The image bytes and mime type of a base64 field, or ImageRejected naming the field."""
+    if len(text) > (max_bytes * 4) // 3 + 8:
+        raise ImageRejected(f"{field}: image is larger than {max_bytes} bytes")
+    compact = "".join(text.split())
+    if compact.startswith("data:") and "," in compact:
+        compact = compact.split(",", 1)[1]
+    compact += "=" * (-len(compact) % 4)
+    try:
+        alphabet = b"-_" if ("-" in compact or "_" in compact) else None
+        data = base64.b64decode(compact, altchars=alphabet, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageRejected(f"{field}: not valid base64") from exc
+    if not data:
+        raise ImageRejected(f"{field}: empty image")
+    if len(data) > max_bytes:
+        raise ImageRejected(f"{field}: image is {len(data)} bytes, the limit is {max_bytes}")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format or ""
+            img.verify()
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise ImageRejected(f"{field}: not a readable image") from exc
+    if fmt not in ALLOWED_FORMATS:
+        raise ImageRejected(f"{field}: format {fmt or 'unknown'} is not PNG, JPEG or WebP")
+    return data, ALLOWED_FORMATS[fmt]

