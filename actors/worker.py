@@ -17,7 +17,7 @@ from events.catalogue import (
     RUNNING,
     Event,
     TaskAttemptFailed,
-    TaskOutcomeLate,
+    TaskLateOutcomeIgnored,
     TaskStarted,
     TaskSucceeded,
 )
@@ -142,7 +142,7 @@ class Worker:
         )
 
     async def _late(self, store: EventStore, spec: AttemptSpec, outcome: str) -> str:
-        late = TaskOutcomeLate(
+        late = TaskLateOutcomeIgnored(
             task_id=spec.task_id, attempt=spec.attempt, outcome=outcome, at=time.time()
         )
         await store.append([late])

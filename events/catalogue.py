@@ -132,10 +132,10 @@ class TaskCancelled:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TaskOutcomeLate:
+class TaskLateOutcomeIgnored:
     """An outcome of an attempt that no longer held the task's lease; it changed nothing."""
 
-    type: ClassVar[str] = "task.outcome_late"
+    type: ClassVar[str] = "task.late_outcome_ignored"
     version: ClassVar[int] = 1
     task_id: str
     attempt: int
@@ -168,7 +168,7 @@ TaskEvent = (
     | TaskRetryScheduled
     | TaskFailed
     | TaskCancelled
-    | TaskOutcomeLate
+    | TaskLateOutcomeIgnored
 )
 Event = TaskEvent | KeyTokenGranted
 
@@ -184,7 +184,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskRetryScheduled,
         TaskFailed,
         TaskCancelled,
-        TaskOutcomeLate,
+        TaskLateOutcomeIgnored,
         KeyTokenGranted,
     )
 }

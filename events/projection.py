@@ -22,7 +22,7 @@ from events.catalogue import (
     TaskDispatched,
     TaskFailed,
     TaskLeaseExpired,
-    TaskOutcomeLate,
+    TaskLateOutcomeIgnored,
     TaskRetryScheduled,
     TaskStarted,
     TaskSubmitted,
@@ -129,7 +129,7 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             return {"status": FAILED, "error": event.error, "finished_at": event.at}
         case TaskCancelled():
             return {"status": CANCELLED, "error": event.reason, "finished_at": event.at}
-        case TaskOutcomeLate() | KeyTokenGranted():
+        case TaskLateOutcomeIgnored() | KeyTokenGranted():
             return {}
         case _:
             assert_never(event)
@@ -169,7 +169,7 @@ def project(event: Event, keys: Keys) -> list[Op]:
             ]
         case TaskCancelled():
             ops += [ZRem(keys.waiting, event.task_id), HIncr(keys.stats, "cancelled", 1)]
-        case TaskOutcomeLate():
+        case TaskLateOutcomeIgnored():
             ops += [HIncr(keys.stats, "late_outcomes", 1)]
         case KeyTokenGranted():
             grants = keys.grants(event.pool)

@@ -17,7 +17,7 @@ from events.catalogue import (
     TaskDispatched,
     TaskFailed,
     TaskLeaseExpired,
-    TaskOutcomeLate,
+    TaskLateOutcomeIgnored,
     TaskRetryScheduled,
     TaskStarted,
     TaskSubmitted,
@@ -163,7 +163,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
             if t in state.tasks and t not in state.running:
                 state._end(t)
                 state.cancelled += 1
-        case TaskOutcomeLate():
+        case TaskLateOutcomeIgnored():
             state.late += 1
         case TaskStarted() | KeyTokenGranted():
             pass

@@ -1,0 +1,67 @@
+"""Shared fixtures: one embedded Valkey and one local Ray for the whole run."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An embedded Valkey server (the project's default store) for the session."""
+    from serve_app.runtime import embedded_valkey
+
+    with embedded_valkey(tmp_path_factory.mktemp("valkey")) as url:
+        yield url
+
+
+EXTERNAL_REDIS = os.environ.get("GENQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def external_redis_available() -> bool:
+    """Whether the optional external Redis for the contract suite answers."""
+    host_port = EXTERNAL_REDIS.split("//", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    return _reachable(host or "127.0.0.1", int(port or 6379))
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for every actor and end-to-end test."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024 * 1024,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> str:
+    """A data directory for blobs."""
+    return str(tmp_path / "data")
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

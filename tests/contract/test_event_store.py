@@ -1,0 +1,178 @@
+"""One contract for every event store: the in-memory one, the embedded Valkey and, when reachable, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from events.catalogue import (
+    KeyTokenGranted,
+    TaskDispatched,
+    TaskLateOutcomeIgnored,
+    TaskStarted,
+    TaskSucceeded,
+)
+from events.errors import StoreUnavailableError
+from events.memory_store import MemoryEventStore
+from events.redis_store import RedisEventStore
+from events.store import EventStore, Expect
+from tests.conftest import EXTERNAL_REDIS, external_redis_available
+from tests.helpers import submitted
+
+Body = Callable[[EventStore], Awaitable[None]]
+
+
+@pytest.fixture(params=["memory", "valkey", "redis"])
+def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
+    """Runs a test body against a fresh namespace of one backend."""
+    backend = request.param
+    if backend == "redis" and not external_redis_available():
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    namespace = f"c{uuid.uuid4().hex[:10]}"
+
+    def runner(body: Body) -> None:
+        async def main() -> None:
+            store: EventStore
+            if backend == "memory":
+                store = MemoryEventStore(namespace)
+            elif backend == "valkey":
+                store = RedisEventStore.from_url(request.getfixturevalue("valkey_url"), namespace)
+            else:
+                store = RedisEventStore.from_url(EXTERNAL_REDIS, namespace)
+            try:
+                await body(store)
+            finally:
+                await store.close()
+
+        asyncio.run(main())
+
+    return runner
+
+
+def test_append_returns_increasing_ids_and_reads_back_in_order(run: Callable[[Body], None]) -> None:
+    """Appended events come back in append order with increasing stream ids."""
+
+    async def body(store: EventStore) -> None:
+        events = [submitted(at=float(i)) for i in range(5)]
+        ids = await store.append(events[:2])
+        ids2 = await store.append(events[2:])
+        assert ids is not None and ids2 is not None
+        all_ids = ids + ids2
+        assert len(all_ids) == 5 and all_ids == sorted(all_ids, key=lambda i: tuple(map(int, i.split("-"))))
+        read = await store.read()
+        assert [s.event for s in read] == events
+        assert [s.id for s in read] == all_ids
+        assert [s.event for s in await store.read(all_ids[2])] == events[3:]
+        assert [s.event for s in await store.read(count=2)] == events[:2]
+        assert [s.event for s in await store.read_range(all_ids[1], all_ids[3])] == events[1:4]
+        assert await store.last_id() == all_ids[-1]
+
+    run(body)
+
+
+def test_tail_waits_for_the_next_event(run: Callable[[Body], None]) -> None:
+    """tail returns nothing on timeout and wakes up for an event appended while it blocks."""
+
+    async def body(store: EventStore) -> None:
+        assert await store.tail("0-0", 50) == []
+        first = submitted()
+
+        async def later() -> None:
+            await asyncio.sleep(0.1)
+            await store.append([first])
+
+        waiter = asyncio.create_task(store.tail("0-0", 5000))
+        await later()
+        got = await asyncio.wait_for(waiter, 10)
+        assert [s.event for s in got] == [first]
+
+    run(body)
+
+
+def test_read_models_follow_the_events(run: Callable[[Body], None]) -> None:
+    """The task view, positions, counts and the task log change in the same append as the events."""
+
+    async def body(store: EventStore) -> None:
+        a, b, c = submitted(at=1.0), submitted(at=2.0), submitted(at=3.0)
+        await store.append([a, b, c])
+        assert [await store.position(e.task_id) for e in (a, b, c)] == [0, 1, 2]
+        counts = await store.counts()
+        assert (counts.waiting, counts.running, counts.stats["submitted"]) == (3, 0, 3)
+        await store.append([TaskDispatched(task_id=a.task_id, attempt=1, worker=0, lease_deadline=9.0, at=4.0)])
+        assert await store.position(a.task_id) is None
+        assert await store.position(b.task_id) == 0
+        view = await store.task_view(a.task_id)
+        assert view is not None and view["status"] == "running" and view["attempts"] == "1"
+        await store.append([
+            TaskStarted(task_id=a.task_id, attempt=1, pool="p", key_id="p#1", at=4.5),
+            TaskSucceeded(task_id=a.task_id, attempt=1, result="r", mime_type="image/png", elapsed=0.5, at=5.0),
+        ])
+        view = await store.task_view(a.task_id)
+        assert view is not None and view["status"] == "succeeded" and view["result"] == "r"
+        counts = await store.counts()
+        assert (counts.waiting, counts.running, counts.stats["succeeded"]) == (2, 0, 1)
+        log = await store.task_log(a.task_id)
+        assert [e["type"] for e in log] == ["task.submitted", "task.dispatched", "task.started", "task.succeeded"]
+        assert await store.task_view("missing") is None
+
+    run(body)
+
+
+def test_guarded_append_writes_nothing_when_the_view_moved_on(run: Callable[[Body], None]) -> None:
+    """An append that expects a status and attempt is refused, whole, once the task has moved on."""
+
+    async def body(store: EventStore) -> None:
+        a = submitted()
+        await store.append([a, TaskDispatched(task_id=a.task_id, attempt=1, worker=0, lease_deadline=9, at=2)])
+        ok = await store.append(
+            [TaskSucceeded(task_id=a.task_id, attempt=1, result="r", mime_type="image/png", elapsed=1, at=3)],
+            {a.task_id: Expect("running", 1)},
+        )
+        assert ok is not None
+        before = await store.last_id()
+        refused = await store.append(
+            [TaskSucceeded(task_id=a.task_id, attempt=1, result="r2", mime_type="image/png", elapsed=1, at=4)],
+            {a.task_id: Expect("running", 1)},
+        )
+        assert refused is None
+        assert await store.last_id() == before
+        view = await store.task_view(a.task_id)
+        assert view is not None and view["result"] == "r"
+        await store.append([TaskLateOutcomeIgnored(task_id=a.task_id, attempt=1, outcome="task.succeeded", at=5)])
+        assert (await store.counts()).stats["late_outcomes"] == 1
+
+    run(body)
+
+
+def test_window_calls_count_only_the_current_window(run: Callable[[Body], None]) -> None:
+    """A pool's grant read model counts grants after a time and forgets those a window old."""
+
+    async def body(store: EventStore) -> None:
+        grants = [
+            KeyTokenGranted(pool="p", key_id="p#1", task_id=f"t{i}", attempt=1, capacity=10, window=1.0, at=t)
+            for i, t in enumerate([100.0, 100.5, 101.2, 101.4])
+        ]
+        await store.append(grants)
+        assert await store.window_calls("p", 100.4) == 3
+        assert await store.window_calls("p", 0.0) == 3  # the grant at 100.0 was trimmed at 101.2
+        assert await store.window_calls("other", 0.0) == 0
+
+    run(body)
+
+
+def test_unreachable_redis_raises_store_unavailable() -> None:
+    """A store whose server is gone raises StoreUnavailableError, not a driver error."""
+
+    async def body() -> None:
+        store = RedisEventStore.from_url("redis://127.0.0.1:1/0", "x")
+        with pytest.raises(StoreUnavailableError):
+            await store.append([submitted()])
+        with pytest.raises(StoreUnavailableError):
+            await store.read()
+        assert await store.ping() is False
+        await store.close()
+
+    asyncio.run(body())

@@ -1,0 +1,76 @@
+"""Test helpers: wait on a condition with a deadline, build events and configs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from actors.config import Config, PoolConfig, ProviderConfig, QueueConfig, Secret
+from events.catalogue import TaskSubmitted
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
+    """Call `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {what or check}")
+        time.sleep(interval)
+        last = check()
+    return last
+
+
+async def eventually_async(
+    check: Callable[[], Awaitable[T]], timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """The async form of `eventually`."""
+    deadline = time.monotonic() + timeout
+    last = await check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {what or check}")
+        await asyncio.sleep(interval)
+        last = await check()
+    return last
+
+
+def submitted(task_id: str | None = None, at: float = 1.0, user: str = "u1", kind: str = "photography") -> TaskSubmitted:
+    """A task.submitted event with plausible fields."""
+    tid = task_id or uuid.uuid4().hex
+    return TaskSubmitted(
+        task_id=tid, user_id=user, kind=kind, prompt="p", inputs={"person": f"tasks/{tid}/person.png"}, at=at
+    )
+
+
+def test_config(
+    redis_url: str,
+    data_dir: str,
+    *,
+    slots: int = 4,
+    latency: float = 0.05,
+    jitter: float = 0.0,
+    pools: tuple[tuple[str, int, float], ...] = (("p1", 600, 1.0),),
+    lease_seconds: float = 60.0,
+    max_attempts: int = 3,
+    workers: int = 2,
+    port: int = 8000,
+) -> Config:
+    """A fast config on a fresh namespace: offline provider, short windows."""
+    base = Config()
+    return replace(
+        base,
+        redis=replace(base.redis, url=redis_url, namespace=f"t{uuid.uuid4().hex[:10]}"),
+        queue=QueueConfig(slots=slots, lease_seconds=lease_seconds, max_attempts=max_attempts, workers=workers),
+        provider=ProviderConfig(name="offline", latency_seconds=latency, latency_jitter=jitter),
+        pools=tuple(
+            PoolConfig(name=n, rpm=rpm, keys=(Secret(f"k-{n}"),), window_seconds=w) for n, rpm, w in pools
+        ),
+        server=replace(base.server, data_dir=data_dir, port=port),
+    )

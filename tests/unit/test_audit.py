@@ -1,0 +1,44 @@
+"""The log audit finds double endings, lost tasks and window overruns."""
+
+from __future__ import annotations
+
+from events.audit import audit, max_in_window
+from events.catalogue import Event, KeyTokenGranted, StoredEvent, TaskDispatched, TaskSucceeded
+from tests.helpers import submitted
+
+
+def stored(events: list[Event]) -> list[StoredEvent]:
+    return [StoredEvent(f"{1000 + i}-0", e) for i, e in enumerate(events)]
+
+
+def test_max_in_window_uses_half_open_windows() -> None:
+    """Grants exactly one window apart fall in different windows."""
+    assert max_in_window([0.0, 0.5, 1.0, 1.5], 1.0) == 2
+    assert max_in_window([0.0, 0.0, 0.0], 1.0) == 3
+    assert max_in_window([], 1.0) == 0
+
+
+def test_a_clean_run_passes_and_a_lost_task_does_not() -> None:
+    """A task that never ended is reported, and so is one that ended twice."""
+    a, b = submitted(), submitted()
+    ok = [
+        a,
+        TaskDispatched(task_id=a.task_id, attempt=1, worker=0, lease_deadline=9, at=1),
+        TaskSucceeded(task_id=a.task_id, attempt=1, result="r", mime_type="image/png", elapsed=1, at=2),
+    ]
+    report = audit(stored(ok))
+    assert report.ok and report.ended == {"succeeded": 1} and report.max_running == 1
+    lost = audit(stored([*ok, b]))
+    assert not lost.ok and lost.never_ended == [b.task_id]
+    twice = audit(stored([*ok, ok[-1]]))
+    assert not twice.ok and twice.ended_twice == [a.task_id]
+
+
+def test_window_overrun_is_reported() -> None:
+    """More grants in one window than the capacity they were granted under fails the audit."""
+    grants: list[Event] = [
+        KeyTokenGranted(pool="p", key_id="p#1", task_id=f"t{i}", attempt=1, capacity=2, window=1.0, at=0.1 * i)
+        for i in range(3)
+    ]
+    report = audit(stored(grants))
+    assert report.max_window_calls == {"p": 3} and not report.ok

@@ -1,0 +1,66 @@
+"""The codec: plain JSON fields, round trips, upcasters and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from events.catalogue import EVENT_TYPES, TaskSubmitted, TaskSucceeded
+from events.codec import decode, encode
+from events.errors import EventDecodeError
+
+text = st.text(max_size=50)
+
+
+@given(text, text, st.sampled_from(["photography", "fitting"]), text, st.floats(0, 2e9, allow_nan=False))
+def test_submitted_round_trips(task_id: str, user: str, kind: str, prompt: str, at: float) -> None:
+    """Any task.submitted decodes to an equal event."""
+    event = TaskSubmitted(task_id=task_id, user_id=user, kind=kind, prompt=prompt, inputs={"person": "x"}, at=at)
+    assert decode(encode(event)) == event
+
+
+def test_fields_are_plain_json_any_client_can_read() -> None:
+    """The stream fields are strings; data is a JSON object; the task id is a field of its own."""
+    event = TaskSucceeded(task_id="t1", attempt=2, result="r", mime_type="image/png", elapsed=1.5, at=3.0)
+    fields = encode(event)
+    assert fields["type"] == "task.succeeded" and fields["v"] == "1" and fields["task"] == "t1"
+    assert json.loads(fields["data"])["attempt"] == 2
+
+
+def test_every_event_type_is_past_tense_and_dotted() -> None:
+    """Event names are `noun.past_tense_verb`."""
+    for name in EVENT_TYPES:
+        noun, _, verb = name.partition(".")
+        assert noun and verb.endswith(("ed", "en")), name
+
+
+def test_an_upcaster_lifts_old_versions() -> None:
+    """A stored v0 entry is upcast to the current shape."""
+    fields = encode(TaskSucceeded(task_id="t", attempt=1, result="r", mime_type="image/png", elapsed=1, at=2))
+    old = json.loads(fields["data"])
+    old.pop("mime_type")
+    stored = {**fields, "v": "0", "data": json.dumps(old)}
+    with pytest.raises(EventDecodeError, match="no upcaster"):
+        decode(stored)
+    lifted = decode(stored, {("task.succeeded", 0): lambda d: {**d, "mime_type": "image/png"}})
+    assert isinstance(lifted, TaskSucceeded) and lifted.mime_type == "image/png"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"type": "task.exploded", "v": "1", "data": "{}"},
+        {"type": "task.succeeded", "v": "1", "data": "not json"},
+        {"type": "task.succeeded", "v": "1", "data": "[]"},
+        {"type": "task.succeeded", "v": "1", "data": "{\"task_id\": \"t\"}"},
+        {"type": "task.succeeded", "v": "9", "data": "{}"},
+        {"v": "1", "data": "{}"},
+    ],
+)
+def test_undecodable_entries_raise_a_clear_error(fields: dict[str, str]) -> None:
+    """Unknown types, bad JSON, missing fields and future versions raise EventDecodeError."""
+    with pytest.raises(EventDecodeError):
+        decode(fields)

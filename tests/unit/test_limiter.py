@@ -1,0 +1,84 @@
+"""Property tests of the rolling-window limiter and the pool choice."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.keypool_logic import PoolState, choose, grant, next_free_at, window_capacity
+from actors.limiter import SlidingWindowLog
+from events.audit import max_in_window
+
+times = st.lists(st.floats(min_value=0, max_value=50, allow_nan=False), min_size=1, max_size=300).map(sorted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(times, st.integers(1, 20), st.floats(min_value=0.1, max_value=10))
+def test_no_window_ever_holds_more_than_capacity(requests: list[float], capacity: int, window: float) -> None:
+    """Whatever the request times, no half-open window of `window` seconds holds more than `capacity` grants."""
+    limiter = SlidingWindowLog(capacity=capacity, window=window)
+    granted = [t for t in requests if limiter.take(t)]
+    assert max_in_window(granted, window) <= capacity
+
+
+@settings(max_examples=200, deadline=None)
+@given(times, st.integers(1, 20), st.floats(min_value=0.1, max_value=10))
+def test_a_refused_request_is_refused_only_when_the_window_is_full(
+    requests: list[float], capacity: int, window: float
+) -> None:
+    """The limiter refuses only when granting would put capacity + 1 grants in some window (it wastes nothing)."""
+    limiter = SlidingWindowLog(capacity=capacity, window=window)
+    granted: list[float] = []
+    for t in requests:
+        if limiter.take(t):
+            granted.append(t)
+        else:
+            assert max_in_window([*granted, t], window) > capacity
+
+
+def test_a_burst_takes_the_whole_budget_at_once_then_waits_a_window() -> None:
+    """45 tokens go at t=0, the 46th waits until the first grant is a full window old."""
+    limiter = SlidingWindowLog(capacity=45, window=60.0)
+    assert sum(limiter.take(0.0) for _ in range(60)) == 45
+    assert limiter.available(59.9) == 0 and limiter.next_free_at(30.0) == 60.0
+    assert limiter.take(60.0) and limiter.available(60.0) == 44
+
+
+def test_no_double_budget_across_a_fixed_window_boundary() -> None:
+    """Calls at 59 s use the budget that a fixed-window counter would hand out again at 60 s."""
+    limiter = SlidingWindowLog(capacity=10, window=60.0)
+    assert sum(limiter.take(59.0) for _ in range(10)) == 10
+    assert not limiter.take(61.0)
+    assert limiter.next_free_at(61.0) == 119.0
+
+
+def test_replayed_grants_rebuild_the_same_limit() -> None:
+    """Recording past grants (out of order, too) restores the limiter's decisions."""
+    live = SlidingWindowLog(capacity=3, window=10.0)
+    for t in (1.0, 2.0, 3.0):
+        live.take(t)
+    rebuilt = SlidingWindowLog(capacity=3, window=10.0)
+    for t in (2.0, 1.0, 3.0):
+        rebuilt.record(t)
+    assert list(rebuilt.log) == list(live.log)
+    assert rebuilt.take(5.0) is False and rebuilt.next_free_at(5.0) == 11.0
+
+
+def test_window_capacity_scales_rpm_to_the_window() -> None:
+    """600 RPM over a 1 s window allows 10 calls; 15 RPM over 60 s allows 15."""
+    assert window_capacity(600, 1.0) == 10
+    assert window_capacity(15, 60.0) == 15
+    assert window_capacity(1, 1.0) == 1
+
+
+def test_choose_prefers_the_pool_with_most_budget_and_rotates_keys() -> None:
+    """Tokens come from the fullest pool; a pool's keys take turns."""
+    a = PoolState(name="a", rpm=120, window=1.0, key_ids=("a#1", "a#2"))
+    b = PoolState(name="b", rpm=60, window=1.0, key_ids=("b#1",))
+    pool = choose([a, b], 0.0)
+    assert pool is a
+    assert [grant(a, 0.0), grant(a, 0.0)] == ["a#1", "a#2"]
+    assert choose([a, b], 0.0) is b
+    grant(b, 0.0)
+    assert choose([a, b], 0.5) is None
+    assert next_free_at([a, b], 0.5) == 1.0

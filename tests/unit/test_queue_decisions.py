@@ -1,0 +1,217 @@
+"""Property tests of the pure queue fold and decisions: FIFO, slot bound, retries, replay."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.decide import Decision, Policy, backoff, decide, next_wakeup
+from events.catalogue import (
+    Event,
+    StoredEvent,
+    TaskAttemptFailed,
+    TaskDispatched,
+    TaskFailed,
+    TaskLeaseExpired,
+    TaskRetryScheduled,
+    TaskSucceeded,
+)
+from events.queue_state import QueueState, apply, replay
+from tests.helpers import submitted
+
+Op = tuple[str, int]
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.integers(1, 3)),
+        st.tuples(st.just("succeed"), st.integers(0, 10)),
+        st.tuples(st.just("fail"), st.integers(0, 10)),
+        st.tuples(st.just("fatal"), st.integers(0, 10)),
+        st.tuples(st.just("tick"), st.integers(1, 40)),
+    ),
+    max_size=60,
+)
+
+
+class Sim:
+    """Drives the pure queue with a log, as the QueueActor does with Redis."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.state = QueueState()
+        self.log: list[StoredEvent] = []
+        self.now = 0.0
+        self.rng = random.Random(7)
+        self.submit_order: list[str] = []
+        self.first_dispatches: list[str] = []
+
+    def append(self, events: list[Event] | tuple[Event, ...]) -> None:
+        for event in events:
+            stored = StoredEvent(f"1-{len(self.log) + 1}", event)
+            self.log.append(stored)
+            apply(self.state, stored)
+            if isinstance(event, TaskDispatched) and event.attempt == 1:
+                self.first_dispatches.append(event.task_id)
+
+    def holds(self, decision: Decision) -> bool:
+        return all(
+            (lease := self.state.running.get(t)) is not None and lease.attempt == want.attempt
+            for t, want in decision.expect.items()
+        )
+
+    def settle(self) -> None:
+        """Decide and apply until there is nothing left to do, as the actor's loop does."""
+        for _ in range(100):
+            decisions = decide(self.state, self.policy, self.now, self.rng)
+            if not decisions:
+                return
+            for decision in decisions:
+                if self.holds(decision):
+                    self.append(decision.events)
+        raise AssertionError("decisions did not settle")
+
+    def running_at(self, index: int) -> tuple[str, int] | None:
+        running = sorted(self.state.running.items())
+        if not running:
+            return None
+        task_id, lease = running[index % len(running)]
+        return task_id, lease.attempt
+
+    def step(self, op: Op) -> None:
+        name, arg = op
+        if name == "submit":
+            for _ in range(arg):
+                event = submitted(at=self.now)
+                self.submit_order.append(event.task_id)
+                self.append([event])
+        elif name == "tick":
+            self.now += arg / 10
+        elif (found := self.running_at(arg)) is not None:
+            task_id, attempt = found
+            if name == "succeed":
+                self.append([TaskSucceeded(task_id=task_id, attempt=attempt, result="r", mime_type="image/png",
+                                           elapsed=0.1, at=self.now)])
+            else:
+                self.append([TaskAttemptFailed(task_id=task_id, attempt=attempt, error="boom",
+                                               retryable=name == "fail", at=self.now)])
+        self.settle()
+
+
+def fields(state: QueueState) -> dict[str, object]:
+    d = asdict(state)
+    d.pop("last_id")
+    return d
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops, st.integers(1, 5))
+def test_running_never_exceeds_slots_and_first_dispatches_are_fifo(script: list[Op], slots: int) -> None:
+    """At every step running <= slots, and tasks first start in the order they were submitted."""
+    sim = Sim(Policy(slots=slots, lease_seconds=3.0, max_attempts=3, workers=2))
+    for op in script:
+        sim.step(op)
+        assert len(sim.state.running) <= slots
+    assert sim.first_dispatches == sim.submit_order[: len(sim.first_dispatches)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops)
+def test_replaying_the_log_gives_the_live_state(script: list[Op]) -> None:
+    """Folding the recorded log from scratch gives exactly the state built live, step by step."""
+    sim = Sim(Policy(slots=2, lease_seconds=3.0, max_attempts=2, workers=2))
+    for op in script:
+        sim.step(op)
+    assert fields(replay(sim.log)) == fields(sim.state)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops)
+def test_every_task_ends_at_most_once_and_stuck_tasks_are_accounted_for(script: list[Op]) -> None:
+    """No task has two accepted endings; every task is either ended, waiting, running or awaiting a decision."""
+    sim = Sim(Policy(slots=2, lease_seconds=3.0, max_attempts=2, workers=2))
+    for op in script:
+        sim.step(op)
+    ended = [s.event.task_id for s in sim.log if isinstance(s.event, TaskSucceeded | TaskFailed)]
+    live = set(sim.state.tasks)
+    assert not live & set(ended)
+    accepted_ends = sim.state.succeeded + sim.state.failed
+    assert accepted_ends + len(live) == len(sim.submit_order)
+
+
+def test_a_lease_that_passes_its_deadline_is_expired_and_retried_at_the_head() -> None:
+    """An expired lease frees the slot and puts the task back before later submissions."""
+    sim = Sim(Policy(slots=1, lease_seconds=5.0, max_attempts=3, workers=1, backoff_base=0.0))
+    sim.step(("submit", 2))
+    first, second = sim.submit_order
+    assert list(sim.state.running) == [first]
+    sim.now = 5.0
+    sim.settle()
+    types = [s.event.type for s in sim.log]
+    assert "task.lease_expired" in types and "task.retry_scheduled" in types
+    assert list(sim.state.running) == [first] and sim.state.running[first].attempt == 2
+    assert list(sim.state.waiting_order()) == [second]
+
+
+def test_a_task_fails_for_good_after_max_attempts() -> None:
+    """Retryable failures are retried until max_attempts, then the task fails once."""
+    sim = Sim(Policy(slots=1, lease_seconds=100.0, max_attempts=2, workers=1, backoff_base=0.0))
+    sim.step(("submit", 1))
+    sim.step(("fail", 0))
+    sim.step(("fail", 0))
+    fails = [s.event for s in sim.log if isinstance(s.event, TaskFailed)]
+    assert len(fails) == 1 and "gave up after 2 attempts" in fails[0].error
+    assert sim.state.failed == 1 and not sim.state.tasks
+
+
+def test_a_permanent_failure_is_not_retried() -> None:
+    """A non-retryable failure ends the task at once with the provider's reason."""
+    sim = Sim(Policy(slots=1, lease_seconds=100.0, max_attempts=5, workers=1))
+    sim.step(("submit", 1))
+    sim.step(("fatal", 0))
+    assert [type(s.event) for s in sim.log][-1] is TaskFailed
+    assert not any(isinstance(s.event, TaskRetryScheduled) for s in sim.log)
+
+
+def test_late_outcome_of_an_expired_attempt_changes_nothing() -> None:
+    """A success of an attempt whose lease expired is ignored by the fold."""
+    sim = Sim(Policy(slots=1, lease_seconds=1.0, max_attempts=3, workers=1, backoff_base=0.0))
+    sim.step(("submit", 1))
+    task = sim.submit_order[0]
+    sim.now = 2.0
+    sim.settle()
+    assert sim.state.running[task].attempt == 2
+    sim.append([TaskSucceeded(task_id=task, attempt=1, result="old", mime_type="image/png", elapsed=1, at=2)])
+    assert sim.state.running[task].attempt == 2 and sim.state.succeeded == 0
+
+
+def test_retry_waits_for_its_backoff() -> None:
+    """A retried task is not dispatched before not_before, and the wake-up time says when."""
+    sim = Sim(Policy(slots=1, lease_seconds=100.0, max_attempts=3, workers=1, backoff_base=4.0, backoff_cap=4.0))
+    sim.rng = random.Random(1)
+    sim.step(("submit", 1))
+    sim.step(("fail", 0))
+    task = sim.submit_order[0]
+    not_before = sim.state.not_before[task]
+    assert not sim.state.running and next_wakeup(sim.state) == not_before
+    sim.now = not_before
+    sim.settle()
+    assert sim.state.running[task].attempt == 2
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    """Backoff doubles per attempt up to the cap, scaled by the jitter unit."""
+    assert [backoff(a, 1.0, 5.0, 1.0) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+    assert backoff(3, 1.0, 5.0, 0.5) == 2.0
+
+
+def test_lease_expiry_decision_is_guarded_by_the_attempt() -> None:
+    """Expiring a lease expects the task to still run that attempt."""
+    sim = Sim(Policy(slots=1, lease_seconds=1.0, max_attempts=3, workers=1))
+    sim.step(("submit", 1))
+    decisions = decide(sim.state, sim.policy, 5.0, random.Random(0))
+    expiring = [d for d in decisions if any(isinstance(e, TaskLeaseExpired) for e in d.events)]
+    assert len(expiring) == 1
+    (task, want), = expiring[0].expect.items()
+    assert want.status == "running" and want.attempt == 1 and task == sim.submit_order[0]
