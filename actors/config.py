@@ -71,6 +71,7 @@ class ProviderConfig:
     timeout_seconds: float = 120.0
     latency_seconds: float = 2.0
     latency_jitter: float = 0.5
+    image_size: str = "1K"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +108,7 @@ class LimitsConfig:
 
 def _default_pools() -> tuple[PoolConfig, ...]:
     return tuple(
-        PoolConfig(name=n, rpm=15, keys=(Secret(f"offline-{n}"),))
-        for n in ("pool-a", "pool-b", "pool-c")
+        PoolConfig(name=n, rpm=15, keys=(Secret(f"offline-{n}"),)) for n in ("pool-a", "pool-b", "pool-c")
     )
 
 
@@ -165,9 +165,7 @@ def _section(name: str, cls: type[Any], raw: Mapping[str, Any], env: Mapping[str
     for key in known:
         env_value = env.get(f"GENQUEUE_{name.upper()}_{key.upper()}")
         if env_value is not None:
-            values[key] = _coerce(
-                f"GENQUEUE_{name.upper()}_{key.upper()}", env_value, getattr(base, key)
-            )
+            values[key] = _coerce(f"GENQUEUE_{name.upper()}_{key.upper()}", env_value, getattr(base, key))
     return replace(base, **values)
 
 
@@ -213,9 +211,7 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     unknown = set(raw) - set(_SECTIONS) - {"pools"}
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
-    sections = {
-        name: _section(name, cls, raw.get(name, {}), env) for name, cls in _SECTIONS.items()
-    }
+    sections = {name: _section(name, cls, raw.get(name, {}), env) for name, cls in _SECTIONS.items()}
     env_url = env.get("GENQUEUE_REDIS_URL")
     if env_url is not None:
         sections["redis"] = replace(sections["redis"], url=env_url)
@@ -228,11 +224,11 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
 def _check(config: Config) -> None:
     q, p = config.queue, config.provider
     if q.slots < 1 or q.workers < 1 or q.max_attempts < 1 or q.lease_seconds <= 0:
-        raise ConfigError(
-            "[queue]: slots, workers and max_attempts must be >= 1, lease_seconds > 0"
-        )
+        raise ConfigError("[queue]: slots, workers and max_attempts must be >= 1, lease_seconds > 0")
     if p.name not in ("offline", "gemini"):
         raise ConfigError(f"provider.name: expected 'offline' or 'gemini', got {p.name!r}")
+    if p.image_size not in ("512", "1K", "2K"):
+        raise ConfigError(f"provider.image_size: expected 512, 1K or 2K, got {p.image_size!r}")
     if p.latency_seconds < 0 or p.latency_jitter < 0 or p.timeout_seconds <= 0:
         raise ConfigError("[provider]: latencies must be >= 0 and timeout_seconds > 0")
 

@@ -40,7 +40,7 @@ class Decision:
 
 def backoff(attempt: int, base: float, cap: float, unit: float) -> float:
     """Full-jitter exponential backoff: `unit` in [0, 1) scales the ceiling for this attempt."""
-    return unit * min(cap, base * 2 ** max(0, attempt - 1))
+    return unit * min(cap, base * 2.0 ** max(0, attempt - 1))
 
 
 def _after_attempt(
@@ -72,16 +72,12 @@ def decide(state: QueueState, policy: Policy, now: float, rng: random.Random) ->
     unguarded: list[Event] = []
     for task_id, ended in state.to_decide.items():
         unguarded.append(
-            _after_attempt(
-                state, task_id, ended.attempt, ended.retryable, ended.error, policy, now, rng
-            )
+            _after_attempt(state, task_id, ended.attempt, ended.retryable, ended.error, policy, now, rng)
         )
     for task_id, lease in state.running.items():
         if lease.deadline <= now:
             expired = TaskLeaseExpired(task_id=task_id, attempt=lease.attempt, at=now)
-            follow = _after_attempt(
-                state, task_id, lease.attempt, True, "lease expired", policy, now, rng
-            )
+            follow = _after_attempt(state, task_id, lease.attempt, True, "lease expired", policy, now, rng)
             decisions.append(Decision((expired, follow), {task_id: Expect(RUNNING, lease.attempt)}))
     free = policy.slots - len(state.running)
     if free > 0 and state.waiting:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import ray
@@ -40,13 +41,13 @@ def _singleton(cls: type, name: str, config: Config, **options: Any) -> Any:
 
 def start(config: Config) -> dict[str, Any]:
     """Find or create the KeyPoolActor, the workers and the QueueActor; returns their handles."""
-    keypool = _singleton(
-        KeyPool, KEYPOOL_NAME, config, max_task_retries=-1, max_concurrency=10_000
-    ).remote(config)
+    keypool = _singleton(KeyPool, KEYPOOL_NAME, config, max_task_retries=-1, max_concurrency=10_000).remote(
+        config
+    )
     workers = [
-        _singleton(
-            Worker, worker_name(i), config, max_concurrency=max(100, 2 * config.queue.slots)
-        ).remote(config, i, keypool)
+        _singleton(Worker, worker_name(i), config, max_concurrency=max(100, 2 * config.queue.slots)).remote(
+            config, i, keypool
+        )
         for i in range(config.queue.workers)
     ]
     queue = _singleton(Queue, QUEUE_NAME, config, max_task_retries=-1).remote(config, workers)
@@ -63,7 +64,5 @@ def stop(config: Config) -> None:
     """Kill every genqueue actor of this namespace (they are detached, so nothing else will)."""
     names = [QUEUE_NAME, KEYPOOL_NAME, *[worker_name(i) for i in range(config.queue.workers)]]
     for name in names:
-        try:
+        with contextlib.suppress(ValueError):
             ray.kill(get(config, name), no_restart=True)
-        except ValueError:
-            pass

@@ -1,4 +1,4 @@
-"""The KeyPoolActor: hands out rate-limit tokens from quota pools in FIFO order, never overrunning a window."""
+"""The KeyPoolActor: rate-limit tokens from quota pools in FIFO order, never overrunning a window."""
 
 from __future__ import annotations
 
@@ -52,9 +52,7 @@ class KeyPool:
         async with self._init_lock:
             if self._granter is not None:
                 return
-            self._store = RedisEventStore.from_url(
-                self._config.redis.url, self._config.redis.namespace
-            )
+            self._store = RedisEventStore.from_url(self._config.redis.url, self._config.redis.namespace)
             await self._replay(self._store)
             self._wake = asyncio.Event()
             self._granter = asyncio.create_task(self._grant_loop())
@@ -114,9 +112,7 @@ class KeyPool:
             self._wake.clear()
             timeout = next_free_at(self._pools, now) - time.time() if self._waiters else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait(), None if timeout is None else max(0.0, timeout)
-                )
+                await asyncio.wait_for(self._wake.wait(), None if timeout is None else max(0.0, timeout))
 
     async def _record(self, batch: list[tuple[_Waiter, KeyTokenGranted]]) -> None:
         """Write the grants before handing them out, so a restart still counts them."""

@@ -20,9 +20,7 @@ class PoolState:
     granted: int = 0
 
     def __post_init__(self) -> None:
-        self.limiter = SlidingWindowLog(
-            capacity=window_capacity(self.rpm, self.window), window=self.window
-        )
+        self.limiter = SlidingWindowLog(capacity=window_capacity(self.rpm, self.window), window=self.window)
 
     def next_key_id(self) -> str:
         """The key this pool hands out next (round robin)."""

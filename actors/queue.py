@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
@@ -44,9 +45,7 @@ class Queue:
         self._state = QueueState()
         self._stopping = False
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="queue-pump", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop.run_forever, name="queue-pump", daemon=True)
         self._thread.start()
         self._store = self._call(self._connect)
         started = time.monotonic()
@@ -106,9 +105,7 @@ class Queue:
             self._apply(await self._store.read(self._state.last_id))
             return
         wake = next_wakeup(self._state)
-        block = (
-            MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
-        )
+        block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
         self._apply(await self._store.tail(self._state.last_id, block))
 
     async def _pump(self) -> None:
@@ -136,6 +133,7 @@ class Queue:
         async def read() -> dict[str, Any]:
             s = self._state
             return {
+                "pid": os.getpid(),
                 "last_id": s.last_id,
                 "waiting": s.waiting,
                 "running": len(s.running),

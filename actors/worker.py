@@ -62,9 +62,7 @@ class Worker:
 
     def _events(self) -> EventStore:
         if self._store is None:
-            self._store = RedisEventStore.from_url(
-                self._config.redis.url, self._config.redis.namespace
-            )
+            self._store = RedisEventStore.from_url(self._config.redis.url, self._config.redis.namespace)
         return self._store
 
     async def ping(self) -> int:
@@ -105,8 +103,7 @@ class Worker:
     async def _call(self, spec: AttemptSpec, key_id: str, t0: float, bound: Any) -> Event:
         try:
             images = {
-                role: await asyncio.to_thread(self._blobs.get, ref)
-                for role, ref in spec.inputs.items()
+                role: await asyncio.to_thread(self._blobs.get, ref) for role, ref in spec.inputs.items()
             }
             request = ImageRequest(spec.task_id, spec.kind, spec.prompt, images, spec.options)
             result = await self._provider.generate(request, self._config.key_secret(key_id))
@@ -146,7 +143,5 @@ class Worker:
             task_id=spec.task_id, attempt=spec.attempt, outcome=outcome, at=time.time()
         )
         await store.append([late])
-        log.info(
-            "late outcome recorded", task_id=spec.task_id, attempt=spec.attempt, outcome=outcome
-        )
+        log.info("late outcome recorded", task_id=spec.task_id, attempt=spec.attempt, outcome=outcome)
         return late.type

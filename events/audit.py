@@ -38,9 +38,7 @@ class AuditReport:
     @property
     def ok(self) -> bool:
         """Every submitted task ended exactly once and no pool overran its window."""
-        over = any(
-            self.max_window_calls[p] > self.window_capacity[p] for p in self.max_window_calls
-        )
+        over = any(self.max_window_calls[p] > self.window_capacity[p] for p in self.max_window_calls)
         return not self.never_ended and not self.ended_twice and not over
 
 
@@ -90,12 +88,11 @@ def audit(events: list[StoredEvent]) -> AuditReport:
                 report.window_capacity[event.pool] = event.capacity
             case _:
                 pass
-        if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled) and event.type in _ENDINGS:
-            # count an ending only when the fold accepted it (the task left the state)
-            if event.task_id not in state.tasks:
-                endings[event.task_id] += 1
-                kind = _ENDINGS[event.type]
-                report.ended[kind] = report.ended.get(kind, 0) + 1
+        # An ending counts when the fold accepted it: the task left the state.
+        if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled) and event.task_id not in state.tasks:
+            endings[event.task_id] += 1
+            kind = _ENDINGS[event.type]
+            report.ended[kind] = report.ended.get(kind, 0) + 1
     report.submitted = len(submitted)
     report.never_ended = [t for t in submitted if endings.get(t, 0) == 0]
     report.ended_twice = [t for t, n in endings.items() if n > 1]

@@ -27,9 +27,7 @@ def encode(event: Event) -> dict[str, str]:
     }
 
 
-def decode(
-    fields: Mapping[str, str], upcasters: Mapping[tuple[str, int], Upcaster] = UPCASTERS
-) -> Event:
+def decode(fields: Mapping[str, str], upcasters: Mapping[tuple[str, int], Upcaster] = UPCASTERS) -> Event:
     """The event stored in these stream fields, upcast to the current schema version."""
     try:
         kind = fields["type"]

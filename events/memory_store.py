@@ -29,9 +29,7 @@ class MemoryEventStore:
     def _apply(self, op: Op) -> None:
         match op:
             case HSet():
-                self._hashes.setdefault(op.key, {}).update(
-                    {k: str(v) for k, v in op.mapping.items()}
-                )
+                self._hashes.setdefault(op.key, {}).update({k: str(v) for k, v in op.mapping.items()})
             case HIncr():
                 h = self._hashes.setdefault(op.key, {})
                 h[op.field] = str(float(h.get(op.field, 0)) + op.amount)
@@ -63,9 +61,7 @@ class MemoryEventStore:
             fields = encode(event)
             self._entries.append((eid, fields))
             if fields["task"]:
-                self._lists.setdefault(self.keys.task_log(fields["task"]), []).append(
-                    log_entry(fields)
-                )
+                self._lists.setdefault(self.keys.task_log(fields["task"]), []).append(log_entry(fields))
             for op in project(event, self.keys):
                 self._apply(op)
             ids.append(eid)
@@ -129,9 +125,7 @@ class MemoryEventStore:
 
     async def window_calls(self, pool: str, since: float) -> int:
         """How many tokens a pool granted after `since`."""
-        return sum(
-            1 for score in self._zsets.get(self.keys.grants(pool), {}).values() if score > since
-        )
+        return sum(1 for score in self._zsets.get(self.keys.grants(pool), {}).values() if score > since)
 
     async def ping(self) -> bool:
         """Always answers."""

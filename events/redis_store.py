@@ -46,16 +46,28 @@ class RedisEventStore:
     """EventStore on `redis.asyncio`; any Redis >= 6.2 or Valkey."""
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
-        self._r = client
+        # Typed loosely on purpose: redis-py types replies as bytes | str unions, while
+        # decode_responses=True makes every reply here a str.
+        self._r: Any = client
         self.keys = Keys(namespace)
 
     @classmethod
-    def from_url(cls, url: str, namespace: str) -> RedisEventStore:
-        """A store on a new connection pool to `url`."""
-        client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
+    def from_url(cls, url: str, namespace: str, max_connections: int = 32) -> RedisEventStore:
+        """A store on a new, bounded connection pool to `url`.
+
+        The pool blocks callers beyond `max_connections` instead of opening more: a burst
+        of hundreds of requests then shares a few connections rather than overflowing the
+        server's accept backlog.
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=10,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            health_check_interval=30,
         )
-        return cls(client, namespace)
+        return cls(aioredis.Redis(connection_pool=pool), namespace)
 
     async def append(
         self, events: Sequence[Event], expect: Mapping[str, Expect] | None = None
@@ -67,9 +79,7 @@ class RedisEventStore:
                     watched = [self.keys.task(t) for t in expect]
                     await pipe.watch(*watched)
                     for task_id, want in expect.items():
-                        status, attempts = await pipe.hmget(
-                            self.keys.task(task_id), "status", "attempts"
-                        )
+                        status, attempts = await pipe.hmget(self.keys.task(task_id), "status", "attempts")
                         if status != want.status or int(attempts or -1) != want.attempt:
                             await pipe.reset()
                             return None
@@ -78,7 +88,7 @@ class RedisEventStore:
                 for event in events:
                     fields = encode(event)
                     xadds.append(len(pipe.command_stack))
-                    pipe.xadd(self.keys.events, fields)  # type: ignore[arg-type]
+                    pipe.xadd(self.keys.events, fields)
                     if fields["task"]:
                         pipe.rpush(self.keys.task_log(fields["task"]), log_entry(fields))
                     for op in project(event, self.keys):
@@ -113,9 +123,7 @@ class RedisEventStore:
     async def tail(self, after: str, block_ms: int, count: int = 1000) -> list[StoredEvent]:
         """XREAD BLOCK from `after`."""
         try:
-            reply = await self._r.xread(
-                {self.keys.events: after}, count=count, block=max(1, block_ms)
-            )
+            reply = await self._r.xread({self.keys.events: after}, count=count, block=max(1, block_ms))
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
         if not reply:
@@ -166,3 +174,4 @@ class RedisEventStore:
     async def close(self) -> None:
         """Close the pool."""
         await self._r.aclose()
+        await self._r.connection_pool.disconnect()

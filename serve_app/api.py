@@ -39,19 +39,13 @@ class Context:
     def store(self) -> RedisEventStore:
         """The event store client of this replica."""
         if self._store is None:
-            self._store = RedisEventStore.from_url(
-                self.config.redis.url, self.config.redis.namespace
-            )
+            self._store = RedisEventStore.from_url(self.config.redis.url, self.config.redis.namespace)
         return self._store
 
     def throughput(self, stats: dict[str, float]) -> tuple[float, float]:
         """(tasks per second the configuration can sustain, mean call latency used for it)."""
         count = stats.get("elapsed_count", 0.0)
-        latency = (
-            stats["elapsed_sum"] / count
-            if count
-            else max(self.config.provider.latency_seconds, 0.1)
-        )
+        latency = stats["elapsed_sum"] / count if count else max(self.config.provider.latency_seconds, 0.1)
         rate_limit = sum(p.rpm for p in self.config.pools) / 60.0
         return min(self.config.queue.slots / max(latency, 1e-3), rate_limit), latency
 
@@ -130,7 +124,8 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             at=time.time(),
         )
         await c.store.append([event])
-        position = await c.store.position(task_id)
+        # The queue may have dispatched it already: then nothing is ahead of it.
+        position = await c.store.position(task_id) or 0
         response.headers["Location"] = f"/v1/tasks/{task_id}"
         return Submitted(
             task_id=task_id, status=QUEUED, position=position, eta_seconds=await eta(c, position)

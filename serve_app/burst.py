@@ -56,9 +56,7 @@ class BurstResult:
 
     def waits(self) -> list[float]:
         """Seconds from submit to start (token held) for every started task."""
-        return [
-            v["started_at"] - v["submitted_at"] for v in self.views.values() if v.get("started_at")
-        ]
+        return [v["started_at"] - v["submitted_at"] for v in self.views.values() if v.get("started_at")]
 
     def count(self, status: str) -> int:
         """How many tasks ended with `status`."""
@@ -70,14 +68,11 @@ async def run_burst(
     users: int,
     kind: str = "mixed",
     on_progress: Callable[[dict[str, Any]], None] | None = None,
-    timeout: float = 900.0,
+    deadline_seconds: float = 900.0,
     poll: float = 0.5,
 ) -> BurstResult:
-    """Submit `users` tasks at once and wait until all have ended (or `timeout`)."""
-    kinds = [
-        ("photography" if i % 2 == 0 else "fitting") if kind == "mixed" else kind
-        for i in range(users)
-    ]
+    """Submit `users` tasks at once and wait until all have ended (or `deadline_seconds` pass)."""
+    kinds = [("photography" if i % 2 == 0 else "fitting") if kind == "mixed" else kind for i in range(users)]
     bodies = await asyncio.to_thread(lambda: [payload(i, k) for i, k in enumerate(kinds)])
     limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
@@ -94,7 +89,7 @@ async def run_burst(
             return str(r.json()["task_id"])
 
         ids = [t for t in await asyncio.gather(*(submit(b) for b in bodies)) if t]
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + deadline_seconds
         base_done = sum(before[k] for k in TERMINAL)
         while time.monotonic() < deadline:
             q = (await client.get("/v1/queue")).json()

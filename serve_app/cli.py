@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -43,12 +42,8 @@ def up(
     config_file: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where data and blobs live.")
-    ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Join this Ray cluster (ray://… or auto).")
-    ] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where data and blobs live.")] = None,
+    address: Annotated[str | None, typer.Option(help="Join this Ray cluster (ray://… or auto).")] = None,
 ) -> None:
     """Start genqueue and serve until Ctrl-C or SIGTERM."""
     from serve_app.runtime import running
@@ -79,7 +74,12 @@ def demo_config(base: Config, users: int, speed: float) -> Config:
     """
     window = 60.0 / speed
     pools = tuple(
-        PoolConfig(name=f"project-{c}", rpm=round(15 * speed), keys=(Secret(f"demo-{c}"),), window_seconds=window)
+        PoolConfig(
+            name=f"project-{c}",
+            rpm=round(15 * speed),
+            keys=(Secret(f"demo-{c}"),),
+            window_seconds=window,
+        )
         for c in "abc"
     )
     return replace(
@@ -111,7 +111,7 @@ def demo(
     config = demo_config(_load(config_file), users, speed)
     console.print(f"starting genqueue (embedded Valkey, local Ray) for {users} users …")
     with running(config, dashboard=False) as live:
-        ok = asyncio.run(run_demo(live.api_url, live.config, users, out, console))
+        ok = asyncio.run(run_demo(live.api_url, live.config, users, out.absolute(), console))
     raise typer.Exit(0 if ok else 1)
 
 
@@ -121,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

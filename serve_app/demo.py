@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,29 @@ from rich.table import Table
 from actors.config import Config
 from serve_app.burst import bound_seconds, percentile, run_burst
 
+_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
 
 def _pools_table(q: dict[str, Any]) -> Table:
     table = Table(title="quota pools", expand=False)
     for col in ("pool", "RPM", "calls left in window", "calls made"):
         table.add_column(col)
     for p in q.get("pools", []):
-        table.add_row(
-            p["name"], str(p["rpm"]), f"{p['window_left']}/{p['capacity']}", str(p["calls"])
-        )
+        table.add_row(p["name"], str(p["rpm"]), f"{p['window_left']}/{p['capacity']}", str(p["calls"]))
     return table
+
+
+async def save_images(url: str, views: dict[str, dict[str, Any]], out: Path) -> None:
+    """Download every succeeded task's image into `out`, named by user and kind."""
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for task_id, view in views.items():
+            if view.get("status") != "succeeded":
+                continue
+            r = await client.get(f"/v1/tasks/{task_id}/result")
+            ext = _EXT.get(r.headers.get("content-type", ""), "bin")
+            target = out / f"{view['user_id']}-{view['kind']}.{ext}"
+            await asyncio.to_thread(target.write_bytes, r.content)
 
 
 async def run_demo(url: str, config: Config, users: int, out: Path, console: Console) -> bool:
@@ -45,15 +59,7 @@ async def run_demo(url: str, config: Config, users: int, out: Path, console: Con
 
     with Live(progress, console=console, refresh_per_second=8) as live:
         result = await run_burst(url, users, "mixed", on_progress=show, poll=0.25)
-    out.mkdir(parents=True, exist_ok=True)
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        for task_id, view in result.views.items():
-            if view.get("status") == "succeeded":
-                r = await client.get(f"/v1/tasks/{task_id}/result")
-                ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
-                    r.headers.get("content-type", ""), "bin"
-                )
-                (out / f"{view['user_id']}-{view['kind']}.{ext}").write_bytes(r.content)
+    await save_images(url, result.views, out)
     waits = result.waits()
     rpm_total = sum(p.rpm for p in config.pools)
     latency = latest.get("mean_latency_seconds") or config.provider.latency_seconds
@@ -63,9 +69,7 @@ async def run_demo(url: str, config: Config, users: int, out: Path, console: Con
     summary.add_row("tasks succeeded", f"{succeeded}/{users}")
     summary.add_row("rejected at submit", str(sum(result.rejected.values())))
     summary.add_row("makespan", f"{result.makespan:.1f} s")
-    summary.add_row(
-        "throughput bound", f"{bound:.1f} s  (N / min(slots/latency, ΣRPM/60) + latency)"
-    )
+    summary.add_row("throughput bound", f"{bound:.1f} s  (N / min(slots/latency, ΣRPM/60) + latency)")
     summary.add_row("started at once", str(sum(1 for w in waits if w < 1.5 * latency)))
     summary.add_row(
         "wait to start p50 / p99", f"{percentile(waits, 50):.1f} s / {percentile(waits, 99):.1f} s"
@@ -75,6 +79,6 @@ async def run_demo(url: str, config: Config, users: int, out: Path, console: Con
         f"{1000 * percentile(result.submit_latencies, 50):.0f} ms / "
         f"{1000 * percentile(result.submit_latencies, 99):.0f} ms",
     )
-    summary.add_row("images written to", str(out.resolve()))
+    summary.add_row("images written to", str(out))
     console.print(summary)
     return succeeded == users

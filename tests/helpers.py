@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
@@ -27,29 +26,22 @@ def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 
     return last
 
 
-async def eventually_async(
-    check: Callable[[], Awaitable[T]], timeout: float = 30.0, interval: float = 0.05, what: str = ""
-) -> T:
-    """The async form of `eventually`."""
-    deadline = time.monotonic() + timeout
-    last = await check()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {what or check}")
-        await asyncio.sleep(interval)
-        last = await check()
-    return last
-
-
-def submitted(task_id: str | None = None, at: float = 1.0, user: str = "u1", kind: str = "photography") -> TaskSubmitted:
+def submitted(
+    task_id: str | None = None, at: float = 1.0, user: str = "u1", kind: str = "photography"
+) -> TaskSubmitted:
     """A task.submitted event with plausible fields."""
     tid = task_id or uuid.uuid4().hex
     return TaskSubmitted(
-        task_id=tid, user_id=user, kind=kind, prompt="p", inputs={"person": f"tasks/{tid}/person.png"}, at=at
+        task_id=tid,
+        user_id=user,
+        kind=kind,
+        prompt="p",
+        inputs={"person": f"tasks/{tid}/person.png"},
+        at=at,
     )
 
 
-def test_config(
+def make_config(
     redis_url: str,
     data_dir: str,
     *,
@@ -67,7 +59,9 @@ def test_config(
     return replace(
         base,
         redis=replace(base.redis, url=redis_url, namespace=f"t{uuid.uuid4().hex[:10]}"),
-        queue=QueueConfig(slots=slots, lease_seconds=lease_seconds, max_attempts=max_attempts, workers=workers),
+        queue=QueueConfig(
+            slots=slots, lease_seconds=lease_seconds, max_attempts=max_attempts, workers=workers
+        ),
         provider=ProviderConfig(name="offline", latency_seconds=latency, latency_jitter=jitter),
         pools=tuple(
             PoolConfig(name=n, rpm=rpm, keys=(Secret(f"k-{n}"),), window_seconds=w) for n, rpm, w in pools

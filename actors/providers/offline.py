@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from actors.config import ProviderConfig, Secret
 from actors.providers import images
@@ -19,30 +19,26 @@ class OfflineProvider:
         self._latency = config.latency_seconds
         self._jitter = config.latency_jitter
         self._rng = rng or random.Random()
+        self._size = images.SIZES[config.image_size]
 
     def latency(self) -> float:
         """One simulated call duration: the latency plus or minus up to the jitter."""
         return max(0.0, self._latency + self._rng.uniform(-self._jitter, self._jitter))
 
     async def generate(self, request: ImageRequest, key: Secret) -> ImageResult:
-        """Wait the simulated latency, then render the image in a thread."""
-        await asyncio.sleep(self.latency())
+        """Render the image in a thread while the simulated latency runs; the call lasts the longer of the two."""
+        render = asyncio.to_thread(self._render, request)
+        _, data = await asyncio.gather(asyncio.sleep(self.latency()), render)
+        return ImageResult(data=data, mime_type="image/png")
+
+    def _render(self, request: ImageRequest) -> bytes:
         try:
             if request.kind == "fitting":
-                data = await asyncio.to_thread(
-                    images.try_on,
-                    request.images["person"],
-                    request.images["garment"],
-                    request.prompt,
+                return images.try_on(
+                    request.images["person"], request.images["garment"], request.prompt, self._size
                 )
-            else:
-                data = await asyncio.to_thread(
-                    images.portrait, request.images["person"], request.prompt
-                )
+            return images.portrait(request.images["person"], request.prompt, self._size)
         except KeyError as exc:
             raise ProviderError(f"missing input image {exc}", retryable=False) from exc
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise ProviderError(
-                f"input image could not be processed: {exc}", retryable=False
-            ) from exc
-        return ImageResult(data=data, mime_type="image/png")
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise ProviderError(f"input image could not be processed: {exc}", retryable=False) from exc

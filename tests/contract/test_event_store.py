@@ -39,7 +39,7 @@ def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
             if backend == "memory":
                 store = MemoryEventStore(namespace)
             elif backend == "valkey":
-                store = RedisEventStore.from_url(request.getfixturevalue("valkey_url"), namespace)
+                store = RedisEventStore.from_url(request.getfixturevalue("store_url"), namespace)
             else:
                 store = RedisEventStore.from_url(EXTERNAL_REDIS, namespace)
             try:
@@ -101,21 +101,37 @@ def test_read_models_follow_the_events(run: Callable[[Body], None]) -> None:
         assert [await store.position(e.task_id) for e in (a, b, c)] == [0, 1, 2]
         counts = await store.counts()
         assert (counts.waiting, counts.running, counts.stats["submitted"]) == (3, 0, 3)
-        await store.append([TaskDispatched(task_id=a.task_id, attempt=1, worker=0, lease_deadline=9.0, at=4.0)])
+        await store.append(
+            [TaskDispatched(task_id=a.task_id, attempt=1, worker=0, lease_deadline=9.0, at=4.0)]
+        )
         assert await store.position(a.task_id) is None
         assert await store.position(b.task_id) == 0
         view = await store.task_view(a.task_id)
         assert view is not None and view["status"] == "running" and view["attempts"] == "1"
-        await store.append([
-            TaskStarted(task_id=a.task_id, attempt=1, pool="p", key_id="p#1", at=4.5),
-            TaskSucceeded(task_id=a.task_id, attempt=1, result="r", mime_type="image/png", elapsed=0.5, at=5.0),
-        ])
+        await store.append(
+            [
+                TaskStarted(task_id=a.task_id, attempt=1, pool="p", key_id="p#1", at=4.5),
+                TaskSucceeded(
+                    task_id=a.task_id,
+                    attempt=1,
+                    result="r",
+                    mime_type="image/png",
+                    elapsed=0.5,
+                    at=5.0,
+                ),
+            ]
+        )
         view = await store.task_view(a.task_id)
         assert view is not None and view["status"] == "succeeded" and view["result"] == "r"
         counts = await store.counts()
         assert (counts.waiting, counts.running, counts.stats["succeeded"]) == (2, 0, 1)
         log = await store.task_log(a.task_id)
-        assert [e["type"] for e in log] == ["task.submitted", "task.dispatched", "task.started", "task.succeeded"]
+        assert [e["type"] for e in log] == [
+            "task.submitted",
+            "task.dispatched",
+            "task.started",
+            "task.succeeded",
+        ]
         assert await store.task_view("missing") is None
 
     run(body)
@@ -126,7 +142,9 @@ def test_guarded_append_writes_nothing_when_the_view_moved_on(run: Callable[[Bod
 
     async def body(store: EventStore) -> None:
         a = submitted()
-        await store.append([a, TaskDispatched(task_id=a.task_id, attempt=1, worker=0, lease_deadline=9, at=2)])
+        await store.append(
+            [a, TaskDispatched(task_id=a.task_id, attempt=1, worker=0, lease_deadline=9, at=2)]
+        )
         ok = await store.append(
             [TaskSucceeded(task_id=a.task_id, attempt=1, result="r", mime_type="image/png", elapsed=1, at=3)],
             {a.task_id: Expect("running", 1)},
@@ -134,14 +152,25 @@ def test_guarded_append_writes_nothing_when_the_view_moved_on(run: Callable[[Bod
         assert ok is not None
         before = await store.last_id()
         refused = await store.append(
-            [TaskSucceeded(task_id=a.task_id, attempt=1, result="r2", mime_type="image/png", elapsed=1, at=4)],
+            [
+                TaskSucceeded(
+                    task_id=a.task_id,
+                    attempt=1,
+                    result="r2",
+                    mime_type="image/png",
+                    elapsed=1,
+                    at=4,
+                )
+            ],
             {a.task_id: Expect("running", 1)},
         )
         assert refused is None
         assert await store.last_id() == before
         view = await store.task_view(a.task_id)
         assert view is not None and view["result"] == "r"
-        await store.append([TaskLateOutcomeIgnored(task_id=a.task_id, attempt=1, outcome="task.succeeded", at=5)])
+        await store.append(
+            [TaskLateOutcomeIgnored(task_id=a.task_id, attempt=1, outcome="task.succeeded", at=5)]
+        )
         assert (await store.counts()).stats["late_outcomes"] == 1
 
     run(body)

@@ -37,7 +37,9 @@ def test_a_clean_run_passes_and_a_lost_task_does_not() -> None:
 def test_window_overrun_is_reported() -> None:
     """More grants in one window than the capacity they were granted under fails the audit."""
     grants: list[Event] = [
-        KeyTokenGranted(pool="p", key_id="p#1", task_id=f"t{i}", attempt=1, capacity=2, window=1.0, at=0.1 * i)
+        KeyTokenGranted(
+            pool="p", key_id="p#1", task_id=f"t{i}", attempt=1, capacity=2, window=1.0, at=0.1 * i
+        )
         for i in range(3)
     ]
     report = audit(stored(grants))

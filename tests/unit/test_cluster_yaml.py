@@ -54,9 +54,7 @@ def test_validates_against_ray_schema(config: dict[str, Any], schema: dict[str, 
     jsonschema.validate(config, schema)
 
 
-def test_unknown_top_level_key_fails_validation(
-    config: dict[str, Any], schema: dict[str, Any]
-) -> None:
+def test_unknown_top_level_key_fails_validation(config: dict[str, Any], schema: dict[str, Any]) -> None:
     """Adding an unknown top-level key makes the same validation fail, so the check has teeth."""
     broken = copy.deepcopy(config)
     broken["not_a_ray_setting"] = True

@@ -15,10 +15,18 @@ from events.errors import EventDecodeError
 text = st.text(max_size=50)
 
 
-@given(text, text, st.sampled_from(["photography", "fitting"]), text, st.floats(0, 2e9, allow_nan=False))
+@given(
+    text,
+    text,
+    st.sampled_from(["photography", "fitting"]),
+    text,
+    st.floats(0, 2e9, allow_nan=False),
+)
 def test_submitted_round_trips(task_id: str, user: str, kind: str, prompt: str, at: float) -> None:
     """Any task.submitted decodes to an equal event."""
-    event = TaskSubmitted(task_id=task_id, user_id=user, kind=kind, prompt=prompt, inputs={"person": "x"}, at=at)
+    event = TaskSubmitted(
+        task_id=task_id, user_id=user, kind=kind, prompt=prompt, inputs={"person": "x"}, at=at
+    )
     assert decode(encode(event)) == event
 
 
@@ -55,7 +63,7 @@ def test_an_upcaster_lifts_old_versions() -> None:
         {"type": "task.exploded", "v": "1", "data": "{}"},
         {"type": "task.succeeded", "v": "1", "data": "not json"},
         {"type": "task.succeeded", "v": "1", "data": "[]"},
-        {"type": "task.succeeded", "v": "1", "data": "{\"task_id\": \"t\"}"},
+        {"type": "task.succeeded", "v": "1", "data": '{"task_id": "t"}'},
         {"type": "task.succeeded", "v": "9", "data": "{}"},
         {"v": "1", "data": "{}"},
     ],

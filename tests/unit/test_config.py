@@ -32,7 +32,11 @@ def test_environment_overrides_the_file() -> None:
     """GENQUEUE_<SECTION>_<KEY> and GENQUEUE_REDIS_URL win over the file."""
     config = parse(
         {"queue": {"slots": 5}},
-        {"GENQUEUE_QUEUE_SLOTS": "7", "GENQUEUE_REDIS_URL": "redis://h:1/0", "GENQUEUE_PROVIDER_LATENCY_SECONDS": "0.5"},
+        {
+            "GENQUEUE_QUEUE_SLOTS": "7",
+            "GENQUEUE_REDIS_URL": "redis://h:1/0",
+            "GENQUEUE_PROVIDER_LATENCY_SECONDS": "0.5",
+        },
     )
     assert config.queue.slots == 7 and config.redis.url == "redis://h:1/0"
     assert config.provider.latency_seconds == 0.5
@@ -66,11 +70,22 @@ def test_config_objects_are_frozen() -> None:
         ({"pools": []}, {}, "at least one pool"),
         ({"pools": [{"name": "a", "rpm": 10, "keys": ["env:MISSING"]}]}, {}, "MISSING"),
         ({"pools": [{"name": "a", "rpm": 10, "keys": []}]}, {}, "pools[0].keys"),
-        ({"pools": [{"name": "a", "rpm": 10, "keys": ["k"]}, {"name": "a", "rpm": 5, "keys": ["k"]}]}, {}, "unique"),
+        (
+            {
+                "pools": [
+                    {"name": "a", "rpm": 10, "keys": ["k"]},
+                    {"name": "a", "rpm": 5, "keys": ["k"]},
+                ]
+            },
+            {},
+            "unique",
+        ),
         ({}, {"GENQUEUE_QUEUE_SLOTS": "x"}, "GENQUEUE_QUEUE_SLOTS"),
     ],
 )
-def test_bad_config_is_refused_with_the_key_named(raw: dict[str, object], env: dict[str, str], message: str) -> None:
+def test_bad_config_is_refused_with_the_key_named(
+    raw: dict[str, object], env: dict[str, str], message: str
+) -> None:
     """Every mistake raises ConfigError whose message names the offending key."""
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse(raw, env)

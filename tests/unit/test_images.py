@@ -109,9 +109,7 @@ def test_try_on_garment_background_is_removed() -> None:
     assert _mean_diff(dressed.crop(side), plain.crop(side)) == 0.0
 
 
-@pytest.mark.parametrize(
-    ("fn", "size"), [(sample_selfie, (480, 640)), (sample_garment, (400, 400))]
-)
+@pytest.mark.parametrize(("fn", "size"), [(sample_selfie, (480, 640)), (sample_garment, (400, 400))])
 def test_samples_deterministic_per_seed_and_vary_across_seeds(
     fn: Callable[[int], bytes], size: tuple[int, int]
 ) -> None:

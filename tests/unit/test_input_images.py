@@ -17,11 +17,16 @@ def encoded(fmt: str, size: tuple[int, int] = (8, 8)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
+@pytest.mark.parametrize(
+    ("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]
+)
 def test_accepted_formats_in_either_base64_alphabet(fmt: str, mime: str) -> None:
     """PNG, JPEG and WebP are accepted as standard or URL-safe base64, padded or not."""
     raw = encoded(fmt)
-    for text in (base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("=")):
+    for text in (
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    ):
         assert decode_image("images.person", text, 1_000_000) == (raw, mime)
 
 

@@ -15,7 +15,7 @@ times = st.lists(st.floats(min_value=0, max_value=50, allow_nan=False), min_size
 @settings(max_examples=300, deadline=None)
 @given(times, st.integers(1, 20), st.floats(min_value=0.1, max_value=10))
 def test_no_window_ever_holds_more_than_capacity(requests: list[float], capacity: int, window: float) -> None:
-    """Whatever the request times, no half-open window of `window` seconds holds more than `capacity` grants."""
+    """Whatever the request times, no half-open window of `window` s holds more than `capacity` grants."""
     limiter = SlidingWindowLog(capacity=capacity, window=window)
     granted = [t for t in requests if limiter.take(t)]
     assert max_in_window(granted, window) <= capacity
@@ -26,7 +26,7 @@ def test_no_window_ever_holds_more_than_capacity(requests: list[float], capacity
 def test_a_refused_request_is_refused_only_when_the_window_is_full(
     requests: list[float], capacity: int, window: float
 ) -> None:
-    """The limiter refuses only when granting would put capacity + 1 grants in some window (it wastes nothing)."""
+    """It refuses only when a grant would put capacity + 1 grants in some window: it wastes nothing."""
     limiter = SlidingWindowLog(capacity=capacity, window=window)
     granted: list[float] = []
     for t in requests:

@@ -39,4 +39,6 @@ def test_read_model_hash_equals_the_folded_view() -> None:
 
     view = asyncio.run(main())
     assert view == fold_task_view(events)
-    assert view is not None and view["status"] == "succeeded" and view["attempts"] == "2" and view["error"] == ""
+    assert (
+        view is not None and view["status"] == "succeeded" and view["attempts"] == "2" and view["error"] == ""
+    )

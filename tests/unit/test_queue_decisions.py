@@ -91,11 +91,30 @@ class Sim:
         elif (found := self.running_at(arg)) is not None:
             task_id, attempt = found
             if name == "succeed":
-                self.append([TaskSucceeded(task_id=task_id, attempt=attempt, result="r", mime_type="image/png",
-                                           elapsed=0.1, at=self.now)])
+                self.append(
+                    [
+                        TaskSucceeded(
+                            task_id=task_id,
+                            attempt=attempt,
+                            result="r",
+                            mime_type="image/png",
+                            elapsed=0.1,
+                            at=self.now,
+                        )
+                    ]
+                )
             else:
-                self.append([TaskAttemptFailed(task_id=task_id, attempt=attempt, error="boom",
-                                               retryable=name == "fail", at=self.now)])
+                self.append(
+                    [
+                        TaskAttemptFailed(
+                            task_id=task_id,
+                            attempt=attempt,
+                            error="boom",
+                            retryable=name == "fail",
+                            at=self.now,
+                        )
+                    ]
+                )
         self.settle()
 
 
@@ -129,7 +148,7 @@ def test_replaying_the_log_gives_the_live_state(script: list[Op]) -> None:
 @settings(max_examples=100, deadline=None)
 @given(ops)
 def test_every_task_ends_at_most_once_and_stuck_tasks_are_accounted_for(script: list[Op]) -> None:
-    """No task has two accepted endings; every task is either ended, waiting, running or awaiting a decision."""
+    """No task ends twice; every task is ended, or waiting, running or awaiting a decision."""
     sim = Sim(Policy(slots=2, lease_seconds=3.0, max_attempts=2, workers=2))
     for op in script:
         sim.step(op)
@@ -188,7 +207,16 @@ def test_late_outcome_of_an_expired_attempt_changes_nothing() -> None:
 
 def test_retry_waits_for_its_backoff() -> None:
     """A retried task is not dispatched before not_before, and the wake-up time says when."""
-    sim = Sim(Policy(slots=1, lease_seconds=100.0, max_attempts=3, workers=1, backoff_base=4.0, backoff_cap=4.0))
+    sim = Sim(
+        Policy(
+            slots=1,
+            lease_seconds=100.0,
+            max_attempts=3,
+            workers=1,
+            backoff_base=4.0,
+            backoff_cap=4.0,
+        )
+    )
     sim.rng = random.Random(1)
     sim.step(("submit", 1))
     sim.step(("fail", 0))
@@ -213,5 +241,5 @@ def test_lease_expiry_decision_is_guarded_by_the_attempt() -> None:
     decisions = decide(sim.state, sim.policy, 5.0, random.Random(0))
     expiring = [d for d in decisions if any(isinstance(e, TaskLeaseExpired) for e in d.events)]
     assert len(expiring) == 1
-    (task, want), = expiring[0].expect.items()
+    ((task, want),) = expiring[0].expect.items()
     assert want.status == "running" and want.attempt == 1 and task == sim.submit_order[0]

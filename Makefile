@@ -1,0 +1,40 @@
+# genqueue: `make demo` runs the 60-user burst on the embedded default; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install demo up test lint unit bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "genqueue needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/genqueue demo --users 60
+
+up: $(STAMP)
+	$(BIN)/genqueue up
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/burst.py --users 600 --slots 20 --latency 0.5 --pools 3x600 --window 1
+
+clean:
+	rm -rf $(VENV) .genqueue genqueue-demo-output .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,89 @@
+"""Actor-test fixtures: a running set of genqueue actors on the shared local Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors import factory
+from actors.blobs import FileBlobStore, task_blob
+from actors.config import Config
+from actors.providers.images import sample_selfie
+from events.catalogue import StoredEvent, TaskSubmitted
+from events.redis_store import RedisEventStore
+from serve_app.runtime import resolve
+from tests.helpers import make_config
+
+
+class Cluster:
+    """Handles to one namespace's actors plus direct access to its event store."""
+
+    def __init__(self, config: Config, handles: dict[str, Any]) -> None:
+        self.config = config
+        self.handles = handles
+        self.blobs = FileBlobStore(Path(config.server.data_dir) / "blobs")
+
+    def _run(self, fn: Callable[[RedisEventStore], Any]) -> Any:
+        async def main() -> Any:
+            store = RedisEventStore.from_url(self.config.redis.url, self.config.redis.namespace)
+            try:
+                return await fn(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+    def submit(self, n: int, user: str = "u") -> list[str]:
+        """Store inputs and append n task.submitted events, as the HTTP layer does."""
+        events = []
+        for i in range(n):
+            event = TaskSubmitted(
+                task_id=f"{time.time_ns():x}{i:04d}".ljust(32, "0")[:32],
+                user_id=user,
+                kind="photography",
+                prompt="p",
+                inputs={"person": task_blob("x", "person.png")},
+                at=time.time(),
+            )
+            events.append(event)
+        self.blobs.put(task_blob("x", "person.png"), sample_selfie(1))
+        self._run(lambda s: s.append(events))
+        return [e.task_id for e in events]
+
+    def log(self) -> list[StoredEvent]:
+        """The whole event log."""
+        result: list[StoredEvent] = self._run(lambda s: s.read_range())
+        return result
+
+    def views(self, ids: list[str]) -> dict[str, dict[str, str]]:
+        """Task views by id."""
+
+        async def get(store: RedisEventStore) -> dict[str, dict[str, str]]:
+            return {t: (await store.task_view(t)) or {} for t in ids}
+
+        result: dict[str, dict[str, str]] = self._run(get)
+        return result
+
+    def ended(self, ids: list[str]) -> bool:
+        """Whether every task has a terminal status."""
+        return all(v.get("status") in ("succeeded", "failed", "cancelled") for v in self.views(ids).values())
+
+
+@pytest.fixture
+def make_cluster(ray_session: None, store_url: str, data_dir: str) -> Iterator[Callable[..., Cluster]]:
+    """Start genqueue actors for a config built from keyword arguments; stopped at teardown."""
+    started: list[Config] = []
+
+    def make(**kwargs: Any) -> Cluster:
+        config = resolve(make_config(store_url, data_dir, **kwargs))
+        started.append(config)
+        return Cluster(config, factory.start(config))
+
+    yield make
+    for config in started:
+        factory.stop(config)

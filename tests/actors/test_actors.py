@@ -1,0 +1,92 @@
+"""The actors on a real local Ray and the embedded Valkey: order, slots, limits, leases, recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from events.audit import audit
+from events.catalogue import KeyTokenGranted, TaskDispatched, TaskLateOutcomeIgnored, TaskStarted
+from tests.actors.conftest import Cluster
+from tests.helpers import eventually
+
+
+def test_a_burst_runs_in_fifo_order_within_slots_and_the_rate_limit(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """20 tasks on 3 slots and a 5-per-second pool all succeed, start in order, and never overrun."""
+    cluster = make_cluster(slots=3, latency=0.2, pools=(("p1", 300, 1.0),))
+    ids = cluster.submit(20)
+    eventually(lambda: cluster.ended(ids), timeout=60, what="all tasks ended")
+    log = cluster.log()
+    report = audit(log)
+    assert report.ok and report.ended == {"succeeded": 20}
+    assert report.max_running <= 3
+    assert report.max_window_calls["p1"] <= 5
+    first = [s.event.task_id for s in log if isinstance(s.event, TaskDispatched) and s.event.attempt == 1]
+    assert first == ids
+    started = [s.event for s in log if isinstance(s.event, TaskStarted)]
+    assert {e.pool for e in started} == {"p1"} and len(started) == 20
+
+
+def test_key_pool_hands_out_a_whole_window_at_once_then_waits(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """With slots to spare, a pool of 4 per 2 s starts 4 tasks at once and the next 4 a window later."""
+    cluster = make_cluster(slots=10, latency=0.05, pools=(("p1", 120, 2.0),))
+    ids = cluster.submit(8)
+    eventually(lambda: cluster.ended(ids), timeout=60, what="all tasks ended")
+    grants = sorted(s.event.at for s in cluster.log() if isinstance(s.event, KeyTokenGranted))
+    assert len(grants) == 8
+    assert grants[3] - grants[0] < 0.5
+    assert grants[4] - grants[0] >= 2.0
+
+
+def test_a_killed_queue_actor_comes_back_with_the_same_state(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """ray.kill with restart: the new QueueActor replays the log to the same waiting and running sets."""
+    cluster = make_cluster(slots=2, latency=4.0, pools=(("p1", 6000, 1.0),))
+    queue = cluster.handles["queue"]
+    ids = cluster.submit(5)
+
+    def status_when(ok: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        status: dict[str, Any] = ray.get(queue.status.remote(), timeout=30)
+        return status if ok(status) else None
+
+    before = eventually(
+        lambda: status_when(lambda s: s["running"] == 2 and s["waiting"] == 3),
+        what="two running, three waiting",
+    )
+    assert before is not None
+    ray.kill(queue, no_restart=False)
+    after = eventually(
+        lambda: status_when(lambda s: s["pid"] != before["pid"]), what="a new QueueActor process"
+    )
+    assert after["waiting_order"] == before["waiting_order"]
+    assert after["running_tasks"] == before["running_tasks"]
+    eventually(lambda: cluster.ended(ids), timeout=90, what="all tasks ended after the restart")
+    report = audit(cluster.log())
+    assert report.ok and report.ended == {"succeeded": 5} and report.max_running <= 2
+
+
+def test_expired_leases_retry_then_fail_and_late_outcomes_change_nothing(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Slow attempts' leases expire; after max_attempts the task fails once; late results are recorded."""
+    cluster = make_cluster(
+        slots=1, latency=1.5, lease_seconds=0.5, max_attempts=2, pools=(("p1", 6000, 1.0),)
+    )
+    (task,) = cluster.submit(1)
+    eventually(lambda: cluster.ended([task]), timeout=30, what="the task ended")
+    view = cluster.views([task])[task]
+    assert view["status"] == "failed" and "gave up after 2 attempts" in view["error"]
+    eventually(
+        lambda: sum(isinstance(s.event, TaskLateOutcomeIgnored) for s in cluster.log()) >= 2,
+        timeout=30,
+        what="both late outcomes recorded",
+    )
+    report = audit(cluster.log())
+    assert report.ok and report.ended == {"failed": 1}
