@@ -58,7 +58,7 @@ class Queue:
             seconds=round(time.monotonic() - started, 3),
         )
         for task_id, lease in self._state.running.items():
-            self._send(task_id, lease.attempt, lease.worker)
+            self._send(task_id, lease.attempt, lease.worker, resent=True)
         self._pump_future = asyncio.run_coroutine_threadsafe(self._pump(), self._loop)
 
     def _call(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
@@ -75,7 +75,7 @@ class Queue:
             for stored in batch:
                 apply(self._state, stored)
 
-    def _send(self, task_id: str, attempt: int, worker: int) -> None:
+    def _send(self, task_id: str, attempt: int, worker: int, resent: bool = False) -> None:
         entry = self._state.tasks.get(task_id)
         if entry is None:
             return
@@ -86,6 +86,7 @@ class Queue:
             prompt=entry.prompt,
             inputs=entry.inputs,
             options=entry.options,
+            resent=resent,
         )
         self._workers[worker % len(self._workers)].run.remote(spec)
 

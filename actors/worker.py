@@ -39,6 +39,7 @@ class AttemptSpec:
     prompt: str
     inputs: dict[str, str]
     options: dict[str, Any] = field(default_factory=dict)
+    resent: bool = False
 
 
 def make_provider(config: Config) -> Provider:
@@ -84,9 +85,12 @@ class Worker:
         store = self._events()
         bound = log.bind(task_id=spec.task_id, attempt=spec.attempt, worker=self._index)
         expect = {spec.task_id: Expect(RUNNING, spec.attempt)}
-        view = await store.task_view(spec.task_id)
-        if not view or view.get("status") != RUNNING or view.get("attempts") != str(spec.attempt):
-            return "stale"
+        if spec.resent:
+            # Sent again after a QueueActor restart: skip it if it already ended, so a
+            # finished attempt never spends another rate-limit token.
+            view = await store.task_view(spec.task_id)
+            if not view or view.get("status") != RUNNING or view.get("attempts") != str(spec.attempt):
+                return "stale"
         pool, key_id = await self._keypool.acquire.remote(spec.task_id, spec.attempt)
         bound = bound.bind(pool=pool, key_id=key_id)
         started = TaskStarted(

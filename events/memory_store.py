@@ -6,11 +6,11 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 
-from events.catalogue import Event, StoredEvent, stream_id_key
+from events.catalogue import Event, StoredEvent, TaskSubmitted, stream_id_key
 from events.codec import decode, encode, log_entry
 from events.keys import Keys
 from events.projection import HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
-from events.store import Expect, QueueCounts
+from events.store import Expect, QueueCounts, SubmitReceipt
 
 
 class MemoryEventStore:
@@ -68,6 +68,12 @@ class MemoryEventStore:
         async with self._changed:
             self._changed.notify_all()
         return ids
+
+    async def submit(self, event: TaskSubmitted) -> SubmitReceipt:
+        """Append and read position and counts in one step."""
+        ids = await self.append([event])
+        assert ids is not None
+        return SubmitReceipt(ids[0], await self.position(event.task_id), await self.counts())
 
     async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:
         """Events after `after`."""

@@ -11,12 +11,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from events.catalogue import Event, StoredEvent
+from events.catalogue import Event, StoredEvent, TaskSubmitted
 from events.codec import decode, encode, log_entry
 from events.errors import StoreUnavailableError
 from events.keys import Keys
 from events.projection import HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
-from events.store import Expect, QueueCounts
+from events.store import Expect, QueueCounts, SubmitReceipt
 
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -84,15 +84,7 @@ class RedisEventStore:
                             await pipe.reset()
                             return None
                     pipe.multi()
-                xadds: list[int] = []
-                for event in events:
-                    fields = encode(event)
-                    xadds.append(len(pipe.command_stack))
-                    pipe.xadd(self.keys.events, fields)
-                    if fields["task"]:
-                        pipe.rpush(self.keys.task_log(fields["task"]), log_entry(fields))
-                    for op in project(event, self.keys):
-                        _queue_op(pipe, op)
+                xadds = [self._queue_event(pipe, event) for event in events]
                 try:
                     results = await pipe.execute()
                 except WatchError:
@@ -100,6 +92,33 @@ class RedisEventStore:
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
         return [str(results[i]) for i in xadds]
+
+    async def submit(self, event: TaskSubmitted) -> SubmitReceipt:
+        """One MULTI/EXEC: the event, its read models, then ZRANK and the counts."""
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                self._queue_event(pipe, event)
+                pipe.zrank(self.keys.waiting, event.task_id)
+                pipe.zcard(self.keys.waiting)
+                pipe.scard(self.keys.running)
+                pipe.hgetall(self.keys.stats)
+                results = await pipe.execute()
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        rank, waiting, running, stats = results[-4:]
+        counts = QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
+        return SubmitReceipt(str(results[0]), rank, counts)
+
+    def _queue_event(self, pipe: Any, event: Event) -> int:
+        """Queue one event's XADD and read-model writes; returns the XADD's index in the pipeline."""
+        fields = encode(event)
+        index = len(pipe.command_stack)
+        pipe.xadd(self.keys.events, fields)
+        if fields["task"]:
+            pipe.rpush(self.keys.task_log(fields["task"]), log_entry(fields))
+        for op in project(event, self.keys):
+            _queue_op(pipe, op)
+        return index
 
     def _decode(self, entries: list[tuple[str, dict[str, str]]]) -> list[StoredEvent]:
         return [StoredEvent(eid, decode(fields)) for eid, fields in entries]

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from events.catalogue import Event, StoredEvent
+from events.catalogue import Event, StoredEvent, TaskSubmitted
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,15 @@ class QueueCounts:
     stats: dict[str, float]
 
 
+@dataclass(frozen=True, slots=True)
+class SubmitReceipt:
+    """What a submit learns in its own transaction: the stream id, its position, the counts."""
+
+    id: str
+    position: int | None
+    counts: QueueCounts
+
+
 class EventStore(Protocol):
     """An append-only, totally ordered event log with read models beside it."""
 
@@ -37,6 +46,10 @@ class EventStore(Protocol):
         With `expect`, the append happens only if every named task view still has the
         expected status and attempt; otherwise nothing is written and None is returned.
         """
+        ...
+
+    async def submit(self, event: TaskSubmitted) -> SubmitReceipt:
+        """Append a task.submitted and read its position and the queue counts in the same transaction."""
         ...
 
     async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:

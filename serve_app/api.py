@@ -17,6 +17,7 @@ from actors.blobs import BlobNotFoundError, FileBlobStore, task_blob
 from actors.config import Config
 from events.catalogue import QUEUED, SUCCEEDED, TaskSubmitted
 from events.redis_store import RedisEventStore
+from events.store import QueueCounts
 from serve_app import problems
 from serve_app.images import ImageRejected, decode_image
 from serve_app.models import SubmitTask, Submitted, TaskViewOut
@@ -69,10 +70,9 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
     problems.install(app)
     app.state.ctx = Context(config)
 
-    async def eta(c: Context, position: int | None) -> float | None:
+    def eta(c: Context, position: int | None, counts: QueueCounts) -> float | None:
         if position is None:
             return None
-        counts = await c.store.counts()
         rate, _ = c.throughput(counts.stats)
         free = max(0, c.config.queue.slots - counts.running)
         ahead = max(0, position - free + 1)
@@ -123,12 +123,11 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             options=body.options,
             at=time.time(),
         )
-        await c.store.append([event])
-        # The queue may have dispatched it already: then nothing is ahead of it.
-        position = await c.store.position(task_id) or 0
+        receipt = await c.store.submit(event)
+        position = receipt.position or 0
         response.headers["Location"] = f"/v1/tasks/{task_id}"
         return Submitted(
-            task_id=task_id, status=QUEUED, position=position, eta_seconds=await eta(c, position)
+            task_id=task_id, status=QUEUED, position=position, eta_seconds=eta(c, position, receipt.counts)
         )
 
     async def load_view(c: Context, task_id: str) -> dict[str, str]:
@@ -153,7 +152,7 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             kind=view.get("kind", ""),
             status=status,
             position=position,
-            eta_seconds=await eta(c, position),
+            eta_seconds=eta(c, position, await c.store.counts()) if position is not None else None,
             attempts=int(view.get("attempts", 0)),
             submitted_at=_float(view, "submitted_at"),
             dispatched_at=_float(view, "dispatched_at"),

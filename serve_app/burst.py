@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from actors.providers.images import sample_garment, sample_selfie
 
@@ -74,25 +74,35 @@ async def run_burst(
     """Submit `users` tasks at once and wait until all have ended (or `deadline_seconds` pass)."""
     kinds = [("photography" if i % 2 == 0 else "fitting") if kind == "mixed" else kind for i in range(users)]
     bodies = await asyncio.to_thread(lambda: [payload(i, k) for i, k in enumerate(kinds)])
-    limits = httpx.Limits(max_connections=users, max_keepalive_connections=users)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        before = (await client.get("/v1/queue")).json()
+    # aiohttp rather than httpx: httpx's pool scans every connection per request, which
+    # made the client, not the server, the bottleneck at hundreds of connections.
+    connector = aiohttp.TCPConnector(limit=users)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as client:
+
+        async def get(path: str) -> dict[str, Any]:
+            async with client.get(path) as r:
+                body: dict[str, Any] = await r.json(content_type=None)
+                return body
+
+        before = await get("/v1/queue")
         result = BurstResult(started=time.time())
 
         async def submit(body: dict[str, Any]) -> str | None:
             t0 = time.perf_counter()
-            r = await client.post("/v1/tasks", json=body)
+            async with client.post("/v1/tasks", json=body) as r:
+                answer = await r.json(content_type=None)
             result.submit_latencies.append(time.perf_counter() - t0)
-            if r.status_code != 202:
-                result.rejected[r.status_code] = result.rejected.get(r.status_code, 0) + 1
+            if r.status != 202:
+                result.rejected[r.status] = result.rejected.get(r.status, 0) + 1
                 return None
-            return str(r.json()["task_id"])
+            return str(answer["task_id"])
 
         ids = [t for t in await asyncio.gather(*(submit(b) for b in bodies)) if t]
         deadline = time.monotonic() + deadline_seconds
         base_done = sum(before[k] for k in TERMINAL)
         while time.monotonic() < deadline:
-            q = (await client.get("/v1/queue")).json()
+            q = await get("/v1/queue")
             if on_progress is not None:
                 on_progress(q)
             if sum(q[k] for k in TERMINAL) - base_done >= len(ids):
@@ -102,7 +112,7 @@ async def run_burst(
 
         async def fetch(task_id: str) -> None:
             async with sem:
-                result.views[task_id] = (await client.get(f"/v1/tasks/{task_id}")).json()
+                result.views[task_id] = await get(f"/v1/tasks/{task_id}")
 
         await asyncio.gather(*(fetch(t) for t in ids))
     result.finished = time.time()

@@ -38,6 +38,22 @@ def embedded_valkey(data_dir: Path) -> Iterator[str]:
         server.stop()
 
 
+# Serve's direct ingress (each replica serves HTTP itself, behind the bundled HAProxy)
+# took 600 simultaneous submits at 219/s against 130/s through the default Python proxy
+# on a 2-core machine; set either variable to 0 before starting to use the proxy.
+RAY_ENV_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+}
+
+
+def ray_environment() -> None:
+    """Set genqueue's Ray defaults in this process's environment (inherited by the local Ray)."""
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def resolve(config: Config) -> Config:
     """The config with an absolute data directory, so actors on other working directories agree."""
     data_dir = str(Path(config.server.data_dir).expanduser().resolve())
@@ -55,7 +71,7 @@ def running(config: Config, address: str | None = None, dashboard: bool = True) 
     from serve_app import deployment
 
     config = resolve(config)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray_environment()
     with contextlib.ExitStack() as stack:
         if not config.redis.url:
             url = stack.enter_context(embedded_valkey(Path(config.server.data_dir) / "valkey"))

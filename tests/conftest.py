@@ -42,7 +42,9 @@ def ray_session() -> Iterator[None]:
     """One local Ray for every actor and end-to-end test."""
     import ray
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from serve_app.runtime import ray_environment
+
+    ray_environment()
     ray.init(
         num_cpus=2,
         include_dashboard=False,

@@ -59,14 +59,18 @@ _STYLES: tuple[tuple[_Style, tuple[int, int, int]], ...] = (
 def _open(data: bytes) -> Image.Image:
     """Decode bytes, apply EXIF orientation, flatten any alpha onto white, return RGB."""
     with Image.open(io.BytesIO(data)) as src:
-        im = ImageOps.exif_transpose(src).convert("RGBA")
+        im = ImageOps.exif_transpose(src)
+        has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+        if not has_alpha:
+            return im.convert("RGB")
+        im = im.convert("RGBA")
     canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
     canvas.alpha_composite(im)
     return canvas.convert("RGB")
 
 
 def _fit(im: Image.Image, size: tuple[int, int]) -> Image.Image:
-    return ImageOps.fit(im, size, _LANCZOS, centering=(0.5, 0.4))
+    return ImageOps.fit(im, size, Image.Resampling.BICUBIC, centering=(0.5, 0.4))
 
 
 def _png(im: Image.Image) -> bytes:

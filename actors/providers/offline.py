@@ -26,7 +26,7 @@ class OfflineProvider:
         return max(0.0, self._latency + self._rng.uniform(-self._jitter, self._jitter))
 
     async def generate(self, request: ImageRequest, key: Secret) -> ImageResult:
-        """Render the image in a thread while the simulated latency runs; the call lasts the longer of the two."""
+        """Render in a thread while the simulated latency runs; the call lasts the longer of the two."""
         render = asyncio.to_thread(self._render, request)
         _, data = await asyncio.gather(asyncio.sleep(self.latency()), render)
         return ImageResult(data=data, mime_type="image/png")
