@@ -51,8 +51,8 @@ class Context:
         return min(self.config.queue.slots / max(latency, 1e-3), rate_limit), latency
 
 
-def get_ctx(request: Request) -> Context:
-    """The replica's context (a FastAPI dependency)."""
+async def get_ctx(request: Request) -> Context:
+    """The replica's context (a FastAPI dependency; async, so it runs without a thread hop)."""
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -109,11 +109,8 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
                     str(exc), errors=[{"field": f"images.{role}", "message": str(exc)}]
                 ) from exc
         task_id = uuid.uuid4().hex
-        refs = {}
-        for role, (data, mime) in decoded.items():
-            ref = task_blob(task_id, f"{role}.{_EXT[mime]}")
-            await asyncio.to_thread(c.blobs.put, ref, data)
-            refs[role] = ref
+        refs = {role: task_blob(task_id, f"{role}.{_EXT[mime]}") for role, (_, mime) in decoded.items()}
+        await asyncio.to_thread(c.blobs.put_many, {refs[role]: data for role, (data, _) in decoded.items()})
         event = TaskSubmitted(
             task_id=task_id,
             user_id=body.user_id,

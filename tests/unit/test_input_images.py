@@ -51,3 +51,17 @@ def test_images_over_the_limit_are_refused_before_decoding() -> None:
     raw = encoded("PNG", (64, 64))
     with pytest.raises(ImageRejected, match=r"limit is 100|larger than 100"):
         decode_image("images.person", base64.b64encode(raw).decode(), 100)
+
+
+def test_blob_refs_cannot_escape_the_root(tmp_path: object) -> None:
+    """A reference that climbs out of the blob root or is absolute is refused."""
+    from pathlib import Path
+
+    from actors.blobs import BlobNotFoundError, FileBlobStore
+
+    store = FileBlobStore(Path(str(tmp_path)))
+    store.put_many({"tasks/a/person.png": b"1", "tasks/a/garment.png": b"2"})
+    assert store.get("tasks/a/garment.png") == b"2"
+    for bad in ("../x", "tasks/../../etc/passwd", "/etc/passwd", ""):
+        with pytest.raises(BlobNotFoundError):
+            store.get(bad)
