@@ -13,6 +13,7 @@ import structlog
 
 from actors.config import Config
 from actors.keypool_logic import PoolState, choose, grant, next_free_at
+from actors.logs import configure
 from events.catalogue import KeyTokenGranted
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
@@ -32,6 +33,7 @@ class KeyPool:
     """Async actor; all limiter state changes happen in one granter task, in arrival order."""
 
     def __init__(self, config: Config) -> None:
+        configure()
         self._config = config
         self._pools = [
             PoolState(name=p.name, rpm=p.rpm, window=p.window_seconds, key_ids=p.key_ids)

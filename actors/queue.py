@@ -14,6 +14,7 @@ import structlog
 
 from actors.config import Config
 from actors.decide import Policy, decide, next_wakeup
+from actors.logs import configure
 from actors.worker import AttemptSpec
 from events.catalogue import StoredEvent, TaskDispatched
 from events.errors import StoreUnavailableError
@@ -33,6 +34,7 @@ class Queue:
     """
 
     def __init__(self, config: Config, workers: list[Any], rng_seed: int | None = None) -> None:
+        configure()
         self._config = config
         self._workers = workers
         self._policy = Policy(

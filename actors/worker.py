@@ -12,6 +12,7 @@ import structlog
 
 from actors.blobs import FileBlobStore, task_blob
 from actors.config import Config
+from actors.logs import configure
 from actors.providers.base import ImageRequest, Provider, ProviderError
 from events.catalogue import (
     RUNNING,
@@ -53,6 +54,7 @@ class Worker:
     """Stateless between attempts; safe to send the same attempt twice."""
 
     def __init__(self, config: Config, index: int, keypool: Any) -> None:
+        configure()
         self._config = config
         self._index = index
         self._keypool = keypool
