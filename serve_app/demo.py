@@ -20,10 +20,11 @@ _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 def _pools_table(q: dict[str, Any]) -> Table:
     table = Table(title="quota pools", expand=False)
-    for col in ("pool", "RPM", "calls left in window", "calls made"):
+    for col in ("pool", "limit", "calls left in window", "calls made"):
         table.add_column(col)
     for p in q.get("pools", []):
-        table.add_row(p["name"], str(p["rpm"]), f"{p['window_left']}/{p['capacity']}", str(p["calls"]))
+        limit = f"{p['capacity']} per {p['window_seconds']:g} s"
+        table.add_row(p["name"], limit, f"{p['window_left']}/{p['capacity']}", str(p["calls"]))
     return table
 
 
