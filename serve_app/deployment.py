@@ -33,6 +33,9 @@ def build(config: Config, replicas: int = 1) -> Any:
         name="ingress",
         num_replicas=replicas,
         max_ongoing_requests=1000,
+        # A submit finishes in milliseconds; do not hold a shutdown for long.
+        graceful_shutdown_wait_loop_s=0.5,
+        graceful_shutdown_timeout_s=5,
         ray_actor_options={"num_cpus": 0.1},
     )
     @serve.ingress(app)

@@ -45,6 +45,9 @@ RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # The bundled HAProxy stops routing to a draining replica at once; Serve's 30 s
+    # default wait (for outside load balancers) only made every shutdown 30 s longer.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
 
 
