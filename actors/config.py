@@ -49,6 +49,10 @@ class RedisConfig:
 
     url: str = ""
     namespace: str = "default"
+    # "server": trust the server's fsync policy (the embedded Valkey fsyncs every write).
+    # "waitaof": after each submit, WAITAOF until the server's own AOF has it on disk,
+    # for a Redis >= 7.2 / Valkey running appendfsync everysec.
+    durability: str = "server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,10 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
 
 
 def _check(config: Config) -> None:
+    if config.redis.durability not in ("server", "waitaof"):
+        raise ConfigError(
+            f"redis.durability: expected 'server' or 'waitaof', got {config.redis.durability!r}"
+        )
     q, p = config.queue, config.provider
     if q.slots < 1 or q.workers < 1 or q.max_attempts < 1 or q.lease_seconds <= 0:
         raise ConfigError("[queue]: slots, workers and max_attempts must be >= 1, lease_seconds > 0")

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
@@ -45,14 +46,17 @@ def _queue_op(pipe: Any, op: Op) -> None:
 class RedisEventStore:
     """EventStore on `redis.asyncio`; any Redis >= 6.2 or Valkey."""
 
-    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+    def __init__(self, client: aioredis.Redis, namespace: str, waitaof: bool = False) -> None:
         # Typed loosely on purpose: redis-py types replies as bytes | str unions, while
         # decode_responses=True makes every reply here a str.
         self._r: Any = client
         self.keys = Keys(namespace)
+        self._waitaof = waitaof
 
     @classmethod
-    def from_url(cls, url: str, namespace: str, max_connections: int = 32) -> RedisEventStore:
+    def from_url(
+        cls, url: str, namespace: str, max_connections: int = 32, waitaof: bool = False
+    ) -> RedisEventStore:
         """A store on a new, bounded connection pool to `url`.
 
         The pool blocks callers beyond `max_connections` instead of opening more: a burst
@@ -67,7 +71,7 @@ class RedisEventStore:
             socket_connect_timeout=5,
             health_check_interval=30,
         )
-        return cls(aioredis.Redis(connection_pool=pool), namespace)
+        return cls(aioredis.Redis(connection_pool=pool), namespace, waitaof)
 
     async def append(
         self, events: Sequence[Event], expect: Mapping[str, Expect] | None = None
@@ -94,20 +98,36 @@ class RedisEventStore:
         return [str(results[i]) for i in xadds]
 
     async def submit(self, event: TaskSubmitted) -> SubmitReceipt:
-        """One MULTI/EXEC: the event, its read models, then ZRANK and the counts."""
+        """One MULTI/EXEC: the event, its read models, then ZRANK and the counts.
+
+        With `waitaof`, WAITAOF on the same connection then waits until the server's
+        append-only file holds the write; a server that cannot confirm it is unavailable.
+        """
         try:
-            async with self._r.pipeline(transaction=True) as pipe:
-                self._queue_event(pipe, event)
-                pipe.zrank(self.keys.waiting, event.task_id)
-                pipe.zcard(self.keys.waiting)
-                pipe.scard(self.keys.running)
-                pipe.hgetall(self.keys.stats)
-                results = await pipe.execute()
+            async with self._r.client() as conn:
+                async with conn.pipeline(transaction=True) as pipe:
+                    self._queue_event(pipe, event)
+                    pipe.zrank(self.keys.waiting, event.task_id)
+                    pipe.zcard(self.keys.waiting)
+                    pipe.scard(self.keys.running)
+                    pipe.hgetall(self.keys.stats)
+                    results = await pipe.execute()
+                if self._waitaof:
+                    await self._wait_aof(conn)
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
         rank, waiting, running, stats = results[-4:]
         counts = QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
         return SubmitReceipt(str(results[0]), rank, counts)
+
+    @staticmethod
+    async def _wait_aof(conn: Any) -> None:
+        try:
+            local, _ = await conn.execute_command("WAITAOF", 1, 0, 5000)
+        except ResponseError as exc:  # e.g. the server runs without an append-only file
+            raise StoreUnavailableError(f"WAITAOF refused: {exc}") from exc
+        if int(local) < 1:
+            raise StoreUnavailableError("the append-only file did not confirm the write within 5 s")
 
     def _queue_event(self, pipe: Any, event: Event) -> int:
         """Queue one event's XADD and read-model writes; returns the XADD's index in the pipeline."""

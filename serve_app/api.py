@@ -40,7 +40,10 @@ class Context:
     def store(self) -> RedisEventStore:
         """The event store client of this replica."""
         if self._store is None:
-            self._store = RedisEventStore.from_url(self.config.redis.url, self.config.redis.namespace)
+            redis = self.config.redis
+            self._store = RedisEventStore.from_url(
+                redis.url, redis.namespace, max_connections=64, waitaof=redis.durability == "waitaof"
+            )
         return self._store
 
     def throughput(self, stats: dict[str, float]) -> tuple[float, float]:
