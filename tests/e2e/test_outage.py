@@ -34,6 +34,11 @@ def _server(port: int, data: Path, fsync: str = "always", aof: str = "yes") -> V
     return server
 
 
+async def _submit_status(app: object) -> int:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:  # type: ignore[arg-type]
+        return (await c.post("/v1/tasks", json=BODY)).status_code
+
+
 @pytest.fixture
 def valkey(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A port and data directory for a Valkey that the test kills and restarts."""
@@ -87,11 +92,7 @@ def test_waitaof_confirms_submits_and_refuses_when_the_server_keeps_no_aof(
         base = make_config(f"redis://127.0.0.1:{port}/0", str(tmp_path / "blobs"))
         app = create_app(replace(base, redis=replace(base.redis, durability="waitaof")))
 
-        async def submit() -> int:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-                return (await c.post("/v1/tasks", json=BODY)).status_code
-
         try:
-            assert asyncio.run(submit()) == expected
+            assert asyncio.run(_submit_status(app)) == expected
         finally:
             server.stop()
