@@ -28,6 +28,11 @@ class FileBlobStore:
         for ref, data in blobs.items():
             self.put(ref, data)
 
+    def delete_many(self, refs: list[str]) -> None:
+        """Remove blobs (missing ones are fine)."""
+        for ref in refs:
+            self._path(ref).unlink(missing_ok=True)
+
     def put(self, ref: str, data: bytes) -> str:
         """Store `data` under `ref` (write to a temp file, then rename) and return `ref`."""
         path = self._path(ref)

@@ -28,6 +28,8 @@ class TaskSubmitted:
     prompt: str
     inputs: dict[str, str]
     options: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str = ""
+    digest: str = ""
     at: float
 
 

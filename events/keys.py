@@ -29,6 +29,10 @@ class Keys:
         """List: the task's events in stream order (its audit trail)."""
         return f"{self.prefix}:task:{task_id}:log"
 
+    def idempotency(self, user_id: str, key: str) -> str:
+        """Hash: the task a user's idempotency key names, and the digest of its request."""
+        return f"{self.prefix}:idem:{user_id}:{key}"
+
     @property
     def waiting(self) -> str:
         """Sorted set: waiting tasks by queue order, for positions."""

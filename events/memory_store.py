@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from events.catalogue import Event, StoredEvent, TaskSubmitted, stream_id_key
 from events.codec import decode, encode, log_entry
 from events.keys import Keys
-from events.projection import HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
+from events.projection import Expire, HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
 from events.store import Expect, QueueCounts, SubmitReceipt
 
 
@@ -41,6 +41,8 @@ class MemoryEventStore:
                 self._sets.setdefault(op.key, set()).add(op.member)
             case SRem():
                 self._sets.get(op.key, set()).discard(op.member)
+            case Expire():
+                pass  # nothing here lives long enough to expire
             case ZTrim():
                 z = self._zsets.get(op.key, {})
                 for member in [m for m, score in z.items() if score <= op.max_score]:
@@ -71,6 +73,10 @@ class MemoryEventStore:
 
     async def submit(self, event: TaskSubmitted) -> SubmitReceipt:
         """Append and read position and counts in one step."""
+        if event.idempotency_key:
+            first = self._hashes.get(self.keys.idempotency(event.user_id, event.idempotency_key))
+            if first:
+                return SubmitReceipt("", None, await self.counts(), first["task_id"], first["digest"])
         ids = await self.append([event])
         assert ids is not None
         return SubmitReceipt(ids[0], await self.position(event.task_id), await self.counts())

@@ -91,7 +91,18 @@ class ZTrim:
     max_score: float
 
 
-Op = HSet | HIncr | ZAdd | ZRem | SAdd | SRem | ZTrim
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """Let a key expire after `seconds`."""
+
+    key: str
+    seconds: int
+
+
+Op = HSet | HIncr | ZAdd | ZRem | SAdd | SRem | ZTrim | Expire
+
+# How long an idempotency key names its first task.
+IDEMPOTENCY_SECONDS = 24 * 3600
 
 
 def view_fields(event: Event) -> dict[str, Scalar]:
@@ -143,6 +154,12 @@ def project(event: Event, keys: Keys) -> list[Op]:
         ops.append(HSet(keys.task(event.task_id), fields))
     match event:
         case TaskSubmitted():
+            if event.idempotency_key:
+                idem = keys.idempotency(event.user_id, event.idempotency_key)
+                ops += [
+                    HSet(idem, {"task_id": event.task_id, "digest": event.digest}),
+                    Expire(idem, IDEMPOTENCY_SECONDS),
+                ]
             ops += [
                 ZAdd(keys.waiting, event.task_id, event.at),
                 HIncr(keys.stats, "submitted", 1),

@@ -15,7 +15,7 @@ from events.catalogue import Event, StoredEvent, TaskSubmitted
 from events.codec import decode, encode, log_entry
 from events.errors import StoreUnavailableError
 from events.keys import Keys
-from events.projection import HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
+from events.projection import Expire, HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
 from events.store import Expect, QueueCounts, SubmitReceipt
 
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -40,6 +40,8 @@ def _queue_op(pipe: Any, op: Op) -> None:
             pipe.srem(op.key, op.member)
         case ZTrim():
             pipe.zremrangebyscore(op.key, "-inf", op.max_score)
+        case Expire():
+            pipe.expire(op.key, op.seconds)
 
 
 class RedisEventStore:
@@ -102,15 +104,30 @@ class RedisEventStore:
         With `waitaof`, WAITAOF on the same connection then waits until the server's
         append-only file holds the write; a server that cannot confirm it is unavailable.
         """
+        idem = self.keys.idempotency(event.user_id, event.idempotency_key) if event.idempotency_key else None
         try:
             async with self._r.client() as conn:
-                async with conn.pipeline(transaction=True) as pipe:
-                    self._queue_event(pipe, event)
-                    pipe.zrank(self.keys.waiting, event.task_id)
-                    pipe.zcard(self.keys.waiting)
-                    pipe.scard(self.keys.running)
-                    pipe.hgetall(self.keys.stats)
-                    results = await pipe.execute()
+                while True:
+                    async with conn.pipeline(transaction=True) as pipe:
+                        if idem is not None:
+                            await pipe.watch(idem)
+                            first = await pipe.hgetall(idem)
+                            if first:
+                                await pipe.reset()
+                                return SubmitReceipt(
+                                    "", None, await self.counts(), first["task_id"], first["digest"]
+                                )
+                            pipe.multi()
+                        self._queue_event(pipe, event)
+                        pipe.zrank(self.keys.waiting, event.task_id)
+                        pipe.zcard(self.keys.waiting)
+                        pipe.scard(self.keys.running)
+                        pipe.hgetall(self.keys.stats)
+                        try:
+                            results = await pipe.execute()
+                        except WatchError:
+                            continue  # the same key was submitted concurrently: read it
+                    break
                 if self._waitaof:
                     await self._wait_aof(conn)
         except UNAVAILABLE as exc:

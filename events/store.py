@@ -33,6 +33,8 @@ class SubmitReceipt:
     id: str
     position: int | None
     counts: QueueCounts
+    duplicate_of: str | None = None
+    duplicate_digest: str = ""
 
 
 class EventStore(Protocol):

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from actors.blobs import BlobNotFoundError, FileBlobStore, task_blob
-from actors.config import Config
+from actors.config import Config, LimitsConfig
 from events.catalogue import QUEUED, SUCCEEDED, TaskSubmitted
 from events.redis_store import RedisEventStore
 from events.store import QueueCounts
 from serve_app import problems
 from serve_app.images import ImageRejected, decode_image
 from serve_app.models import SubmitTask, Submitted, TaskViewOut
-from serve_app.problems import NotFound, Unprocessable
+from serve_app.problems import BadRequest, NotFound, Unprocessable
 
 Readiness = Callable[[], Awaitable[bool]]
 TaskId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="A task id.")]
@@ -54,6 +56,53 @@ class Context:
         return min(self.config.queue.slots / max(latency, 1e-3), rate_limit), latency
 
 
+IDEMPOTENCY_PATTERN = r"^[A-Za-z0-9._:-]{1,200}$"
+
+
+def idempotency_key(body: SubmitTask, header: str | None) -> str:
+    """The request's idempotency key from the body or the header; both must agree."""
+    if body.idempotency_key and header and body.idempotency_key != header:
+        raise BadRequest(
+            "idempotency_key and the Idempotency-Key header differ",
+            errors=[{"field": "idempotency_key", "message": "differs from the Idempotency-Key header"}],
+        )
+    return body.idempotency_key or header or ""
+
+
+def request_digest(body: SubmitTask) -> str:
+    """A digest of what the request asks for, to tell a repeat from a different request."""
+    canonical = json.dumps(body.model_dump(mode="json", exclude={"idempotency_key"}), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_request(body: SubmitTask, limits: LimitsConfig) -> dict[str, tuple[bytes, str]]:
+    """The decoded input images by role, or a 422 naming the field at fault."""
+    if len(body.prompt) > limits.max_prompt_chars:
+        raise Unprocessable(
+            f"prompt is {len(body.prompt)} characters, the limit is {limits.max_prompt_chars}",
+            errors=[{"field": "prompt", "message": "too long"}],
+        )
+    wanted = {"person": body.images.person}
+    if body.kind == "fitting":
+        if body.images.garment is None:
+            raise Unprocessable(
+                "fitting needs images.garment", errors=[{"field": "images.garment", "message": "required"}]
+            )
+        wanted["garment"] = body.images.garment
+    elif body.images.garment is not None:
+        raise Unprocessable(
+            "photography takes only images.person",
+            errors=[{"field": "images.garment", "message": "not allowed for photography"}],
+        )
+    decoded: dict[str, tuple[bytes, str]] = {}
+    for role, text in wanted.items():
+        try:
+            decoded[role] = decode_image(f"images.{role}", text, limits.max_image_bytes)
+        except ImageRejected as exc:
+            raise Unprocessable(str(exc), errors=[{"field": f"images.{role}", "message": str(exc)}]) from exc
+    return decoded
+
+
 async def get_ctx(request: Request) -> Context:
     """The replica's context (a FastAPI dependency; async, so it runs without a thread hop)."""
     ctx: Context = request.app.state.ctx
@@ -82,35 +131,22 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         return round(ahead / rate, 1) if ahead else 0.0
 
     @app.post("/v1/tasks", status_code=202, response_model=Submitted, tags=["tasks"])
-    async def submit(body: SubmitTask, c: Ctx, response: Response) -> Submitted:
-        """Queue a generation task; answers at once with its id, position and ETA."""
-        limits = c.config.limits
-        if len(body.prompt) > limits.max_prompt_chars:
-            raise Unprocessable(
-                f"prompt is {len(body.prompt)} characters, the limit is {limits.max_prompt_chars}",
-                errors=[{"field": "prompt", "message": "too long"}],
-            )
-        wanted = {"person": body.images.person}
-        if body.kind == "fitting":
-            if body.images.garment is None:
-                raise Unprocessable(
-                    "fitting needs images.garment",
-                    errors=[{"field": "images.garment", "message": "required"}],
-                )
-            wanted["garment"] = body.images.garment
-        elif body.images.garment is not None:
-            raise Unprocessable(
-                "photography takes only images.person",
-                errors=[{"field": "images.garment", "message": "not allowed for photography"}],
-            )
-        decoded: dict[str, tuple[bytes, str]] = {}
-        for role, text in wanted.items():
-            try:
-                decoded[role] = decode_image(f"images.{role}", text, limits.max_image_bytes)
-            except ImageRejected as exc:
-                raise Unprocessable(
-                    str(exc), errors=[{"field": f"images.{role}", "message": str(exc)}]
-                ) from exc
+    async def submit(
+        body: SubmitTask,
+        c: Ctx,
+        response: Response,
+        idempotency_header: Annotated[
+            str | None, Header(alias="Idempotency-Key", max_length=200, pattern=IDEMPOTENCY_PATTERN)
+        ] = None,
+    ) -> Submitted:
+        """Queue a generation task; answers at once with its id, position and ETA.
+
+        With an idempotency key (body field or `Idempotency-Key` header) a repeat of the
+        same request by the same user returns the first task; a different request under
+        the same key is a 409.
+        """
+        key = idempotency_key(body, idempotency_header)
+        decoded = check_request(body, c.config.limits)
         task_id = uuid.uuid4().hex
         refs = {role: task_blob(task_id, f"{role}.{_EXT[mime]}") for role, (_, mime) in decoded.items()}
         await asyncio.to_thread(c.blobs.put_many, {refs[role]: data for role, (data, _) in decoded.items()})
@@ -121,13 +157,33 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             prompt=body.prompt,
             inputs=refs,
             options=body.options,
+            idempotency_key=key,
+            digest=request_digest(body) if key else "",
             at=time.time(),
         )
         receipt = await c.store.submit(event)
+        if receipt.duplicate_of is not None:
+            await asyncio.to_thread(c.blobs.delete_many, list(refs.values()))
+            if receipt.duplicate_digest != event.digest:
+                raise problems.Conflict(
+                    f"idempotency key {key!r} was used for a different request (task {receipt.duplicate_of})"
+                )
+            response.headers["Idempotent-Replayed"] = "true"
+            return await submitted_view(c, receipt.duplicate_of, response)
         position = receipt.position or 0
         response.headers["Location"] = f"/v1/tasks/{task_id}"
         return Submitted(
             task_id=task_id, status=QUEUED, position=position, eta_seconds=eta(c, position, receipt.counts)
+        )
+
+    async def submitted_view(c: Context, task_id: str, response: Response) -> Submitted:
+        view = await load_view(c, task_id)
+        status = view.get("status", QUEUED)
+        position = await c.store.position(task_id) if status == QUEUED else None
+        response.headers["Location"] = f"/v1/tasks/{task_id}"
+        counts = await c.store.counts()
+        return Submitted(
+            task_id=task_id, status=status, position=position, eta_seconds=eta(c, position, counts)
         )
 
     async def load_view(c: Context, task_id: str) -> dict[str, str]:

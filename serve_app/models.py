@@ -24,6 +24,11 @@ class SubmitTask(BaseModel):
     images: Images
     options: dict[str, Any] = Field(default_factory=dict)
     user_id: str = Field(default="anonymous", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@:-]+$")
+    idempotency_key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:-]{1,200}$",
+        description="A repeat with the same key and body returns the first task.",
+    )
 
 
 class Submitted(BaseModel):
