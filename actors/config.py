@@ -63,6 +63,11 @@ class QueueConfig:
     lease_seconds: float = 300.0
     max_attempts: int = 3
     workers: int = 2
+    # The QueueActor snapshots its state after this many new events, or this many
+    # seconds after the last snapshot if anything changed; a restart replays only
+    # what follows the newest readable snapshot.
+    snapshot_every: int = 5000
+    snapshot_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import threading
@@ -16,14 +17,15 @@ from actors.config import Config
 from actors.decide import Policy, decide, next_wakeup
 from actors.logs import configure
 from actors.worker import AttemptSpec
-from events.catalogue import StoredEvent, TaskDispatched
+from events.catalogue import SnapshotTaken, StoredEvent, TaskDispatched
 from events.errors import StoreUnavailableError
-from events.queue_state import QueueState, apply
+from events.queue_state import QueueState, apply, restore, snapshot
 from events.redis_store import RedisEventStore
 
 log = structlog.get_logger("genqueue.queue")
 
 MAX_BLOCK_MS = 1000
+SNAPSHOT_ACTOR = "queue"
 
 
 class Queue:
@@ -49,9 +51,12 @@ class Queue:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="queue-pump", daemon=True)
         self._thread.start()
+        self._since_snapshot = 0
+        self._snapshot_at = time.monotonic()
+        self._recovery: dict[str, Any] = {}
         self._store = self._call(self._connect)
         started = time.monotonic()
-        self._call(self._replay)
+        self._call(self._recover)
         log.info(
             "queue recovered",
             last_id=self._state.last_id,
@@ -69,13 +74,46 @@ class Queue:
     async def _connect(self) -> RedisEventStore:
         return RedisEventStore.from_url(self._config.redis.url, self._config.redis.namespace)
 
-    async def _replay(self) -> None:
+    async def _recover(self) -> None:
+        """The newest readable snapshot plus the events after it; waits out a store outage."""
+        delay = 0.05
+        while True:
+            try:
+                self._state = await self._load_snapshot()
+                covers = self._state.last_id
+                self._recovery = {"snapshot": covers, "replayed": await self._replay()}
+                return
+            except StoreUnavailableError as exc:
+                log.warning("event store unavailable during recovery; retrying", error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    async def _load_snapshot(self) -> QueueState:
+        for document in await self._store.load_snapshots(SNAPSHOT_ACTOR):
+            try:
+                return restore(json.loads(document))
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+                log.warning("snapshot skipped", error=str(exc)[:200])
+        return QueueState()
+
+    async def _maybe_snapshot(self) -> None:
+        every, seconds = self._config.queue.snapshot_every, self._config.queue.snapshot_seconds
+        elapsed = time.monotonic() - self._snapshot_at
+        if self._since_snapshot >= every or (self._since_snapshot and elapsed >= seconds):
+            document = json.dumps(snapshot(self._state), separators=(",", ":"))
+            await self._store.save_snapshot(SNAPSHOT_ACTOR, self._state.last_id, document)
+            self._since_snapshot = 0
+            self._snapshot_at = time.monotonic()
+
+    async def _replay(self) -> int:
+        replayed = 0
         while True:
             batch = await self._store.read(self._state.last_id, count=10_000)
             if not batch:
-                return
+                return replayed
             for stored in batch:
                 apply(self._state, stored)
+            replayed += len(batch)
 
     def _send(self, task_id: str, attempt: int, worker: int, resent: bool = False) -> None:
         entry = self._state.tasks.get(task_id)
@@ -96,6 +134,8 @@ class Queue:
         for stored in batch:
             apply(self._state, stored)
             event = stored.event
+            if not isinstance(event, SnapshotTaken):
+                self._since_snapshot += 1
             if isinstance(event, TaskDispatched) and self._state.running.get(event.task_id):
                 self._send(event.task_id, event.attempt, event.worker)
 
@@ -110,6 +150,7 @@ class Queue:
         wake = next_wakeup(self._state)
         block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
         self._apply(await self._store.tail(self._state.last_id, block))
+        await self._maybe_snapshot()
 
     async def _pump(self) -> None:
         delay = 0.05
@@ -137,6 +178,7 @@ class Queue:
             s = self._state
             return {
                 "pid": os.getpid(),
+                "recovery": dict(self._recovery),
                 "last_id": s.last_id,
                 "waiting": s.waiting,
                 "running": len(s.running),

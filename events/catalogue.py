@@ -160,6 +160,18 @@ class KeyTokenGranted:
     at: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotTaken:
+    """An actor stored its state as it stood after stream id `covers`."""
+
+    type: ClassVar[str] = "snapshot.taken"
+    version: ClassVar[int] = 1
+    actor: str
+    covers: str
+    bytes: int
+    at: float
+
+
 TaskEvent = (
     TaskSubmitted
     | TaskDispatched
@@ -172,7 +184,7 @@ TaskEvent = (
     | TaskCancelled
     | TaskLateOutcomeIgnored
 )
-Event = TaskEvent | KeyTokenGranted
+Event = TaskEvent | KeyTokenGranted | SnapshotTaken
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
@@ -188,6 +200,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskCancelled,
         TaskLateOutcomeIgnored,
         KeyTokenGranted,
+        SnapshotTaken,
     )
 }
 

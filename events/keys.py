@@ -33,6 +33,10 @@ class Keys:
         """Hash: the task a user's idempotency key names, and the digest of its request."""
         return f"{self.prefix}:idem:{user_id}:{key}"
 
+    def snapshots(self, actor: str) -> str:
+        """List: an actor's newest snapshots, newest first."""
+        return f"{self.prefix}:snapshots:{actor}"
+
     @property
     def waiting(self) -> str:
         """Sorted set: waiting tasks by queue order, for positions."""

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 
-from events.catalogue import Event, StoredEvent, TaskSubmitted, stream_id_key
+from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted, stream_id_key
 from events.codec import decode, encode, log_entry
 from events.keys import Keys
 from events.projection import Expire, HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
@@ -138,6 +138,17 @@ class MemoryEventStore:
     async def window_calls(self, pool: str, since: float) -> int:
         """How many tokens a pool granted after `since`."""
         return sum(1 for score in self._zsets.get(self.keys.grants(pool), {}).values() if score > since)
+
+    async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
+        """Keep the newest `keep` snapshots and append snapshot.taken."""
+        docs = self._lists.setdefault(self.keys.snapshots(actor), [])
+        docs.insert(0, document)
+        del docs[keep:]
+        await self.append([SnapshotTaken(actor=actor, covers=covers, bytes=len(document), at=0.0)])
+
+    async def load_snapshots(self, actor: str) -> list[str]:
+        """Newest first."""
+        return list(self._lists.get(self.keys.snapshots(actor), []))
 
     async def ping(self) -> bool:
         """Always answers."""

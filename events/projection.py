@@ -17,6 +17,7 @@ from events.catalogue import (
     SUCCEEDED,
     Event,
     KeyTokenGranted,
+    SnapshotTaken,
     TaskAttemptFailed,
     TaskCancelled,
     TaskDispatched,
@@ -140,7 +141,7 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             return {"status": FAILED, "error": event.error, "finished_at": event.at}
         case TaskCancelled():
             return {"status": CANCELLED, "error": event.reason, "finished_at": event.at}
-        case TaskLateOutcomeIgnored() | KeyTokenGranted():
+        case TaskLateOutcomeIgnored() | KeyTokenGranted() | SnapshotTaken():
             return {}
         case _:
             assert_never(event)
@@ -149,6 +150,8 @@ def view_fields(event: Event) -> dict[str, Scalar]:
 def project(event: Event, keys: Keys) -> list[Op]:
     """Every read-model write that goes into the same transaction as `event`."""
     ops: list[Op] = []
+    if isinstance(event, SnapshotTaken):
+        return ops
     fields = view_fields(event)
     if fields:
         ops.append(HSet(keys.task(event.task_id), fields))
@@ -195,7 +198,7 @@ def project(event: Event, keys: Keys) -> list[Op]:
                 ZTrim(grants, event.at - event.window),
                 ZAdd(grants, f"{event.task_id}:{event.attempt}", event.at),
             ]
-        case TaskStarted():
+        case TaskStarted() | SnapshotTaken():
             pass
         case _:
             assert_never(event)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, assert_never
 
 from events.catalogue import (
     Event,
     KeyTokenGranted,
+    SnapshotTaken,
     StoredEvent,
     TaskAttemptFailed,
     TaskCancelled,
@@ -113,6 +114,8 @@ def apply(state: QueueState, stored: StoredEvent) -> QueueState:
 
 
 def _apply_event(state: QueueState, event: Event) -> None:
+    if isinstance(event, SnapshotTaken):
+        return
     t = event.task_id
     match event:
         case TaskSubmitted():
@@ -177,3 +180,43 @@ def replay(events: list[StoredEvent], state: QueueState | None = None) -> QueueS
     for stored in events:
         apply(current, stored)
     return current
+
+
+SNAPSHOT_VERSION = 1
+
+
+def snapshot(state: QueueState) -> dict[str, Any]:
+    """The state as plain JSON-able data (the inverse of `restore`)."""
+    return {
+        "v": SNAPSHOT_VERSION,
+        "tasks": [asdict(entry) for entry in state.tasks.values()],
+        "fresh": state.fresh,
+        "requeued": state.requeued,
+        "not_before": state.not_before,
+        "running": {t: asdict(lease) for t, lease in state.running.items()},
+        "to_decide": {t: asdict(ended) for t, ended in state.to_decide.items()},
+        "seq": state.seq,
+        "last_id": state.last_id,
+        "counters": [state.succeeded, state.failed, state.cancelled, state.late],
+    }
+
+
+def restore(data: dict[str, Any]) -> QueueState:
+    """A state from `snapshot` data; raises ValueError on anything malformed."""
+    try:
+        if data["v"] != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {data['v']} is not {SNAPSHOT_VERSION}")
+        state = QueueState(
+            tasks={e["task_id"]: TaskEntry(**e) for e in data["tasks"]},
+            fresh={str(t): int(s) for t, s in data["fresh"].items()},
+            requeued=[(int(s), str(t)) for s, t in data["requeued"]],
+            not_before={str(t): float(v) for t, v in data["not_before"].items()},
+            running={t: Lease(**lease) for t, lease in data["running"].items()},
+            to_decide={t: EndedAttempt(**ended) for t, ended in data["to_decide"].items()},
+            seq=int(data["seq"]),
+            last_id=str(data["last_id"]),
+        )
+        state.succeeded, state.failed, state.cancelled, state.late = (int(n) for n in data["counters"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed snapshot: {exc!r}") from exc
+    return state

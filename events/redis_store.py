@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.catalogue import Event, StoredEvent, TaskSubmitted
+from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted
 from events.codec import decode, encode, log_entry
 from events.errors import StoreUnavailableError
 from events.keys import Keys
@@ -218,6 +219,27 @@ class RedisEventStore:
         """How many tokens a pool granted after `since`."""
         n: int = await self._r.zcount(self.keys.grants(pool), f"({since}", "+inf")
         return n
+
+    async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
+        """LPUSH, LTRIM and the snapshot.taken event in one MULTI/EXEC."""
+        key = self.keys.snapshots(actor)
+        event = SnapshotTaken(actor=actor, covers=covers, bytes=len(document), at=time.time())
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.lpush(key, document)
+                pipe.ltrim(key, 0, keep - 1)
+                self._queue_event(pipe, event)
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+
+    async def load_snapshots(self, actor: str) -> list[str]:
+        """LRANGE of the actor's snapshots."""
+        try:
+            docs: list[str] = await self._r.lrange(self.keys.snapshots(actor), 0, -1)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return docs
 
     async def ping(self) -> bool:
         """PING."""

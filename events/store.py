@@ -90,6 +90,14 @@ class EventStore(Protocol):
         """How many tokens a pool granted after `since`."""
         ...
 
+    async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
+        """Store an actor's snapshot (covering the stream up to `covers`) and append snapshot.taken."""
+        ...
+
+    async def load_snapshots(self, actor: str) -> list[str]:
+        """An actor's stored snapshots, newest first."""
+        ...
+
     async def ping(self) -> bool:
         """Whether the store answers."""
         ...

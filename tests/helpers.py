@@ -53,6 +53,7 @@ def make_config(
     max_attempts: int = 3,
     workers: int = 2,
     port: int = 8000,
+    snapshot_every: int = 5000,
 ) -> Config:
     """A fast config on a fresh namespace: offline provider, short windows."""
     base = Config()
@@ -60,7 +61,11 @@ def make_config(
         base,
         redis=replace(base.redis, url=redis_url, namespace=f"t{uuid.uuid4().hex[:10]}"),
         queue=QueueConfig(
-            slots=slots, lease_seconds=lease_seconds, max_attempts=max_attempts, workers=workers
+            slots=slots,
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
+            workers=workers,
+            snapshot_every=snapshot_every,
         ),
         provider=ProviderConfig(name="offline", latency_seconds=latency, latency_jitter=jitter),
         pools=tuple(

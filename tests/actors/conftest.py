@@ -55,6 +55,19 @@ class Cluster:
         self._run(lambda s: s.append(events))
         return [e.task_id for e in events]
 
+    def corrupt_newest_snapshot(self, actor: str, every: bool = False) -> None:
+        """Push an undecodable document in front of an actor's snapshots (or make all undecodable)."""
+
+        async def corrupt(store: RedisEventStore) -> None:
+            key = store.keys.snapshots(actor)
+            if every:
+                count = await store._r.llen(key)
+                for i in range(count):
+                    await store._r.lset(key, i, "not json")
+            await store._r.lpush(key, '{"v": 1, "tasks": "broken')
+
+        self._run(corrupt)
+
     def log(self) -> list[StoredEvent]:
         """The whole event log."""
         result: list[StoredEvent] = self._run(lambda s: s.read_range())

@@ -90,3 +90,50 @@ def test_expired_leases_retry_then_fail_and_late_outcomes_change_nothing(
     )
     report = audit(cluster.log())
     assert report.ok and report.ended == {"failed": 1}
+
+
+def test_restart_loads_the_newest_readable_snapshot_and_replays_only_the_rest(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A restart replays only what follows the newest readable snapshot, down to a full replay."""
+    cluster = make_cluster(slots=4, latency=0.05, snapshot_every=10, pools=(("p1", 60000, 1.0),))
+    queue = cluster.handles["queue"]
+    ids = cluster.submit(12)
+    eventually(lambda: cluster.ended(ids), timeout=60, what="first batch ended")
+    more = cluster.submit(12)
+    eventually(lambda: cluster.ended(more), timeout=60, what="second batch ended")
+    snapshots = [s for s in cluster.log() if s.event.type == "snapshot.taken"]
+    assert len(snapshots) >= 2
+    before = ray.get(queue.status.remote())
+
+    def restart() -> dict[str, Any]:
+        old_pid = ray.get(queue.status.remote())["pid"]
+        ray.kill(queue, no_restart=False)
+
+        def restarted() -> dict[str, Any] | None:
+            status: dict[str, Any] = ray.get(queue.status.remote(), timeout=30)
+            return status if status["pid"] != old_pid else None
+
+        result = eventually(restarted, what="a new QueueActor process")
+        assert result is not None
+        return result
+
+    after = restart()
+    total = len(cluster.log())
+    assert after["recovery"]["snapshot"] != "0-0"
+    assert after["recovery"]["replayed"] < total
+    assert (after["succeeded"], after["waiting"], after["running"]) == (24, 0, 0)
+    assert after["succeeded"] == before["succeeded"]
+
+    cluster.corrupt_newest_snapshot("queue")
+    fallback = restart()
+    assert fallback["recovery"]["snapshot"] == after["recovery"]["snapshot"]
+    assert fallback["succeeded"] == 24
+    cluster.corrupt_newest_snapshot("queue", every=True)
+    full = restart()
+    assert full["recovery"] == {"snapshot": "0-0", "replayed": len(cluster.log())}
+    assert full["succeeded"] == 24
+    late = cluster.submit(3)
+    eventually(lambda: cluster.ended(late), timeout=60, what="tasks after the restarts ended")
+    report = audit(cluster.log())
+    assert report.ok and report.ended == {"succeeded": 27}
