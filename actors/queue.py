@@ -167,6 +167,10 @@ class Queue:
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
 
+    def pid(self) -> int:
+        """The actor's process id (tests watch it change across a restart)."""
+        return os.getpid()
+
     def ping(self) -> str:
         """Liveness: the last stream id applied."""
         return self._state.last_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from events.catalogue import (
     TaskStarted,
     TaskSucceeded,
 )
+from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import EventStore, Expect
 
@@ -68,6 +70,10 @@ class Worker:
             self._store = RedisEventStore.from_url(self._config.redis.url, self._config.redis.namespace)
         return self._store
 
+    async def pid(self) -> int:
+        """The actor's process id (tests watch it change across a restart)."""
+        return os.getpid()
+
     async def ping(self) -> int:
         """Liveness: the worker's index."""
         return self._index
@@ -98,10 +104,10 @@ class Worker:
         started = TaskStarted(
             task_id=spec.task_id, attempt=spec.attempt, pool=pool, key_id=key_id, at=time.time()
         )
-        if await store.append([started], expect) is None:
+        if await self._append(store, [started], expect) is None:
             return await self._late(store, spec, started.type)
         outcome = await self._call(spec, key_id, started.at, bound)
-        if await store.append([outcome], expect) is None:
+        if await self._append(store, [outcome], expect) is None:
             return await self._late(store, spec, outcome.type)
         bound.info("attempt ended", outcome=outcome.type)
         return outcome.type
@@ -144,10 +150,29 @@ class Worker:
             at=now,
         )
 
+    async def _append(
+        self, store: EventStore, events: list[Event], expect: dict[str, Expect] | None
+    ) -> list[str] | None:
+        """Append, riding out a store outage for up to the lease: an outcome is never dropped early.
+
+        Retrying is safe: the guard refuses a second copy once the first one landed.
+        """
+        deadline = time.monotonic() + self._config.queue.lease_seconds
+        delay = 0.05
+        while True:
+            try:
+                return await store.append(events, expect)
+            except StoreUnavailableError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("event store unavailable; retrying append", error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
     async def _late(self, store: EventStore, spec: AttemptSpec, outcome: str) -> str:
         late = TaskLateOutcomeIgnored(
             task_id=spec.task_id, attempt=spec.attempt, outcome=outcome, at=time.time()
         )
-        await store.append([late])
+        await self._append(store, [late], None)
         log.info("late outcome recorded", task_id=spec.task_id, attempt=spec.attempt, outcome=outcome)
         return late.type

@@ -6,13 +6,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from events.catalogue import (
+    Event,
     KeyTokenGranted,
     StoredEvent,
     TaskAttemptFailed,
     TaskCancelled,
     TaskDispatched,
     TaskFailed,
+    TaskLateOutcomeIgnored,
     TaskLeaseExpired,
+    TaskStarted,
     TaskSubmitted,
     TaskSucceeded,
     stream_id_ms,
@@ -34,12 +37,13 @@ class AuditReport:
     max_window_calls: dict[str, int] = field(default_factory=dict)
     window_capacity: dict[str, int] = field(default_factory=dict)
     dispatch_latency_ms: list[int] = field(default_factory=list)
+    overlapping: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Every submitted task ended exactly once and no pool overran its window."""
         over = any(self.max_window_calls[p] > self.window_capacity[p] for p in self.max_window_calls)
-        return not self.never_ended and not self.ended_twice and not over
+        return not self.never_ended and not self.ended_twice and not over and not self.overlapping
 
 
 def max_in_window(times: list[float], window: float) -> int:
@@ -53,6 +57,20 @@ def max_in_window(times: list[float], window: float) -> int:
     return best
 
 
+def _track_attempts(event: Event, in_flight: dict[str, int], report: AuditReport) -> None:
+    """Flag a task whose attempt starts while another of its attempts still holds the lease."""
+    match event:
+        case TaskStarted():
+            if event.task_id in in_flight and in_flight[event.task_id] != event.attempt:
+                report.overlapping.append(event.task_id)
+            in_flight[event.task_id] = event.attempt
+        case TaskSucceeded() | TaskAttemptFailed() | TaskLeaseExpired() | TaskLateOutcomeIgnored():
+            if in_flight.get(event.task_id) == event.attempt:
+                del in_flight[event.task_id]
+        case _:
+            pass
+
+
 def audit(events: list[StoredEvent]) -> AuditReport:
     """Fold the whole log once and report."""
     report = AuditReport()
@@ -62,8 +80,10 @@ def audit(events: list[StoredEvent]) -> AuditReport:
     grants: dict[str, list[float]] = defaultdict(list)
     windows: dict[str, float] = {}
     pending_outcome_ms: int | None = None
+    in_flight: dict[str, int] = {}  # task -> attempt started and not yet ended or expired
     for stored in events:
         event = stored.event
+        _track_attempts(event, in_flight, report)
         before = {t: lease.attempt for t, lease in state.running.items()}
         waiting_before = state.waiting
         apply(state, stored)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 
 from actors import factory
 from actors.blobs import FileBlobStore, task_blob
@@ -17,7 +18,7 @@ from actors.providers.images import sample_selfie
 from events.catalogue import StoredEvent, TaskSubmitted
 from events.redis_store import RedisEventStore
 from serve_app.runtime import resolve
-from tests.helpers import make_config
+from tests.helpers import eventually, make_config
 
 
 class Cluster:
@@ -82,6 +83,28 @@ class Cluster:
         result: dict[str, dict[str, str]] = self._run(get)
         return result
 
+    def succeeded(self) -> int:
+        """How many tasks have succeeded, from the counters read model."""
+
+        async def count(store: RedisEventStore) -> int:
+            return int((await store.counts()).stats.get("succeeded", 0))
+
+        result: int = self._run(count)
+        return result
+
+    def crash(self, handle: Any) -> None:
+        """Kill an actor as a crash would (Ray restarts it) and wait until a new process answers."""
+        old = ray.get(handle.pid.remote(), timeout=30)
+        ray.kill(handle, no_restart=False)
+
+        def new_process() -> bool:
+            try:
+                return bool(ray.get(handle.pid.remote(), timeout=30) != old)
+            except ray.exceptions.RayActorError:
+                return False
+
+        eventually(new_process, timeout=60, what="a restarted actor process")
+
     def ended(self, ids: list[str]) -> bool:
         """Whether every task has a terminal status."""
         return all(v.get("status") in ("succeeded", "failed", "cancelled") for v in self.views(ids).values())
@@ -92,8 +115,8 @@ def make_cluster(ray_session: None, store_url: str, data_dir: str) -> Iterator[C
     """Start genqueue actors for a config built from keyword arguments; stopped at teardown."""
     started: list[Config] = []
 
-    def make(**kwargs: Any) -> Cluster:
-        config = resolve(make_config(store_url, data_dir, **kwargs))
+    def make(redis_url: str | None = None, **kwargs: Any) -> Cluster:
+        config = resolve(make_config(redis_url or store_url, data_dir, **kwargs))
         started.append(config)
         return Cluster(config, factory.start(config))
 

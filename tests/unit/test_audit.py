@@ -44,3 +44,16 @@ def test_window_overrun_is_reported() -> None:
     ]
     report = audit(stored(grants))
     assert report.max_window_calls == {"p": 3} and not report.ok
+
+
+def test_two_attempts_running_at_once_are_reported() -> None:
+    """An attempt that starts while another attempt of the task still holds its lease is an overlap."""
+    from events.catalogue import TaskLeaseExpired, TaskStarted
+
+    a = submitted()
+    t = a.task_id
+    started = [TaskStarted(task_id=t, attempt=n, pool="p", key_id="p#1", at=float(n)) for n in (1, 2)]
+    overlap = audit(stored([a, started[0], started[1]]))
+    assert overlap.overlapping == [t] and not overlap.ok
+    expired = audit(stored([a, started[0], TaskLeaseExpired(task_id=t, attempt=1, at=1.5), started[1]]))
+    assert expired.overlapping == []
