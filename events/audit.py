@@ -38,6 +38,7 @@ class AuditReport:
     window_capacity: dict[str, int] = field(default_factory=dict)
     dispatch_latency_ms: list[int] = field(default_factory=list)
     overlapping: list[str] = field(default_factory=list)
+    still_live: int = 0
 
     @property
     def ok(self) -> bool:
@@ -71,50 +72,71 @@ def _track_attempts(event: Event, in_flight: dict[str, int], report: AuditReport
             pass
 
 
-def audit(events: list[StoredEvent]) -> AuditReport:
-    """Fold the whole log once and report."""
-    report = AuditReport()
-    state = QueueState()
-    endings: dict[str, int] = defaultdict(int)
-    submitted: list[str] = []
-    grants: dict[str, list[float]] = defaultdict(list)
-    windows: dict[str, float] = {}
-    pending_outcome_ms: int | None = None
-    in_flight: dict[str, int] = {}  # task -> attempt started and not yet ended or expired
-    for stored in events:
-        event = stored.event
-        _track_attempts(event, in_flight, report)
-        before = {t: lease.attempt for t, lease in state.running.items()}
+class Auditor:
+    """Folds a log one event at a time (so a long log streams through) and reports at the end."""
+
+    def __init__(self) -> None:
+        self.report = AuditReport()
+        self.state = QueueState()
+        self._endings: dict[str, int] = defaultdict(int)
+        self._submitted: list[str] = []
+        self._grants: dict[str, list[float]] = defaultdict(list)
+        self._windows: dict[str, float] = {}
+        self._pending_outcome_ms: int | None = None
+        self._in_flight: dict[str, int] = {}
+        self.events = 0
+
+    def feed(self, stored: StoredEvent) -> None:
+        """Fold one event."""
+        report, state, event = self.report, self.state, stored.event
+        self.events += 1
+        _track_attempts(event, self._in_flight, report)
+        before = {t: lease.attempt for t, lease in state.running.items()} if state.waiting else {}
         waiting_before = state.waiting
         apply(state, stored)
         report.max_running = max(report.max_running, len(state.running))
         match event:
             case TaskSubmitted():
-                submitted.append(event.task_id)
+                self._submitted.append(event.task_id)
             case TaskSucceeded() | TaskAttemptFailed() | TaskLeaseExpired():
                 if (
-                    before.get(event.task_id) == event.attempt
-                    and waiting_before
-                    and pending_outcome_ms is None
+                    waiting_before
+                    and before.get(event.task_id) == event.attempt
+                    and self._pending_outcome_ms is None
                 ):
-                    pending_outcome_ms = stream_id_ms(stored.id)
+                    self._pending_outcome_ms = stream_id_ms(stored.id)
             case TaskDispatched():
-                if pending_outcome_ms is not None:
-                    report.dispatch_latency_ms.append(stream_id_ms(stored.id) - pending_outcome_ms)
-                    pending_outcome_ms = None
+                if self._pending_outcome_ms is not None:
+                    report.dispatch_latency_ms.append(stream_id_ms(stored.id) - self._pending_outcome_ms)
+                    self._pending_outcome_ms = None
             case KeyTokenGranted():
-                grants[event.pool].append(event.at)
-                windows[event.pool] = event.window
+                self._grants[event.pool].append(event.at)
+                self._windows[event.pool] = event.window
                 report.window_capacity[event.pool] = event.capacity
             case _:
                 pass
         # An ending counts when the fold accepted it: the task left the state.
         if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled) and event.task_id not in state.tasks:
-            endings[event.task_id] += 1
+            self._endings[event.task_id] += 1
             kind = _ENDINGS[event.type]
             report.ended[kind] = report.ended.get(kind, 0) + 1
-    report.submitted = len(submitted)
-    report.never_ended = [t for t in submitted if endings.get(t, 0) == 0]
-    report.ended_twice = [t for t, n in endings.items() if n > 1]
-    report.max_window_calls = {p: max_in_window(ts, windows[p]) for p, ts in grants.items()}
-    return report
+
+    def finish(self) -> AuditReport:
+        """The report over everything fed so far."""
+        report = self.report
+        report.submitted = len(self._submitted)
+        report.never_ended = [
+            t for t in self._submitted if self._endings.get(t, 0) == 0 and t in self.state.tasks
+        ]
+        report.still_live = len(self.state.tasks)
+        report.ended_twice = [t for t, n in self._endings.items() if n > 1]
+        report.max_window_calls = {p: max_in_window(ts, self._windows[p]) for p, ts in self._grants.items()}
+        return report
+
+
+def audit(events: list[StoredEvent]) -> AuditReport:
+    """Fold a whole log and report."""
+    auditor = Auditor()
+    for stored in events:
+        auditor.feed(stored)
+    return auditor.finish()

@@ -168,6 +168,18 @@ class RedisEventStore:
             raise StoreUnavailableError(str(exc)) from exc
         return self._decode(entries)
 
+    async def read_raw(
+        self, after: str = "0-0", count: int = 10_000, end: str = "+"
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Undecoded stream entries after `after` (for audits that must survive unknown events)."""
+        try:
+            entries: list[tuple[str, dict[str, str]]] = await self._r.xrange(
+                self.keys.events, f"({after}", end, count=count
+            )
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return entries
+
     async def read_range(self, start: str = "-", end: str = "+") -> list[StoredEvent]:
         """Events between two stream ids, both included."""
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import signal
 import threading
 import time
@@ -12,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from actors.config import Config, ConfigError, PoolConfig, Secret, load
 from actors.logs import configure
@@ -113,6 +115,121 @@ def demo(
     with running(config, dashboard=False) as live:
         ok = asyncio.run(run_demo(live.api_url, live.config, users, out.absolute(), console))
     raise typer.Exit(0 if ok else 1)
+
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="The instance's data directory.")]
+RedisUrl = Annotated[
+    str | None, typer.Option("--redis-url", envvar="GENQUEUE_REDIS_URL", help="Read this store instead.")
+]
+Namespace = Annotated[str, typer.Option(help="genqueue namespace.")]
+
+
+@app.command()
+def audit(
+    redis_url: RedisUrl = None,
+    namespace: Namespace = "default",
+    data_dir: DataDir = Path(".genqueue"),
+    slots: Annotated[int | None, typer.Option(help="Check that running never exceeded this.")] = None,
+) -> None:
+    """Replay the whole event stream and check every invariant; exit 1 on a violation."""
+    from serve_app.ops import run_audit, store_url
+
+    configure("WARNING")
+    with store_url(redis_url, data_dir) as url:
+        started = time.perf_counter()
+        result = asyncio.run(run_audit(url, namespace, slots))
+        seconds = time.perf_counter() - started
+    r = result.report
+    table = Table(title=f"audit of namespace {namespace}", show_header=False)
+    table.add_row(
+        "events", f"{result.events:,} in {seconds:.2f} s ({result.events / max(seconds, 1e-9):,.0f}/s)"
+    )
+    table.add_row("tasks submitted", f"{r.submitted:,}")
+    table.add_row("ended", ", ".join(f"{k} {v:,}" for k, v in sorted(r.ended.items())) or "none")
+    table.add_row("still waiting or running", f"{r.still_live:,}")
+    table.add_row("most running at once", str(r.max_running))
+    for pool, calls in sorted(r.max_window_calls.items()):
+        table.add_row(f"pool {pool}", f"at most {calls} calls in a window (limit {r.window_capacity[pool]})")
+    console.print(table)
+    if result.violations:
+        for v in result.violations:
+            console.print(f"[red]violation:[/red] {v}")
+        raise typer.Exit(1)
+    console.print("[green]every invariant holds[/green]")
+
+
+@app.command()
+def replay(
+    task: Annotated[str | None, typer.Option(help="Print this task's history.")] = None,
+    at: Annotated[
+        dt.datetime | None, typer.Option(help="Print the queue as it stood at this moment.")
+    ] = None,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = "default",
+    data_dir: DataDir = Path(".genqueue"),
+) -> None:
+    """One task's timeline (--task ID), or the queue's state at a moment (--at TIMESTAMP)."""
+    from serve_app.ops import state_at, store_url, task_timeline
+
+    configure("WARNING")
+    if (task is None) == (at is None):
+        console.print("[red]give exactly one of --task or --at[/red]")
+        raise typer.Exit(2)
+    with store_url(redis_url, data_dir) as url:
+        if task is not None:
+            events = asyncio.run(task_timeline(url, namespace, task))
+            if not events:
+                console.print(f"[red]no task {task}[/red]")
+                raise typer.Exit(1)
+            t0 = float(events[0]["data"]["at"])
+            table = Table(title=f"task {task}")
+            for col in ("+seconds", "event", "details"):
+                table.add_column(col)
+            for e in events:
+                data = dict(e["data"])
+                offset = float(data.pop("at")) - t0
+                data.pop("task_id", None)
+                details = ", ".join(
+                    f"{k}={v}" for k, v in data.items() if k not in ("inputs", "prompt", "digest")
+                )
+                table.add_row(f"{offset:8.3f}", e["type"], details)
+            console.print(table)
+            return
+        assert at is not None
+        moment = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+        state = asyncio.run(state_at(url, namespace, moment))
+    table = Table(title=f"queue at {moment.isoformat()} (after event {state.last_id})", show_header=False)
+    table.add_row("waiting", str(state.waiting))
+    table.add_row(
+        "running", ", ".join(f"{t} (attempt {lease.attempt})" for t, lease in state.running.items()) or "none"
+    )
+    table.add_row("next up", ", ".join(list(state.waiting_order())[:5]) or "none")
+    table.add_row(
+        "ended so far", f"succeeded {state.succeeded}, failed {state.failed}, cancelled {state.cancelled}"
+    )
+    console.print(table)
+
+
+events_app = typer.Typer(help="The event stream.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("export")
+def events_export(
+    out: Annotated[Path, typer.Option(help="JSON-lines file to write.")],
+    since: Annotated[dt.datetime | None, typer.Option(help="Only events at or after this moment.")] = None,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = "default",
+    data_dir: DataDir = Path(".genqueue"),
+) -> None:
+    """Write the stream as JSON lines ({id, type, v, task, data}) for archiving."""
+    from serve_app.ops import export, store_url
+
+    configure("WARNING")
+    moment = since if since is None or since.tzinfo else since.replace(tzinfo=dt.UTC)
+    with store_url(redis_url, data_dir) as url, out.open("w") as fh:
+        written = asyncio.run(export(url, namespace, fh, moment))
+    console.print(f"wrote {written:,} events to {out}")
 
 
 def main() -> None:

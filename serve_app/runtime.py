@@ -97,6 +97,9 @@ def running(config: Config, address: str | None = None, dashboard: bool = True) 
             dash = None
         factory.start(config)
         stack.callback(factory.stop, config)
+        url_file = Path(config.server.data_dir) / "redis-url"
+        url_file.write_text(config.redis.url)
+        stack.callback(url_file.unlink, missing_ok=True)
         deployment.run(config)
         stack.callback(serve.shutdown)
         host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
