@@ -84,7 +84,7 @@ def test_replay_and_export(store_url: str, tmp_path: Path) -> None:
     )
     assert exported.exit_code == 0, exported.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [line["type"] for line in lines][0] == "task.submitted" and len(lines) == 5
+    assert lines[0]["type"] == "task.submitted" and len(lines) == 5
     assert lines[-1]["data"]["result"] == "r"
     neither = runner.invoke(app, ["replay", "--redis-url", store_url, "--namespace", namespace])
     assert neither.exit_code == 2
