@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,6 +61,22 @@ def ray_environment() -> None:
         os.environ.setdefault(key, value)
 
 
+def wait_until_ready(api_url: str, timeout: float = 60.0) -> None:
+    """Block until /readyz answers 200: serve.run returns before the HTTP listener is up."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{api_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"genqueue did not become ready at {api_url} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def resolve(config: Config) -> Config:
     """The config with an absolute data directory, so actors on other working directories agree."""
     data_dir = str(Path(config.server.data_dir).expanduser().resolve())
@@ -85,7 +102,8 @@ def running(config: Config, address: str | None = None, dashboard: bool = True) 
         started_ray = not ray.is_initialized()
         if started_ray:
             info = ray.init(
-                address=address,
+                # "local": a Ray of our own, even if another cluster runs on this machine.
+                address=address or "local",
                 include_dashboard=dashboard if address is None else None,
                 dashboard_host="127.0.0.1",
                 logging_level=logging.WARNING,
@@ -103,8 +121,10 @@ def running(config: Config, address: str | None = None, dashboard: bool = True) 
         deployment.run(config)
         stack.callback(serve.shutdown)
         host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
+        api_url = f"http://{host}:{config.server.port}"
+        wait_until_ready(api_url)
         yield Running(
             config=config,
-            api_url=f"http://{host}:{config.server.port}",
+            api_url=api_url,
             dashboard_url=f"http://{dash}" if dash and not dash.startswith("http") else dash,
         )

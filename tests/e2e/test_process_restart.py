@@ -1,0 +1,100 @@
+"""The whole genqueue process stopped with SIGTERM mid-burst and started again: every task ends once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from serve_app.burst import payload
+from serve_app.ops import run_audit
+from tests.conftest import free_port
+from tests.helpers import eventually
+
+CONFIG = """
+[queue]
+slots = 4
+lease_seconds = 60
+[provider]
+latency_seconds = 0.4
+latency_jitter = 0.0
+image_size = "512"
+[[pools]]
+name = "p1"
+rpm = 60000
+keys = ["k"]
+window_seconds = 1.0
+"""
+
+
+def _start(config: Path, data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serve_app.cli",
+                "up",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    eventually(
+        lambda: "genqueue ready" in log.read_text() or process.poll() is not None,
+        timeout=120,
+        interval=0.2,
+        what="genqueue ready",
+    )
+    assert process.poll() is None, log.read_text()[-2000:]
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=90)
+
+
+def test_stop_and_start_mid_burst(tmp_path: Path) -> None:
+    """SIGTERM with tasks waiting and running; after a restart on the same data dir all 30 succeed once."""
+    config, data, port = tmp_path / "c.toml", tmp_path / "data", free_port()
+    config.write_text(CONFIG)
+    process = _start(config, data, port, tmp_path / "first.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            ids = [
+                client.post("/v1/tasks", json=payload(i, "photography")).json()["task_id"] for i in range(30)
+            ]
+            eventually(
+                lambda: client.get("/v1/queue").json()["succeeded"] >= 6, timeout=60, what="6 succeeded"
+            )
+            queue = client.get("/v1/queue").json()
+            assert queue["waiting"] + queue["running"] > 0
+        _stop(process)
+        process = _start(config, data, port, tmp_path / "second.log")
+        with httpx.Client(base_url=url, timeout=30) as client:
+
+            def all_succeeded() -> bool:
+                return all(client.get(f"/v1/tasks/{t}").json()["status"] == "succeeded" for t in ids)
+
+            eventually(all_succeeded, timeout=120, interval=0.5, what="all 30 succeeded after the restart")
+        store_url = (data / "redis-url").read_text()
+        result = asyncio.run(run_audit(store_url, "default", slots=4))
+        assert result.violations == []
+        assert result.report.ended == {"succeeded": 30} and result.report.still_live == 0
+    finally:
+        if process.poll() is None:
+            _stop(process)
