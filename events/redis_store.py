@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -54,6 +56,8 @@ class RedisEventStore:
         self._r: Any = client
         self.keys = Keys(namespace)
         self._waitaof = waitaof
+        self._lane_count = 32
+        self._lanes: asyncio.Queue[Any] | None = None
 
     @classmethod
     def from_url(
@@ -107,7 +111,7 @@ class RedisEventStore:
         """
         idem = self.keys.idempotency(event.user_id, event.idempotency_key) if event.idempotency_key else None
         try:
-            async with self._r.client() as conn:
+            async with self._lane() as conn:
                 while True:
                     async with conn.pipeline(transaction=True) as pipe:
                         if idem is not None:
@@ -136,6 +140,31 @@ class RedisEventStore:
         rank, waiting, running, stats = results[-4:]
         counts = QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
         return SubmitReceipt(str(results[0]), rank, counts)
+
+    @contextlib.asynccontextmanager
+    async def _lane(self) -> AsyncIterator[Any]:
+        """A client for one submit. For WAITAOF it must be the connection that wrote, and a
+        pipeline always takes its connection from its client's pool, so each durable lane is a
+        client whose pool holds exactly one connection."""
+        if not self._waitaof:
+            yield self._r
+            return
+        if self._lanes is None:
+            kwargs = dict(self._r.connection_pool.connection_kwargs)
+            self._lanes = asyncio.Queue()
+            for _ in range(self._lane_count):
+                pool = aioredis.BlockingConnectionPool(
+                    max_connections=1,
+                    timeout=10,
+                    connection_class=self._r.connection_pool.connection_class,
+                    **kwargs,
+                )
+                self._lanes.put_nowait(aioredis.Redis(connection_pool=pool))
+        lane = await self._lanes.get()
+        try:
+            yield lane
+        finally:
+            self._lanes.put_nowait(lane)
 
     @staticmethod
     async def _wait_aof(conn: Any) -> None:
@@ -264,3 +293,7 @@ class RedisEventStore:
         """Close the pool."""
         await self._r.aclose()
         await self._r.connection_pool.disconnect()
+        while self._lanes is not None and not self._lanes.empty():
+            lane = self._lanes.get_nowait()
+            await lane.aclose()
+            await lane.connection_pool.disconnect()
