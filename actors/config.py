@@ -68,6 +68,9 @@ class QueueConfig:
     # what follows the newest readable snapshot.
     snapshot_every: int = 5000
     snapshot_seconds: float = 60.0
+    # Ray resources each worker actor needs, e.g. {genqueue_worker = 1} so that workers
+    # run only on nodes started with that resource.
+    worker_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,10 +44,11 @@ def start(config: Config) -> dict[str, Any]:
     keypool = _singleton(KeyPool, KEYPOOL_NAME, config, max_task_retries=-1, max_concurrency=10_000).remote(
         config
     )
+    placement = {"resources": dict(config.queue.worker_resources)} if config.queue.worker_resources else {}
     workers = [
-        _singleton(Worker, worker_name(i), config, max_concurrency=max(100, 2 * config.queue.slots)).remote(
-            config, i, keypool
-        )
+        _singleton(
+            Worker, worker_name(i), config, max_concurrency=max(100, 2 * config.queue.slots), **placement
+        ).remote(config, i, keypool)
         for i in range(config.queue.workers)
     ]
     queue = _singleton(Queue, QUEUE_NAME, config, max_task_retries=-1).remote(config, workers)

@@ -75,19 +75,21 @@ class KeyPool:
         earlier than that (stream ids are milliseconds).
         """
         longest = max(p.window for p in self._pools)
-        start = f"{int((time.time() - longest) * 1000)}-0"
+        after = f"{int((time.time() - longest) * 1000) - 1}-{2**64 - 1}"
         covers = await self._load_snapshot(store)
-        if covers is not None and stream_id_key(covers) >= stream_id_key(start):
-            start = f"({covers}"
+        if covers is not None and stream_id_key(covers) >= stream_id_key(after):
+            after = covers
         by_name = {p.name: p for p in self._pools}
         count = 0
-        for stored in await store.read_range(start, "+"):
-            event = stored.event
-            if isinstance(event, KeyTokenGranted) and event.pool in by_name:
-                by_name[event.pool].limiter.record(event.at)
-                self._granted[(event.task_id, event.attempt)] = (event.pool, event.key_id)
-                self._last_grant_id = stored.id
-                count += 1
+        while page := await store.read(after, count=10_000):
+            for stored in page:
+                event = stored.event
+                if isinstance(event, KeyTokenGranted) and event.pool in by_name:
+                    by_name[event.pool].limiter.record(event.at)
+                    self._granted[(event.task_id, event.attempt)] = (event.pool, event.key_id)
+                    self._last_grant_id = stored.id
+                    count += 1
+            after = page[-1].id
         self._recovery = {"snapshot": covers or "0-0", "grants_replayed": count}
         log.info("key pools recovered", snapshot=covers, grants_replayed=count)
 

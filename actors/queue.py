@@ -79,9 +79,17 @@ class Queue:
         delay = 0.05
         while True:
             try:
+                started = time.perf_counter()
                 self._state = await self._load_snapshot()
                 covers = self._state.last_id
-                self._recovery = {"snapshot": covers, "replayed": await self._replay()}
+                replayed = await self._replay()
+                self._recovery = {
+                    "snapshot": covers,
+                    "replayed": replayed,
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+                # A long replay is worth a snapshot right away.
+                self._since_snapshot = replayed
                 return
             except StoreUnavailableError as exc:
                 log.warning("event store unavailable during recovery; retrying", error=str(exc), delay=delay)
@@ -166,6 +174,17 @@ class Queue:
                 log.exception("queue step failed")
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
+
+    def take_snapshot(self) -> str:
+        """Snapshot now (operators, benchmarks); returns the stream id it covers."""
+
+        async def take() -> str:
+            self._since_snapshot = max(self._since_snapshot, self._config.queue.snapshot_every)
+            await self._maybe_snapshot()
+            return self._state.last_id
+
+        result: str = self._call(take, timeout=60)
+        return result
 
     def pid(self) -> int:
         """The actor's process id (tests watch it change across a restart)."""

@@ -70,6 +70,13 @@ class Worker:
             self._store = RedisEventStore.from_url(self._config.redis.url, self._config.redis.namespace)
         return self._store
 
+    async def node(self) -> str:
+        """The id of the Ray node this worker runs on."""
+        import ray
+
+        node_id: str = ray.get_runtime_context().get_node_id()
+        return node_id
+
     async def pid(self) -> int:
         """The actor's process id (tests watch it change across a restart)."""
         return os.getpid()
