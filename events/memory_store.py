@@ -32,7 +32,10 @@ class MemoryEventStore:
                 self._hashes.setdefault(op.key, {}).update({k: str(v) for k, v in op.mapping.items()})
             case HIncr():
                 h = self._hashes.setdefault(op.key, {})
-                h[op.field] = str(float(h.get(op.field, 0)) + op.amount)
+                if isinstance(op.amount, int) and "." not in h.get(op.field, "0"):
+                    h[op.field] = str(int(h.get(op.field, "0")) + op.amount)  # as HINCRBY does
+                else:
+                    h[op.field] = str(float(h.get(op.field, 0)) + op.amount)
             case ZAdd():
                 self._zsets.setdefault(op.key, {})[op.member] = op.score
             case ZRem():

@@ -154,7 +154,8 @@ def project(event: Event, keys: Keys) -> list[Op]:
         return ops
     fields = view_fields(event)
     if fields:
-        ops.append(HSet(keys.task(event.task_id), fields))
+        # `events` counts the view's changes: the watch stream's message ids build on it.
+        ops += [HSet(keys.task(event.task_id), fields), HIncr(keys.task(event.task_id), "events", 1)]
     match event:
         case TaskSubmitted():
             if event.idempotency_key:
@@ -209,5 +210,8 @@ def fold_task_view(events: list[Event]) -> dict[str, str]:
     """A task view folded from its events, as the strings the Redis hash holds."""
     view: dict[str, str] = {}
     for event in events:
-        view.update({k: str(v) for k, v in view_fields(event).items()})
+        fields = view_fields(event)
+        if fields:
+            view.update({k: str(v) for k, v in fields.items()})
+            view["events"] = str(int(view.get("events", 0)) + 1)
     return view

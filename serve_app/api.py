@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from actors.blobs import BlobNotFoundError, FileBlobStore, task_blob
 from actors.config import Config, LimitsConfig
-from events.catalogue import QUEUED, SUCCEEDED, TaskSubmitted
+from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, TaskSubmitted
 from events.redis_store import RedisEventStore
 from events.store import QueueCounts
 from serve_app import problems
 from serve_app.images import ImageRejected, decode_image
 from serve_app.models import SubmitTask, Submitted, TaskViewOut
 from serve_app.problems import BadRequest, NotFound, Unprocessable
+from serve_app.watch import Hub
 
 Readiness = Callable[[], Awaitable[bool]]
 TaskId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="A task id.")]
@@ -37,6 +40,14 @@ class Context:
         self.config = config
         self.blobs = FileBlobStore(Path(config.server.data_dir) / "blobs")
         self._store: RedisEventStore | None = None
+        self._hub: Hub | None = None
+
+    @property
+    def hub(self) -> Hub:
+        """The replica's stream tailer for watchers."""
+        if self._hub is None:
+            self._hub = Hub(self.store)
+        return self._hub
 
     @property
     def store(self) -> RedisEventStore:
@@ -101,6 +112,26 @@ def check_request(body: SubmitTask, limits: LimitsConfig) -> dict[str, tuple[byt
         except ImageRejected as exc:
             raise Unprocessable(str(exc), errors=[{"field": f"images.{role}", "message": str(exc)}]) from exc
     return decoded
+
+
+async def existing_task(task_id: TaskId, request: Request) -> dict[str, str]:
+    """The task view, or a 404 before any response starts (a dependency, so streams can use it)."""
+    ctx: Context = request.app.state.ctx
+    view = await ctx.store.task_view(task_id)
+    if view is None:
+        raise NotFound(f"no task {task_id}")
+    return view
+
+
+def parse_event_id(value: str | None) -> tuple[int, int | None]:
+    """(task events seen, position) from a Last-Event-ID; (0, None) when absent or unreadable."""
+    if not value:
+        return 0, None
+    seen, _, position = value.partition("-")
+    try:
+        return int(seen), (int(position) if position not in ("", "None") else None)
+    except ValueError:
+        return 0, None
 
 
 async def get_ctx(request: Request) -> Context:
@@ -199,7 +230,36 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
     @app.get("/v1/tasks/{task_id}", response_model=TaskViewOut, tags=["tasks"])
     async def get_task(task_id: TaskId, c: Ctx) -> TaskViewOut:
         """The task view: status, position, ETA, attempts, timestamps, error and result URL."""
-        view = await load_view(c, task_id)
+        return await task_view_out(c, task_id, await load_view(c, task_id))
+
+    @app.get("/v1/tasks/{task_id}/watch", response_class=EventSourceResponse, tags=["tasks"])
+    async def watch_task(
+        task_id: TaskId,
+        c: Ctx,
+        _exists: Annotated[dict[str, str], Depends(existing_task)],
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+    ) -> AsyncIterable[ServerSentEvent]:
+        """Server-Sent Events: the task view after each state change and each move in the queue.
+
+        Message ids are `<events seen>-<position>`; a reconnect with `Last-Event-ID` gets only
+        what changed since. The stream ends after the terminal state.
+        """
+        seen, last_position = parse_event_id(last_event_id)
+        with c.hub.watch(task_id) as wake:
+            while True:
+                wake.clear()
+                view = await load_view(c, task_id)
+                count = int(view.get("events", 0))
+                out = await task_view_out(c, task_id, view)
+                if count != seen or out.position != last_position:
+                    seen, last_position = count, out.position
+                    yield ServerSentEvent(data=out.model_dump(), event="task", id=f"{seen}-{last_position}")
+                if out.status in TERMINAL:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 15)
+
+    async def task_view_out(c: Context, task_id: str, view: dict[str, str]) -> TaskViewOut:
         status = view.get("status", QUEUED)
         position = await c.store.position(task_id) if status == QUEUED else None
         return TaskViewOut(

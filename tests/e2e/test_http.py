@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -176,3 +177,48 @@ def test_health_readiness_docs_and_queue(live: Running) -> None:
         q = client.get("/v1/queue").json()
         assert q["slots"] == SLOTS and {p["name"] for p in q["pools"]} == {"p1", "p2"}
         assert all(p["capacity"] == 10 for p in q["pools"])
+
+
+def read_sse(
+    client: httpx.Client, path: str, headers: dict[str, str] | None = None, limit: int = 1000
+) -> list[dict]:  # type: ignore[type-arg]
+    """Read a Server-Sent-Events stream to its end (or `limit` messages) as {id, event, data} dicts."""
+    messages: list[dict] = []  # type: ignore[type-arg]
+    current: dict = {}  # type: ignore[type-arg]
+    with client.stream("GET", path, headers=headers or {}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if not line:
+                if "data" in current:
+                    messages.append(current)
+                    if len(messages) >= limit:
+                        break
+                current = {}
+                continue
+            name, _, value = line.partition(":")
+            current[name] = value.strip()
+    for message in messages:
+        message["data"] = json.loads(message["data"])
+    return messages
+
+
+def test_watch_streams_every_change_and_resumes_after_a_reconnect(live: Running) -> None:
+    """SSE: queued with a falling position, then running, then succeeded; a reconnect resumes."""
+    with httpx.Client(base_url=live.api_url, timeout=60) as client:
+        ids = [client.post("/v1/tasks", json=payload(i, "photography")).json()["task_id"] for i in range(24)]
+        last = ids[-1]
+        first_two = read_sse(client, f"/v1/tasks/{last}/watch", limit=2)
+        rest = read_sse(client, f"/v1/tasks/{last}/watch", headers={"Last-Event-ID": first_two[-1]["id"]})
+        assert rest[0]["id"] != first_two[-1]["id"]
+        messages = first_two + rest
+        statuses = [m["data"]["status"] for m in messages]
+        assert statuses[-1] == "succeeded" and "running" in statuses
+        assert statuses.index("running") > statuses.index("queued")
+        positions = [m["data"]["position"] for m in messages if m["data"]["status"] == "queued"]
+        assert positions == sorted(positions, reverse=True) and len(set(positions)) >= 2
+        assert {m["event"] for m in messages} == {"task"}
+        assert set(messages[-1]["data"]) == set(client.get(f"/v1/tasks/{last}").json())
+        done = read_sse(client, f"/v1/tasks/{last}/watch")
+        assert [m["data"]["status"] for m in done] == ["succeeded"]
+        assert client.get(f"/v1/tasks/{'0' * 32}/watch").status_code == 404
