@@ -55,6 +55,14 @@ def report(
         "submit_p99_ms": round(1000 * percentile(result.submit_latencies, 99), 1),
         "wait_p50_s": round(percentile(waits, 50), 3),
         "wait_p99_s": round(percentile(waits, 99), 3),
+        "eta_error_median": round(percentile(result.eta_errors(), 50), 3),
+        "eta_error_p90": round(percentile(result.eta_errors(), 90), 3),
+        "eta_samples": len(result.eta_errors()),
+        "sse_messages_per_task": round(
+            sum(result.sse_messages.values()) / max(1, len(result.sse_messages)), 1
+        ),
+        "sse_delay_p50_ms": round(1000 * percentile(result.sse_delays, 50), 1),
+        "sse_delay_p99_ms": round(1000 * percentile(result.sse_delays, 99), 1),
     }
 
 
@@ -93,11 +101,12 @@ def main() -> None:
     p.add_argument("--image-size", default="1K", choices=["512", "1K", "2K"])
     p.add_argument("--url", help="burst at a running instance instead of starting one")
     p.add_argument("--json", action="store_true", help="print JSON only")
+    p.add_argument("--watch", type=int, default=0, help="follow the last N tasks over SSE")
     args = p.parse_args()
     pools = parse_pools(args.pools, args.window)
     rpm_total = sum(x.rpm for x in pools)
     if args.url:
-        result = asyncio.run(run_burst(args.url, args.users, args.kind, poll=0.25))
+        result = asyncio.run(run_burst(args.url, args.users, args.kind, poll=0.25, watch_last=args.watch))
         figures = report(result, args.users, args.slots, args.latency, rpm_total)
     else:
         from serve_app.runtime import running
@@ -117,7 +126,9 @@ def main() -> None:
             server=replace(base.server, data_dir=tempfile.mkdtemp(prefix="genqueue-bench-"), port=8765),
         )
         with running(config, dashboard=False) as live:
-            result = asyncio.run(run_burst(live.api_url, args.users, args.kind, poll=0.25))
+            result = asyncio.run(
+                run_burst(live.api_url, args.users, args.kind, poll=0.25, watch_last=args.watch)
+            )
             figures = report(result, args.users, args.slots, args.latency, rpm_total)
             figures.update(asyncio.run(audit_log(live.config)))
     if args.json:

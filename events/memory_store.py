@@ -138,9 +138,12 @@ class MemoryEventStore:
             stats,
         )
 
-    async def window_calls(self, pool: str, since: float) -> int:
-        """How many tokens a pool granted after `since`."""
-        return sum(1 for score in self._zsets.get(self.keys.grants(pool), {}).values() if score > since)
+    async def grant_times(self, since: Mapping[str, float]) -> dict[str, list[float]]:
+        """Per pool, grant times after `since`."""
+        return {
+            pool: sorted(s for s in self._zsets.get(self.keys.grants(pool), {}).values() if s > t)
+            for pool, t in since.items()
+        }
 
     async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
         """Keep the newest `keep` snapshots and append snapshot.taken."""

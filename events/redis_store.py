@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -58,6 +59,7 @@ class RedisEventStore:
         self._waitaof = waitaof
         self._lane_count = 32
         self._lanes: asyncio.Queue[Any] | None = None
+        self._submit_order = asyncio.Lock()
 
     @classmethod
     def from_url(
@@ -106,6 +108,11 @@ class RedisEventStore:
     async def submit(self, event: TaskSubmitted) -> SubmitReceipt:
         """One MULTI/EXEC: the event, its read models, then ZRANK and the counts.
 
+        The event's `at` is stamped here, under a lock, right before its transaction: so
+        within a replica the order of `at` is the order in the stream, and the waiting set
+        (scored by `at`) ranks tasks as the queue will start them. Across replicas the two
+        orders agree up to the replicas' clock skew.
+
         With `waitaof`, WAITAOF on the same connection then waits until the server's
         append-only file holds the write; a server that cannot confirm it is unavailable.
         """
@@ -113,7 +120,8 @@ class RedisEventStore:
         try:
             async with self._lane() as conn:
                 while True:
-                    async with conn.pipeline(transaction=True) as pipe:
+                    async with self._submit_order, conn.pipeline(transaction=True) as pipe:
+                        event = replace(event, at=time.time())
                         if idem is not None:
                             await pipe.watch(idem)
                             first = await pipe.hgetall(idem)
@@ -256,10 +264,15 @@ class RedisEventStore:
             waiting, running, stats = await pipe.execute()
         return QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
 
-    async def window_calls(self, pool: str, since: float) -> int:
-        """How many tokens a pool granted after `since`."""
-        n: int = await self._r.zcount(self.keys.grants(pool), f"({since}", "+inf")
-        return n
+    async def grant_times(self, since: Mapping[str, float]) -> dict[str, list[float]]:
+        """ZRANGEBYSCORE per pool, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for pool, t in since.items():
+                pipe.zrangebyscore(self.keys.grants(pool), f"({t}", "+inf", withscores=True)
+            replies = await pipe.execute()
+        return {
+            pool: [float(score) for _, score in reply] for pool, reply in zip(since, replies, strict=True)
+        }
 
     async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
         """LPUSH, LTRIM and the snapshot.taken event in one MULTI/EXEC."""

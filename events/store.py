@@ -86,8 +86,8 @@ class EventStore(Protocol):
         """Waiting and running counts and the counters."""
         ...
 
-    async def window_calls(self, pool: str, since: float) -> int:
-        """How many tokens a pool granted after `since`."""
+    async def grant_times(self, since: Mapping[str, float]) -> dict[str, list[float]]:
+        """For each pool named, the times of its grants after its `since`, oldest first."""
         ...
 
     async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:

@@ -19,6 +19,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from actors.blobs import BlobNotFoundError, FileBlobStore, task_blob
 from actors.config import Config, LimitsConfig
+from actors.eta import PoolWindow, eta_seconds
+from actors.keypool_logic import window_capacity
 from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, TaskSubmitted
 from events.redis_store import RedisEventStore
 from events.store import QueueCounts
@@ -153,13 +155,20 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
     problems.install(app)
     app.state.ctx = Context(config)
 
-    def eta(c: Context, position: int | None, counts: QueueCounts) -> float | None:
+    async def eta(c: Context, position: int | None, counts: QueueCounts) -> float | None:
+        """Seconds until the task at `position` starts, simulated from slots, latency and windows."""
         if position is None:
             return None
-        rate, _ = c.throughput(counts.stats)
-        free = max(0, c.config.queue.slots - counts.running)
-        ahead = max(0, position - free + 1)
-        return round(ahead / rate, 1) if ahead else 0.0
+        _, latency = c.throughput(counts.stats)
+        now = time.time()
+        pools = c.config.pools
+        grants = await c.store.grant_times({p.name: now - p.window_seconds for p in pools})
+        windows = [
+            PoolWindow(window_capacity(p.rpm, p.window_seconds), p.window_seconds, tuple(grants[p.name]))
+            for p in pools
+        ]
+        seconds = eta_seconds(position, now, c.config.queue.slots, counts.running, latency, windows)
+        return round(max(0.0, seconds), 1)
 
     @app.post("/v1/tasks", status_code=202, response_model=Submitted, tags=["tasks"])
     async def submit(
@@ -204,7 +213,10 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         position = receipt.position or 0
         response.headers["Location"] = f"/v1/tasks/{task_id}"
         return Submitted(
-            task_id=task_id, status=QUEUED, position=position, eta_seconds=eta(c, position, receipt.counts)
+            task_id=task_id,
+            status=QUEUED,
+            position=position,
+            eta_seconds=await eta(c, position, receipt.counts),
         )
 
     async def submitted_view(c: Context, task_id: str, response: Response) -> Submitted:
@@ -214,7 +226,7 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         response.headers["Location"] = f"/v1/tasks/{task_id}"
         counts = await c.store.counts()
         return Submitted(
-            task_id=task_id, status=status, position=position, eta_seconds=eta(c, position, counts)
+            task_id=task_id, status=status, position=position, eta_seconds=await eta(c, position, counts)
         )
 
     async def load_view(c: Context, task_id: str) -> dict[str, str]:
@@ -268,7 +280,7 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             kind=view.get("kind", ""),
             status=status,
             position=position,
-            eta_seconds=eta(c, position, await c.store.counts()) if position is not None else None,
+            eta_seconds=await eta(c, position, await c.store.counts()) if position is not None else None,
             attempts=int(view.get("attempts", 0)),
             submitted_at=_float(view, "submitted_at"),
             dispatched_at=_float(view, "dispatched_at"),
@@ -308,9 +320,10 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         rate, latency = c.throughput(counts.stats)
         now = time.time()
         pools = []
+        grants = await c.store.grant_times({p.name: now - p.window_seconds for p in c.config.pools})
         for p in c.config.pools:
-            capacity = max(1, int(p.rpm * p.window_seconds / 60 + 1e-9))
-            used = await c.store.window_calls(p.name, now - p.window_seconds)
+            capacity = window_capacity(p.rpm, p.window_seconds)
+            used = len(grants[p.name])
             pools.append(
                 {
                     "name": p.name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import math
 import time
 from collections.abc import Callable
@@ -46,6 +47,9 @@ class BurstResult:
     submit_latencies: list[float] = field(default_factory=list)
     rejected: dict[int, int] = field(default_factory=dict)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predicted: dict[str, float] = field(default_factory=dict)
+    sse_messages: dict[str, int] = field(default_factory=dict)
+    sse_delays: list[float] = field(default_factory=list)
     finished: float = 0.0
 
     @property
@@ -57,6 +61,16 @@ class BurstResult:
     def waits(self) -> list[float]:
         """Seconds from submit to start (token held) for every started task."""
         return [v["started_at"] - v["submitted_at"] for v in self.views.values() if v.get("started_at")]
+
+    def eta_errors(self, min_wait: float = 0.5) -> list[float]:
+        """|predicted start - actual start| / actual wait, for tasks that waited at least `min_wait`."""
+        errors = []
+        for task_id, view in self.views.items():
+            if task_id in self.predicted and view.get("started_at"):
+                wait = view["started_at"] - view["submitted_at"]
+                if wait >= min_wait:
+                    errors.append(abs(self.predicted[task_id] - wait) / wait)
+        return errors
 
     def count(self, status: str) -> int:
         """How many tasks ended with `status`."""
@@ -70,6 +84,7 @@ async def run_burst(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     deadline_seconds: float = 900.0,
     poll: float = 0.5,
+    watch_last: int = 0,
 ) -> BurstResult:
     """Submit `users` tasks at once and wait until all have ended (or `deadline_seconds` pass)."""
     kinds = [("photography" if i % 2 == 0 else "fitting") if kind == "mixed" else kind for i in range(users)]
@@ -96,9 +111,37 @@ async def run_burst(
             if r.status != 202:
                 result.rejected[r.status] = result.rejected.get(r.status, 0) + 1
                 return None
+            result.predicted[answer["task_id"]] = float(answer["eta_seconds"] or 0.0)
             return str(answer["task_id"])
 
+        async def watch(task_id: str) -> None:
+            """Follow one task's SSE stream; time each state change from its event to its message."""
+            seen = -1
+            async with client.get(f"/v1/tasks/{task_id}/watch") as r:
+                message: dict[str, str] = {}
+                async for raw in r.content:
+                    line = raw.decode().rstrip("\r\n")
+                    if line:
+                        name, _, value = line.partition(":")
+                        message[name] = value.strip()
+                        continue
+                    if "data" not in message:
+                        continue
+                    arrived = time.time()
+                    result.sse_messages[task_id] = result.sse_messages.get(task_id, 0) + 1
+                    count = int(message.get("id", "0-").split("-")[0] or 0)
+                    data = json.loads(message["data"])
+                    if count != seen and seen >= 0:
+                        stamps = [
+                            data[k] for k in ("dispatched_at", "started_at", "finished_at") if data.get(k)
+                        ]
+                        if stamps:
+                            result.sse_delays.append(arrived - max(stamps))
+                    seen = count
+                    message = {}
+
         ids = [t for t in await asyncio.gather(*(submit(b) for b in bodies)) if t]
+        watchers = [asyncio.create_task(watch(t)) for t in ids[-watch_last:]] if watch_last else []
         deadline = time.monotonic() + deadline_seconds
         base_done = sum(before[k] for k in TERMINAL)
         while time.monotonic() < deadline:
@@ -108,6 +151,7 @@ async def run_burst(
             if sum(q[k] for k in TERMINAL) - base_done >= len(ids):
                 break
             await asyncio.sleep(poll)
+        await asyncio.wait(watchers, timeout=30) if watchers else None
         sem = asyncio.Semaphore(32)
 
         async def fetch(task_id: str) -> None:

@@ -185,9 +185,10 @@ def test_window_calls_count_only_the_current_window(run: Callable[[Body], None])
             for i, t in enumerate([100.0, 100.5, 101.2, 101.4])
         ]
         await store.append(grants)
-        assert await store.window_calls("p", 100.4) == 3
-        assert await store.window_calls("p", 0.0) == 3  # the grant at 100.0 was trimmed at 101.2
-        assert await store.window_calls("other", 0.0) == 0
+        times = await store.grant_times({"p": 100.4, "other": 0.0})
+        assert times == {"p": [100.5, 101.2, 101.4], "other": []}
+        # the grant at 100.0 was trimmed when the one at 101.2 arrived
+        assert (await store.grant_times({"p": 0.0}))["p"] == [100.5, 101.2, 101.4]
 
     run(body)
 
