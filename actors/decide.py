@@ -63,7 +63,7 @@ def _after_attempt(
             at=now,
         )
     reason = error if not retryable else f"gave up after {attempt} attempts: {error}"
-    return TaskFailed(task_id=task_id, attempt=attempt, error=reason, at=now)
+    return TaskFailed(task_id=task_id, attempt=attempt, error=reason, kind=state.tasks[task_id].kind, at=now)
 
 
 def decide(state: QueueState, policy: Policy, now: float, rng: random.Random) -> list[Decision]:

@@ -135,6 +135,7 @@ class Queue:
             inputs=entry.inputs,
             options=entry.options,
             resent=resent,
+            submitted_at=entry.order,
         )
         self._workers[worker % len(self._workers)].run.remote(spec)
 

@@ -43,6 +43,7 @@ class AttemptSpec:
     inputs: dict[str, str]
     options: dict[str, Any] = field(default_factory=dict)
     resent: bool = False
+    submitted_at: float = 0.0
 
 
 def make_provider(config: Config) -> Provider:
@@ -108,18 +109,24 @@ class Worker:
                 return "stale"
         pool, key_id = await self._keypool.acquire.remote(spec.task_id, spec.attempt)
         bound = bound.bind(pool=pool, key_id=key_id)
+        now = time.time()
         started = TaskStarted(
-            task_id=spec.task_id, attempt=spec.attempt, pool=pool, key_id=key_id, at=time.time()
+            task_id=spec.task_id,
+            attempt=spec.attempt,
+            pool=pool,
+            key_id=key_id,
+            waited=max(0.0, now - spec.submitted_at) if spec.submitted_at else 0.0,
+            at=now,
         )
         if await self._append(store, [started], expect) is None:
             return await self._late(store, spec, started.type)
-        outcome = await self._call(spec, key_id, started.at, bound)
+        outcome = await self._call(spec, pool, key_id, started.at, bound)
         if await self._append(store, [outcome], expect) is None:
             return await self._late(store, spec, outcome.type)
         bound.info("attempt ended", outcome=outcome.type)
         return outcome.type
 
-    async def _call(self, spec: AttemptSpec, key_id: str, t0: float, bound: Any) -> Event:
+    async def _call(self, spec: AttemptSpec, pool: str, key_id: str, t0: float, bound: Any) -> Event:
         try:
             images = {
                 role: await asyncio.to_thread(self._blobs.get, ref) for role, ref in spec.inputs.items()
@@ -130,22 +137,29 @@ class Worker:
             ref = task_blob(spec.task_id, f"result-{spec.attempt}.{ext}")
             await asyncio.to_thread(self._blobs.put, ref, result.data)
         except ProviderError as exc:
-            bound.warning("attempt failed", error=exc.reason, retryable=exc.retryable)
+            bound.warning("attempt failed", error=exc.reason, retryable=exc.retryable, code=exc.code)
+            now = time.time()
             return TaskAttemptFailed(
                 task_id=spec.task_id,
                 attempt=spec.attempt,
                 error=exc.reason,
                 retryable=exc.retryable,
-                at=time.time(),
+                pool=pool,
+                code=exc.code,
+                elapsed=now - t0,
+                at=now,
             )
         except Exception as exc:  # a bug or a broken blob must not leave the attempt hanging
             bound.exception("attempt crashed")
+            now = time.time()
             return TaskAttemptFailed(
                 task_id=spec.task_id,
                 attempt=spec.attempt,
                 error=f"internal error: {type(exc).__name__}",
                 retryable=True,
-                at=time.time(),
+                pool=pool,
+                elapsed=now - t0,
+                at=now,
             )
         now = time.time()
         return TaskSucceeded(
@@ -154,6 +168,8 @@ class Worker:
             result=ref,
             mime_type=result.mime_type,
             elapsed=now - t0,
+            kind=spec.kind,
+            pool=pool,
             at=now,
         )
 

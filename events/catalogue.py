@@ -56,6 +56,7 @@ class TaskStarted:
     attempt: int
     pool: str
     key_id: str
+    waited: float = 0.0
     at: float
 
 
@@ -70,6 +71,8 @@ class TaskSucceeded:
     result: str
     mime_type: str
     elapsed: float
+    kind: str = ""
+    pool: str = ""
     at: float
 
 
@@ -83,6 +86,9 @@ class TaskAttemptFailed:
     attempt: int
     error: str
     retryable: bool
+    pool: str = ""
+    code: int = 0
+    elapsed: float = 0.0
     at: float
 
 
@@ -119,6 +125,7 @@ class TaskFailed:
     task_id: str
     attempt: int
     error: str
+    kind: str = ""
     at: float
 
 

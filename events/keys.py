@@ -47,6 +47,10 @@ class Keys:
         """Set: tasks holding a slot."""
         return f"{self.prefix}:running"
 
+    def histogram(self, name: str) -> str:
+        """Hash: a histogram's bucket counts, sum and count."""
+        return f"{self.prefix}:hist:{name}"
+
     @property
     def stats(self) -> str:
         """Hash: counters for the queue overview."""

@@ -156,6 +156,12 @@ class MemoryEventStore:
         """Newest first."""
         return list(self._lists.get(self.keys.snapshots(actor), []))
 
+    async def histograms(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Each histogram hash as numbers."""
+        return {
+            n: {k: float(v) for k, v in self._hashes.get(self.keys.histogram(n), {}).items()} for n in names
+        }
+
     async def ping(self) -> bool:
         """Always answers."""
         return True

@@ -102,6 +102,16 @@ class Expire:
 
 Op = HSet | HIncr | ZAdd | ZRem | SAdd | SRem | ZTrim | Expire
 
+# Histogram bucket bounds (seconds) for queue wait and processing time.
+BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0)
+
+
+def observe(key: str, value: float) -> list[Op]:
+    """Record one observation in a histogram hash: its bucket, the sum and the count."""
+    bucket = next((f"{b:g}" for b in BUCKETS if value <= b), "+Inf")
+    return [HIncr(key, f"le:{bucket}", 1), HIncr(key, "sum", float(value)), HIncr(key, "count", 1)]
+
+
 # How long an idempotency key names its first task.
 IDEMPOTENCY_SECONDS = 24 * 3600
 
@@ -175,10 +185,20 @@ def project(event: Event, keys: Keys) -> list[Op]:
             ops += [
                 SRem(keys.running, event.task_id),
                 HIncr(keys.stats, "succeeded", 1),
+                HIncr(keys.stats, f"completed:{event.kind}:succeeded", 1),
+                HIncr(keys.stats, f"upstream:{event.pool}:200", 1),
                 HIncr(keys.stats, "elapsed_sum", event.elapsed),
                 HIncr(keys.stats, "elapsed_count", 1),
+                *observe(keys.histogram("processing"), event.elapsed),
             ]
-        case TaskAttemptFailed() | TaskLeaseExpired():
+        case TaskAttemptFailed():
+            ops += [
+                SRem(keys.running, event.task_id),
+                HIncr(keys.stats, "attempts_failed", 1),
+                HIncr(keys.stats, f"upstream:{event.pool}:{event.code}", 1),
+                *observe(keys.histogram("processing"), event.elapsed),
+            ]
+        case TaskLeaseExpired():
             ops += [SRem(keys.running, event.task_id), HIncr(keys.stats, "attempts_failed", 1)]
         case TaskRetryScheduled():
             ops += [ZAdd(keys.waiting, event.task_id, event.order)]
@@ -187,6 +207,7 @@ def project(event: Event, keys: Keys) -> list[Op]:
                 SRem(keys.running, event.task_id),
                 ZRem(keys.waiting, event.task_id),
                 HIncr(keys.stats, "failed", 1),
+                HIncr(keys.stats, f"completed:{event.kind}:failed", 1),
             ]
         case TaskCancelled():
             ops += [ZRem(keys.waiting, event.task_id), HIncr(keys.stats, "cancelled", 1)]
@@ -199,7 +220,9 @@ def project(event: Event, keys: Keys) -> list[Op]:
                 ZTrim(grants, event.at - event.window),
                 ZAdd(grants, f"{event.task_id}:{event.attempt}", event.at),
             ]
-        case TaskStarted() | SnapshotTaken():
+        case TaskStarted():
+            ops += observe(keys.histogram("queue_wait"), event.waited)
+        case SnapshotTaken():
             pass
         case _:
             assert_never(event)

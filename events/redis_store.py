@@ -295,6 +295,14 @@ class RedisEventStore:
             raise StoreUnavailableError(str(exc)) from exc
         return docs
 
+    async def histograms(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
+        """HGETALL of each histogram hash, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.keys.histogram(name))
+            replies = await pipe.execute()
+        return {n: {k: float(v) for k, v in r.items()} for n, r in zip(names, replies, strict=True)}
+
     async def ping(self) -> bool:
         """PING."""
         try:

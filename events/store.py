@@ -98,6 +98,10 @@ class EventStore(Protocol):
         """An actor's stored snapshots, newest first."""
         ...
 
+    async def histograms(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Bucket counts (`le:<bound>`), `sum` and `count` of each named histogram."""
+        ...
+
     async def ping(self) -> bool:
         """Whether the store answers."""
         ...

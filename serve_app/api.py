@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from actors.blobs import BlobNotFoundError, FileBlobStore, task_blob
 from actors.config import Config, LimitsConfig
@@ -26,6 +27,7 @@ from events.redis_store import RedisEventStore
 from events.store import QueueCounts
 from serve_app import problems
 from serve_app.images import ImageRejected, decode_image
+from serve_app.metrics import read_figures, render
 from serve_app.models import SubmitTask, Submitted, TaskViewOut
 from serve_app.problems import BadRequest, NotFound, Unprocessable
 from serve_app.watch import Hub
@@ -350,6 +352,12 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             "pools": pools,
             "alerts": [],
         }
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics(c: Ctx) -> PlainTextResponse:
+        """Prometheus text: queue, task totals, upstream calls, wait and processing histograms, pools."""
+        figures = await read_figures(c.store, c.config)
+        return PlainTextResponse(render(figures, c.config), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

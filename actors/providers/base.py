@@ -31,17 +31,18 @@ class ImageResult:
 class ProviderError(GenqueueError):
     """A provider call ended without an image; `retryable` says whether another try may help."""
 
-    def __init__(self, reason: str, *, retryable: bool) -> None:
+    def __init__(self, reason: str, *, retryable: bool, code: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        self.code = code  # the upstream HTTP status, 0 when there was none
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_provider_error, (self.reason, self.retryable))
+        return (_rebuild_provider_error, (self.reason, self.retryable, self.code))
 
 
-def _rebuild_provider_error(reason: str, retryable: bool) -> ProviderError:
-    return ProviderError(reason, retryable=retryable)
+def _rebuild_provider_error(reason: str, retryable: bool, code: int) -> ProviderError:
+    return ProviderError(reason, retryable=retryable, code=code)
 
 
 class Provider(Protocol):

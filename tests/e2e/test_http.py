@@ -222,3 +222,56 @@ def test_watch_streams_every_change_and_resumes_after_a_reconnect(live: Running)
         done = read_sse(client, f"/v1/tasks/{last}/watch")
         assert [m["data"]["status"] for m in done] == ["succeeded"]
         assert client.get(f"/v1/tasks/{'0' * 32}/watch").status_code == 404
+
+
+def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parse /metrics with prometheus_client's parser into {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def test_metrics_move_with_a_burst(live: Running) -> None:
+    """Totals, upstream calls and both histograms grow by the burst; gauges stay within their bounds."""
+    with httpx.Client(base_url=live.api_url, timeout=60) as client:
+        before = scrape(client)
+        kinds = ["photography", "fitting"] * 6
+        for i, kind in enumerate(kinds):
+            assert client.post("/v1/tasks", json=payload(100 + i, kind)).status_code == 202
+        target = (
+            before.get(("genqueue_tasks_completed_total", (("kind", "fitting"), ("outcome", "succeeded"))), 0)
+            + 6
+        )
+
+        def burst_done() -> bool:
+            m = scrape(client)
+            return (
+                m.get(("genqueue_tasks_completed_total", (("kind", "fitting"), ("outcome", "succeeded"))), 0)
+                >= target
+            )
+
+        eventually(burst_done, timeout=60, interval=0.25, what="the burst completed")
+        after = scrape(client)
+
+    def grew(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return after.get((name, labels), 0.0) - before.get((name, labels), 0.0)
+
+    assert grew("genqueue_tasks_submitted_total", (("kind", "photography"),)) == 6
+    assert grew("genqueue_tasks_submitted_total", (("kind", "fitting"),)) == 6
+    assert grew("genqueue_tasks_completed_total", (("kind", "photography"), ("outcome", "succeeded"))) == 6
+    calls = sum(grew("genqueue_upstream_calls_total", (("code", "200"), ("pool", p))) for p in ("p1", "p2"))
+    assert calls == 12
+    assert grew("genqueue_queue_wait_seconds_count") == 12
+    assert grew("genqueue_processing_seconds_count") == 12
+    assert grew("genqueue_processing_seconds_sum") > 12 * 0.05
+    assert grew("genqueue_processing_seconds_bucket", (("le", "+Inf"),)) == 12
+    assert after[("genqueue_slots", ())] == SLOTS
+    for pool in ("p1", "p2"):
+        assert after[("genqueue_pool_capacity", (("pool", pool),))] == 10
+        assert 0 <= after[("genqueue_pool_tokens_available", (("pool", pool),))] <= 10

@@ -1,0 +1,101 @@
+"""Prometheus text for `GET /metrics`, built from the Redis read models on each scrape."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from actors.config import Config
+from actors.keypool_logic import window_capacity
+from events.projection import BUCKETS
+from events.store import EventStore, QueueCounts
+
+HISTOGRAMS = {
+    "queue_wait": "Seconds from submit to the start of the upstream call.",
+    "processing": "Seconds an upstream call (one attempt) took.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Everything one scrape reports, read before rendering."""
+
+    counts: QueueCounts
+    histograms: dict[str, dict[str, float]]
+    grants: dict[str, list[float]]
+
+
+async def read_figures(store: EventStore, config: Config) -> Figures:
+    """Read the counters, histograms and each pool's current window."""
+    now = time.time()
+    counts = await store.counts()
+    histograms = await store.histograms(list(HISTOGRAMS))
+    grants = await store.grant_times({p.name: now - p.window_seconds for p in config.pools})
+    return Figures(counts, histograms, grants)
+
+
+class _Scrape(Collector):
+    def __init__(self, figures: Figures, config: Config) -> None:
+        self._f = figures
+        self._config = config
+
+    def collect(self) -> Iterator[Metric]:
+        counts, stats = self._f.counts, self._f.counts.stats
+        yield GaugeMetricFamily("genqueue_waiting_tasks", "Tasks waiting for a slot.", value=counts.waiting)
+        yield GaugeMetricFamily("genqueue_running_tasks", "Tasks holding a slot.", value=counts.running)
+        yield GaugeMetricFamily("genqueue_slots", "The slot cap.", value=self._config.queue.slots)
+        submitted = CounterMetricFamily("genqueue_tasks_submitted", "Tasks accepted.", labels=["kind"])
+        completed = CounterMetricFamily(
+            "genqueue_tasks_completed", "Tasks ended, by kind and outcome.", labels=["kind", "outcome"]
+        )
+        upstream = CounterMetricFamily(
+            "genqueue_upstream_calls",
+            "Upstream calls by pool and HTTP status (0: no response).",
+            labels=["pool", "code"],
+        )
+        for field, value in sorted(stats.items()):
+            parts = field.split(":")
+            if parts[0] == "submitted" and len(parts) == 2:
+                submitted.add_metric([parts[1]], value)
+            elif parts[0] == "completed" and len(parts) == 3:
+                completed.add_metric([parts[1], parts[2]], value)
+            elif parts[0] == "upstream" and len(parts) == 3:
+                upstream.add_metric([parts[1], parts[2]], value)
+        yield from (submitted, completed, upstream)
+        for name, doc in HISTOGRAMS.items():
+            yield self._histogram(name, doc)
+        capacity = GaugeMetricFamily(
+            "genqueue_pool_capacity", "Calls a pool allows per window.", labels=["pool"]
+        )
+        tokens = GaugeMetricFamily(
+            "genqueue_pool_tokens_available", "Calls a pool can make now.", labels=["pool"]
+        )
+        calls = CounterMetricFamily("genqueue_pool_calls", "Tokens a pool has handed out.", labels=["pool"])
+        for pool in self._config.pools:
+            cap = window_capacity(pool.rpm, pool.window_seconds)
+            capacity.add_metric([pool.name], cap)
+            tokens.add_metric([pool.name], max(0, cap - len(self._f.grants.get(pool.name, []))))
+            calls.add_metric([pool.name], stats.get(f"calls:{pool.name}", 0.0))
+        yield from (capacity, tokens, calls)
+
+    def _histogram(self, name: str, doc: str) -> HistogramMetricFamily:
+        data = self._f.histograms.get(name, {})
+        running, buckets = 0.0, []
+        for bound in (*(f"{b:g}" for b in BUCKETS), "+Inf"):
+            running += data.get(f"le:{bound}", 0.0)
+            buckets.append((bound, running))
+        return HistogramMetricFamily(
+            f"genqueue_{name}_seconds", doc, buckets=buckets, sum_value=data.get("sum", 0.0)
+        )
+
+
+def render(figures: Figures, config: Config) -> bytes:
+    """The Prometheus text exposition of one scrape."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Scrape(figures, config))
+    return generate_latest(registry)
