@@ -16,6 +16,7 @@ import structlog
 from actors.config import Config
 from actors.keypool_logic import PoolState, choose, grant, next_free_at
 from actors.logs import configure
+from actors.telemetry import PoolMetrics
 from events.catalogue import KeyTokenGranted, stream_id_key
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
@@ -54,6 +55,7 @@ class KeyPool:
         self._snapshot_covers = "0-0"
         self._snapshot_at = time.monotonic()
         self._recovery: dict[str, Any] = {}
+        self._metrics = PoolMetrics()
 
     async def _ensure(self) -> None:
         if self._granter is not None:
@@ -175,6 +177,8 @@ class KeyPool:
                         ),
                     )
                 )
+            for pool in self._pools:
+                self._metrics.update(pool.name, pool.limiter.available(now))
             if batch:
                 await self._record(batch)
                 with contextlib.suppress(StoreUnavailableError):

@@ -16,6 +16,7 @@ import structlog
 from actors.config import Config
 from actors.decide import Policy, decide, next_wakeup
 from actors.logs import configure
+from actors.telemetry import QueueMetrics
 from actors.worker import AttemptSpec
 from events.catalogue import SnapshotTaken, StoredEvent, TaskDispatched
 from events.errors import StoreUnavailableError
@@ -54,6 +55,7 @@ class Queue:
         self._since_snapshot = 0
         self._snapshot_at = time.monotonic()
         self._recovery: dict[str, Any] = {}
+        self._metrics = QueueMetrics()
         self._store = self._call(self._connect)
         started = time.monotonic()
         self._call(self._recover)
@@ -159,6 +161,7 @@ class Queue:
         wake = next_wakeup(self._state)
         block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
         self._apply(await self._store.tail(self._state.last_id, block))
+        self._metrics.update(self._state.waiting, len(self._state.running))
         await self._maybe_snapshot()
 
     async def _pump(self) -> None:

@@ -15,6 +15,7 @@ from actors.blobs import FileBlobStore, task_blob
 from actors.config import Config
 from actors.logs import configure
 from actors.providers.base import ImageRequest, Provider, ProviderError
+from actors.telemetry import WorkerMetrics
 from events.catalogue import (
     RUNNING,
     Event,
@@ -65,6 +66,7 @@ class Worker:
         self._provider = make_provider(config)
         self._store: EventStore | None = None
         self._inflight: set[tuple[str, int]] = set()
+        self._metrics = WorkerMetrics()
 
     def _events(self) -> EventStore:
         if self._store is None:
@@ -120,7 +122,12 @@ class Worker:
         )
         if await self._append(store, [started], expect) is None:
             return await self._late(store, spec, started.type)
+        self._metrics.queue_wait.observe(started.waited)
         outcome = await self._call(spec, pool, key_id, started.at, bound)
+        if isinstance(outcome, TaskSucceeded):
+            self._metrics.call(pool, 200, outcome.elapsed)
+        elif isinstance(outcome, TaskAttemptFailed):
+            self._metrics.call(pool, outcome.code, outcome.elapsed)
         if await self._append(store, [outcome], expect) is None:
             return await self._late(store, spec, outcome.type)
         bound.info("attempt ended", outcome=outcome.type)
