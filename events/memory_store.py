@@ -117,6 +117,10 @@ class MemoryEventStore:
         view = self._hashes.get(self.keys.task(task_id))
         return dict(view) if view else None
 
+    async def task_view_and_position(self, task_id: str) -> tuple[dict[str, str] | None, int | None]:
+        """The view and its rank, in one step."""
+        return await self.task_view(task_id), await self.position(task_id)
+
     async def task_log(self, task_id: str) -> list[dict[str, str]]:
         """The task's events."""
         return [json.loads(r) for r in self._lists.get(self.keys.task_log(task_id), [])]

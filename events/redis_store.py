@@ -245,6 +245,14 @@ class RedisEventStore:
         view: dict[str, str] = await self._r.hgetall(self.keys.task(task_id))
         return view or None
 
+    async def task_view_and_position(self, task_id: str) -> tuple[dict[str, str] | None, int | None]:
+        """The task view and its rank in the waiting set, read in one MULTI/EXEC so they agree."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.task(task_id))
+            pipe.zrank(self.keys.waiting, task_id)
+            view, rank = await pipe.execute()
+        return (view or None), rank
+
     async def task_log(self, task_id: str) -> list[dict[str, str]]:
         """The task's events, in stream order."""
         raw: list[str] = await self._r.lrange(self.keys.task_log(task_id), 0, -1)

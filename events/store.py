@@ -74,6 +74,10 @@ class EventStore(Protocol):
         """The task view hash, or None for an unknown task."""
         ...
 
+    async def task_view_and_position(self, task_id: str) -> tuple[dict[str, str] | None, int | None]:
+        """The task view and its waiting-set rank, read atomically."""
+        ...
+
     async def task_log(self, task_id: str) -> list[dict[str, str]]:
         """The task's events, as stream fields, in stream order."""
         ...

@@ -244,7 +244,10 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
     @app.get("/v1/tasks/{task_id}", response_model=TaskViewOut, tags=["tasks"])
     async def get_task(task_id: TaskId, c: Ctx) -> TaskViewOut:
         """The task view: status, position, ETA, attempts, timestamps, error and result URL."""
-        return await task_view_out(c, task_id, await load_view(c, task_id))
+        view, position = await c.store.task_view_and_position(task_id)
+        if view is None:
+            raise NotFound(f"no task {task_id}")
+        return await task_view_out(c, task_id, view, position)
 
     @app.get("/v1/tasks/{task_id}/watch", response_class=EventSourceResponse, tags=["tasks"])
     async def watch_task(
@@ -262,9 +265,11 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         with c.hub.watch(task_id) as wake:
             while True:
                 wake.clear()
-                view = await load_view(c, task_id)
+                view, position = await c.store.task_view_and_position(task_id)
+                if view is None:
+                    return
                 count = int(view.get("events", 0))
-                out = await task_view_out(c, task_id, view)
+                out = await task_view_out(c, task_id, view, position)
                 if count != seen or out.position != last_position:
                     seen, last_position = count, out.position
                     yield ServerSentEvent(data=out.model_dump(), event="task", id=f"{seen}-{last_position}")
@@ -273,9 +278,11 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), 15)
 
-    async def task_view_out(c: Context, task_id: str, view: dict[str, str]) -> TaskViewOut:
+    async def task_view_out(
+        c: Context, task_id: str, view: dict[str, str], position: int | None
+    ) -> TaskViewOut:
         status = view.get("status", QUEUED)
-        position = await c.store.position(task_id) if status == QUEUED else None
+        position = position if status == QUEUED else None
         return TaskViewOut(
             task_id=task_id,
             user_id=view.get("user_id", ""),

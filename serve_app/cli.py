@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -115,6 +116,33 @@ def demo(
     with running(config, dashboard=False) as live:
         ok = asyncio.run(run_demo(live.api_url, live.config, users, out.absolute(), console))
     raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def top(
+    url: Annotated[str, typer.Argument(help="The instance's base URL.")] = "http://127.0.0.1:8000",
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+    once: Annotated[bool, typer.Option(help="Print one frame and exit.")] = False,
+) -> None:
+    """A live dashboard of a running instance: queue, throughput, waits, pools, alerts."""
+    from rich.live import Live
+
+    from serve_app.top import fetch, render
+
+    with httpx.Client(base_url=url, timeout=10) as client:
+        try:
+            frame = fetch(client)
+        except httpx.HTTPError as exc:
+            console.print(f"[red]cannot reach genqueue at {url}: {exc}[/red]")
+            raise typer.Exit(1) from exc
+        if once:
+            console.print(render(frame, None))
+            return
+        with Live(render(frame, None), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(interval)
+                previous, frame = frame, fetch(client)
+                live.update(render(frame, previous))
 
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="The instance's data directory.")]

@@ -244,17 +244,14 @@ def test_metrics_move_with_a_burst(live: Running) -> None:
         kinds = ["photography", "fitting"] * 6
         for i, kind in enumerate(kinds):
             assert client.post("/v1/tasks", json=payload(100 + i, kind)).status_code == 202
-        target = (
-            before.get(("genqueue_tasks_completed_total", (("kind", "fitting"), ("outcome", "succeeded"))), 0)
-            + 6
-        )
+
+        def completed(m: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+            return sum(v for (name, _), v in m.items() if name == "genqueue_tasks_completed_total")
+
+        target = completed(before) + 12
 
         def burst_done() -> bool:
-            m = scrape(client)
-            return (
-                m.get(("genqueue_tasks_completed_total", (("kind", "fitting"), ("outcome", "succeeded"))), 0)
-                >= target
-            )
+            return completed(scrape(client)) >= target
 
         eventually(burst_done, timeout=60, interval=0.25, what="the burst completed")
         after = scrape(client)
@@ -275,3 +272,17 @@ def test_metrics_move_with_a_burst(live: Running) -> None:
     for pool in ("p1", "p2"):
         assert after[("genqueue_pool_capacity", (("pool", pool),))] == 10
         assert 0 <= after[("genqueue_pool_tokens_available", (("pool", pool),))] <= 10
+
+
+def test_top_prints_a_frame_of_the_running_instance(live: Running) -> None:
+    """genqueue top --once shows the queue, the pools and the alerts of a live instance."""
+    from typer.testing import CliRunner
+
+    from serve_app.cli import app
+
+    result = CliRunner().invoke(app, ["top", live.api_url, "--once"])
+    assert result.exit_code == 0, result.output
+    for text in ("waiting", f"/ {SLOTS} slots", "wait p50 / p99", "p1", "p2", "alerts"):
+        assert text in result.output
+    unreachable = CliRunner().invoke(app, ["top", "http://127.0.0.1:9", "--once"])
+    assert unreachable.exit_code == 1 and "cannot reach genqueue" in unreachable.output

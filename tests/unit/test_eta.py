@@ -35,3 +35,14 @@ def test_slots_bound_when_tokens_are_plenty() -> None:
     assert eta_seconds(0, 0.0, 2, 0, 1.0, pools) == 0.0
     assert eta_seconds(5, 0.0, 2, 0, 1.0, pools) == pytest.approx(2.0)
     assert eta_seconds(1, 0.0, 2, 2, 1.0, pools) == pytest.approx(0.5)
+
+
+def test_histogram_quantiles_interpolate_within_buckets() -> None:
+    """Quantiles of cumulative buckets interpolate like Prometheus's histogram_quantile."""
+    from serve_app.top import histogram_quantile
+
+    buckets = [(1.0, 0.0), (2.0, 10.0), (4.0, 20.0), (float("inf"), 20.0)]
+    assert histogram_quantile(buckets, 0.5) == pytest.approx(2.0)
+    assert histogram_quantile(buckets, 0.75) == pytest.approx(3.0)
+    assert histogram_quantile(buckets, 0.25) == pytest.approx(1.5)
+    assert histogram_quantile([], 0.5) == 0.0

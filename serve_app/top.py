@@ -1,0 +1,83 @@
+"""`genqueue top`: a live terminal view of a running instance, from /v1/queue and /metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Group
+from rich.table import Table
+
+
+def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """The q-quantile (0-1) of a cumulative histogram, interpolated within its bucket, as Prometheus does."""
+    if not buckets or buckets[-1][1] <= 0:
+        return 0.0
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            span = count - lower_count
+            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / span if span else 0.0)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+@dataclass(slots=True)
+class Frame:
+    """One refresh: the queue overview, the wait histogram, and the completions counted so far."""
+
+    queue: dict[str, Any]
+    wait_buckets: list[tuple[float, float]]
+    completed: float
+    at: float = field(default_factory=time.monotonic)
+
+
+def fetch(client: httpx.Client) -> Frame:
+    """Read /v1/queue and /metrics once."""
+    queue = client.get("/v1/queue").json()
+    buckets: list[tuple[float, float]] = []
+    completed = 0.0
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for s in family.samples:
+            if s.name == "genqueue_queue_wait_seconds_bucket":
+                buckets.append((float(s.labels["le"]), s.value))
+            elif s.name == "genqueue_tasks_completed_total":
+                completed += s.value
+    return Frame(queue, sorted(buckets), completed)
+
+
+def render(frame: Frame, previous: Frame | None) -> Group:
+    """The dashboard for one frame; throughput from the change since the previous one."""
+    q = frame.queue
+    rate = 0.0
+    if previous is not None and frame.at > previous.at:
+        rate = (frame.completed - previous.completed) / (frame.at - previous.at)
+    head = Table(show_header=False, title="genqueue")
+    head.add_row("waiting", str(q["waiting"]))
+    head.add_row("running", f"{q['running']} / {q['slots']} slots")
+    head.add_row("throughput", f"{rate:.2f} tasks/s (bound {q['throughput_bound_per_second']:.2f})")
+    p50, p99 = (histogram_quantile(frame.wait_buckets, q) for q in (0.5, 0.99))
+    head.add_row("wait p50 / p99", f"{p50:.1f} s / {p99:.1f} s")
+    head.add_row("ended", f"succeeded {q['succeeded']}, failed {q['failed']}, cancelled {q['cancelled']}")
+    pools = Table(title="pools")
+    for col in ("pool", "tokens left", "window", "calls", "state"):
+        pools.add_column(col)
+    for p in q["pools"]:
+        pools.add_row(
+            p["name"],
+            f"{p['window_left']}/{p['capacity']}",
+            f"{p['window_seconds']:g} s",
+            str(p["calls"]),
+            p.get("state", "ok"),
+        )
+    alerts = Table(title="alerts")
+    alerts.add_column("active")
+    for alert in q.get("alerts", []) or [{"name": "none"}]:
+        alerts.add_row(str(alert.get("name", alert)))
+    return Group(head, pools, alerts)
