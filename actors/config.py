@@ -111,6 +111,20 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertsConfig:
+    """Alert thresholds and where to send alerts."""
+
+    waiting_above: int = 50
+    error_rate_above: float = 0.10
+    error_window_seconds: float = 300.0
+    error_min_calls: int = 10
+    processing_above_seconds: float = 180.0
+    resolve_ratio: float = 0.8
+    webhooks: tuple[str, ...] = ()
+    webhook_attempts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     """Bounds on what a submit may carry."""
 
@@ -134,6 +148,7 @@ class Config:
     pools: tuple[PoolConfig, ...] = field(default_factory=_default_pools)
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def key_secret(self, key_id: str) -> Secret:
         """The secret behind a key id."""
@@ -150,6 +165,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "provider": ProviderConfig,
     "server": ServerConfig,
     "limits": LimitsConfig,
+    "alerts": AlertsConfig,
 }
 
 
@@ -162,6 +178,9 @@ def _coerce(where: str, value: Any, target: Any) -> Any:
             return bool(value)
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError("not a whole number")
+        if kind is tuple:
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(str(v).strip() for v in items if str(v).strip())
         return kind(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from exc
@@ -238,6 +257,9 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"redis.durability: expected 'server' or 'waitaof', got {config.redis.durability!r}"
         )
+    for url in config.alerts.webhooks:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"alerts.webhooks: {url!r} is not an http(s) URL")
     q, p = config.queue, config.provider
     if q.slots < 1 or q.workers < 1 or q.max_attempts < 1 or q.lease_seconds <= 0:
         raise ConfigError("[queue]: slots, workers and max_attempts must be >= 1, lease_seconds > 0")

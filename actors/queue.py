@@ -13,12 +13,13 @@ from typing import Any
 
 import structlog
 
+from actors.alerts import deliver, evaluate, payload, rules_from
 from actors.config import Config
-from actors.decide import Policy, decide, next_wakeup
+from actors.decide import Decision, Policy, decide, next_wakeup
 from actors.logs import configure
 from actors.telemetry import QueueMetrics
 from actors.worker import AttemptSpec
-from events.catalogue import SnapshotTaken, StoredEvent, TaskDispatched
+from events.catalogue import AlertRaised, AlertResolved, SnapshotTaken, StoredEvent, TaskDispatched
 from events.errors import StoreUnavailableError
 from events.queue_state import QueueState, apply, restore, snapshot
 from events.redis_store import RedisEventStore
@@ -27,6 +28,7 @@ log = structlog.get_logger("genqueue.queue")
 
 MAX_BLOCK_MS = 1000
 SNAPSHOT_ACTOR = "queue"
+ALERT_EVERY_SECONDS = 1.0
 
 
 class Queue:
@@ -56,6 +58,9 @@ class Queue:
         self._snapshot_at = time.monotonic()
         self._recovery: dict[str, Any] = {}
         self._metrics = QueueMetrics()
+        self._alert_rules = rules_from(config.alerts)
+        self._alerts_at = 0.0
+        self._deliveries: set[asyncio.Task[bool]] = set()
         self._store = self._call(self._connect)
         started = time.monotonic()
         self._call(self._recover)
@@ -125,6 +130,15 @@ class Queue:
                 apply(self._state, stored)
             replayed += len(batch)
 
+    def _notify(self, event: AlertRaised | AlertResolved) -> None:
+        """Deliver an alert to every configured webhook, in the background."""
+        log.warning("alert " + ("raised" if isinstance(event, AlertRaised) else "resolved"), alert=event.name)
+        body = payload(event, self._config.redis.namespace)
+        for url in self._config.alerts.webhooks:
+            task = asyncio.ensure_future(deliver(url, body, self._config.alerts.webhook_attempts, self._rng))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
     def _send(self, task_id: str, attempt: int, worker: int, resent: bool = False) -> None:
         entry = self._state.tasks.get(task_id)
         if entry is None:
@@ -149,10 +163,17 @@ class Queue:
                 self._since_snapshot += 1
             if isinstance(event, TaskDispatched) and self._state.running.get(event.task_id):
                 self._send(event.task_id, event.attempt, event.worker)
+            elif isinstance(event, AlertRaised | AlertResolved):
+                self._notify(event)
 
     async def _step(self) -> None:
         now = time.time()
         decisions = decide(self._state, self._policy, now, self._rng)
+        if now - self._alerts_at >= ALERT_EVERY_SECONDS:
+            self._alerts_at = now
+            alerts = evaluate(self._state, self._alert_rules, now)
+            if alerts:
+                decisions.append(Decision(tuple(alerts)))
         for decision in decisions:
             await self._store.append(decision.events, decision.expect or None)
         if decisions:

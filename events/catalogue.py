@@ -179,6 +179,30 @@ class SnapshotTaken:
     at: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRaised:
+    """A rule's condition holds: `value` passed `threshold`."""
+
+    type: ClassVar[str] = "alert.raised"
+    version: ClassVar[int] = 1
+    name: str
+    value: float
+    threshold: float
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertResolved:
+    """A raised alert's condition cleared (past the hysteresis band)."""
+
+    type: ClassVar[str] = "alert.resolved"
+    version: ClassVar[int] = 1
+    name: str
+    value: float
+    at: float
+
+
 TaskEvent = (
     TaskSubmitted
     | TaskDispatched
@@ -191,7 +215,7 @@ TaskEvent = (
     | TaskCancelled
     | TaskLateOutcomeIgnored
 )
-Event = TaskEvent | KeyTokenGranted | SnapshotTaken
+Event = TaskEvent | KeyTokenGranted | SnapshotTaken | AlertRaised | AlertResolved
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
@@ -208,6 +232,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskLateOutcomeIgnored,
         KeyTokenGranted,
         SnapshotTaken,
+        AlertRaised,
+        AlertResolved,
     )
 }
 

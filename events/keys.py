@@ -52,6 +52,11 @@ class Keys:
         return f"{self.prefix}:hist:{name}"
 
     @property
+    def alerts(self) -> str:
+        """Hash: active alerts by name (JSON)."""
+        return f"{self.prefix}:alerts"
+
+    @property
     def stats(self) -> str:
         """Hash: counters for the queue overview."""
         return f"{self.prefix}:stats"

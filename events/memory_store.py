@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted, stream_id_key
 from events.codec import decode, encode, log_entry
 from events.keys import Keys
-from events.projection import Expire, HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
+from events.projection import Expire, HDel, HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
 from events.store import Expect, QueueCounts, SubmitReceipt
 
 
@@ -44,6 +45,8 @@ class MemoryEventStore:
                 self._sets.setdefault(op.key, set()).add(op.member)
             case SRem():
                 self._sets.get(op.key, set()).discard(op.member)
+            case HDel():
+                self._hashes.get(op.key, {}).pop(op.field, None)
             case Expire():
                 pass  # nothing here lives long enough to expire
             case ZTrim():
@@ -165,6 +168,11 @@ class MemoryEventStore:
         return {
             n: {k: float(v) for k, v in self._hashes.get(self.keys.histogram(n), {}).items()} for n in names
         }
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        """The active alerts."""
+        raw = self._hashes.get(self.keys.alerts, {}).values()
+        return sorted((json.loads(r) for r in raw), key=lambda a: str(a["name"]))
 
     async def ping(self) -> bool:
         """Always answers."""

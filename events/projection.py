@@ -6,6 +6,7 @@ feeds the Redis hash, so the live read model and a replayed one cannot disagree.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -15,6 +16,8 @@ from events.catalogue import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    AlertRaised,
+    AlertResolved,
     Event,
     KeyTokenGranted,
     SnapshotTaken,
@@ -100,7 +103,15 @@ class Expire:
     seconds: int
 
 
-Op = HSet | HIncr | ZAdd | ZRem | SAdd | SRem | ZTrim | Expire
+@dataclass(frozen=True, slots=True)
+class HDel:
+    """Remove a field from a hash."""
+
+    key: str
+    field: str
+
+
+Op = HSet | HIncr | ZAdd | ZRem | SAdd | SRem | ZTrim | Expire | HDel
 
 # Histogram bucket bounds (seconds) for queue wait and processing time.
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0)
@@ -151,7 +162,7 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             return {"status": FAILED, "error": event.error, "finished_at": event.at}
         case TaskCancelled():
             return {"status": CANCELLED, "error": event.reason, "finished_at": event.at}
-        case TaskLateOutcomeIgnored() | KeyTokenGranted() | SnapshotTaken():
+        case TaskLateOutcomeIgnored() | KeyTokenGranted() | SnapshotTaken() | AlertRaised() | AlertResolved():
             return {}
         case _:
             assert_never(event)
@@ -160,6 +171,16 @@ def view_fields(event: Event) -> dict[str, Scalar]:
 def project(event: Event, keys: Keys) -> list[Op]:
     """Every read-model write that goes into the same transaction as `event`."""
     ops: list[Op] = []
+    if isinstance(event, AlertRaised):
+        detail = {
+            "name": event.name,
+            "value": event.value,
+            "threshold": event.threshold,
+            "detail": event.detail,
+        }
+        return [HSet(keys.alerts, {event.name: json.dumps({**detail, "since": event.at})})]
+    if isinstance(event, AlertResolved):
+        return [HDel(keys.alerts, event.name)]
     if isinstance(event, SnapshotTaken):
         return ops
     fields = view_fields(event)
@@ -222,8 +243,6 @@ def project(event: Event, keys: Keys) -> list[Op]:
             ]
         case TaskStarted():
             ops += observe(keys.histogram("queue_wait"), event.waited)
-        case SnapshotTaken():
-            pass
         case _:
             assert_never(event)
     return ops

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, assert_never
 
 from events.catalogue import (
+    AlertRaised,
+    AlertResolved,
     Event,
     KeyTokenGranted,
     SnapshotTaken,
@@ -24,6 +26,9 @@ from events.catalogue import (
     TaskSubmitted,
     TaskSucceeded,
 )
+
+OUTCOME_BUCKET_SECONDS = 10
+OUTCOME_BUCKETS = 60  # ten minutes: the longest error-rate window an alert rule may use
 
 
 @dataclass(slots=True)
@@ -43,11 +48,12 @@ class TaskEntry:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A slot held by one attempt until `deadline`."""
+    """A slot held by one attempt, dispatched at `since`, until `deadline`."""
 
     attempt: int
     worker: int
     deadline: float
+    since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,18 @@ class QueueState:
     failed: int = 0
     cancelled: int = 0
     late: int = 0
+    # Upstream outcomes per 10 s bucket (bucket start -> [ok, errors]), the last OUTCOME_BUCKETS.
+    outcomes: dict[int, list[int]] = field(default_factory=dict)
+    alerts: dict[str, float] = field(default_factory=dict)
+
+    def record_outcome(self, at: float, ok: bool) -> None:
+        """Count one upstream call's outcome in its 10 s bucket, forgetting old buckets."""
+        bucket = int(at // OUTCOME_BUCKET_SECONDS) * OUTCOME_BUCKET_SECONDS
+        counts = self.outcomes.setdefault(bucket, [0, 0])
+        counts[0 if ok else 1] += 1
+        if len(self.outcomes) > OUTCOME_BUCKETS:
+            for old in sorted(self.outcomes)[: len(self.outcomes) - OUTCOME_BUCKETS]:
+                del self.outcomes[old]
 
     @property
     def waiting(self) -> int:
@@ -114,6 +132,12 @@ def apply(state: QueueState, stored: StoredEvent) -> QueueState:
 
 
 def _apply_event(state: QueueState, event: Event) -> None:
+    if isinstance(event, AlertRaised):
+        state.alerts[event.name] = event.at
+        return
+    if isinstance(event, AlertResolved):
+        state.alerts.pop(event.name, None)
+        return
     if isinstance(event, SnapshotTaken):
         return
     t = event.task_id
@@ -139,12 +163,14 @@ def _apply_event(state: QueueState, event: Event) -> None:
                 return
             state._unqueue(t)
             entry.attempts = event.attempt
-            state.running[t] = Lease(event.attempt, event.worker, event.lease_deadline)
+            state.running[t] = Lease(event.attempt, event.worker, event.lease_deadline, event.at)
         case TaskSucceeded():
+            state.record_outcome(event.at, ok=True)
             if state._holds(t, event.attempt):
                 state._end(t)
                 state.succeeded += 1
         case TaskAttemptFailed():
+            state.record_outcome(event.at, ok=False)
             if state._holds(t, event.attempt):
                 del state.running[t]
                 state.to_decide[t] = EndedAttempt(event.attempt, event.error, event.retryable)
@@ -198,6 +224,8 @@ def snapshot(state: QueueState) -> dict[str, Any]:
         "seq": state.seq,
         "last_id": state.last_id,
         "counters": [state.succeeded, state.failed, state.cancelled, state.late],
+        "outcomes": {str(b): c for b, c in state.outcomes.items()},
+        "alerts": state.alerts,
     }
 
 
@@ -217,6 +245,8 @@ def restore(data: dict[str, Any]) -> QueueState:
             last_id=str(data["last_id"]),
         )
         state.succeeded, state.failed, state.cancelled, state.late = (int(n) for n in data["counters"])
+        state.outcomes = {int(b): [int(ok), int(err)] for b, (ok, err) in data.get("outcomes", {}).items()}
+        state.alerts = {str(n): float(at) for n, at in data.get("alerts", {}).items()}
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed snapshot: {exc!r}") from exc
     return state

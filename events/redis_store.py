@@ -19,7 +19,7 @@ from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted
 from events.codec import decode, encode, log_entry
 from events.errors import StoreUnavailableError
 from events.keys import Keys
-from events.projection import Expire, HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
+from events.projection import Expire, HDel, HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
 from events.store import Expect, QueueCounts, SubmitReceipt
 
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -46,6 +46,8 @@ def _queue_op(pipe: Any, op: Op) -> None:
             pipe.zremrangebyscore(op.key, "-inf", op.max_score)
         case Expire():
             pipe.expire(op.key, op.seconds)
+        case HDel():
+            pipe.hdel(op.key, op.field)
 
 
 class RedisEventStore:
@@ -310,6 +312,11 @@ class RedisEventStore:
                 pipe.hgetall(self.keys.histogram(name))
             replies = await pipe.execute()
         return {n: {k: float(v) for k, v in r.items()} for n, r in zip(names, replies, strict=True)}
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        """HVALS of the active-alerts hash."""
+        raw: list[str] = await self._r.hvals(self.keys.alerts)
+        return sorted((json.loads(r) for r in raw), key=lambda a: str(a["name"]))
 
     async def ping(self) -> bool:
         """PING."""

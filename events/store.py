@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from events.catalogue import Event, StoredEvent, TaskSubmitted
 
@@ -104,6 +104,10 @@ class EventStore(Protocol):
 
     async def histograms(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
         """Bucket counts (`le:<bound>`), `sum` and `count` of each named histogram."""
+        ...
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        """The active alerts."""
         ...
 
     async def ping(self) -> bool:

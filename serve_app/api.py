@@ -357,7 +357,7 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             "mean_latency_seconds": round(latency, 3),
             "throughput_bound_per_second": round(rate, 3),
             "pools": pools,
-            "alerts": [],
+            "alerts": await c.store.alerts(),
         }
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from actors.config import Config, PoolConfig, ProviderConfig, QueueConfig, Secret
+from actors.config import AlertsConfig, Config, PoolConfig, ProviderConfig, QueueConfig, Secret
 from events.catalogue import TaskSubmitted
 
 T = TypeVar("T")
@@ -54,6 +54,7 @@ def make_config(
     workers: int = 2,
     port: int = 8000,
     snapshot_every: int = 5000,
+    alerts: AlertsConfig | None = None,
 ) -> Config:
     """A fast config on a fresh namespace: offline provider, short windows."""
     base = Config()
@@ -72,4 +73,5 @@ def make_config(
             PoolConfig(name=n, rpm=rpm, keys=(Secret(f"k-{n}"),), window_seconds=w) for n, rpm, w in pools
         ),
         server=replace(base.server, data_dir=data_dir, port=port),
+        alerts=alerts or AlertsConfig(),
     )

@@ -1,0 +1,122 @@
+"""Alert rules, evaluated by the QueueActor on its own state: pure decisions with hysteresis.
+
+A rule raises when its value passes the threshold and resolves only once the value is
+back at or under `resolve_ratio` * threshold, so a value hovering at the threshold does
+not flap. Raised and resolved alerts are events; webhooks get them as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+
+from actors.config import AlertsConfig
+from actors.decide import backoff
+from events.catalogue import AlertRaised, AlertResolved, Event
+from events.queue_state import OUTCOME_BUCKET_SECONDS, QueueState
+
+log = structlog.get_logger("genqueue.alerts")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRules:
+    """Thresholds, from config."""
+
+    waiting_above: int = 50
+    error_rate_above: float = 0.10
+    error_window_seconds: float = 300.0
+    error_min_calls: int = 10
+    processing_above_seconds: float = 180.0
+    resolve_ratio: float = 0.8
+
+
+def error_rate(state: QueueState, now: float, window: float) -> tuple[float, int]:
+    """(share of failed upstream calls, calls) over the buckets inside the last `window` seconds."""
+    since = now - window - OUTCOME_BUCKET_SECONDS
+    ok = errors = 0
+    for bucket, (good, bad) in state.outcomes.items():
+        if bucket >= since:
+            ok += good
+            errors += bad
+    calls = ok + errors
+    return (errors / calls if calls else 0.0), calls
+
+
+def evaluate(state: QueueState, rules: AlertRules, now: float) -> list[Event]:
+    """The alert events that the state calls for at `now`; empty when nothing changes."""
+    rate, calls = error_rate(state, now, rules.error_window_seconds)
+    oldest = min((lease.since for lease in state.running.values() if lease.since), default=now)
+    slowest = max(
+        ((now - lease.since, task) for task, lease in state.running.items() if lease.since), default=(0.0, "")
+    )
+    checks = [
+        ("backlog", float(state.waiting), float(rules.waiting_above), f"{state.waiting} tasks waiting"),
+        (
+            "upstream_error_rate",
+            rate if calls >= rules.error_min_calls else 0.0,
+            rules.error_rate_above,
+            f"{rate:.0%} of {calls} upstream calls failed in {rules.error_window_seconds:g} s",
+        ),
+        (
+            "slow_task",
+            now - oldest,
+            rules.processing_above_seconds,
+            f"task {slowest[1]} processing for {slowest[0]:.0f} s",
+        ),
+    ]
+    events: list[Event] = []
+    for name, value, threshold, detail in checks:
+        active = name in state.alerts
+        if not active and value > threshold:
+            events.append(AlertRaised(name=name, value=value, threshold=threshold, detail=detail, at=now))
+        elif active and value <= threshold * rules.resolve_ratio:
+            events.append(AlertResolved(name=name, value=value, at=now))
+    return events
+
+
+def rules_from(config: AlertsConfig) -> AlertRules:
+    """The rules of an [alerts] config section."""
+    return AlertRules(
+        waiting_above=config.waiting_above,
+        error_rate_above=config.error_rate_above,
+        error_window_seconds=config.error_window_seconds,
+        error_min_calls=config.error_min_calls,
+        processing_above_seconds=config.processing_above_seconds,
+        resolve_ratio=config.resolve_ratio,
+    )
+
+
+def payload(event: AlertRaised | AlertResolved, namespace: str) -> dict[str, Any]:
+    """The JSON a webhook receives."""
+    body: dict[str, Any] = {
+        "namespace": namespace,
+        "state": "raised" if isinstance(event, AlertRaised) else "resolved",
+    }
+    body.update({f.name: getattr(event, f.name) for f in dataclasses.fields(event)})
+    return body
+
+
+async def deliver(url: str, body: dict[str, Any], attempts: int, rng: random.Random) -> bool:
+    """POST `body` to `url`, retrying with exponential backoff and full jitter; True once a 2xx arrives."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await client.post(url, json=body)
+                if response.is_success:
+                    log.info(
+                        "alert delivered", url=url, alert=body["name"], state=body["state"], attempt=attempt
+                    )
+                    return True
+                reason = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                reason = type(exc).__name__
+            log.warning("alert delivery failed", url=url, alert=body["name"], attempt=attempt, reason=reason)
+            if attempt < attempts:
+                await asyncio.sleep(backoff(attempt, 0.5, 30.0, rng.random()))
+    return False
