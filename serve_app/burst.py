@@ -151,7 +151,8 @@ async def run_burst(
             if sum(q[k] for k in TERMINAL) - base_done >= len(ids):
                 break
             await asyncio.sleep(poll)
-        await asyncio.wait(watchers, timeout=30) if watchers else None
+        if watchers:
+            await asyncio.wait(watchers, timeout=30)
         sem = asyncio.Semaphore(32)
 
         async def fetch(task_id: str) -> None:

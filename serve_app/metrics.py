@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -28,6 +29,7 @@ class Figures:
     counts: QueueCounts
     histograms: dict[str, dict[str, float]]
     grants: dict[str, list[float]]
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def read_figures(store: EventStore, config: Config) -> Figures:
@@ -36,7 +38,7 @@ async def read_figures(store: EventStore, config: Config) -> Figures:
     counts = await store.counts()
     histograms = await store.histograms(list(HISTOGRAMS))
     grants = await store.grant_times({p.name: now - p.window_seconds for p in config.pools})
-    return Figures(counts, histograms, grants)
+    return Figures(counts, histograms, grants, await store.alerts())
 
 
 class _Scrape(Collector):
@@ -58,8 +60,8 @@ class _Scrape(Collector):
             "Upstream calls by pool and HTTP status (0: no response).",
             labels=["pool", "code"],
         )
-        for field, value in sorted(stats.items()):
-            parts = field.split(":")
+        for name, value in sorted(stats.items()):
+            parts = name.split(":")
             if parts[0] == "submitted" and len(parts) == 2:
                 submitted.add_metric([parts[1]], value)
             elif parts[0] == "completed" and len(parts) == 3:
@@ -82,6 +84,12 @@ class _Scrape(Collector):
             tokens.add_metric([pool.name], max(0, cap - len(self._f.grants.get(pool.name, []))))
             calls.add_metric([pool.name], stats.get(f"calls:{pool.name}", 0.0))
         yield from (capacity, tokens, calls)
+        alerts = GaugeMetricFamily(
+            "genqueue_alerts_active", "Active alerts (1 while raised).", labels=["name"]
+        )
+        for alert in self._f.alerts:
+            alerts.add_metric([str(alert["name"])], 1.0)
+        yield alerts
 
     def _histogram(self, name: str, doc: str) -> HistogramMetricFamily:
         data = self._f.histograms.get(name, {})

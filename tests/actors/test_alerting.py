@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -11,8 +12,19 @@ from typing import Any
 import pytest
 
 from actors.config import AlertsConfig
+from events.redis_store import RedisEventStore
+from serve_app.metrics import read_figures, render
 from tests.actors.conftest import Cluster
 from tests.helpers import eventually
+
+
+async def read_figures_text(cluster: Cluster) -> str:
+    """/metrics as the app renders it, from this cluster's store."""
+    store = RedisEventStore.from_url(cluster.config.redis.url, cluster.config.redis.namespace)
+    try:
+        return render(await read_figures(store, cluster.config), cluster.config).decode()
+    finally:
+        await store.close()
 
 
 @pytest.fixture
@@ -56,6 +68,8 @@ def test_backlog_alert_is_raised_resolved_and_delivered(
 
     listed = eventually(active, timeout=30, what="the alert listed as active")
     assert listed[0]["name"] == "backlog" and listed[0]["threshold"] == 3
+    scrape = asyncio.run(read_figures_text(cluster))
+    assert 'genqueue_alerts_active{name="backlog"} 1.0' in scrape
     eventually(lambda: cluster.ended(ids), timeout=60, what="all tasks ended")
     eventually(lambda: len(received) >= 2, timeout=30, what="both deliveries")
     log = [s.event for s in cluster.log()]
