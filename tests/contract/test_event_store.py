@@ -79,13 +79,11 @@ def test_tail_waits_for_the_next_event(run: Callable[[Body], None]) -> None:
     async def body(store: EventStore) -> None:
         assert await store.tail("0-0", 50) == []
         first = submitted()
-
-        async def later() -> None:
-            await asyncio.sleep(0.1)
-            await store.append([first])
-
         waiter = asyncio.create_task(store.tail("0-0", 5000))
-        await later()
+        # Still blocked after 100 ms with nothing in the stream:
+        done, _ = await asyncio.wait({waiter}, timeout=0.1)
+        assert not done
+        await store.append([first])
         got = await asyncio.wait_for(waiter, 10)
         assert [s.event for s in got] == [first]
 
