@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,18 +21,6 @@ from events.catalogue import AlertRaised, AlertResolved, Event
 from events.queue_state import OUTCOME_BUCKET_SECONDS, QueueState
 
 log = structlog.get_logger("genqueue.alerts")
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRules:
-    """Thresholds, from config."""
-
-    waiting_above: int = 50
-    error_rate_above: float = 0.10
-    error_window_seconds: float = 300.0
-    error_min_calls: int = 10
-    processing_above_seconds: float = 180.0
-    resolve_ratio: float = 0.8
 
 
 def error_rate(state: QueueState, now: float, window: float) -> tuple[float, int]:
@@ -48,7 +35,7 @@ def error_rate(state: QueueState, now: float, window: float) -> tuple[float, int
     return (errors / calls if calls else 0.0), calls
 
 
-def evaluate(state: QueueState, rules: AlertRules, now: float) -> list[Event]:
+def evaluate(state: QueueState, rules: AlertsConfig, now: float) -> list[Event]:
     """The alert events that the state calls for at `now`; empty when nothing changes."""
     rate, calls = error_rate(state, now, rules.error_window_seconds)
     oldest = min((lease.since for lease in state.running.values() if lease.since), default=now)
@@ -78,18 +65,6 @@ def evaluate(state: QueueState, rules: AlertRules, now: float) -> list[Event]:
         elif active and value <= threshold * rules.resolve_ratio:
             events.append(AlertResolved(name=name, value=value, at=now))
     return events
-
-
-def rules_from(config: AlertsConfig) -> AlertRules:
-    """The rules of an [alerts] config section."""
-    return AlertRules(
-        waiting_above=config.waiting_above,
-        error_rate_above=config.error_rate_above,
-        error_window_seconds=config.error_window_seconds,
-        error_min_calls=config.error_min_calls,
-        processing_above_seconds=config.processing_above_seconds,
-        resolve_ratio=config.resolve_ratio,
-    )
 
 
 def payload(event: AlertRaised | AlertResolved, namespace: str) -> dict[str, Any]:

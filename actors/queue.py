@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from actors.alerts import deliver, evaluate, payload, rules_from
+from actors.alerts import deliver, evaluate, payload
 from actors.config import Config
 from actors.decide import Decision, Policy, decide, next_wakeup
 from actors.logs import configure
@@ -58,7 +58,6 @@ class Queue:
         self._snapshot_at = time.monotonic()
         self._recovery: dict[str, Any] = {}
         self._metrics = QueueMetrics()
-        self._alert_rules = rules_from(config.alerts)
         self._alerts_at = 0.0
         self._deliveries: set[asyncio.Task[bool]] = set()
         self._store = self._call(self._connect)
@@ -171,7 +170,7 @@ class Queue:
         decisions = decide(self._state, self._policy, now, self._rng)
         if now - self._alerts_at >= ALERT_EVERY_SECONDS:
             self._alerts_at = now
-            alerts = evaluate(self._state, self._alert_rules, now)
+            alerts = evaluate(self._state, self._config.alerts, now)
             if alerts:
                 decisions.append(Decision(tuple(alerts)))
         for decision in decisions:

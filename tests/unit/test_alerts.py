@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from actors.alerts import AlertRules, evaluate
+from actors.alerts import evaluate
+from actors.config import AlertsConfig
 from events.catalogue import AlertRaised, AlertResolved, StoredEvent, TaskDispatched
 from events.queue_state import QueueState, apply
 from tests.helpers import submitted
@@ -16,7 +17,7 @@ def fold(state: QueueState, events: list) -> QueueState:  # type: ignore[type-ar
 
 def test_backlog_raises_above_and_resolves_below_the_band() -> None:
     """Raised at 6 > 5 waiting, still active at 5 and 4.5 (band 0.8 * 5 = 4), resolved at 4."""
-    rules = AlertRules(waiting_above=5)
+    rules = AlertsConfig(waiting_above=5)
     state = QueueState()
     fold(state, [submitted(at=1.0) for _ in range(6)])
     raised = evaluate(state, rules, now=10.0)
@@ -35,7 +36,7 @@ def test_backlog_raises_above_and_resolves_below_the_band() -> None:
 
 def test_error_rate_needs_enough_calls_and_uses_its_window() -> None:
     """3 failures of 10 calls in the window raise; the same calls outside the window do not."""
-    rules = AlertRules(error_rate_above=0.1, error_min_calls=10, error_window_seconds=60)
+    rules = AlertsConfig(error_rate_above=0.1, error_min_calls=10, error_window_seconds=60)
     state = QueueState()
     for i in range(10):
         state.record_outcome(100.0 + i, ok=i >= 3)
@@ -53,6 +54,6 @@ def test_a_task_processing_too_long_raises_slow_task() -> None:
     state = QueueState()
     s = submitted(at=5.0)
     fold(state, [s, TaskDispatched(task_id=s.task_id, attempt=1, worker=0, lease_deadline=999, at=5.0)])
-    assert evaluate(state, AlertRules(), now=100.0) == []
-    (raised,) = [e for e in evaluate(state, AlertRules(), now=205.0) if isinstance(e, AlertRaised)]
+    assert evaluate(state, AlertsConfig(), now=100.0) == []
+    (raised,) = [e for e in evaluate(state, AlertsConfig(), now=205.0) if isinstance(e, AlertRaised)]
     assert raised.name == "slow_task" and s.task_id in raised.detail
