@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -21,6 +23,10 @@ from events.catalogue import AlertRaised, AlertResolved, Event
 from events.queue_state import OUTCOME_BUCKET_SECONDS, QueueState
 
 log = structlog.get_logger("genqueue.alerts")
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def error_rate(state: QueueState, now: float, window: float) -> tuple[float, int]:
@@ -35,8 +41,17 @@ def error_rate(state: QueueState, now: float, window: float) -> tuple[float, int
     return (errors / calls if calls else 0.0), calls
 
 
-def evaluate(state: QueueState, rules: AlertsConfig, now: float) -> list[Event]:
-    """The alert events that the state calls for at `now`; empty when nothing changes."""
+def evaluate(
+    state: QueueState,
+    rules: AlertsConfig,
+    now: float,
+    pools: Sequence[tuple[str, Mapping[str, str]]] = (),
+) -> list[Event]:
+    """The alert events that the state calls for at `now`; empty when nothing changes.
+
+    `pools` names each pool's keys (key id -> hint) for the parked-pool and disabled-key
+    rules; a disabled key whose hint changed was replaced and no longer alerts.
+    """
     rate, calls = error_rate(state, now, rules.error_window_seconds)
     oldest = min((lease.since for lease in state.running.values() if lease.since), default=now)
     slowest = max(
@@ -57,6 +72,29 @@ def evaluate(state: QueueState, rules: AlertsConfig, now: float) -> list[Event]:
             f"task {slowest[1]} processing for {slowest[0]:.0f} s",
         ),
     ]
+    for pool, hints in pools:
+        parked = state.parked.get(pool, 0.0)
+        checks.append(
+            (
+                f"pool_parked:{pool}",
+                1.0 if parked > now else 0.0,
+                0.5,
+                f"pool {pool} is parked until its daily quota resets at {_utc(parked)}",
+            )
+        )
+        for key_id, hint in hints.items():
+            off = state.disabled.get(key_id) == hint
+            detail = f"key {key_id} was rejected by upstream and is disabled; replace it in the config"
+            checks.append((f"key_disabled:{key_id}", 1.0 if off else 0.0, 0.5, detail))
+    gone = state.last_not_found > state.last_success
+    checks.append(
+        (
+            "model_not_found",
+            1.0 if gone else 0.0,
+            0.5,
+            "upstream answers 404 for the configured model: it was retired or renamed; set provider.model",
+        )
+    )
     events: list[Event] = []
     for name, value, threshold, detail in checks:
         active = name in state.alerts

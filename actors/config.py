@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -41,6 +42,16 @@ class Secret:
 
     def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
         return (Secret, (self._value,))
+
+    def hint(self) -> str:
+        """Four characters that tell keys apart in events and logs, never most of the key.
+
+        The last four characters of a key of 16 or more; four hex digits of a short key's
+        SHA-256 otherwise.
+        """
+        if len(self._value) >= 16:
+            return self._value[-4:]
+        return hashlib.sha256(self._value.encode()).hexdigest()[:4]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,17 +99,49 @@ class ProviderConfig:
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
-    """One quota pool: an upstream project, its rate limit and its keys."""
+    """One quota pool: an upstream project, its limits and its keys.
+
+    `rpm` requests and `ipm` images per window of `window_seconds` (scaled from a minute;
+    0 = no separate images limit), `rpd` requests per day, reset at midnight Pacific
+    (0 = no daily limit).
+    """
 
     name: str
     rpm: int
     keys: tuple[Secret, ...]
     window_seconds: float = 60.0
+    ipm: int = 0
+    rpd: int = 0
 
     @property
     def key_ids(self) -> tuple[str, ...]:
         """Names for the keys that are safe to log: pool name and position."""
         return tuple(f"{self.name}#{i + 1}" for i in range(len(self.keys)))
+
+    @property
+    def key_hints(self) -> dict[str, str]:
+        """Key id -> the key's hint (see `Secret.hint`)."""
+        return {kid: key.hint() for kid, key in zip(self.key_ids, self.keys, strict=True)}
+
+    @property
+    def rate(self) -> int:
+        """Calls per minute this pool may make: the smaller of its request and image limits."""
+        return min(self.rpm, self.ipm) if self.ipm else self.rpm
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPoolConfig:
+    """How the key pool spends and learns its quota (see `actors.keypool_logic.Tuning`).
+
+    `margin_seconds` is added to every window: a call reaches upstream a few milliseconds
+    after its token is granted, and the spread between calls must not let a window
+    upstream hold one call too many.
+    """
+
+    margin_seconds: float = 0.05
+    decrease: float = 0.7
+    probe_after_windows: float = 10.0
+    probe_step: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +190,7 @@ class Config:
     provider: ProviderConfig = field(default_factory=ProviderConfig)
     pools: tuple[PoolConfig, ...] = field(default_factory=_default_pools)
     server: ServerConfig = field(default_factory=ServerConfig)
+    keypool: KeyPoolConfig = field(default_factory=KeyPoolConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
@@ -164,6 +208,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "queue": QueueConfig,
     "provider": ProviderConfig,
     "server": ServerConfig,
+    "keypool": KeyPoolConfig,
     "limits": LimitsConfig,
     "alerts": AlertsConfig,
 }
@@ -219,19 +264,25 @@ def _pools(raw: Any, env: Mapping[str, str]) -> tuple[PoolConfig, ...]:
         where = f"pools[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: expected a table")
-        unknown = set(item) - {"name", "rpm", "keys", "window_seconds"}
+        unknown = set(item) - {"name", "rpm", "ipm", "rpd", "keys", "window_seconds"}
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         name = str(item.get("name") or f"pool-{i + 1}")
         rpm = _coerce(f"{where}.rpm", item.get("rpm"), int)
+        ipm = _coerce(f"{where}.ipm", item.get("ipm", 0), int)
+        rpd = _coerce(f"{where}.rpd", item.get("rpd", 0), int)
         window = _coerce(f"{where}.window_seconds", item.get("window_seconds", 60.0), float)
         keys = item.get("keys")
         if not isinstance(keys, list) or not keys:
             raise ConfigError(f"{where}.keys: at least one key is needed")
-        if rpm < 1 or window <= 0:
-            raise ConfigError(f"{where}: rpm must be >= 1 and window_seconds > 0")
+        if rpm < 1 or window <= 0 or ipm < 0 or rpd < 0:
+            raise ConfigError(
+                f"{where}: rpm must be >= 1, ipm and rpd >= 0 (0: no limit), window_seconds > 0"
+            )
         secrets = tuple(_secret(f"{where}.keys[{j}]", k, env) for j, k in enumerate(keys))
-        pools.append(PoolConfig(name=name, rpm=rpm, keys=secrets, window_seconds=window))
+        if len(set(secrets)) != len(secrets):
+            raise ConfigError(f"{where}.keys: a key is listed twice")
+        pools.append(PoolConfig(name=name, rpm=rpm, keys=secrets, window_seconds=window, ipm=ipm, rpd=rpd))
     if len({p.name for p in pools}) != len(pools):
         raise ConfigError("[[pools]]: pool names must be unique")
     return tuple(pools)
@@ -267,6 +318,11 @@ def _check(config: Config) -> None:
         raise ConfigError(f"provider.name: expected 'offline' or 'gemini', got {p.name!r}")
     if p.image_size not in ("512", "1K", "2K"):
         raise ConfigError(f"provider.image_size: expected 512, 1K or 2K, got {p.image_size!r}")
+    k = config.keypool
+    if k.margin_seconds < 0 or not 0 < k.decrease < 1 or k.probe_after_windows <= 0 or k.probe_step <= 0:
+        raise ConfigError(
+            "[keypool]: margin_seconds >= 0, 0 < decrease < 1, probe_after_windows and probe_step > 0"
+        )
     if p.latency_seconds < 0 or p.latency_jitter < 0 or p.timeout_seconds <= 0:
         raise ConfigError("[provider]: latencies must be >= 0 and timeout_seconds > 0")
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from events.catalogue import (
@@ -53,7 +54,8 @@ def _after_attempt(
     now: float,
     rng: random.Random,
 ) -> Event:
-    if retryable and attempt < policy.max_attempts:
+    charged = state.tasks[task_id].charged
+    if retryable and charged < policy.max_attempts:
         delay = backoff(attempt, policy.backoff_base, policy.backoff_cap, rng.random())
         return TaskRetryScheduled(
             task_id=task_id,
@@ -62,12 +64,33 @@ def _after_attempt(
             order=state.tasks[task_id].order,
             at=now,
         )
-    reason = error if not retryable else f"gave up after {attempt} attempts: {error}"
+    reason = error if not retryable else f"gave up after {charged} attempts: {error}"
     return TaskFailed(task_id=task_id, attempt=attempt, error=reason, kind=state.tasks[task_id].kind, at=now)
 
 
-def decide(state: QueueState, policy: Policy, now: float, rng: random.Random) -> list[Decision]:
-    """Everything the queue should do at `now`; an empty list when there is nothing to do."""
+def pools_usable_at(state: QueueState, pools: Sequence[tuple[str, Mapping[str, str]]], now: float) -> float:
+    """The earliest time at or after `now` when some pool may serve a call; inf when none ever will.
+
+    `pools` gives each pool's name and its keys (key id -> hint). A pool serves once its
+    daily quota is back and while one of its keys is not disabled (a disabled key whose
+    hint changed was replaced in the config and counts again).
+    """
+    earliest = math.inf
+    for name, key_hints in pools:
+        if all(state.disabled.get(key_id) == hint for key_id, hint in key_hints.items()):
+            continue
+        earliest = min(earliest, max(now, state.parked.get(name, 0.0)))
+    return earliest
+
+
+def decide(
+    state: QueueState, policy: Policy, now: float, rng: random.Random, usable_at: float = 0.0
+) -> list[Decision]:
+    """Everything the queue should do at `now`; an empty list when there is nothing to do.
+
+    Nothing is dispatched before `usable_at`, when no pool can serve a call (every pool
+    parked or all its keys disabled): the tasks keep their places instead of holding slots.
+    """
     decisions: list[Decision] = []
     unguarded: list[Event] = []
     for task_id, ended in state.to_decide.items():
@@ -80,7 +103,7 @@ def decide(state: QueueState, policy: Policy, now: float, rng: random.Random) ->
             follow = _after_attempt(state, task_id, lease.attempt, True, "lease expired", policy, now, rng)
             decisions.append(Decision((expired, follow), {task_id: Expect(RUNNING, lease.attempt)}))
     free = policy.slots - len(state.running)
-    if free > 0 and state.waiting:
+    if free > 0 and state.waiting and usable_at <= now:
         load = [0] * policy.workers
         for lease in state.running.values():
             if 0 <= lease.worker < policy.workers:
@@ -107,8 +130,11 @@ def decide(state: QueueState, policy: Policy, now: float, rng: random.Random) ->
     return decisions
 
 
-def next_wakeup(state: QueueState) -> float | None:
-    """The earliest time a decision may change without a new event: a lease deadline or a retry."""
+def next_wakeup(state: QueueState, usable_at: float = 0.0) -> float | None:
+    """The earliest time a decision may change without a new event: a lease deadline, a retry,
+    or a pool coming back."""
     times = [lease.deadline for lease in state.running.values()]
     times += list(state.not_before.values())
+    if state.waiting and math.isfinite(usable_at) and usable_at > 0:
+        times.append(usable_at)
     return min(times) if times else None

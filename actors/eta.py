@@ -10,28 +10,34 @@ one window after it was made, and every token used returns one window after its 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
 class PoolWindow:
-    """A pool's limit and the times of the grants still inside its window."""
+    """A pool's limit, the times of the grants still inside its window, and when it may grant
+    again (`available_from`: after a cooldown or parking; inf: never)."""
 
     capacity: int
     window: float
     grants: tuple[float, ...]
+    available_from: float = 0.0
 
 
 def token_times(pool: PoolWindow, now: float) -> Iterator[float]:
     """The times at which this pool can hand out its next tokens, in order, forever."""
+    if math.isinf(pool.available_from):
+        return
+    start = max(now, pool.available_from)
     recent = sorted(g for g in pool.grants if g > now - pool.window)[-pool.capacity :]
     free_now = pool.capacity - len(recent)
     cycle = [now] * free_now + [g + pool.window for g in recent]
     while True:
         for t in cycle:
-            yield max(t, now)
-        cycle = [max(t, now) + pool.window for t in cycle]
+            yield max(t, start)
+        cycle = [max(t, start) + pool.window for t in cycle]
 
 
 def predict_starts(
@@ -41,13 +47,14 @@ def predict_starts(
     if count <= 0:
         return []
     tokens = heapq.merge(*(token_times(p, now) for p in pools))
+    never = math.inf
     # Running calls are taken to be half done: their slots free after half a latency.
     slot_free = [now + latency / 2] * min(running, slots) + [now] * max(0, slots - running)
     heapq.heapify(slot_free)
     starts = []
     for _ in range(count):
         dispatched = heapq.heappop(slot_free)
-        start = max(dispatched, next(tokens))
+        start = max(dispatched, next(tokens, never))
         starts.append(start)
         heapq.heappush(slot_free, start + latency)
     return starts

@@ -4,20 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
+import math
 import os
 import time
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from actors.config import Config
-from actors.keypool_logic import PoolState, choose, grant, next_free_at
+from actors.keypool_logic import (
+    PoolState,
+    Tuning,
+    choose,
+    grant,
+    next_free_at,
+    probe,
+    throttled,
+    usable_at,
+)
 from actors.logs import configure
+from actors.providers.base import Failure
 from actors.telemetry import PoolMetrics
-from events.catalogue import KeyTokenGranted, stream_id_key
+from events.catalogue import (
+    Event,
+    KeyCooledDown,
+    KeyDisabled,
+    KeyLimitLearned,
+    KeyParked,
+    KeyTokenGranted,
+    stream_id_key,
+)
+from events.days import next_pacific_midnight, pacific_day
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import EventStore
@@ -28,24 +49,57 @@ SNAPSHOT_ACTOR = "keypool"
 SNAPSHOT_SECONDS = 10.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A KeyPool answer: a pool and key for one call, or a refusal until `until` (inf: no pool left)."""
+
+    pool: str = ""
+    key_id: str = ""
+    until: float = 0.0
+    reason: str = ""
+
+    @property
+    def granted(self) -> bool:
+        """Whether this is a token (else a refusal)."""
+        return bool(self.pool)
+
+
+@dataclass(order=True, slots=True)
 class _Waiter:
-    task_id: str
-    attempt: int
-    future: asyncio.Future[tuple[str, str]]
+    order: float
+    seq: int
+    task_id: str = field(compare=False)
+    attempt: int = field(compare=False)
+    future: asyncio.Future[Token] = field(compare=False)
 
 
 class KeyPool:
-    """Async actor; all limiter state changes happen in one granter task, in arrival order."""
+    """Async actor; limiter state changes happen on one event loop, tokens go in task order.
+
+    Waiters are served by their task's queue order (then arrival), so a task that went
+    back to its place after a 429 gets the next token before later tasks.
+    """
 
     def __init__(self, config: Config) -> None:
         configure()
         self._config = config
+        k = config.keypool
+        tuning = Tuning(
+            decrease=k.decrease,
+            probe_after=k.probe_after_windows,
+            probe_step=k.probe_step,
+            margin=k.margin_seconds,
+        )
         self._pools = [
-            PoolState(name=p.name, rpm=p.rpm, window=p.window_seconds, key_ids=p.key_ids)
+            PoolState(
+                name=p.name, rpm=p.rate, window=p.window_seconds, key_ids=p.key_ids, rpd=p.rpd, tuning=tuning
+            )
             for p in config.pools
         ]
-        self._waiters: deque[_Waiter] = deque()
+        self._by_name = {p.name: p for p in self._pools}
+        self._hints = {kid: hint for p in config.pools for kid, hint in p.key_hints.items()}
+        self._waiters: list[_Waiter] = []
+        self._arrivals = itertools.count()
         self._granted: dict[tuple[str, int], tuple[str, str]] = {}
         self._store: EventStore | None = None
         self._wake: asyncio.Event | None = None
@@ -67,6 +121,7 @@ class KeyPool:
                 return
             self._store = RedisEventStore.from_url(self._config.redis.url, self._config.redis.namespace)
             await self._replay(self._store)
+            await self._load_pool_states(self._store)
             self._wake = asyncio.Event()
             self._granter = asyncio.create_task(self._grant_loop())
 
@@ -94,6 +149,27 @@ class KeyPool:
             after = page[-1].id
         self._recovery = {"snapshot": covers or "0-0", "grants_replayed": count}
         log.info("key pools recovered", snapshot=covers, grants_replayed=count)
+
+    async def _load_pool_states(self, store: EventStore) -> None:
+        """Cooldowns, parking, disabled keys, learned rates and today's calls, from the pool read model."""
+        now = time.time()
+        states = await store.pool_states([p.name for p in self._pools])
+        for pool in self._pools:
+            fields = states.get(pool.name, {})
+            pool.cooldown_until = float(fields.get("cooldown_until", 0.0))
+            pool.parked_until = float(fields.get("parked_until", 0.0))
+            if "learned_rpm" in fields:
+                pool.set_rate(int(fields["learned_rpm"]), float(fields.get("learned_at", 0.0)))
+            for name, value in fields.items():
+                key_id = name.removeprefix("disabled:")
+                if name.startswith("disabled:") and self._hints.get(key_id) == json.loads(value).get("hint"):
+                    pool.disabled.add(key_id)
+            pool.day = pacific_day(now)
+            pool.day_calls = int(fields.get(f"day:{pool.day}", 0))
+        self._recovery["pools"] = {
+            p.name: {"rate": p.rate, "parked_until": p.parked_until, "disabled": sorted(p.disabled)}
+            for p in self._pools
+        }
 
     async def _load_snapshot(self, store: EventStore) -> str | None:
         """Restore the newest readable snapshot; returns the stream id it covers."""
@@ -141,14 +217,18 @@ class KeyPool:
         self._snapshot_covers = self._last_grant_id
         self._snapshot_at = time.monotonic()
 
-    async def acquire(self, task_id: str, attempt: int) -> tuple[str, str]:
-        """Wait in FIFO order for a token; returns (pool, key id). A repeated call gets the same grant."""
+    async def acquire(self, task_id: str, attempt: int, order: float = 0.0) -> Token:
+        """Wait for a token, served in task `order`; a repeated call gets the same grant.
+
+        Refused (a Token without a pool) when no pool can serve at all: every pool parked
+        for the day or out of keys. Cooldowns are short and are waited out.
+        """
         await self._ensure()
         known = self._granted.get((task_id, attempt))
         if known is not None:
-            return known
-        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(task_id, attempt, future))
+            return Token(*known)
+        future: asyncio.Future[Token] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, _Waiter(order, next(self._arrivals), task_id, attempt, future))
         assert self._wake is not None
         self._wake.set()
         return await future
@@ -157,9 +237,23 @@ class KeyPool:
         assert self._wake is not None and self._store is not None
         while True:
             now = time.time()
+            learned: list[Event] = []
+            for p in self._pools:
+                previous = p.rate
+                if (rate := probe(p, now)) is not None:
+                    reason = f"no 429 for {p.tuning.probe_after:g} busy windows: probing up"
+                    learned.append(
+                        KeyLimitLearned(
+                            pool=p.name, rpm=rate, previous=previous, configured=p.rpm, reason=reason, at=now
+                        )
+                    )
+            if learned:
+                await self._append_key_events(learned)
+            if self._waiters and (back := usable_at(self._pools, now)) > now:
+                self._refuse_all(back)
             batch: list[tuple[_Waiter, KeyTokenGranted]] = []
             while self._waiters and (pool := choose(self._pools, now)) is not None:
-                waiter = self._waiters.popleft()
+                waiter = heapq.heappop(self._waiters)
                 if waiter.future.done():
                     continue
                 key_id = grant(pool, now)
@@ -178,15 +272,121 @@ class KeyPool:
                     )
                 )
             for pool in self._pools:
-                self._metrics.update(pool.name, pool.limiter.available(now))
+                self._metrics.update(pool.name, pool.available(now))
             if batch:
                 await self._record(batch)
                 with contextlib.suppress(StoreUnavailableError):
                     await self._maybe_snapshot()
             self._wake.clear()
-            timeout = next_free_at(self._pools, now) - time.time() if self._waiters else None
+            timeout = None
+            if self._waiters:
+                wake_at = next_free_at(self._pools, now)
+                if any(p.rate < p.rpm for p in self._pools):
+                    wake_at = min(wake_at, now + min(p.window for p in self._pools))
+                timeout = None if math.isinf(wake_at) else wake_at - time.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), None if timeout is None else max(0.0, timeout))
+
+    def _refuse_all(self, until: float) -> None:
+        reason = (
+            "every pool is out of keys"
+            if math.isinf(until)
+            else "every pool is parked (daily quota) or out of keys until "
+            + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+        )
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            if not waiter.future.done():
+                waiter.future.set_result(Token(until=until, reason=reason))
+
+    async def report(
+        self,
+        pool_name: str,
+        key_id: str,
+        failure: str,
+        *,
+        code: int = 0,
+        retry_after: float | None = None,
+        quota_id: str = "",
+        quota_value: int | None = None,
+        reason: str = "",
+    ) -> None:
+        """Learn from a failed call: cool down, park, disable a key or lower the rate; writes key events.
+
+        Returns once the events are written and the pool's state changed, so the caller's
+        next token already respects it.
+        """
+        await self._ensure()
+        pool = self._by_name.get(pool_name)
+        if pool is None:
+            return
+        now = time.time()
+        events: list[Event] = []
+        kind = Failure(failure)
+        if kind is Failure.THROTTLED:
+            previous = pool.rate
+            cooled, learned = throttled(pool, now, retry_after, quota_value)
+            if cooled is not None:
+                events.append(
+                    KeyCooledDown(
+                        pool=pool.name,
+                        key_id=key_id,
+                        until=cooled,
+                        retry_after=cooled - now,
+                        quota_id=quota_id,
+                        at=now,
+                    )
+                )
+            if learned is not None:
+                events.append(
+                    KeyLimitLearned(
+                        pool=pool.name,
+                        rpm=learned,
+                        previous=previous,
+                        configured=pool.rpm,
+                        reason=f"429 with room in the window (quota {quota_id or 'unnamed'})",
+                        at=now,
+                    )
+                )
+        elif kind is Failure.QUOTA_DAY:
+            until = next_pacific_midnight(now)
+            if until > pool.parked_until:
+                pool.parked_until = until
+                events.append(
+                    KeyParked(
+                        pool=pool.name, key_id=key_id, until=until, quota_id=quota_id, reason=reason, at=now
+                    )
+                )
+        elif kind is Failure.KEY_REJECTED and key_id in pool.key_ids and key_id not in pool.disabled:
+            pool.disabled.add(key_id)
+            events.append(
+                KeyDisabled(
+                    pool=pool.name,
+                    key_id=key_id,
+                    hint=self._hints.get(key_id, ""),
+                    code=code,
+                    reason=reason,
+                    at=now,
+                )
+            )
+        if events:
+            for event in events:
+                log.warning("key pool changed", key_event=event.type, pool=pool.name, key_id=key_id)
+            await self._append_key_events(events)
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _append_key_events(self, events: list[Event]) -> None:
+        assert self._store is not None
+        delay = 0.05
+        while True:
+            try:
+                await self._store.append(events)
+                return
+            except StoreUnavailableError as exc:
+                log.warning("cannot record key events; retrying", error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     async def _record(self, batch: list[tuple[_Waiter, KeyTokenGranted]]) -> None:
         """Write the grants before handing them out, so a restart still counts them."""
@@ -205,7 +405,7 @@ class KeyPool:
         for waiter, g in batch:
             self._granted[(g.task_id, g.attempt)] = (g.pool, g.key_id)
             if not waiter.future.done():
-                waiter.future.set_result((g.pool, g.key_id))
+                waiter.future.set_result(Token(g.pool, g.key_id))
         if len(self._granted) > 100_000:
             for k in list(self._granted)[: len(self._granted) // 2]:
                 del self._granted[k]
@@ -220,17 +420,23 @@ class KeyPool:
         return dict(self._recovery)
 
     async def status(self) -> list[dict[str, Any]]:
-        """Each pool's limit, calls left in its current window, and the number of waiters."""
+        """Each pool's limits, learned rate, tokens left, cooldown, parking and disabled keys."""
         await self._ensure()
         now = time.time()
         return [
             {
                 "name": p.name,
                 "rpm": p.rpm,
+                "rate": p.rate,
+                "rpd": p.rpd,
                 "window_seconds": p.window,
                 "capacity": p.limiter.capacity,
-                "available": p.limiter.available(now),
-                "next_free_in": max(0.0, p.limiter.next_free_at(now) - now),
+                "available": p.available(now),
+                "next_free_in": max(0.0, min(p.next_free_at(now), now + 10**9) - now),
+                "cooldown_in": max(0.0, p.cooldown_until - now),
+                "parked_until": p.parked_until if p.parked_until > now else 0.0,
+                "disabled": sorted(p.disabled),
+                "day_calls": p.day_calls if p.day == pacific_day(now) else 0,
                 "granted": p.granted,
                 "keys": len(p.key_ids),
                 "waiting": len(self._waiters),

@@ -1,30 +1,21 @@
-"""Pure key-pool decisions: which quota pool and key serves the next call, and when one frees up."""
+"""Pure key-pool decisions: which pool and key serves the next call, and what upstream's answers teach.
+
+A pool is one upstream project. Its limits are rolling-window limiters (requests and images
+per window, at the smaller of the two rates) and a daily counter that resets at midnight
+Pacific. A per-minute 429 cools the pool down for upstream's RetryInfo delay and lowers the
+pool's rate (the real limit is lower than configured); after a clean, busy period the rate
+is probed back up additively, never above the configured one. A per-day 429 parks the pool
+until midnight Pacific; a rejected key is disabled and the pool goes on with its other keys.
+Time is always a parameter.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from actors.limiter import SlidingWindowLog
-
-
-@dataclass(slots=True)
-class PoolState:
-    """One quota pool (one upstream project): its keys and its rolling-window limiter."""
-
-    name: str
-    rpm: int
-    window: float
-    key_ids: tuple[str, ...]
-    limiter: SlidingWindowLog = field(init=False)
-    next_key: int = 0
-    granted: int = 0
-
-    def __post_init__(self) -> None:
-        self.limiter = SlidingWindowLog(capacity=window_capacity(self.rpm, self.window), window=self.window)
-
-    def next_key_id(self) -> str:
-        """The key this pool hands out next (round robin)."""
-        return self.key_ids[self.next_key % len(self.key_ids)]
+from events.days import next_pacific_midnight, pacific_day
 
 
 def window_capacity(rpm: int, window: float) -> int:
@@ -32,12 +23,106 @@ def window_capacity(rpm: int, window: float) -> int:
     return max(1, int(rpm * window / 60 + 1e-9))
 
 
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """How a pool learns from 429s.
+
+    `decrease`: the factor a per-minute 429 multiplies the rate by (unless upstream's
+    quotaValue names a lower rate, which is then taken); `probe_after`: windows of clean,
+    busy running before the rate is raised; `probe_step`: how much of the configured rate
+    each probe adds. `margin`: seconds added to each window, for the spread between a
+    grant and its call reaching upstream.
+    """
+
+    decrease: float = 0.7
+    probe_after: float = 10.0
+    probe_step: float = 0.05
+    margin: float = 0.0
+
+
+@dataclass(slots=True)
+class PoolState:
+    """One quota pool (one upstream project): its keys, limiters and what upstream told it."""
+
+    name: str
+    rpm: int
+    window: float
+    key_ids: tuple[str, ...]
+    rpd: int = 0
+    tuning: Tuning = field(default_factory=Tuning)
+    rate: int = 0  # the effective calls per minute: the configured rate, or less once learned
+    limiter: SlidingWindowLog = field(init=False)
+    cooldown_until: float = 0.0
+    parked_until: float = 0.0
+    disabled: set[str] = field(default_factory=set)
+    day: str = ""
+    day_calls: int = 0
+    last_throttled: float = 0.0
+    last_change: float = -math.inf
+    next_key: int = 0
+    granted: int = 0
+
+    def __post_init__(self) -> None:
+        self.rate = self.rpm if self.rate <= 0 else min(self.rate, self.rpm)
+        self.limiter = SlidingWindowLog(
+            capacity=window_capacity(self.rate, self.window), window=self.window + self.tuning.margin
+        )
+
+    @property
+    def healthy_keys(self) -> tuple[str, ...]:
+        """The keys not disabled, in configured order."""
+        return tuple(k for k in self.key_ids if k not in self.disabled)
+
+    def usable(self, now: float) -> bool:
+        """Whether the pool may serve calls at all at `now` (a cooldown is a short wait, not this)."""
+        return now >= self.parked_until and bool(self.healthy_keys)
+
+    def day_left(self, now: float) -> float:
+        """Calls left today (inf without a daily limit)."""
+        if not self.rpd:
+            return math.inf
+        return self.rpd - (self.day_calls if pacific_day(now) == self.day else 0)
+
+    def available(self, now: float) -> int:
+        """Tokens the pool can hand out at `now`."""
+        if not self.usable(now) or now < self.cooldown_until:
+            return 0
+        return int(min(self.limiter.available(now), self.day_left(now)))
+
+    def next_free_at(self, now: float) -> float:
+        """The earliest time at or after `now` when the pool may grant (inf when unusable)."""
+        if not self.healthy_keys:
+            return math.inf
+        at = max(now, self.parked_until, self.cooldown_until, self.limiter.next_free_at(now))
+        if self.day_left(at) <= 0:
+            at = max(at, next_pacific_midnight(at))
+        return at
+
+    def next_key_id(self) -> str:
+        """The healthy key this pool hands out next (round robin)."""
+        keys = self.healthy_keys
+        return keys[self.next_key % len(keys)]
+
+    def set_rate(self, rate: int, now: float) -> None:
+        """Use `rate` calls per minute from now on (capped at the configured rate)."""
+        self.rate = max(1, min(rate, self.rpm))
+        self.limiter.resize(window_capacity(self.rate, self.window))
+        self.last_change = now
+
+    def count_day(self, at: float) -> None:
+        """Count one call against the day it falls in (Pacific)."""
+        day = pacific_day(at)
+        if day != self.day:
+            self.day, self.day_calls = day, 0
+        self.day_calls += 1
+
+
 def choose(pools: list[PoolState], now: float) -> PoolState | None:
     """The pool with the most budget left at `now`, or None when every pool is spent."""
     best: PoolState | None = None
     best_free = 0
     for pool in pools:
-        free = pool.limiter.available(now)
+        free = pool.available(now)
         if free > best_free:
             best, best_free = pool, free
     return best
@@ -45,14 +130,66 @@ def choose(pools: list[PoolState], now: float) -> PoolState | None:
 
 def grant(pool: PoolState, now: float) -> str:
     """Take one token from `pool` at `now` and return the key id to use."""
-    if not pool.limiter.take(now):
+    if pool.available(now) < 1 or not pool.limiter.take(now):
         raise ValueError(f"pool {pool.name} has no token at {now}")
     key_id = pool.next_key_id()
     pool.next_key += 1
     pool.granted += 1
+    if pool.rpd:
+        pool.count_day(now)
     return key_id
 
 
 def next_free_at(pools: list[PoolState], now: float) -> float:
-    """The earliest time any pool can grant again."""
-    return min(p.limiter.next_free_at(now) for p in pools)
+    """The earliest time any pool can grant again (inf when none ever can)."""
+    return min(p.next_free_at(now) for p in pools)
+
+
+def usable_at(pools: list[PoolState], now: float) -> float:
+    """The earliest time at or after `now` when some pool is neither parked nor out of keys."""
+    return min((max(now, p.parked_until) for p in pools if p.healthy_keys), default=math.inf)
+
+
+def throttled(
+    pool: PoolState, now: float, retry_after: float | None, quota_value: int | None
+) -> tuple[float | None, int | None]:
+    """A per-minute 429: (new cooldown end or None if the current one already covers it,
+    new learned rate or None if unchanged).
+
+    The cooldown lasts upstream's RetryInfo delay, or one window when it gave none. The
+    rate drops at most once per window (the 429s of one overshoot arrive together): to
+    upstream's quotaValue when that is lower, else by the decrease factor.
+    """
+    pool.last_throttled = now
+    until = now + (retry_after if retry_after is not None and retry_after >= 0 else pool.window)
+    cooled = None
+    if until > pool.cooldown_until:
+        pool.cooldown_until = until
+        cooled = until
+    learned = None
+    if now - pool.last_change >= pool.window:
+        if quota_value and quota_value < pool.rate:
+            target = quota_value
+        else:
+            target = math.floor(pool.rate * pool.tuning.decrease)
+        target = max(1, target)
+        if target < pool.rate:
+            pool.set_rate(target, now)
+            learned = pool.rate
+    return cooled, learned
+
+
+def probe(pool: PoolState, now: float) -> int | None:
+    """Raise a learned rate by one step after a clean, busy period; returns the new rate or None.
+
+    Clean: no 429 for `probe_after` windows since the last 429 or change. Busy: the limiter
+    is full right now, so the higher rate would be used (an idle pool learns nothing).
+    """
+    if pool.rate >= pool.rpm:
+        return None
+    quiet_since = max(pool.last_throttled, pool.last_change)
+    if now - quiet_since < pool.tuning.probe_after * pool.window or pool.limiter.available(now) > 0:
+        return None
+    step = max(1, round(pool.rpm * pool.tuning.probe_step))
+    pool.set_rate(pool.rate + step, now)
+    return pool.rate

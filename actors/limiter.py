@@ -60,3 +60,15 @@ class SlidingWindowLog:
             self.log.append(at)
             while len(self.log) > self.capacity:
                 self.log.popleft()
+
+    def resize(self, capacity: int) -> None:
+        """Change the capacity from now on, keeping the grants that still bind.
+
+        Keeping the newest `capacity` grants gives the same rule for the new capacity: a
+        grant is allowed iff the `capacity`-th latest lies a full window back.
+        """
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        while len(self.log) > capacity:
+            self.log.popleft()

@@ -15,7 +15,7 @@ import structlog
 
 from actors.alerts import deliver, evaluate, payload
 from actors.config import Config
-from actors.decide import Decision, Policy, decide, next_wakeup
+from actors.decide import Decision, Policy, decide, next_wakeup, pools_usable_at
 from actors.logs import configure
 from actors.telemetry import QueueMetrics
 from actors.worker import AttemptSpec
@@ -48,6 +48,7 @@ class Queue:
             max_attempts=config.queue.max_attempts,
             workers=len(workers),
         )
+        self._pool_keys = [(p.name, p.key_hints) for p in config.pools]
         self._rng = random.Random(rng_seed)
         self._state = QueueState()
         self._stopping = False
@@ -167,10 +168,11 @@ class Queue:
 
     async def _step(self) -> None:
         now = time.time()
-        decisions = decide(self._state, self._policy, now, self._rng)
+        usable = pools_usable_at(self._state, self._pool_keys, now)
+        decisions = decide(self._state, self._policy, now, self._rng, usable)
         if now - self._alerts_at >= ALERT_EVERY_SECONDS:
             self._alerts_at = now
-            alerts = evaluate(self._state, self._config.alerts, now)
+            alerts = evaluate(self._state, self._config.alerts, now, self._pool_keys)
             if alerts:
                 decisions.append(Decision(tuple(alerts)))
         for decision in decisions:
@@ -178,7 +180,7 @@ class Queue:
         if decisions:
             self._apply(await self._store.read(self._state.last_id))
             return
-        wake = next_wakeup(self._state)
+        wake = next_wakeup(self._state, usable if usable > now else 0.0)
         block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
         self._apply(await self._store.tail(self._state.last_id, block))
         self._metrics.update(self._state.waiting, len(self._state.running))
@@ -234,6 +236,7 @@ class Queue:
                 "failed": s.failed,
                 "cancelled": s.cancelled,
                 "late": s.late,
+                "throttled": s.throttled,
                 "waiting_order": list(s.waiting_order()),
                 "running_tasks": {t: lease.attempt for t, lease in s.running.items()},
             }

@@ -13,8 +13,9 @@ import structlog
 
 from actors.blobs import FileBlobStore, task_blob
 from actors.config import Config
+from actors.keypool import Token
 from actors.logs import configure
-from actors.providers.base import ImageRequest, Provider, ProviderError
+from actors.providers.base import Failure, ImageRequest, Provider, ProviderError
 from actors.telemetry import WorkerMetrics
 from events.catalogue import (
     RUNNING,
@@ -23,6 +24,7 @@ from events.catalogue import (
     TaskLateOutcomeIgnored,
     TaskStarted,
     TaskSucceeded,
+    TaskUpstreamThrottled,
 )
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
@@ -47,8 +49,15 @@ class AttemptSpec:
     submitted_at: float = 0.0
 
 
+_QUOTA = {Failure.THROTTLED: "minute", Failure.QUOTA_DAY: "day", Failure.KEY_REJECTED: "key"}
+
+
 def make_provider(config: Config) -> Provider:
     """The provider named in the config."""
+    if config.provider.name == "gemini":
+        from actors.providers.gemini import GeminiProvider
+
+        return GeminiProvider(config.provider)
     from actors.providers.offline import OfflineProvider
 
     return OfflineProvider(config.provider)
@@ -109,9 +118,34 @@ class Worker:
             view = await store.task_view(spec.task_id)
             if not view or view.get("status") != RUNNING or view.get("attempts") != str(spec.attempt):
                 return "stale"
-        pool, key_id = await self._keypool.acquire.remote(spec.task_id, spec.attempt)
-        bound = bound.bind(pool=pool, key_id=key_id)
+        try:
+            request = await self._request(spec)
+        except ProviderError as exc:
+            outcome: Event = self._failed(spec, exc, "", time.time(), time.time())
+            if await self._append(store, [outcome], expect) is None:
+                return await self._late(store, spec, outcome.type)
+            return outcome.type
+        token: Token = await self._keypool.acquire.remote(spec.task_id, spec.attempt, spec.submitted_at)
         now = time.time()
+        if not token.granted:
+            refused = TaskUpstreamThrottled(
+                task_id=spec.task_id,
+                attempt=spec.attempt,
+                pool="",
+                key_id="",
+                code=0,
+                quota="none",
+                retry_after=0.0,
+                order=spec.submitted_at,
+                reason=token.reason,
+                at=now,
+            )
+            if await self._append(store, [refused], expect) is None:
+                return await self._late(store, spec, refused.type)
+            bound.info("no pool can serve; task back in its place", reason=token.reason)
+            return refused.type
+        pool, key_id = token.pool, token.key_id
+        bound = bound.bind(pool=pool, key_id=key_id)
         started = TaskStarted(
             task_id=spec.task_id,
             attempt=spec.attempt,
@@ -120,42 +154,82 @@ class Worker:
             waited=max(0.0, now - spec.submitted_at) if spec.submitted_at else 0.0,
             at=now,
         )
+        # The call starts as soon as the token is in hand (the limiter counted it at the
+        # grant); the started event is written meanwhile, and a refused one stops the call.
+        call = asyncio.ensure_future(self._call(spec, request, pool, key_id, started.at, bound))
         if await self._append(store, [started], expect) is None:
+            call.cancel()
             return await self._late(store, spec, started.type)
         self._metrics.queue_wait.observe(started.waited)
-        outcome = await self._call(spec, pool, key_id, started.at, bound)
+        outcome = await call
         if isinstance(outcome, TaskSucceeded):
             self._metrics.call(pool, 200, outcome.elapsed)
         elif isinstance(outcome, TaskAttemptFailed):
             self._metrics.call(pool, outcome.code, outcome.elapsed)
+        elif isinstance(outcome, TaskUpstreamThrottled):
+            self._metrics.call(pool, outcome.code, max(0.0, outcome.at - started.at))
         if await self._append(store, [outcome], expect) is None:
             return await self._late(store, spec, outcome.type)
         bound.info("attempt ended", outcome=outcome.type)
         return outcome.type
 
-    async def _call(self, spec: AttemptSpec, pool: str, key_id: str, t0: float, bound: Any) -> Event:
+    async def _request(self, spec: AttemptSpec) -> ImageRequest:
+        """The provider request: the task's input images read from the blob store."""
         try:
             images = {
                 role: await asyncio.to_thread(self._blobs.get, ref) for role, ref in spec.inputs.items()
             }
-            request = ImageRequest(spec.task_id, spec.kind, spec.prompt, images, spec.options)
+        except Exception as exc:
+            raise ProviderError(f"input image unreadable: {type(exc).__name__}", retryable=True) from exc
+        return ImageRequest(spec.task_id, spec.kind, spec.prompt, images, spec.options)
+
+    def _failed(self, spec: AttemptSpec, exc: ProviderError, pool: str, t0: float, now: float) -> Event:
+        return TaskAttemptFailed(
+            task_id=spec.task_id,
+            attempt=spec.attempt,
+            error=exc.reason,
+            retryable=exc.retryable,
+            pool=pool,
+            code=exc.code,
+            elapsed=now - t0,
+            at=now,
+        )
+
+    async def _call(
+        self, spec: AttemptSpec, request: ImageRequest, pool: str, key_id: str, t0: float, bound: Any
+    ) -> Event:
+        try:
             result = await self._provider.generate(request, self._config.key_secret(key_id))
             ext = _EXTENSIONS.get(result.mime_type, "bin")
             ref = task_blob(spec.task_id, f"result-{spec.attempt}.{ext}")
             await asyncio.to_thread(self._blobs.put, ref, result.data)
         except ProviderError as exc:
-            bound.warning("attempt failed", error=exc.reason, retryable=exc.retryable, code=exc.code)
             now = time.time()
-            return TaskAttemptFailed(
-                task_id=spec.task_id,
-                attempt=spec.attempt,
-                error=exc.reason,
-                retryable=exc.retryable,
-                pool=pool,
-                code=exc.code,
-                elapsed=now - t0,
-                at=now,
-            )
+            bound.warning("attempt failed", error=exc.reason, failure=exc.failure.value, code=exc.code)
+            if exc.failure in _QUOTA:
+                await self._keypool.report.remote(
+                    pool,
+                    key_id,
+                    exc.failure.value,
+                    code=exc.code,
+                    retry_after=exc.retry_after,
+                    quota_id=exc.quota_id,
+                    quota_value=exc.quota_value,
+                    reason=exc.reason,
+                )
+                return TaskUpstreamThrottled(
+                    task_id=spec.task_id,
+                    attempt=spec.attempt,
+                    pool=pool,
+                    key_id=key_id,
+                    code=exc.code,
+                    quota=_QUOTA[exc.failure],
+                    retry_after=exc.retry_after or 0.0,
+                    order=spec.submitted_at,
+                    reason=exc.reason,
+                    at=time.time(),
+                )
+            return self._failed(spec, exc, pool, t0, now)
         except Exception as exc:  # a bug or a broken blob must not leave the attempt hanging
             bound.exception("attempt crashed")
             now = time.time()

@@ -168,6 +168,89 @@ class KeyTokenGranted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TaskUpstreamThrottled:
+    """An attempt ended for a reason that is not the task's: upstream quota or key, or no pool.
+
+    The attempt does not count against the task's retry budget and the task goes back to
+    its old place (`order`) in the queue. `quota` is "minute" or "day" (a 429 for that
+    quota), "key" (upstream rejected the key) or "none" (no pool could serve: all parked
+    or out of keys); `retry_after` is upstream's own wait, 0 when it gave none.
+    """
+
+    type: ClassVar[str] = "task.upstream_throttled"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int
+    pool: str
+    key_id: str
+    code: int
+    quota: str
+    retry_after: float
+    order: float
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyCooledDown:
+    """A pool got a per-minute 429: it grants nothing until `until`."""
+
+    type: ClassVar[str] = "key.cooled_down"
+    version: ClassVar[int] = 1
+    pool: str
+    key_id: str
+    until: float
+    retry_after: float
+    quota_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyParked:
+    """A pool's daily quota ran out: it grants nothing until `until` (midnight Pacific)."""
+
+    type: ClassVar[str] = "key.parked"
+    version: ClassVar[int] = 1
+    pool: str
+    key_id: str
+    until: float
+    quota_id: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyDisabled:
+    """Upstream rejected a key (invalid, unauthorised or forbidden): the pool stops using it.
+
+    `hint` is the key's last four characters, so a replaced key is not held disabled.
+    """
+
+    type: ClassVar[str] = "key.disabled"
+    version: ClassVar[int] = 1
+    pool: str
+    key_id: str
+    hint: str
+    code: int
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyLimitLearned:
+    """A pool's effective rate changed: lowered after 429s it had room for, or probed back up."""
+
+    type: ClassVar[str] = "key.limit_learned"
+    version: ClassVar[int] = 1
+    pool: str
+    rpm: int
+    previous: int
+    configured: int
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SnapshotTaken:
     """An actor stored its state as it stood after stream id `covers`."""
 
@@ -214,8 +297,10 @@ TaskEvent = (
     | TaskFailed
     | TaskCancelled
     | TaskLateOutcomeIgnored
+    | TaskUpstreamThrottled
 )
-Event = TaskEvent | KeyTokenGranted | SnapshotTaken | AlertRaised | AlertResolved
+KeyEvent = KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned
+Event = TaskEvent | KeyTokenGranted | KeyEvent | SnapshotTaken | AlertRaised | AlertResolved
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
@@ -230,7 +315,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TaskFailed,
         TaskCancelled,
         TaskLateOutcomeIgnored,
+        TaskUpstreamThrottled,
         KeyTokenGranted,
+        KeyCooledDown,
+        KeyParked,
+        KeyDisabled,
+        KeyLimitLearned,
         SnapshotTaken,
         AlertRaised,
         AlertResolved,

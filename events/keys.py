@@ -64,3 +64,7 @@ class Keys:
     def grants(self, pool: str) -> str:
         """Sorted set: a pool's token grants of its current window, scored by time."""
         return f"{self.prefix}:grants:{pool}"
+
+    def pool(self, name: str) -> str:
+        """Hash: a pool's state from its key events (cooldown, parking, disabled keys, learned rate)."""
+        return f"{self.prefix}:pool:{name}"

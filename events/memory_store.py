@@ -152,6 +152,10 @@ class MemoryEventStore:
             for pool, t in since.items()
         }
 
+    async def pool_states(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Each pool's read model."""
+        return {name: dict(self._hashes.get(self.keys.pool(name), {})) for name in names}
+
     async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
         """Keep the newest `keep` snapshots and append snapshot.taken."""
         docs = self._lists.setdefault(self.keys.snapshots(actor), [])

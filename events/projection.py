@@ -19,6 +19,10 @@ from events.catalogue import (
     AlertRaised,
     AlertResolved,
     Event,
+    KeyCooledDown,
+    KeyDisabled,
+    KeyLimitLearned,
+    KeyParked,
     KeyTokenGranted,
     SnapshotTaken,
     TaskAttemptFailed,
@@ -31,7 +35,9 @@ from events.catalogue import (
     TaskStarted,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUpstreamThrottled,
 )
+from events.days import pacific_day
 from events.keys import Keys
 
 Scalar = str | int | float
@@ -162,7 +168,19 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             return {"status": FAILED, "error": event.error, "finished_at": event.at}
         case TaskCancelled():
             return {"status": CANCELLED, "error": event.reason, "finished_at": event.at}
-        case TaskLateOutcomeIgnored() | KeyTokenGranted() | SnapshotTaken() | AlertRaised() | AlertResolved():
+        case TaskUpstreamThrottled():
+            return {"status": QUEUED, "throttled_at": event.at, "throttle_reason": event.reason}
+        case (
+            TaskLateOutcomeIgnored()
+            | KeyTokenGranted()
+            | KeyCooledDown()
+            | KeyParked()
+            | KeyDisabled()
+            | KeyLimitLearned()
+            | SnapshotTaken()
+            | AlertRaised()
+            | AlertResolved()
+        ):
             return {}
         case _:
             assert_never(event)
@@ -183,6 +201,8 @@ def project(event: Event, keys: Keys) -> list[Op]:
         return [HDel(keys.alerts, event.name)]
     if isinstance(event, SnapshotTaken):
         return ops
+    if isinstance(event, KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned):
+        return _pool_ops(event, keys)
     fields = view_fields(event)
     if fields:
         # `events` counts the view's changes: the watch stream's message ids build on it.
@@ -234,18 +254,47 @@ def project(event: Event, keys: Keys) -> list[Op]:
             ops += [ZRem(keys.waiting, event.task_id), HIncr(keys.stats, "cancelled", 1)]
         case TaskLateOutcomeIgnored():
             ops += [HIncr(keys.stats, "late_outcomes", 1)]
+        case TaskUpstreamThrottled():
+            ops += [
+                SRem(keys.running, event.task_id),
+                ZAdd(keys.waiting, event.task_id, event.order),
+                HIncr(keys.stats, "throttled", 1),
+            ]
+            if event.pool:
+                ops += [
+                    HIncr(keys.stats, f"upstream:{event.pool}:{event.code}", 1),
+                    HIncr(keys.pool(event.pool), "throttled", 1),
+                ]
         case KeyTokenGranted():
             grants = keys.grants(event.pool)
             ops += [
                 HIncr(keys.stats, f"calls:{event.pool}", 1),
+                HIncr(keys.pool(event.pool), f"day:{pacific_day(event.at)}", 1),
                 ZTrim(grants, event.at - event.window),
                 ZAdd(grants, f"{event.task_id}:{event.attempt}", event.at),
             ]
         case TaskStarted():
             ops += observe(keys.histogram("queue_wait"), event.waited)
+        case KeyCooledDown() | KeyParked() | KeyDisabled() | KeyLimitLearned():
+            pass
         case _:
             assert_never(event)
     return ops
+
+
+def _pool_ops(event: KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned, keys: Keys) -> list[Op]:
+    """The pool read model: what `/v1/queue`, `top` and a restarted KeyPoolActor read."""
+    key = keys.pool(event.pool)
+    match event:
+        case KeyCooledDown():
+            return [HSet(key, {"cooldown_until": event.until}), HIncr(key, "cooldowns", 1)]
+        case KeyParked():
+            return [HSet(key, {"parked_until": event.until, "parked_reason": event.reason})]
+        case KeyDisabled():
+            detail = {"hint": event.hint, "code": event.code, "reason": event.reason, "at": event.at}
+            return [HSet(key, {f"disabled:{event.key_id}": json.dumps(detail)})]
+        case KeyLimitLearned():
+            return [HSet(key, {"learned_rpm": event.rpm, "learned_at": event.at})]
 
 
 def fold_task_view(events: list[Event]) -> dict[str, str]:

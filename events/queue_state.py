@@ -12,6 +12,10 @@ from events.catalogue import (
     AlertRaised,
     AlertResolved,
     Event,
+    KeyCooledDown,
+    KeyDisabled,
+    KeyLimitLearned,
+    KeyParked,
     KeyTokenGranted,
     SnapshotTaken,
     StoredEvent,
@@ -25,6 +29,7 @@ from events.catalogue import (
     TaskStarted,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUpstreamThrottled,
 )
 
 OUTCOME_BUCKET_SECONDS = 10
@@ -44,6 +49,12 @@ class TaskEntry:
     order: float
     seq: int
     attempts: int = 0
+    throttled: int = 0  # attempts that ended in a 429: they do not count against the retry budget
+
+    @property
+    def charged(self) -> int:
+        """Attempts that count against the retry budget."""
+        return self.attempts - self.throttled
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,13 @@ class QueueState:
     # Upstream outcomes per 10 s bucket (bucket start -> [ok, errors]), the last OUTCOME_BUCKETS.
     outcomes: dict[int, list[int]] = field(default_factory=dict)
     alerts: dict[str, float] = field(default_factory=dict)
+    throttled: int = 0
+    # Pool name -> the time its daily quota comes back; key id -> the hint of the disabled key.
+    parked: dict[str, float] = field(default_factory=dict)
+    disabled: dict[str, str] = field(default_factory=dict)
+    # The last upstream 404 (model gone) and the last success, for the model alert.
+    last_not_found: float = 0.0
+    last_success: float = 0.0
 
     def record_outcome(self, at: float, ok: bool) -> None:
         """Count one upstream call's outcome in its 10 s bucket, forgetting old buckets."""
@@ -138,7 +156,13 @@ def _apply_event(state: QueueState, event: Event) -> None:
     if isinstance(event, AlertResolved):
         state.alerts.pop(event.name, None)
         return
-    if isinstance(event, SnapshotTaken):
+    if isinstance(event, KeyParked):
+        state.parked[event.pool] = max(event.until, state.parked.get(event.pool, 0.0))
+        return
+    if isinstance(event, KeyDisabled):
+        state.disabled[event.key_id] = event.hint
+        return
+    if isinstance(event, SnapshotTaken | KeyCooledDown | KeyLimitLearned):
         return
     t = event.task_id
     match event:
@@ -166,11 +190,14 @@ def _apply_event(state: QueueState, event: Event) -> None:
             state.running[t] = Lease(event.attempt, event.worker, event.lease_deadline, event.at)
         case TaskSucceeded():
             state.record_outcome(event.at, ok=True)
+            state.last_success = max(state.last_success, event.at)
             if state._holds(t, event.attempt):
                 state._end(t)
                 state.succeeded += 1
         case TaskAttemptFailed():
             state.record_outcome(event.at, ok=False)
+            if event.code == 404:
+                state.last_not_found = max(state.last_not_found, event.at)
             if state._holds(t, event.attempt):
                 del state.running[t]
                 state.to_decide[t] = EndedAttempt(event.attempt, event.error, event.retryable)
@@ -192,6 +219,14 @@ def _apply_event(state: QueueState, event: Event) -> None:
             if t in state.tasks and t not in state.running:
                 state._end(t)
                 state.cancelled += 1
+        case TaskUpstreamThrottled():
+            entry = state.tasks.get(t)
+            if entry is None or not state._holds(t, event.attempt):
+                return
+            del state.running[t]
+            entry.throttled += 1
+            state.throttled += 1
+            bisect.insort(state.requeued, (entry.seq, t))
         case TaskLateOutcomeIgnored():
             state.late += 1
         case TaskStarted() | KeyTokenGranted():
@@ -226,6 +261,10 @@ def snapshot(state: QueueState) -> dict[str, Any]:
         "counters": [state.succeeded, state.failed, state.cancelled, state.late],
         "outcomes": {str(b): c for b, c in state.outcomes.items()},
         "alerts": state.alerts,
+        "throttled": state.throttled,
+        "parked": state.parked,
+        "disabled": state.disabled,
+        "model": [state.last_not_found, state.last_success],
     }
 
 
@@ -247,6 +286,10 @@ def restore(data: dict[str, Any]) -> QueueState:
         state.succeeded, state.failed, state.cancelled, state.late = (int(n) for n in data["counters"])
         state.outcomes = {int(b): [int(ok), int(err)] for b, (ok, err) in data.get("outcomes", {}).items()}
         state.alerts = {str(n): float(at) for n, at in data.get("alerts", {}).items()}
+        state.throttled = int(data.get("throttled", 0))
+        state.parked = {str(p): float(u) for p, u in data.get("parked", {}).items()}
+        state.disabled = {str(k): str(h) for k, h in data.get("disabled", {}).items()}
+        state.last_not_found, state.last_success = (float(x) for x in data.get("model", [0.0, 0.0]))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed snapshot: {exc!r}") from exc
     return state

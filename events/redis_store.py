@@ -284,6 +284,14 @@ class RedisEventStore:
             pool: [float(score) for _, score in reply] for pool, reply in zip(since, replies, strict=True)
         }
 
+    async def pool_states(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
+        """HGETALL of each pool's read model, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.keys.pool(name))
+            replies = await pipe.execute()
+        return {name: dict(reply) for name, reply in zip(names, replies, strict=True)}
+
     async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
         """LPUSH, LTRIM and the snapshot.taken event in one MULTI/EXEC."""
         key = self.keys.snapshots(actor)

@@ -94,6 +94,10 @@ class EventStore(Protocol):
         """For each pool named, the times of its grants after its `since`, oldest first."""
         ...
 
+    async def pool_states(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Each named pool's read model: cooldown_until, parked_until, learned_rpm, disabled:<key id>."""
+        ...
+
     async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
         """Store an actor's snapshot (covering the stream up to `covers`) and append snapshot.taken."""
         ...

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -20,8 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from actors.blobs import BlobNotFoundError, FileBlobStore, task_blob
 from actors.config import Config, LimitsConfig
-from actors.eta import PoolWindow, eta_seconds
-from actors.keypool_logic import window_capacity
+from actors.eta import eta_seconds
 from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, TaskSubmitted
 from events.redis_store import RedisEventStore
 from events.store import QueueCounts
@@ -29,6 +29,7 @@ from serve_app import problems
 from serve_app.images import ImageRejected, decode_image
 from serve_app.metrics import read_figures, render
 from serve_app.models import SubmitTask, Submitted, TaskViewOut
+from serve_app.pools import PoolView, read_pools
 from serve_app.problems import BadRequest, NotFound, Unprocessable
 from serve_app.watch import Hub
 
@@ -63,11 +64,17 @@ class Context:
             )
         return self._store
 
-    def throughput(self, stats: dict[str, float]) -> tuple[float, float]:
-        """(tasks per second the configuration can sustain, mean call latency used for it)."""
+    def throughput(self, stats: dict[str, float], pools: list[PoolView] | None = None) -> tuple[float, float]:
+        """(tasks per second the configuration can sustain, mean call latency used for it).
+
+        With the pools' views, their learned rates count and parked or keyless pools do not.
+        """
         count = stats.get("elapsed_count", 0.0)
         latency = stats["elapsed_sum"] / count if count else max(self.config.provider.latency_seconds, 0.1)
-        rate_limit = sum(p.rpm for p in self.config.pools) / 60.0
+        if pools is None:
+            rate_limit = sum(p.rate for p in self.config.pools) / 60.0
+        else:
+            rate_limit = sum(v.rate for v in pools if v.state in ("ok", "cooling")) / 60.0
         return min(self.config.queue.slots / max(latency, 1e-3), rate_limit), latency
 
 
@@ -163,14 +170,9 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             return None
         _, latency = c.throughput(counts.stats)
         now = time.time()
-        pools = c.config.pools
-        grants = await c.store.grant_times({p.name: now - p.window_seconds for p in pools})
-        windows = [
-            PoolWindow(window_capacity(p.rpm, p.window_seconds), p.window_seconds, tuple(grants[p.name]))
-            for p in pools
-        ]
+        windows = [view.eta_window() for view in await read_pools(c.store, c.config, now)]
         seconds = eta_seconds(position, now, c.config.queue.slots, counts.running, latency, windows)
-        return round(max(0.0, seconds), 1)
+        return round(max(0.0, seconds), 1) if math.isfinite(seconds) else None
 
     @app.post("/v1/tasks", status_code=202, response_model=Submitted, tags=["tasks"])
     async def submit(
@@ -326,25 +328,8 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
     async def queue(c: Ctx) -> dict[str, Any]:
         """Waiting, running, slots, throughput and each pool's window budget."""
         counts = await c.store.counts()
-        rate, latency = c.throughput(counts.stats)
-        now = time.time()
-        pools = []
-        grants = await c.store.grant_times({p.name: now - p.window_seconds for p in c.config.pools})
-        for p in c.config.pools:
-            capacity = window_capacity(p.rpm, p.window_seconds)
-            used = len(grants[p.name])
-            pools.append(
-                {
-                    "name": p.name,
-                    "rpm": p.rpm,
-                    "window_seconds": p.window_seconds,
-                    "keys": len(p.keys),
-                    "capacity": capacity,
-                    "window_used": used,
-                    "window_left": max(0, capacity - used),
-                    "calls": int(counts.stats.get(f"calls:{p.name}", 0)),
-                }
-            )
+        views = await read_pools(c.store, c.config)
+        rate, latency = c.throughput(counts.stats, views)
         stats = counts.stats
         return {
             "waiting": counts.waiting,
@@ -356,7 +341,8 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             "cancelled": int(stats.get("cancelled", 0)),
             "mean_latency_seconds": round(latency, 3),
             "throughput_bound_per_second": round(rate, 3),
-            "pools": pools,
+            "throttled": int(stats.get("throttled", 0)),
+            "pools": [{**view.as_json(), "calls": int(stats.get(f"calls:{view.name}", 0))} for view in views],
             "alerts": await c.store.alerts(),
         }
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    StateSetMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from actors.config import Config
-from actors.keypool_logic import window_capacity
 from events.projection import BUCKETS
 from events.store import EventStore, QueueCounts
+from serve_app.pools import PoolView, read_pools
+
+POOL_STATES = ("ok", "cooling", "parked", "no keys")
 
 HISTOGRAMS = {
     "queue_wait": "Seconds from submit to the start of the upstream call.",
@@ -28,17 +35,15 @@ class Figures:
 
     counts: QueueCounts
     histograms: dict[str, dict[str, float]]
-    grants: dict[str, list[float]]
+    pools: list[PoolView]
     alerts: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def read_figures(store: EventStore, config: Config) -> Figures:
     """Read the counters, histograms and each pool's current window."""
-    now = time.time()
     counts = await store.counts()
     histograms = await store.histograms(list(HISTOGRAMS))
-    grants = await store.grant_times({p.name: now - p.window_seconds for p in config.pools})
-    return Figures(counts, histograms, grants, await store.alerts())
+    return Figures(counts, histograms, await read_pools(store, config), await store.alerts())
 
 
 class _Scrape(Collector):
@@ -78,12 +83,19 @@ class _Scrape(Collector):
             "genqueue_pool_tokens_available", "Calls a pool can make now.", labels=["pool"]
         )
         calls = CounterMetricFamily("genqueue_pool_calls", "Tokens a pool has handed out.", labels=["pool"])
-        for pool in self._config.pools:
-            cap = window_capacity(pool.rpm, pool.window_seconds)
-            capacity.add_metric([pool.name], cap)
-            tokens.add_metric([pool.name], max(0, cap - len(self._f.grants.get(pool.name, []))))
-            calls.add_metric([pool.name], stats.get(f"calls:{pool.name}", 0.0))
-        yield from (capacity, tokens, calls)
+        rate = GaugeMetricFamily(
+            "genqueue_pool_rate_per_minute",
+            "A pool's rate: configured, or lower once learned.",
+            labels=["pool"],
+        )
+        state = StateSetMetricFamily("genqueue_pool_state", "A pool's state.", labels=["pool"])
+        for view in self._f.pools:
+            capacity.add_metric([view.name], view.capacity)
+            tokens.add_metric([view.name], 0 if view.state != "ok" else view.window_left)
+            calls.add_metric([view.name], stats.get(f"calls:{view.name}", 0.0))
+            rate.add_metric([view.name], view.rate)
+            state.add_metric([view.name], {s: s == view.state for s in POOL_STATES})
+        yield from (capacity, tokens, calls, rate, state)
         alerts = GaugeMetricFamily(
             "genqueue_alerts_active", "Active alerts (1 while raised).", labels=["name"]
         )

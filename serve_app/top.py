@@ -66,15 +66,30 @@ def render(frame: Frame, previous: Frame | None) -> Group:
     head.add_row("wait p50 / p99", f"{p50:.1f} s / {p99:.1f} s")
     head.add_row("ended", f"succeeded {q['succeeded']}, failed {q['failed']}, cancelled {q['cancelled']}")
     pools = Table(title="pools")
-    for col in ("pool", "tokens left", "window", "calls", "state"):
+    for col in (
+        "pool",
+        "state",
+        "tokens left",
+        "window",
+        "rate/min (learned/set)",
+        "cooldown",
+        "calls",
+        "429s",
+    ):
         pools.add_column(col)
     for p in q["pools"]:
+        state = p.get("state", "ok")
+        if p.get("disabled_keys"):
+            state += f" ({len(p['disabled_keys'])}/{p['keys']} keys off)"
         pools.add_row(
             p["name"],
+            state,
             f"{p['window_left']}/{p['capacity']}",
             f"{p['window_seconds']:g} s",
+            f"{p.get('learned_rpm', p['rpm'])}/{p['rpm']}",
+            f"{p.get('cooldown_seconds', 0):.1f} s",
             str(p["calls"]),
-            p.get("state", "ok"),
+            str(p.get("throttled", 0)),
         )
     alerts = Table(title="alerts")
     alerts.add_column("active")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from actors.config import Secret
@@ -28,21 +29,68 @@ class ImageResult:
     mime_type: str
 
 
-class ProviderError(GenqueueError):
-    """A provider call ended without an image; `retryable` says whether another try may help."""
+class Failure(StrEnum):
+    """What a failed upstream call means, and so what genqueue does about it."""
 
-    def __init__(self, reason: str, *, retryable: bool, code: int = 0) -> None:
+    TRANSIENT = "transient"  # 5xx, timeout, connection error: retry the task with backoff
+    PERMANENT = "permanent"  # bad input, a 200 without an image: fail the task
+    THROTTLED = "throttled"  # 429 per-minute quota: cool the pool down; the task keeps its place
+    QUOTA_DAY = "quota_day"  # 429 per-day quota: park the pool until midnight Pacific
+    KEY_REJECTED = "key_rejected"  # 400 API_KEY_INVALID, 401, 403: disable the key
+    MODEL_GONE = "model_gone"  # 404: the model id is retired; fail the task and alert
+
+
+class ProviderError(GenqueueError):
+    """A provider call ended without an image; `failure` says what it means.
+
+    `retry_after` is upstream's own wait (RetryInfo), `quota_id` and `quota_value` name the
+    limit a 429 hit; none of them ever holds a key.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool = False,
+        code: int = 0,
+        failure: Failure | None = None,
+        retry_after: float | None = None,
+        quota_id: str = "",
+        quota_value: int | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.retryable = retryable
+        self.failure = (
+            failure if failure is not None else (Failure.TRANSIENT if retryable else Failure.PERMANENT)
+        )
         self.code = code  # the upstream HTTP status, 0 when there was none
+        self.retry_after = retry_after
+        self.quota_id = quota_id
+        self.quota_value = quota_value
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt of the task may help (throttling is not an attempt's failure)."""
+        return self.failure is Failure.TRANSIENT
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_provider_error, (self.reason, self.retryable, self.code))
+        return (
+            _rebuild_provider_error,
+            (self.reason, self.failure.value, self.code, self.retry_after, self.quota_id, self.quota_value),
+        )
 
 
-def _rebuild_provider_error(reason: str, retryable: bool, code: int) -> ProviderError:
-    return ProviderError(reason, retryable=retryable, code=code)
+def _rebuild_provider_error(
+    reason: str, failure: str, code: int, retry_after: float | None, quota_id: str, quota_value: int | None
+) -> ProviderError:
+    return ProviderError(
+        reason,
+        code=code,
+        failure=Failure(failure),
+        retry_after=retry_after,
+        quota_id=quota_id,
+        quota_value=quota_value,
+    )
 
 
 class Provider(Protocol):

@@ -1,0 +1,121 @@
+"""The pure key-pool state machine: cooldowns, parking, disabled keys, learned rates, daily quotas."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.keypool_logic import PoolState, Tuning, choose, grant, next_free_at, probe, throttled, usable_at
+from actors.limiter import SlidingWindowLog
+from events.audit import max_in_window
+from events.days import PACIFIC, next_pacific_midnight, pacific_day
+
+
+def pool(name: str = "a", rpm: int = 600, keys: int = 1, **kw: object) -> PoolState:
+    """A pool with a 1 s window: rpm 600 is 10 calls per rolling second."""
+    return PoolState(name=name, rpm=rpm, window=1.0, key_ids=tuple(f"{name}#{i + 1}" for i in range(keys)), **kw)  # type: ignore[arg-type]
+
+
+def test_a_per_minute_429_cools_the_pool_for_retry_info_and_learns_quota_value() -> None:
+    """Cooldown = RetryInfo delay; a quotaValue below the rate becomes the rate at once."""
+    p = pool(rpm=900)
+    assert p.limiter.capacity == 15
+    cooled, learned = throttled(p, now=10.0, retry_after=0.4, quota_value=600)
+    assert cooled == 10.4 and learned == 600 and p.limiter.capacity == 10
+    assert p.available(10.3) == 0 and p.next_free_at(10.3) >= 10.4
+    # More 429s of the same overshoot: the cooldown only grows, the rate drops once per window.
+    cooled, learned = throttled(p, now=10.2, retry_after=0.1, quota_value=600)
+    assert cooled is None and learned is None and p.cooldown_until == 10.4
+
+
+def test_without_quota_value_the_rate_drops_multiplicatively_and_without_retry_info_one_window() -> None:
+    """A bare 429 cools for one window and multiplies the rate by the decrease factor."""
+    p = pool(rpm=600)
+    cooled, learned = throttled(p, now=5.0, retry_after=None, quota_value=None)
+    assert cooled == 6.0 and learned == 420
+    assert throttled(p, now=6.5, retry_after=None, quota_value=None)[1] == 294
+
+
+def test_probing_needs_a_clean_busy_period_and_never_passes_the_configured_rate() -> None:
+    """No probe while idle or soon after a 429; then +5% of the configured rate per step, capped."""
+    p = pool(rpm=600, tuning=Tuning(probe_after=10, probe_step=0.05))
+    throttled(p, now=0.0, retry_after=0.0, quota_value=480)
+    assert p.rate == 480
+    assert probe(p, 5.0) is None  # too soon
+    assert probe(p, 20.0) is None  # idle: the limiter has room
+    while p.limiter.take(20.0):
+        pass
+    assert probe(p, 20.0) == 510
+    rates = []
+    now = 20.0
+    for _ in range(20):
+        now += 11.0
+        while p.limiter.take(now):
+            pass
+        if (r := probe(p, now)) is not None:
+            rates.append(r)
+    assert rates[-1] == 600 and max(rates) == 600 and rates == sorted(rates)
+
+
+def test_disabled_keys_are_skipped_and_a_pool_without_keys_is_unusable() -> None:
+    """Round robin goes over healthy keys only; with none left the pool never grants."""
+    a = pool("a", keys=3)
+    a.disabled.add("a#2")
+    assert [grant(a, 0.0) for _ in range(4)] == ["a#1", "a#3", "a#1", "a#3"]
+    a.disabled.update({"a#1", "a#3"})
+    b = pool("b")
+    assert choose([a, b], 0.5) is b and usable_at([a, b], 0.5) == 0.5
+    b.disabled.add("b#1")
+    assert choose([a, b], 0.5) is None and usable_at([a, b], 0.5) == math.inf
+    assert next_free_at([a, b], 0.5) == math.inf
+
+
+def test_a_parked_pool_waits_for_its_time_and_the_others_carry_on() -> None:
+    """Parking stops one pool until `parked_until`; usable_at is the earliest pool back."""
+    a, b = pool("a"), pool("b")
+    a.parked_until = 100.0
+    assert choose([a, b], 1.0) is b
+    b.parked_until = 50.0
+    assert choose([a, b], 1.0) is None and usable_at([a, b], 1.0) == 50.0
+    assert choose([a, b], 50.0) is b
+
+
+def test_the_daily_limit_counts_per_pacific_day() -> None:
+    """rpd calls on one Pacific day, then none until the next midnight there."""
+    noon = dt.datetime(2026, 11, 29, 12, 0, tzinfo=PACIFIC).timestamp()
+    p = pool(rpm=6000, rpd=3)
+    granted = [grant(p, noon + i) for i in range(3)]
+    assert len(granted) == 3 and p.available(noon + 5) == 0
+    midnight = next_pacific_midnight(noon)
+    assert p.next_free_at(noon + 5) == midnight
+    assert p.available(midnight) == 3 and pacific_day(midnight) == "2026-11-30"
+
+
+def test_pacific_midnight_across_daylight_saving() -> None:
+    """The day that ends summer time is 25 hours long in Los Angeles."""
+    start = dt.datetime(2026, 11, 1, 0, 0, tzinfo=PACIFIC).timestamp()
+    assert next_pacific_midnight(start) - start == 25 * 3600
+    assert next_pacific_midnight(start - 1) == start
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), min_size=1, max_size=200).map(sorted),
+    st.lists(st.integers(1, 12), min_size=1, max_size=5),
+)
+def test_resizing_never_lets_a_window_hold_more_than_the_larger_capacity(
+    requests: list[float], capacities: list[int]
+) -> None:
+    """Whatever the resizes, no window holds more than the largest capacity in force."""
+    limiter = SlidingWindowLog(capacity=capacities[0], window=1.0)
+    granted: list[float] = []
+    step = max(1, len(requests) // len(capacities))
+    for i, t in enumerate(requests):
+        if i and i % step == 0:
+            limiter.resize(capacities[min(i // step, len(capacities) - 1)])
+        if limiter.take(t):
+            granted.append(t)
+    assert max_in_window(granted, 1.0) <= max(capacities)
