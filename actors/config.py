@@ -151,6 +151,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: str = ".genqueue"
+    # Serve ingress replicas: each is one process taking submits and reads.
+    replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +314,8 @@ def _check(config: Config) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"alerts.webhooks: {url!r} is not an http(s) URL")
     q, p = config.queue, config.provider
+    if config.server.replicas < 1:
+        raise ConfigError("server.replicas must be >= 1")
     if q.slots < 1 or q.workers < 1 or q.max_attempts < 1 or q.lease_seconds <= 0:
         raise ConfigError("[queue]: slots, workers and max_attempts must be >= 1, lease_seconds > 0")
     if p.name not in ("offline", "gemini"):

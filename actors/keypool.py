@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,18 @@ class _Waiter:
     future: asyncio.Future[Token] = field(compare=False)
 
 
+def _learned(pool: PoolState, previous: int, reason: str, now: float) -> KeyLimitLearned:
+    return KeyLimitLearned(
+        pool=pool.name,
+        rpm=pool.rate,
+        previous=previous,
+        configured=pool.rpm,
+        margin=round(pool.margin, 4),
+        reason=reason,
+        at=now,
+    )
+
+
 class KeyPool:
     """Async actor; limiter state changes happen on one event loop, tokens go in task order.
 
@@ -101,6 +114,9 @@ class KeyPool:
         self._waiters: list[_Waiter] = []
         self._arrivals = itertools.count()
         self._granted: dict[tuple[str, int], tuple[str, str]] = {}
+        # Grant times not yet re-dated to their send time (see `sent`).
+        self._stamps: dict[tuple[str, int], tuple[PoolState, float]] = {}
+        self._delays: deque[float] = deque(maxlen=200)
         self._store: EventStore | None = None
         self._wake: asyncio.Event | None = None
         self._granter: asyncio.Task[None] | None = None
@@ -160,6 +176,7 @@ class KeyPool:
             pool.parked_until = float(fields.get("parked_until", 0.0))
             if "learned_rpm" in fields:
                 pool.set_rate(int(fields["learned_rpm"]), float(fields.get("learned_at", 0.0)))
+                pool.set_margin(float(fields.get("learned_margin", 0.0)), pool.last_change)
             for name, value in fields.items():
                 key_id = name.removeprefix("disabled:")
                 if name.startswith("disabled:") and self._hints.get(key_id) == json.loads(value).get("hint"):
@@ -240,13 +257,9 @@ class KeyPool:
             learned: list[Event] = []
             for p in self._pools:
                 previous = p.rate
-                if (rate := probe(p, now)) is not None:
-                    reason = f"no 429 for {p.tuning.probe_after:g} busy windows: probing up"
-                    learned.append(
-                        KeyLimitLearned(
-                            pool=p.name, rpm=rate, previous=previous, configured=p.rpm, reason=reason, at=now
-                        )
-                    )
+                if step := probe(p, now):
+                    reason = f"no 429 for {p.tuning.probe_after:g} busy windows: probing the {step} back"
+                    learned.append(_learned(p, previous, reason, now))
             if learned:
                 await self._append_key_events(learned)
             if self._waiters and (back := usable_at(self._pools, now)) > now:
@@ -299,6 +312,25 @@ class KeyPool:
             if not waiter.future.done():
                 waiter.future.set_result(Token(until=until, reason=reason))
 
+    async def sent(self, task_id: str, attempt: int, at: float) -> None:
+        """The call of this grant left the worker at `at`: count it in its window from then on.
+
+        A call reaches upstream some milliseconds after its grant, by a delay that varies
+        with load, and upstream counts it on arrival. A grant is re-dated by how much longer
+        than usual its call took to leave (its delay minus the 10th percentile of recent
+        delays, which the call that reuses its place will most likely add too), so that call
+        stays a full window behind it upstream without every grant paying the whole delay.
+        """
+        stamp = self._stamps.pop((task_id, attempt), None)
+        if stamp is None:
+            return
+        pool, granted_at = stamp
+        delay = max(0.0, at - granted_at)
+        self._delays.append(delay)
+        usual = sorted(self._delays)[len(self._delays) // 10]
+        if delay > usual:
+            pool.limiter.move(granted_at, granted_at + delay - usual)
+
     async def report(
         self,
         pool_name: str,
@@ -337,17 +369,14 @@ class KeyPool:
                         at=now,
                     )
                 )
-            if learned is not None:
-                events.append(
-                    KeyLimitLearned(
-                        pool=pool.name,
-                        rpm=learned,
-                        previous=previous,
-                        configured=pool.rpm,
-                        reason=f"429 with room in the window (quota {quota_id or 'unnamed'})",
-                        at=now,
-                    )
-                )
+            if learned:
+                quota = f"{quota_id or 'unnamed quota'}, quotaValue {quota_value}"
+                reason = {
+                    "quota": f"429 with room in the window: upstream's limit is lower ({quota})",
+                    "timing": f"429 at the right rate: calls reach upstream unevenly; wider margin ({quota})",
+                    "decrease": f"429 with room in the window: lowering the rate ({quota})",
+                }[learned]
+                events.append(_learned(pool, previous, reason, now))
         elif kind is Failure.QUOTA_DAY:
             until = next_pacific_midnight(now)
             if until > pool.parked_until:
@@ -404,8 +433,12 @@ class KeyPool:
                 delay = min(2.0, delay * 2)
         for waiter, g in batch:
             self._granted[(g.task_id, g.attempt)] = (g.pool, g.key_id)
+            self._stamps[(g.task_id, g.attempt)] = (self._by_name[g.pool], g.at)
             if not waiter.future.done():
                 waiter.future.set_result(Token(g.pool, g.key_id))
+        if len(self._stamps) > 10_000:  # grants whose calls were never reported sent
+            for k in list(self._stamps)[: len(self._stamps) // 2]:
+                del self._stamps[k]
         if len(self._granted) > 100_000:
             for k in list(self._granted)[: len(self._granted) // 2]:
                 del self._granted[k]
@@ -428,6 +461,7 @@ class KeyPool:
                 "name": p.name,
                 "rpm": p.rpm,
                 "rate": p.rate,
+                "margin": p.margin,
                 "rpd": p.rpd,
                 "window_seconds": p.window,
                 "capacity": p.limiter.capacity,

@@ -31,13 +31,15 @@ class Tuning:
     quotaValue names a lower rate, which is then taken); `probe_after`: windows of clean,
     busy running before the rate is raised; `probe_step`: how much of the configured rate
     each probe adds. `margin`: seconds added to each window, for the spread between a
-    grant and its call reaching upstream.
+    grant and its call reaching upstream; it widens up to `max_margin` (a share of the
+    window) when upstream's quotaValue shows the rate is right and the 429 came from timing.
     """
 
     decrease: float = 0.7
     probe_after: float = 10.0
     probe_step: float = 0.05
     margin: float = 0.0
+    max_margin: float = 0.1
 
 
 @dataclass(slots=True)
@@ -51,6 +53,7 @@ class PoolState:
     rpd: int = 0
     tuning: Tuning = field(default_factory=Tuning)
     rate: int = 0  # the effective calls per minute: the configured rate, or less once learned
+    margin: float = field(init=False)
     limiter: SlidingWindowLog = field(init=False)
     cooldown_until: float = 0.0
     parked_until: float = 0.0
@@ -64,8 +67,9 @@ class PoolState:
 
     def __post_init__(self) -> None:
         self.rate = self.rpm if self.rate <= 0 else min(self.rate, self.rpm)
+        self.margin = self.tuning.margin
         self.limiter = SlidingWindowLog(
-            capacity=window_capacity(self.rate, self.window), window=self.window + self.tuning.margin
+            capacity=window_capacity(self.rate, self.window), window=self.window + self.margin
         )
 
     @property
@@ -107,6 +111,12 @@ class PoolState:
         """Use `rate` calls per minute from now on (capped at the configured rate)."""
         self.rate = max(1, min(rate, self.rpm))
         self.limiter.resize(window_capacity(self.rate, self.window))
+        self.last_change = now
+
+    def set_margin(self, margin: float, now: float) -> None:
+        """Keep `margin` seconds between a grant and the one a window later that reuses its place."""
+        self.margin = max(self.tuning.margin, min(margin, self.tuning.max_margin * self.window))
+        self.limiter.window = self.window + self.margin
         self.last_change = now
 
     def count_day(self, at: float) -> None:
@@ -152,13 +162,16 @@ def usable_at(pools: list[PoolState], now: float) -> float:
 
 def throttled(
     pool: PoolState, now: float, retry_after: float | None, quota_value: int | None
-) -> tuple[float | None, int | None]:
-    """A per-minute 429: (new cooldown end or None if the current one already covers it,
-    new learned rate or None if unchanged).
+) -> tuple[float | None, str]:
+    """A per-minute 429: (new cooldown end, or None if the current one already covers it;
+    what was learned: "" for nothing, "quota", "timing" or "decrease").
 
-    The cooldown lasts upstream's RetryInfo delay, or one window when it gave none. The
-    rate drops at most once per window (the 429s of one overshoot arrive together): to
-    upstream's quotaValue when that is lower, else by the decrease factor.
+    The cooldown lasts upstream's RetryInfo delay, or one window when it gave none. At most
+    once per window (the 429s of one overshoot arrive together) the pool learns:
+    - upstream's quotaValue is below the rate: the rate becomes quotaValue ("quota");
+    - quotaValue equals the rate: the limit is right and the call reached upstream too
+      early after the one whose place it took: the margin doubles ("timing"), up to its cap;
+    - otherwise (no quotaValue, or the margin is at its cap): rate x decrease ("decrease").
     """
     pool.last_throttled = now
     until = now + (retry_after if retry_after is not None and retry_after >= 0 else pool.window)
@@ -166,30 +179,38 @@ def throttled(
     if until > pool.cooldown_until:
         pool.cooldown_until = until
         cooled = until
-    learned = None
-    if now - pool.last_change >= pool.window:
-        if quota_value and quota_value < pool.rate:
-            target = quota_value
-        else:
-            target = math.floor(pool.rate * pool.tuning.decrease)
-        target = max(1, target)
-        if target < pool.rate:
-            pool.set_rate(target, now)
-            learned = pool.rate
-    return cooled, learned
+    if now - pool.last_change < pool.window:
+        return cooled, ""
+    cap = pool.tuning.max_margin * pool.window
+    if quota_value and quota_value < pool.rate:
+        pool.set_rate(quota_value, now)
+        return cooled, "quota"
+    if quota_value and pool.margin < cap:
+        pool.set_margin(max(2 * pool.margin, 0.01 * pool.window), now)
+        return cooled, "timing"
+    target = max(1, math.floor(pool.rate * pool.tuning.decrease))
+    if target < pool.rate:
+        pool.set_rate(target, now)
+        return cooled, "decrease"
+    return cooled, ""
 
 
-def probe(pool: PoolState, now: float) -> int | None:
-    """Raise a learned rate by one step after a clean, busy period; returns the new rate or None.
+def probe(pool: PoolState, now: float) -> str:
+    """After a clean, busy period, take one step back up; returns "margin", "rate" or "".
 
     Clean: no 429 for `probe_after` windows since the last 429 or change. Busy: the limiter
-    is full right now, so the higher rate would be used (an idle pool learns nothing).
+    is full right now, so the step would be used (an idle pool learns nothing). A widened
+    margin is halved first; then the rate grows by `probe_step` of the configured rate,
+    never past it.
     """
-    if pool.rate >= pool.rpm:
-        return None
     quiet_since = max(pool.last_throttled, pool.last_change)
     if now - quiet_since < pool.tuning.probe_after * pool.window or pool.limiter.available(now) > 0:
-        return None
+        return ""
+    if pool.margin > pool.tuning.margin:
+        pool.set_margin(pool.margin / 2 if pool.margin / 2 > pool.tuning.margin + 1e-9 else 0.0, now)
+        return "margin"
+    if pool.rate >= pool.rpm:
+        return ""
     step = max(1, round(pool.rpm * pool.tuning.probe_step))
     pool.set_rate(pool.rate + step, now)
-    return pool.rate
+    return "rate"

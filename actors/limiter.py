@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -72,3 +73,16 @@ class SlidingWindowLog:
         self.capacity = capacity
         while len(self.log) > capacity:
             self.log.popleft()
+
+    def move(self, old: float, new: float) -> None:
+        """Re-date the grant logged at `old` to `new` (later: when its call was really sent).
+
+        Later is only ever stricter. A grant no longer in the log changes nothing.
+        """
+        items = list(self.log)
+        i = bisect.bisect_left(items, old)
+        if i == len(items) or items[i] != old or new < old:
+            return
+        del items[i]
+        bisect.insort(items, new)
+        self.log = deque(items)

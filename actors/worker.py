@@ -73,6 +73,7 @@ class Worker:
         self._keypool = keypool
         self._blobs = FileBlobStore(Path(config.server.data_dir) / "blobs")
         self._provider = make_provider(config)
+        self._provider.prepare(key for pool in config.pools for key in pool.keys)
         self._store: EventStore | None = None
         self._inflight: set[tuple[str, int]] = set()
         self._metrics = WorkerMetrics()
@@ -199,6 +200,7 @@ class Worker:
         self, spec: AttemptSpec, request: ImageRequest, pool: str, key_id: str, t0: float, bound: Any
     ) -> Event:
         try:
+            self._keypool.sent.remote(spec.task_id, spec.attempt, time.time())
             result = await self._provider.generate(request, self._config.key_secret(key_id))
             ext = _EXTENSIONS.get(result.mime_type, "bin")
             ref = task_blob(spec.task_id, f"result-{spec.attempt}.{ext}")

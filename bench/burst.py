@@ -6,35 +6,100 @@ running at once, most calls of each pool in any window, tasks lost or ended twic
 dispatch latency (an outcome event to the next dispatch event, from stream ids).
 With --url it bursts at a running instance instead (no log audit).
 
+With --provider gemini the calls go through the google-genai client to a `genqueue emulator`
+started as its own process, whose projects enforce --real-rpm (default: the configured
+RPM) over the same window; the emulator's own counts of calls and 429s are reported.
+
     python bench/burst.py --users 600 --slots 20 --latency 0.5 --pools 3x600 --window 1
+    python bench/burst.py --provider gemini --pools 3x900 --real-rpm 600 --image-size 512
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.config import Config, PoolConfig, ProviderConfig, QueueConfig, Secret
+from actors.config import Config, KeyPoolConfig, PoolConfig, ProviderConfig, QueueConfig, Secret
 from events.audit import audit
+from events.catalogue import KeyLimitLearned, KeyTokenGranted
 from events.redis_store import RedisEventStore
 from serve_app.burst import BurstResult, bound_seconds, percentile, run_burst
 
 
-def parse_pools(spec: str, window: float) -> tuple[PoolConfig, ...]:
-    """'3x600' -> three pools at 600 RPM."""
+def parse_pools(spec: str, window: float, keys: int = 1) -> tuple[PoolConfig, ...]:
+    """'3x600' -> three pools at 600 RPM, each with `keys` keys."""
     count, _, rpm = spec.partition("x")
     return tuple(
-        PoolConfig(name=f"pool-{i + 1}", rpm=int(rpm), keys=(Secret(f"bench-{i}"),), window_seconds=window)
+        PoolConfig(
+            name=f"pool-{i + 1}",
+            rpm=int(rpm),
+            keys=tuple(Secret(f"bench-key-{i + 1}-{j + 1:012d}") for j in range(keys)),
+            window_seconds=window,
+        )
         for i in range(int(count))
     )
+
+
+@contextlib.contextmanager
+def emulator(args: argparse.Namespace, pools: tuple[PoolConfig, ...]) -> Iterator[str]:
+    """`genqueue emulator` in its own process, one project per pool at the real RPM."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "genqueue"), "emulator", "--port", str(port)]
+    for i, pool in enumerate(pools):
+        rpd = f":{args.day_quota}" if args.day_quota and i == 0 else ""
+        keys = ",".join(k.reveal() for k in pool.keys)
+        command += ["--pool", f"{pool.name}:{args.real_rpm or pool.rpm}:{keys}{rpd}"]
+    command += ["--window-seconds", str(args.window), "--latency", str(args.latency)]
+    command += ["--jitter", str(args.jitter), "--seed", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/stats", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("the emulator did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def upstream_figures(url: str) -> dict[str, object]:
+    """What the emulator counted: calls, 429s and the most calls any project saw in a window."""
+    stats = httpx.get(f"{url}/stats", timeout=5).json()
+    projects = stats["projects"]
+    accepted = sum(p["accepted"] for p in projects.values())
+    throttled = sum(p["throttled"] for p in projects.values())
+    calls = accepted + throttled
+    return {
+        "upstream_calls": calls,
+        "upstream_429s": throttled,
+        "upstream_429_share": round(throttled / calls, 4) if calls else 0.0,
+        "upstream_max_window_calls": {n: p["max_window_calls"] for n, p in projects.items()},
+        "upstream_capacity": {n: p["capacity"] for n, p in projects.items()},
+    }
 
 
 def report(
@@ -75,7 +140,46 @@ async def audit_log(config: Config) -> dict[str, object]:
         await store.close()
     r = audit(events)
     lat = [float(x) for x in r.dispatch_latency_ms]
+    learned = [e.event for e in events if isinstance(e.event, KeyLimitLearned)]
+    grants: dict[str, list[tuple[float, int]]] = {}
+    for e in events:
+        if isinstance(e.event, KeyTokenGranted):
+            grants.setdefault(e.event.pool, []).append((e.event.at, e.event.capacity))
+    cycles = {}
+    for pool, times in grants.items():
+        gaps = sorted(times[k + cap][0] - t for k, (t, cap) in enumerate(times) if k + cap < len(times))
+        cycles[pool] = round(gaps[len(gaps) // 2], 3) if gaps else 0.0
+    first_submit = min((e.event.at for e in events if e.event.type == "task.submitted"), default=0.0)
+    last_end = max(
+        (e.event.at for e in events if e.event.type in ("task.succeeded", "task.failed")), default=0.0
+    )
+    all_grants = sorted(t for times in grants.values() for t, _ in times)
+    granted_at = {
+        (e.event.task_id, e.event.attempt): e.event.at for e in events if isinstance(e.event, KeyTokenGranted)
+    }
+    handoff = sorted(
+        1000 * (e.event.at - granted_at[(e.event.task_id, e.event.attempt)])
+        for e in events
+        if e.event.type == "task.started" and (e.event.task_id, e.event.attempt) in granted_at
+    )
+    started_at = {
+        (e.event.task_id, e.event.attempt): e.event.at for e in events if e.event.type == "task.started"
+    }
+    calls = sorted(
+        e.event.at - started_at[(e.event.task_id, e.event.attempt)]
+        for e in events
+        if e.event.type == "task.succeeded" and (e.event.task_id, e.event.attempt) in started_at
+    )
     return {
+        "call_seconds_p10_p50_p90": [round(percentile(calls, q), 3) for q in (10, 50, 90)],
+        "token_handoff_ms_p10_p50_p90": [round(percentile(handoff, q), 1) for q in (10, 50, 90)],
+        "grant_cycle_median_s": cycles,
+        "first_grant_after_s": round(all_grants[0] - first_submit, 3) if all_grants else None,
+        "last_grant_to_last_end_s": round(last_end - all_grants[-1], 3) if all_grants else None,
+        "first_submit_to_last_end_s": round(last_end - first_submit, 3),
+        "limits_learned": [
+            f"{e.pool}: {e.previous}->{e.rpm} margin {e.margin} ({e.reason[:40]})" for e in learned
+        ],
         "log_ok": r.ok,
         "lost": len(r.never_ended),
         "ended_twice": len(r.ended_twice),
@@ -101,29 +205,46 @@ def main() -> None:
     p.add_argument("--image-size", default="1K", choices=["512", "1K", "2K"])
     p.add_argument("--url", help="burst at a running instance instead of starting one")
     p.add_argument("--json", action="store_true", help="print JSON only")
+    p.add_argument("--provider", default="offline", choices=["offline", "gemini"])
+    p.add_argument("--real-rpm", type=int, default=0, help="the emulator's RPM per project (gemini)")
+    p.add_argument("--keys", type=int, default=1, help="keys per pool")
+    p.add_argument("--day-quota", type=int, default=0, help="requests per day of pool-1 upstream (gemini)")
+    p.add_argument("--margin", type=float, default=None, help="keypool.margin_seconds")
+    p.add_argument("--replicas", type=int, default=1, help="Serve ingress replicas")
     p.add_argument("--watch", type=int, default=0, help="follow the last N tasks over SSE")
     args = p.parse_args()
-    pools = parse_pools(args.pools, args.window)
-    rpm_total = sum(x.rpm for x in pools)
+    pools = parse_pools(args.pools, args.window, args.keys)
+    # The bound is set by what upstream really allows.
+    rpm_total = sum(args.real_rpm or x.rpm for x in pools)
     if args.url:
         result = asyncio.run(run_burst(args.url, args.users, args.kind, poll=0.25, watch_last=args.watch))
         figures = report(result, args.users, args.slots, args.latency, rpm_total)
     else:
         from serve_app.runtime import running
 
+        stack = contextlib.ExitStack()
+        emulator_url = stack.enter_context(emulator(args, pools)) if args.provider == "gemini" else ""
         base = Config()
         config = replace(
             base,
             redis=replace(base.redis, namespace=f"bench-{uuid.uuid4().hex[:8]}"),
             queue=QueueConfig(slots=args.slots, lease_seconds=120, max_attempts=3, workers=2),
             provider=ProviderConfig(
-                name="offline",
+                name=args.provider,
+                base_url=emulator_url,
                 latency_seconds=args.latency,
                 latency_jitter=args.jitter,
                 image_size=args.image_size,
+                timeout_seconds=30,
             ),
+            keypool=base.keypool if args.margin is None else KeyPoolConfig(margin_seconds=args.margin),
             pools=pools,
-            server=replace(base.server, data_dir=tempfile.mkdtemp(prefix="genqueue-bench-"), port=8765),
+            server=replace(
+                base.server,
+                data_dir=tempfile.mkdtemp(prefix="genqueue-bench-"),
+                port=8765,
+                replicas=args.replicas,
+            ),
         )
         with running(config, dashboard=False) as live:
             result = asyncio.run(
@@ -131,6 +252,9 @@ def main() -> None:
             )
             figures = report(result, args.users, args.slots, args.latency, rpm_total)
             figures.update(asyncio.run(audit_log(live.config)))
+            if emulator_url:
+                figures.update(upstream_figures(emulator_url))
+        stack.close()
     if args.json:
         print(json.dumps(figures))
     else:

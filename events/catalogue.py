@@ -238,7 +238,11 @@ class KeyDisabled:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyLimitLearned:
-    """A pool's effective rate changed: lowered after 429s it had room for, or probed back up."""
+    """A pool's effective rate or margin changed: lowered after 429s it had room for, or probed back up.
+
+    `margin` is the seconds the pool keeps between a grant and the one that reuses its
+    place a window later.
+    """
 
     type: ClassVar[str] = "key.limit_learned"
     version: ClassVar[int] = 1
@@ -246,6 +250,7 @@ class KeyLimitLearned:
     rpm: int
     previous: int
     configured: int
+    margin: float = 0.0
     reason: str
     at: float
 

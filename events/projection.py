@@ -294,7 +294,9 @@ def _pool_ops(event: KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned, 
             detail = {"hint": event.hint, "code": event.code, "reason": event.reason, "at": event.at}
             return [HSet(key, {f"disabled:{event.key_id}": json.dumps(detail)})]
         case KeyLimitLearned():
-            return [HSet(key, {"learned_rpm": event.rpm, "learned_at": event.at})]
+            return [
+                HSet(key, {"learned_rpm": event.rpm, "learned_margin": event.margin, "learned_at": event.at})
+            ]
 
 
 def fold_task_view(events: list[Event]) -> dict[str, str]:

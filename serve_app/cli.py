@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -69,8 +71,11 @@ def up(
         console.print("shutting down")
 
 
-def demo_config(base: Config, users: int, speed: float) -> Config:
-    """The demo's set-up: 3 pools of 15 calls a window, 40 slots, offline provider.
+def demo_config(
+    base: Config, users: int, speed: float, provider: str = "offline", base_url: str = ""
+) -> Config:
+    """The demo's set-up: 3 pools of 15 calls a window, 40 slots, offline provider or the
+    gemini provider against a local emulator at `base_url`.
 
     The window is 60 s divided by `speed`; each pool keeps its 15 calls per window, so
     the show is the same, only faster.
@@ -80,7 +85,7 @@ def demo_config(base: Config, users: int, speed: float) -> Config:
         PoolConfig(
             name=f"project-{c}",
             rpm=round(15 * speed),
-            keys=(Secret(f"demo-{c}"),),
+            keys=(Secret(f"demo-key-project-{c}-0000000000"),),
             window_seconds=window,
         )
         for c in "abc"
@@ -89,9 +94,25 @@ def demo_config(base: Config, users: int, speed: float) -> Config:
         base,
         pools=pools,
         queue=replace(base.queue, slots=40),
-        provider=replace(base.provider, name="offline"),
+        provider=replace(base.provider, name=provider, base_url=base_url),
         redis=replace(base.redis, namespace=f"demo-{int(time.time())}"),
     )
+
+
+@contextlib.contextmanager
+def demo_upstream(
+    provider: str, pools: tuple[PoolConfig, ...], latency: float, jitter: float
+) -> Iterator[str]:
+    """For the gemini provider, a Gemini emulator whose projects match the demo's pools."""
+    if provider != "gemini":
+        yield ""
+        return
+    from actors.providers.emulator import EmulatorConfig, PoolSpec, running
+
+    specs = tuple(PoolSpec(p.name, p.rpm, tuple(k.reveal() for k in p.keys)) for p in pools)
+    window = pools[0].window_seconds
+    with running(EmulatorConfig(pools=specs, window_seconds=window, latency=latency, jitter=jitter)) as url:
+        yield url
 
 
 @app.command()
@@ -102,19 +123,27 @@ def demo(
         "genqueue-demo-output"
     ),
     config_file: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
+    provider: Annotated[
+        str, typer.Option(help="offline (Pillow) or gemini (google-genai against a local Gemini emulator).")
+    ] = "offline",
 ) -> None:
     """The 60-user burst: watch tasks queue, run under slots and rate limits, and finish with images."""
     from serve_app.demo import run_demo
     from serve_app.runtime import running
 
     configure("WARNING")
-    if users < 1 or speed <= 0:
-        console.print("[red]--users must be >= 1 and --speed > 0[/red]")
+    if users < 1 or speed <= 0 or provider not in ("offline", "gemini"):
+        console.print("[red]--users must be >= 1, --speed > 0, --provider offline or gemini[/red]")
         raise typer.Exit(2)
-    config = demo_config(_load(config_file), users, speed)
-    console.print(f"starting genqueue (embedded Valkey, local Ray) for {users} users …")
-    with running(config, dashboard=False) as live:
-        ok = asyncio.run(run_demo(live.api_url, live.config, users, out.absolute(), console))
+    base = _load(config_file)
+    config = demo_config(base, users, speed)
+    latency, jitter = base.provider.latency_seconds, base.provider.latency_jitter
+    with demo_upstream(provider, config.pools, latency, jitter) as upstream:
+        config = demo_config(base, users, speed, provider, upstream)
+        where = f", gemini provider -> emulator at {upstream}" if upstream else ""
+        console.print(f"starting genqueue (embedded Valkey, local Ray{where}) for {users} users …")
+        with running(config, dashboard=False) as live:
+            ok = asyncio.run(run_demo(live.api_url, live.config, users, out.absolute(), console))
     raise typer.Exit(0 if ok else 1)
 
 
@@ -143,6 +172,49 @@ def top(
                 time.sleep(interval)
                 previous, frame = frame, fetch(client)
                 live.update(render(frame, previous))
+
+
+@app.command()
+def emulator(
+    pool: Annotated[list[str], typer.Option(help="A project NAME:RPM:KEY[,KEY...][:RPD]; repeat for more.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,
+    window_seconds: Annotated[float, typer.Option(help="Length of the rate-limit window.")] = 60.0,
+    latency: Annotated[float, typer.Option(help="Seconds each accepted call takes.")] = 0.5,
+    jitter: Annotated[float, typer.Option(help="Latency varies uniformly by up to this.")] = 0.2,
+    error_rate: Annotated[float, typer.Option(help="Share of accepted calls answered 503.")] = 0.0,
+    empty_rate: Annotated[
+        float, typer.Option(help="Share of accepted calls answered without an image.")
+    ] = 0.0,
+    rpd: Annotated[int, typer.Option(help="Calls per project per Pacific day; 0 = unlimited.")] = 0,
+    revoked: Annotated[list[str] | None, typer.Option(help="A key answered 403; repeatable.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated model ids served.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for latency, errors and images.")] = None,
+) -> None:
+    """A Gemini-compatible image API with per-project quotas, for load tests; serves until Ctrl-C."""
+    from actors.providers.emulator import DEFAULT_MODELS, EmulatorConfig, parse_pool, running
+
+    try:
+        config = EmulatorConfig(
+            pools=tuple(parse_pool(spec) for spec in pool),
+            host=host,
+            port=port,
+            window_seconds=window_seconds,
+            latency=latency,
+            jitter=jitter,
+            error_rate=error_rate,
+            empty_rate=empty_rate,
+            rpd=rpd,
+            revoked=tuple(revoked or ()),
+            models=tuple(m.strip() for m in models.split(",") if m.strip()) if models else DEFAULT_MODELS,
+            seed=seed,
+        )
+    except ValueError as exc:
+        console.print(f"[red]bad emulator option:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    with running(config) as url:
+        console.print(url)
+        _wait_for_signal()
 
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="The instance's data directory.")]

@@ -20,11 +20,18 @@ _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 def _pools_table(q: dict[str, Any]) -> Table:
     table = Table(title="quota pools", expand=False)
-    for col in ("pool", "limit", "calls left in window", "calls made"):
+    for col in ("pool", "state", "limit", "calls left in window", "calls made", "429s"):
         table.add_column(col)
     for p in q.get("pools", []):
         limit = f"{p['capacity']} per {p['window_seconds']:g} s"
-        table.add_row(p["name"], limit, f"{p['window_left']}/{p['capacity']}", str(p["calls"]))
+        table.add_row(
+            p["name"],
+            p.get("state", "ok"),
+            limit,
+            f"{p['window_left']}/{p['capacity']}",
+            str(p["calls"]),
+            str(p.get("throttled", 0)),
+        )
     return table
 
 

@@ -89,13 +89,17 @@ class _Scrape(Collector):
             labels=["pool"],
         )
         state = StateSetMetricFamily("genqueue_pool_state", "A pool's state.", labels=["pool"])
+        disabled = GaugeMetricFamily(
+            "genqueue_pool_keys_disabled", "Keys of a pool that upstream rejected.", labels=["pool"]
+        )
         for view in self._f.pools:
             capacity.add_metric([view.name], view.capacity)
             tokens.add_metric([view.name], 0 if view.state != "ok" else view.window_left)
             calls.add_metric([view.name], stats.get(f"calls:{view.name}", 0.0))
             rate.add_metric([view.name], view.rate)
             state.add_metric([view.name], {s: s == view.state for s in POOL_STATES})
-        yield from (capacity, tokens, calls, rate, state)
+            disabled.add_metric([view.name], len(view.disabled))
+        yield from (capacity, tokens, calls, rate, state, disabled)
         alerts = GaugeMetricFamily(
             "genqueue_alerts_active", "Active alerts (1 while raised).", labels=["name"]
         )

@@ -118,7 +118,7 @@ def running(config: Config, address: str | None = None, dashboard: bool = True) 
         url_file = Path(config.server.data_dir) / "redis-url"
         url_file.write_text(config.redis.url)
         stack.callback(url_file.unlink, missing_ok=True)
-        deployment.run(config)
+        deployment.run(config, config.server.replicas)
         stack.callback(serve.shutdown)
         host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
         api_url = f"http://{host}:{config.server.port}"

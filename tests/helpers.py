@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from actors.config import AlertsConfig, Config, PoolConfig, ProviderConfig, QueueConfig, Secret
+from actors.config import AlertsConfig, Config, KeyPoolConfig, PoolConfig, ProviderConfig, QueueConfig, Secret
 from events.catalogue import TaskSubmitted
 
 T = TypeVar("T")
@@ -55,6 +55,9 @@ def make_config(
     port: int = 8000,
     snapshot_every: int = 5000,
     alerts: AlertsConfig | None = None,
+    provider: ProviderConfig | None = None,
+    pool_configs: tuple[PoolConfig, ...] | None = None,
+    keypool: KeyPoolConfig | None = None,
 ) -> Config:
     """A fast config on a fresh namespace: offline provider, short windows."""
     base = Config()
@@ -68,10 +71,12 @@ def make_config(
             workers=workers,
             snapshot_every=snapshot_every,
         ),
-        provider=ProviderConfig(name="offline", latency_seconds=latency, latency_jitter=jitter),
-        pools=tuple(
+        provider=provider or ProviderConfig(name="offline", latency_seconds=latency, latency_jitter=jitter),
+        pools=pool_configs
+        or tuple(
             PoolConfig(name=n, rpm=rpm, keys=(Secret(f"k-{n}"),), window_seconds=w) for n, rpm, w in pools
         ),
+        keypool=keypool or base.keypool,
         server=replace(base.server, data_dir=data_dir, port=port),
         alerts=alerts or AlertsConfig(),
     )

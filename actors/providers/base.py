@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -95,6 +96,10 @@ def _rebuild_provider_error(
 
 class Provider(Protocol):
     """Makes one image per call."""
+
+    def prepare(self, keys: Iterable[Secret]) -> None:
+        """Set up whatever each key needs (clients, connections) before the first call."""
+        ...
 
     async def generate(self, request: ImageRequest, key: Secret) -> ImageResult:
         """The image for `request`, using upstream key `key`; raises ProviderError."""

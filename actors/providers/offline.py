@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -20,6 +21,9 @@ class OfflineProvider:
         self._jitter = config.latency_jitter
         self._rng = rng or random.Random()
         self._size = images.SIZES[config.image_size]
+
+    def prepare(self, keys: Iterable[Secret]) -> None:
+        """Nothing to set up: no clients, no network."""
 
     def latency(self) -> float:
         """One simulated call duration: the latency plus or minus up to the jitter."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -16,11 +17,14 @@ def _exported() -> set[str]:
     from prometheus_client.parser import text_string_to_metric_families
 
     from actors.config import Config
+    from events.memory_store import MemoryEventStore
     from events.store import QueueCounts
     from serve_app.metrics import Figures, render
+    from serve_app.pools import read_pools
 
     stats = {"submitted:photography": 1.0, "completed:photography:succeeded": 1.0, "upstream:pool-a:200": 1.0}
-    text = render(Figures(QueueCounts(0, 0, stats), {}, {}), Config()).decode()
+    pools = asyncio.run(read_pools(MemoryEventStore(), Config()))
+    text = render(Figures(QueueCounts(0, 0, stats), {}, pools), Config()).decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
 

@@ -16,7 +16,9 @@ from events.days import PACIFIC, next_pacific_midnight, pacific_day
 
 def pool(name: str = "a", rpm: int = 600, keys: int = 1, **kw: object) -> PoolState:
     """A pool with a 1 s window: rpm 600 is 10 calls per rolling second."""
-    return PoolState(name=name, rpm=rpm, window=1.0, key_ids=tuple(f"{name}#{i + 1}" for i in range(keys)), **kw)  # type: ignore[arg-type]
+    return PoolState(
+        name=name, rpm=rpm, window=1.0, key_ids=tuple(f"{name}#{i + 1}" for i in range(keys)), **kw
+    )  # type: ignore[arg-type]
 
 
 def test_a_per_minute_429_cools_the_pool_for_retry_info_and_learns_quota_value() -> None:
@@ -24,19 +26,37 @@ def test_a_per_minute_429_cools_the_pool_for_retry_info_and_learns_quota_value()
     p = pool(rpm=900)
     assert p.limiter.capacity == 15
     cooled, learned = throttled(p, now=10.0, retry_after=0.4, quota_value=600)
-    assert cooled == 10.4 and learned == 600 and p.limiter.capacity == 10
+    assert cooled == 10.4 and learned == "quota" and p.rate == 600 and p.limiter.capacity == 10
     assert p.available(10.3) == 0 and p.next_free_at(10.3) >= 10.4
     # More 429s of the same overshoot: the cooldown only grows, the rate drops once per window.
     cooled, learned = throttled(p, now=10.2, retry_after=0.1, quota_value=600)
-    assert cooled is None and learned is None and p.cooldown_until == 10.4
+    assert cooled is None and learned == "" and p.cooldown_until == 10.4
+
+
+def test_a_429_at_the_right_rate_widens_the_margin_then_lowers_the_rate() -> None:
+    """quotaValue equal to the rate: timing, not the limit; the margin doubles to its cap (10%
+    of the window), and only a 429 beyond that lowers the rate."""
+    p = pool(rpm=600, tuning=Tuning(margin=0.02))
+    learned = [throttled(p, now=float(t), retry_after=0.1, quota_value=600)[1] for t in range(0, 8, 2)]
+    assert learned == ["timing", "timing", "timing", "decrease"]
+    assert p.margin == 0.1 and p.limiter.window == 1.1 and p.rate == 420
+    margins, now = [], 100.0
+    while True:
+        while p.limiter.take(now):
+            pass
+        if probe(p, now) != "margin":
+            break
+        margins.append(round(p.margin, 4))
+        now += 11.0
+    assert margins == [0.05, 0.025, 0.02] and p.rate == 450
 
 
 def test_without_quota_value_the_rate_drops_multiplicatively_and_without_retry_info_one_window() -> None:
     """A bare 429 cools for one window and multiplies the rate by the decrease factor."""
     p = pool(rpm=600)
     cooled, learned = throttled(p, now=5.0, retry_after=None, quota_value=None)
-    assert cooled == 6.0 and learned == 420
-    assert throttled(p, now=6.5, retry_after=None, quota_value=None)[1] == 294
+    assert cooled == 6.0 and learned == "decrease" and p.rate == 420
+    assert throttled(p, now=6.5, retry_after=None, quota_value=None)[1] == "decrease" and p.rate == 294
 
 
 def test_probing_needs_a_clean_busy_period_and_never_passes_the_configured_rate() -> None:
@@ -44,19 +64,19 @@ def test_probing_needs_a_clean_busy_period_and_never_passes_the_configured_rate(
     p = pool(rpm=600, tuning=Tuning(probe_after=10, probe_step=0.05))
     throttled(p, now=0.0, retry_after=0.0, quota_value=480)
     assert p.rate == 480
-    assert probe(p, 5.0) is None  # too soon
-    assert probe(p, 20.0) is None  # idle: the limiter has room
+    assert probe(p, 5.0) == ""  # too soon
+    assert probe(p, 20.0) == ""  # idle: the limiter has room
     while p.limiter.take(20.0):
         pass
-    assert probe(p, 20.0) == 510
+    assert probe(p, 20.0) == "rate" and p.rate == 510
     rates = []
     now = 20.0
     for _ in range(20):
         now += 11.0
         while p.limiter.take(now):
             pass
-        if (r := probe(p, now)) is not None:
-            rates.append(r)
+        if probe(p, now):
+            rates.append(p.rate)
     assert rates[-1] == 600 and max(rates) == 600 and rates == sorted(rates)
 
 
@@ -119,3 +139,15 @@ def test_resizing_never_lets_a_window_hold_more_than_the_larger_capacity(
         if limiter.take(t):
             granted.append(t)
     assert max_in_window(granted, 1.0) <= max(capacities)
+
+
+def test_re_dating_a_grant_to_its_send_time_only_ever_delays_the_next_grant() -> None:
+    """A grant at 0.0 sent at 0.3 frees its place at 1.3, not 1.0; an unknown time changes nothing."""
+    limiter = SlidingWindowLog(capacity=2, window=1.0)
+    assert limiter.take(0.0) and limiter.take(0.1)
+    limiter.move(0.0, 0.3)
+    assert list(limiter.log) == [0.1, 0.3]
+    assert limiter.next_free_at(0.5) == 1.1
+    limiter.move(5.0, 6.0)
+    limiter.move(0.3, 0.2)  # never earlier
+    assert list(limiter.log) == [0.1, 0.3]

@@ -83,7 +83,9 @@ def test_throttled_attempts_do_not_count_against_the_retry_budget() -> None:
         fold(state, [throttle(task.task_id, attempt, task.at)])
         settle(state, 2.0)
     assert state.running[task.task_id].attempt == 6 and state.failed == 0
-    failure = TaskAttemptFailed(task_id=task.task_id, attempt=6, error="503", retryable=True, code=503, at=3.0)
+    failure = TaskAttemptFailed(
+        task_id=task.task_id, attempt=6, error="503", retryable=True, code=503, at=3.0
+    )
     fold(state, [failure])
     settle(state, 3.0)
     assert state.running[task.task_id].attempt == 7
@@ -128,7 +130,10 @@ def test_parked_pool_disabled_key_and_retired_model_raise_and_resolve_alerts() -
     settle(state, 1.0)
     fold(state, [KeyParked(pool="a", key_id="a#1", until=100.0, quota_id="PerDay", reason="day", at=2.0)])
     fold(state, [KeyDisabled(pool="a", key_id="a#2", hint="h2", code=403, reason="denied", at=2.0)])
-    fold(state, [TaskAttemptFailed(task_id=task.task_id, attempt=1, error="gone", retryable=False, code=404, at=3)])
+    fold(
+        state,
+        [TaskAttemptFailed(task_id=task.task_id, attempt=1, error="gone", retryable=False, code=404, at=3)],
+    )
     raised = evaluate(state, rules, 10.0, pools)
     names = {e.name for e in raised if isinstance(e, AlertRaised)}
     assert names == {"pool_parked:a", "key_disabled:a#2", "model_not_found"}
@@ -137,7 +142,9 @@ def test_parked_pool_disabled_key_and_retired_model_raise_and_resolve_alerts() -
     later = submitted(at=20.0)
     fold(state, [later])
     settle(state, 20.0)
-    done = TaskSucceeded(task_id=later.task_id, attempt=1, result="r", mime_type="image/png", elapsed=1, at=30)
+    done = TaskSucceeded(
+        task_id=later.task_id, attempt=1, result="r", mime_type="image/png", elapsed=1, at=30
+    )
     fold(state, [done])
     resolved = {e.name for e in evaluate(state, rules, 101.0, pools) if isinstance(e, AlertResolved)}
     assert resolved == {"pool_parked:a", "model_not_found"}
