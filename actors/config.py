@@ -139,6 +139,8 @@ class KeyPoolConfig:
     """
 
     margin_seconds: float = 0.05
+    # Count a grant from when its call left the worker, if that was later than usual.
+    redate_late_sends: bool = True
     decrease: float = 0.7
     probe_after_windows: float = 10.0
     probe_step: float = 0.05

@@ -18,28 +18,24 @@ import structlog
 
 from actors.config import Config
 from actors.keypool_logic import (
+    CallFailure,
     PoolState,
     Tuning,
     choose,
     grant,
+    learn,
     next_free_at,
-    probe,
-    throttled,
+    probe_all,
     usable_at,
 )
 from actors.logs import configure
-from actors.providers.base import Failure
 from actors.telemetry import PoolMetrics
 from events.catalogue import (
     Event,
-    KeyCooledDown,
-    KeyDisabled,
-    KeyLimitLearned,
-    KeyParked,
     KeyTokenGranted,
     stream_id_key,
 )
-from events.days import next_pacific_midnight, pacific_day
+from events.days import pacific_day
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import EventStore
@@ -48,6 +44,7 @@ log = structlog.get_logger("genqueue.keypool")
 
 SNAPSHOT_ACTOR = "keypool"
 SNAPSHOT_SECONDS = 10.0
+METRICS_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +69,6 @@ class _Waiter:
     task_id: str = field(compare=False)
     attempt: int = field(compare=False)
     future: asyncio.Future[Token] = field(compare=False)
-
-
-def _learned(pool: PoolState, previous: int, reason: str, now: float) -> KeyLimitLearned:
-    return KeyLimitLearned(
-        pool=pool.name,
-        rpm=pool.rate,
-        previous=previous,
-        configured=pool.rpm,
-        margin=round(pool.margin, 4),
-        reason=reason,
-        at=now,
-    )
 
 
 class KeyPool:
@@ -126,6 +111,7 @@ class KeyPool:
         self._snapshot_at = time.monotonic()
         self._recovery: dict[str, Any] = {}
         self._metrics = PoolMetrics()
+        self._metrics_at = 0.0
 
     async def _ensure(self) -> None:
         if self._granter is not None:
@@ -254,14 +240,8 @@ class KeyPool:
         assert self._wake is not None and self._store is not None
         while True:
             now = time.time()
-            learned: list[Event] = []
-            for p in self._pools:
-                previous = p.rate
-                if step := probe(p, now):
-                    reason = f"no 429 for {p.tuning.probe_after:g} busy windows: probing the {step} back"
-                    learned.append(_learned(p, previous, reason, now))
-            if learned:
-                await self._append_key_events(learned)
+            if learned := probe_all(self._pools, now):
+                await self._append_key_events(list(learned))
             if self._waiters and (back := usable_at(self._pools, now)) > now:
                 self._refuse_all(back)
             batch: list[tuple[_Waiter, KeyTokenGranted]] = []
@@ -284,8 +264,10 @@ class KeyPool:
                         ),
                     )
                 )
-            for pool in self._pools:
-                self._metrics.update(pool.name, pool.available(now))
+            if now - self._metrics_at >= METRICS_SECONDS:
+                self._metrics_at = now
+                for pool in self._pools:
+                    self._metrics.update(pool.name, pool.available(now), pool.rate, pool.state(now))
             if batch:
                 await self._record(batch)
                 with contextlib.suppress(StoreUnavailableError):
@@ -322,7 +304,7 @@ class KeyPool:
         stays a full window behind it upstream without every grant paying the whole delay.
         """
         stamp = self._stamps.pop((task_id, attempt), None)
-        if stamp is None:
+        if stamp is None or not self._config.keypool.redate_late_sends:
             return
         pool, granted_at = stamp
         delay = max(0.0, at - granted_at)
@@ -331,19 +313,8 @@ class KeyPool:
         if delay > usual:
             pool.limiter.move(granted_at, granted_at + delay - usual)
 
-    async def report(
-        self,
-        pool_name: str,
-        key_id: str,
-        failure: str,
-        *,
-        code: int = 0,
-        retry_after: float | None = None,
-        quota_id: str = "",
-        quota_value: int | None = None,
-        reason: str = "",
-    ) -> None:
-        """Learn from a failed call: cool down, park, disable a key or lower the rate; writes key events.
+    async def report(self, pool_name: str, failure: CallFailure) -> None:
+        """Learn from a refused call: cool down, park, disable a key or change the rate; writes key events.
 
         Returns once the events are written and the pool's state changed, so the caller's
         next token already respects it.
@@ -352,56 +323,11 @@ class KeyPool:
         pool = self._by_name.get(pool_name)
         if pool is None:
             return
-        now = time.time()
-        events: list[Event] = []
-        kind = Failure(failure)
-        if kind is Failure.THROTTLED:
-            previous = pool.rate
-            cooled, learned = throttled(pool, now, retry_after, quota_value)
-            if cooled is not None:
-                events.append(
-                    KeyCooledDown(
-                        pool=pool.name,
-                        key_id=key_id,
-                        until=cooled,
-                        retry_after=cooled - now,
-                        quota_id=quota_id,
-                        at=now,
-                    )
-                )
-            if learned:
-                quota = f"{quota_id or 'unnamed quota'}, quotaValue {quota_value}"
-                reason = {
-                    "quota": f"429 with room in the window: upstream's limit is lower ({quota})",
-                    "timing": f"429 at the right rate: calls reach upstream unevenly; wider margin ({quota})",
-                    "decrease": f"429 with room in the window: lowering the rate ({quota})",
-                }[learned]
-                events.append(_learned(pool, previous, reason, now))
-        elif kind is Failure.QUOTA_DAY:
-            until = next_pacific_midnight(now)
-            if until > pool.parked_until:
-                pool.parked_until = until
-                events.append(
-                    KeyParked(
-                        pool=pool.name, key_id=key_id, until=until, quota_id=quota_id, reason=reason, at=now
-                    )
-                )
-        elif kind is Failure.KEY_REJECTED and key_id in pool.key_ids and key_id not in pool.disabled:
-            pool.disabled.add(key_id)
-            events.append(
-                KeyDisabled(
-                    pool=pool.name,
-                    key_id=key_id,
-                    hint=self._hints.get(key_id, ""),
-                    code=code,
-                    reason=reason,
-                    at=now,
-                )
-            )
+        events = learn(pool, failure, self._hints.get(failure.key_id, ""), time.time())
+        for event in events:
+            log.warning("key pool changed", key_event=event.type, pool=pool.name, key_id=failure.key_id)
         if events:
-            for event in events:
-                log.warning("key pool changed", key_event=event.type, pool=pool.name, key_id=key_id)
-            await self._append_key_events(events)
+            await self._append_key_events(list(events))
         assert self._wake is not None
         self._wake.set()
 

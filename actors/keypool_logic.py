@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 
 from actors.limiter import SlidingWindowLog
+from actors.providers.base import Failure
+from events.catalogue import KeyCooledDown, KeyDisabled, KeyEvent, KeyLimitLearned, KeyParked
 from events.days import next_pacific_midnight, pacific_day
 
 
@@ -92,6 +94,14 @@ class PoolState:
         if not self.usable(now) or now < self.cooldown_until:
             return 0
         return int(min(self.limiter.available(now), self.day_left(now)))
+
+    def state(self, now: float) -> str:
+        """ok, cooling (a per-minute 429), parked (daily quota) or no keys."""
+        if not self.healthy_keys:
+            return "no keys"
+        if now < self.parked_until:
+            return "parked"
+        return "cooling" if now < self.cooldown_until else "ok"
 
     def next_free_at(self, now: float) -> float:
         """The earliest time at or after `now` when the pool may grant (inf when unusable)."""
@@ -214,3 +224,100 @@ def probe(pool: PoolState, now: float) -> str:
     step = max(1, round(pool.rpm * pool.tuning.probe_step))
     pool.set_rate(pool.rate + step, now)
     return "rate"
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailure:
+    """What a worker reports of a call that upstream refused: never the key, only its id."""
+
+    key_id: str
+    failure: Failure
+    code: int = 0
+    retry_after: float | None = None
+    quota_id: str = ""
+    quota_value: int | None = None
+    reason: str = ""
+
+
+_LEARNED = {
+    "quota": "429 with room in the window: upstream's limit is lower",
+    "timing": "429 at the right rate: calls reach upstream unevenly; wider margin",
+    "decrease": "429 with room in the window: lowering the rate",
+}
+
+
+def limit_learned(pool: PoolState, previous: int, reason: str, now: float) -> KeyLimitLearned:
+    """The event for a change of the pool's rate or margin."""
+    return KeyLimitLearned(
+        pool=pool.name,
+        rpm=pool.rate,
+        previous=previous,
+        configured=pool.rpm,
+        margin=round(pool.margin, 4),
+        reason=reason,
+        at=now,
+    )
+
+
+def learn(pool: PoolState, report: CallFailure, hint: str, now: float) -> list[KeyEvent]:
+    """Apply a refused call to the pool; the key events that record what changed (maybe none).
+
+    THROTTLED cools the pool and may teach it a rate or margin; QUOTA_DAY parks it until
+    midnight Pacific; KEY_REJECTED disables the key (`hint` tells a replaced key apart).
+    """
+    events: list[KeyEvent] = []
+    if report.failure is Failure.THROTTLED:
+        previous = pool.rate
+        cooled, learned = throttled(pool, now, report.retry_after, report.quota_value)
+        if cooled is not None:
+            events.append(
+                KeyCooledDown(
+                    pool=pool.name,
+                    key_id=report.key_id,
+                    until=cooled,
+                    retry_after=cooled - now,
+                    quota_id=report.quota_id,
+                    at=now,
+                )
+            )
+        if learned:
+            quota = f"{report.quota_id or 'unnamed quota'}, quotaValue {report.quota_value}"
+            events.append(limit_learned(pool, previous, f"{_LEARNED[learned]} ({quota})", now))
+    elif report.failure is Failure.QUOTA_DAY:
+        until = next_pacific_midnight(now)
+        if until > pool.parked_until:
+            pool.parked_until = until
+            events.append(
+                KeyParked(
+                    pool=pool.name,
+                    key_id=report.key_id,
+                    until=until,
+                    quota_id=report.quota_id,
+                    reason=report.reason,
+                    at=now,
+                )
+            )
+    elif report.failure is Failure.KEY_REJECTED and report.key_id in set(pool.key_ids) - pool.disabled:
+        pool.disabled.add(report.key_id)
+        events.append(
+            KeyDisabled(
+                pool=pool.name,
+                key_id=report.key_id,
+                hint=hint,
+                code=report.code,
+                reason=report.reason,
+                at=now,
+            )
+        )
+    return events
+
+
+def probe_all(pools: list[PoolState], now: float) -> list[KeyLimitLearned]:
+    """Probe every pool (see `probe`); the events of the steps taken."""
+    events = []
+    for pool in pools:
+        previous = pool.rate
+        if step := probe(pool, now):
+            reason = f"no 429 for {pool.tuning.probe_after:g} busy windows: probing the {step} back"
+            events.append(limit_learned(pool, previous, reason, now))
+    return events

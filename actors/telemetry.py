@@ -50,8 +50,11 @@ class WorkerMetrics:
         self.processing.observe(seconds)
 
 
+POOL_STATES = ("ok", "cooling", "parked", "no keys")
+
+
 class PoolMetrics:
-    """Each pool's budget left in its window."""
+    """Each pool's budget left in its window, its rate and its state (an index into POOL_STATES)."""
 
     def __init__(self) -> None:
         from ray.util.metrics import Gauge
@@ -59,7 +62,20 @@ class PoolMetrics:
         self.tokens: Any = Gauge(
             "genqueue_pool_tokens_available", description="Calls a pool can make now.", tag_keys=("pool",)
         )
+        self.rate: Any = Gauge(
+            "genqueue_pool_rate_per_minute",
+            description="A pool's rate: configured, or lower once learned.",
+            tag_keys=("pool",),
+        )
+        self.state: Any = Gauge(
+            "genqueue_pool_state_index",
+            description="A pool's state: 0 ok, 1 cooling, 2 parked, 3 no keys.",
+            tag_keys=("pool",),
+        )
 
-    def update(self, pool: str, available: int) -> None:
-        """Set one pool's gauge."""
-        self.tokens.set(available, tags={"pool": pool})
+    def update(self, pool: str, available: int, rate: int, state: str) -> None:
+        """Set one pool's gauges."""
+        tags = {"pool": pool}
+        self.tokens.set(available, tags=tags)
+        self.rate.set(rate, tags=tags)
+        self.state.set(POOL_STATES.index(state), tags=tags)

@@ -14,6 +14,7 @@ import structlog
 from actors.blobs import FileBlobStore, task_blob
 from actors.config import Config
 from actors.keypool import Token
+from actors.keypool_logic import CallFailure
 from actors.logs import configure
 from actors.providers.base import Failure, ImageRequest, Provider, ProviderError
 from actors.telemetry import WorkerMetrics
@@ -209,16 +210,16 @@ class Worker:
             now = time.time()
             bound.warning("attempt failed", error=exc.reason, failure=exc.failure.value, code=exc.code)
             if exc.failure in _QUOTA:
-                await self._keypool.report.remote(
-                    pool,
-                    key_id,
-                    exc.failure.value,
+                refused = CallFailure(
+                    key_id=key_id,
+                    failure=exc.failure,
                     code=exc.code,
                     retry_after=exc.retry_after,
                     quota_id=exc.quota_id,
                     quota_value=exc.quota_value,
                     reason=exc.reason,
                 )
+                await self._keypool.report.remote(pool, refused)
                 return TaskUpstreamThrottled(
                     task_id=spec.task_id,
                     attempt=spec.attempt,

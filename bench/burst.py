@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -34,7 +35,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.config import Config, KeyPoolConfig, PoolConfig, ProviderConfig, QueueConfig, Secret
+from actors.config import Config, PoolConfig, ProviderConfig, QueueConfig, Secret
 from events.audit import audit
 from events.catalogue import KeyLimitLearned, KeyTokenGranted
 from events.redis_store import RedisEventStore
@@ -211,6 +212,14 @@ def main() -> None:
     p.add_argument("--day-quota", type=int, default=0, help="requests per day of pool-1 upstream (gemini)")
     p.add_argument("--margin", type=float, default=None, help="keypool.margin_seconds")
     p.add_argument("--replicas", type=int, default=1, help="Serve ingress replicas")
+    p.add_argument("--no-redate", action="store_true", help="keypool.redate_late_sends = false")
+    p.add_argument(
+        "--client-nice",
+        type=int,
+        default=15,
+        help="niceness of the burst client: Ray runs its workers at 15, and on a small machine a "
+        "client at 0 takes the CPU from the system it measures (0: leave it)",
+    )
     p.add_argument("--watch", type=int, default=0, help="follow the last N tasks over SSE")
     args = p.parse_args()
     pools = parse_pools(args.pools, args.window, args.keys)
@@ -237,7 +246,11 @@ def main() -> None:
                 image_size=args.image_size,
                 timeout_seconds=30,
             ),
-            keypool=base.keypool if args.margin is None else KeyPoolConfig(margin_seconds=args.margin),
+            keypool=replace(
+                base.keypool,
+                margin_seconds=base.keypool.margin_seconds if args.margin is None else args.margin,
+                redate_late_sends=not args.no_redate,
+            ),
             pools=pools,
             server=replace(
                 base.server,
@@ -247,6 +260,8 @@ def main() -> None:
             ),
         )
         with running(config, dashboard=False) as live:
+            if args.client_nice:
+                os.nice(args.client_nice)
             result = asyncio.run(
                 run_burst(live.api_url, args.users, args.kind, poll=0.25, watch_last=args.watch)
             )

@@ -107,7 +107,8 @@ def demo_upstream(
     if provider != "gemini":
         yield ""
         return
-    from actors.providers.emulator import EmulatorConfig, PoolSpec, running
+    from actors.providers.emulator import running
+    from actors.providers.gemini_wire import EmulatorConfig, PoolSpec
 
     specs = tuple(PoolSpec(p.name, p.rpm, tuple(k.reveal() for k in p.keys)) for p in pools)
     window = pools[0].window_seconds
@@ -192,7 +193,8 @@ def emulator(
     seed: Annotated[int | None, typer.Option(help="Seed for latency, errors and images.")] = None,
 ) -> None:
     """A Gemini-compatible image API with per-project quotas, for load tests; serves until Ctrl-C."""
-    from actors.providers.emulator import DEFAULT_MODELS, EmulatorConfig, parse_pool, running
+    from actors.providers.emulator import running
+    from actors.providers.gemini_wire import DEFAULT_MODELS, EmulatorConfig, parse_pool
 
     try:
         config = EmulatorConfig(

@@ -24,6 +24,7 @@ class PoolView:
     rate: int
     rpd: int
     window_seconds: float
+    margin: float
     keys: int
     grants: tuple[float, ...]
     cooldown_until: float
@@ -62,8 +63,8 @@ class PoolView:
         return max(self.now, self.cooldown_until, self.parked_until)
 
     def eta_window(self) -> PoolWindow:
-        """The pool as the ETA simulation sees it."""
-        return PoolWindow(self.capacity, self.window_seconds, self.grants, self.available_from)
+        """The pool as the ETA simulation sees it: a place frees a window and the margin after its grant."""
+        return PoolWindow(self.capacity, self.window_seconds + self.margin, self.grants, self.available_from)
 
     def as_json(self) -> dict[str, Any]:
         """The pool as `/v1/queue` shows it: key ids only, never a key."""
@@ -74,6 +75,7 @@ class PoolView:
             "learned_rpm": self.rate,
             "rpd": self.rpd,
             "window_seconds": self.window_seconds,
+            "margin_seconds": self.margin,
             "keys": self.keys,
             "capacity": self.capacity,
             "window_used": len(self.grants),
@@ -109,6 +111,7 @@ async def read_pools(store: EventStore, config: Config, now: float | None = None
                 rate=min(p.rate, int(fields.get("learned_rpm", p.rate))),
                 rpd=p.rpd,
                 window_seconds=p.window_seconds,
+                margin=float(fields.get("learned_margin", config.keypool.margin_seconds)),
                 keys=len(p.keys),
                 grants=tuple(grants[p.name]),
                 cooldown_until=float(fields.get("cooldown_until", 0.0)),

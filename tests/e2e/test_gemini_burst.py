@@ -14,8 +14,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import PoolConfig, ProviderConfig, Secret
-from actors.providers.emulator import EmulatorConfig, PoolSpec
 from actors.providers.emulator import running as emulator
+from actors.providers.gemini_wire import EmulatorConfig, PoolSpec
 from serve_app.burst import payload
 from serve_app.runtime import Running, running
 from tests.conftest import free_port

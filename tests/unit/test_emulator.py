@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from actors.providers.emulator import (
+from actors.providers.gemini_wire import (
     PER_DAY,
     PER_MINUTE,
     BadRequest,

@@ -8,9 +8,22 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.keypool_logic import PoolState, Tuning, choose, grant, next_free_at, probe, throttled, usable_at
+from actors.keypool_logic import (
+    CallFailure,
+    PoolState,
+    Tuning,
+    choose,
+    grant,
+    learn,
+    next_free_at,
+    probe,
+    throttled,
+    usable_at,
+)
 from actors.limiter import SlidingWindowLog
+from actors.providers.base import Failure
 from events.audit import max_in_window
+from events.catalogue import KeyCooledDown, KeyDisabled, KeyLimitLearned, KeyParked
 from events.days import PACIFIC, next_pacific_midnight, pacific_day
 
 
@@ -151,3 +164,20 @@ def test_re_dating_a_grant_to_its_send_time_only_ever_delays_the_next_grant() ->
     limiter.move(5.0, 6.0)
     limiter.move(0.3, 0.2)  # never earlier
     assert list(limiter.log) == [0.1, 0.3]
+
+
+def test_learn_turns_each_refusal_into_its_key_events() -> None:
+    """A day quota parks once until midnight Pacific; a rejected key is disabled once, with its hint."""
+    p = pool("a", keys=2)
+    noon = dt.datetime(2026, 11, 29, 12, 0, tzinfo=PACIFIC).timestamp()
+    day = CallFailure(key_id="a#1", failure=Failure.QUOTA_DAY, code=429, quota_id="PerDay", reason="day")
+    parked = learn(p, day, "", noon)
+    assert [type(e) for e in parked] == [KeyParked] and parked[0].until == next_pacific_midnight(noon)
+    assert learn(p, day, "", noon + 1) == [] and not p.usable(noon + 1)
+    bad = CallFailure(key_id="a#2", failure=Failure.KEY_REJECTED, code=403, reason="denied")
+    disabled = learn(p, bad, "x7Qz", noon)
+    assert [(type(e), e.hint, e.code) for e in disabled] == [(KeyDisabled, "x7Qz", 403)]  # type: ignore[union-attr]
+    assert learn(p, bad, "x7Qz", noon) == [] and p.healthy_keys == ("a#1",)
+    minute = CallFailure(key_id="a#1", failure=Failure.THROTTLED, code=429, retry_after=0.5, quota_value=300)
+    kinds = [type(e) for e in learn(p, minute, "", noon)]
+    assert kinds == [KeyCooledDown, KeyLimitLearned] and p.rate == 300
