@@ -185,3 +185,32 @@ def test_server_errors_are_retried_with_backoff_then_fail(make_cluster: Callable
         retries = [e for s in cluster.log() if isinstance(e := s.event, TaskRetryScheduled)]
         assert len(retries) == 4 and all(r.not_before >= r.at for r in retries)
         assert stats(url)["projects"]["a"]["accepted"] == 6
+
+
+def test_a_restarted_keypool_keeps_parking_disabled_keys_and_learned_rates(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Pool a is parked for the day, pool b lost a key and learned 600 RPM; a KeyPool crash
+    and restart (Ray brings it back) keeps all three, read back from the pool read model."""
+    import ray
+
+    with emulator(PoolSpec("a", 6000, (KEY_A,), rpd=2), PoolSpec("b", 600, (KEY_B,))) as url:
+        cluster = make_cluster(
+            slots=20,
+            max_attempts=1,
+            provider=gemini(url),
+            pool_configs=(pool("a", 6000, KEY_A), pool("b", 1200, KEY_B, UNKNOWN)),
+        )
+        ids = cluster.submit(40)
+        views = ended(cluster, ids)
+        assert Counter(v["status"] for v in views.values()) == {"succeeded": 40}
+        keypool = cluster.handles["keypool"]
+
+        def summary() -> dict[str, tuple[bool, list[str], int]]:
+            status = ray.get(keypool.status.remote(), timeout=30)
+            return {p["name"]: (p["parked_until"] > time.time(), p["disabled"], p["rate"]) for p in status}
+
+        before = summary()
+        assert before == {"a": (True, [], 6000), "b": (False, ["b#2"], 600)}
+        cluster.crash(keypool)
+        assert summary() == before
