@@ -152,6 +152,7 @@ class Queue:
             options=entry.options,
             resent=resent,
             submitted_at=entry.order,
+            dispatched_at=lease.since if (lease := self._state.running.get(task_id)) else 0.0,
         )
         self._workers[worker % len(self._workers)].run.remote(spec)
 

@@ -48,6 +48,7 @@ class AttemptSpec:
     options: dict[str, Any] = field(default_factory=dict)
     resent: bool = False
     submitted_at: float = 0.0
+    dispatched_at: float = 0.0
 
 
 _QUOTA = {Failure.THROTTLED: "minute", Failure.QUOTA_DAY: "day", Failure.KEY_REJECTED: "key"}
@@ -252,6 +253,7 @@ class Worker:
             result=ref,
             mime_type=result.mime_type,
             elapsed=now - t0,
+            held=now - spec.dispatched_at if spec.dispatched_at else 0.0,
             kind=spec.kind,
             pool=pool,
             at=now,

@@ -62,7 +62,10 @@ class TaskStarted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSucceeded:
-    """The attempt produced an image, stored as blob `result`."""
+    """The attempt produced an image, stored as blob `result`.
+
+    `elapsed` is the upstream call; `held` the whole slot, from dispatch (0: unknown).
+    """
 
     type: ClassVar[str] = "task.succeeded"
     version: ClassVar[int] = 1
@@ -71,6 +74,7 @@ class TaskSucceeded:
     result: str
     mime_type: str
     elapsed: float
+    held: float = 0.0
     kind: str = ""
     pool: str = ""
     at: float

@@ -181,6 +181,11 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         if position is None:
             return None
         _, latency = c.throughput(counts.stats)
+        held = counts.stats.get("held_count", 0.0)
+        if held:
+            # A slot is held from dispatch to outcome: the call, and the token wait and the
+            # hand-offs around it, which a busy machine stretches.
+            latency = max(latency, counts.stats["held_sum"] / held)
         now = time.time()
         windows = [view.eta_window() for view in await c.recent_pools()]
         seconds = eta_seconds(position, now, c.config.queue.slots, counts.running, latency, windows)

@@ -42,3 +42,25 @@ def test_read_model_hash_equals_the_folded_view() -> None:
     assert (
         view is not None and view["status"] == "succeeded" and view["attempts"] == "2" and view["error"] == ""
     )
+
+
+def test_slot_hold_time_is_counted_only_when_known() -> None:
+    """A success that knows its dispatch time adds to held_sum/held_count; an old one does not."""
+    from events.catalogue import TaskSucceeded
+    from events.keys import Keys
+    from events.projection import HIncr, project
+
+    keys = Keys("t")
+
+    def held(event: TaskSucceeded) -> dict[str, float]:
+        return {
+            op.field: op.amount
+            for op in project(event, keys)
+            if isinstance(op, HIncr) and op.field.startswith("held")
+        }
+
+    known = TaskSucceeded(
+        task_id="a", attempt=1, result="r", mime_type="image/png", elapsed=0.5, held=0.8, at=2
+    )
+    old = TaskSucceeded(task_id="b", attempt=1, result="r", mime_type="image/png", elapsed=0.5, at=2)
+    assert held(known) == {"held_sum": 0.8, "held_count": 1} and held(old) == {}
