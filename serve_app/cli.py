@@ -227,6 +227,73 @@ Namespace = Annotated[str, typer.Option(help="genqueue namespace.")]
 
 
 @app.command()
+def plan(
+    users: Annotated[int, typer.Option(help="Users who press generate.")],
+    pools: Annotated[str, typer.Option(help="Projects: COUNTxRPM (3x15) or NAME:RPM,... (a:15,b:360).")],
+    slots: Annotated[int, typer.Option(help="Tasks running at once.")],
+    latency: Annotated[float, typer.Option(help="Seconds per upstream call.")],
+    arrival: Annotated[str, typer.Option(help="burst (all at once) or ramp:SECONDS.")] = "burst",
+    target_wait: Annotated[
+        float | None, typer.Option(help="Also find the fewest projects, then slots, for this longest wait.")
+    ] = None,
+    price_per_image: Annotated[float, typer.Option(help="Upstream price of one image, USD.")] = 0.067,
+    bursts_per_day: Annotated[
+        float, typer.Option(help="Bursts like this one per day, for the monthly cost.")
+    ] = 1.0,
+    window: Annotated[float, typer.Option(help="The quota window, seconds.")] = 60.0,
+    margin: Annotated[float, typer.Option(help="The key pool's margin per window, seconds.")] = 0.05,
+) -> None:
+    """Predict when each user starts and finishes under the given pools and slots, and what it costs."""
+    from actors.planner import arrivals, bands, cheapest, parse_pools, simulate
+    from serve_app.burst import percentile
+
+    try:
+        projects = parse_pools(pools)
+        times = arrivals(users, arrival)
+        schedule = simulate(times, slots, latency, projects, window, margin)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    table = Table(title=f"{users} users, {len(projects)} projects, {slots} slots, {latency:g} s per call")
+    for column in ("users", "start", "finished by"):
+        table.add_column(column)
+    for first, last, lo, hi in bands(schedule, window):
+        who = f"{first}" if first == last else f"{first}-{last}"
+        if hi < 0.5:
+            when = "at once"
+        elif hi - lo < 0.05:
+            when = f"at {lo:.1f} s"
+        else:
+            when = f"{lo:.1f} to {hi:.1f} s"
+        table.add_row(who, when, f"{hi + latency:.1f} s")
+    console.print(table)
+    waits = schedule.waits
+    cost = users * price_per_image
+    console.print(
+        f"makespan {schedule.makespan:.1f} s; wait p50 {percentile(waits, 50):.1f} s, "
+        f"p90 {percentile(waits, 90):.1f} s, longest {max(waits):.1f} s"
+    )
+    console.print(
+        f"cost ${cost:,.2f} per burst at ${price_per_image:g} an image; "
+        f"${cost * bursts_per_day * 30:,.2f} a month at {bursts_per_day:g} burst(s) a day"
+    )
+    if target_wait is not None:
+        rpm = min(p.rpm for p in projects)
+        found = cheapest(times, latency, rpm, target_wait, window, margin)
+        if found is None:
+            console.print(
+                f"no configuration of up to 50 projects at {rpm} RPM keeps every wait "
+                f"within {target_wait:g} s"
+            )
+        else:
+            count, need = found
+            console.print(
+                f"cheapest for a longest wait of {target_wait:g} s: "
+                f"{count} project(s) at {rpm} RPM, {need} slots"
+            )
+
+
+@app.command()
 def audit(
     redis_url: RedisUrl = None,
     namespace: Namespace = "default",
