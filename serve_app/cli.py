@@ -71,11 +71,8 @@ def up(
         console.print("shutting down")
 
 
-def demo_config(
-    base: Config, users: int, speed: float, provider: str = "offline", base_url: str = ""
-) -> Config:
-    """The demo's set-up: 3 pools of 15 calls a window, 40 slots, offline provider or the
-    gemini provider against a local emulator at `base_url`.
+def demo_config(base: Config, users: int, speed: float) -> Config:
+    """The demo's set-up: 3 pools of 15 calls a window, 40 slots, offline provider.
 
     The window is 60 s divided by `speed`; each pool keeps its 15 calls per window, so
     the show is the same, only faster.
@@ -94,7 +91,7 @@ def demo_config(
         base,
         pools=pools,
         queue=replace(base.queue, slots=40),
-        provider=replace(base.provider, name=provider, base_url=base_url),
+        provider=replace(base.provider, name="offline"),
         redis=replace(base.redis, namespace=f"demo-{int(time.time())}"),
     )
 
@@ -140,7 +137,8 @@ def demo(
     config = demo_config(base, users, speed)
     latency, jitter = base.provider.latency_seconds, base.provider.latency_jitter
     with demo_upstream(provider, config.pools, latency, jitter) as upstream:
-        config = demo_config(base, users, speed, provider, upstream)
+        if upstream:
+            config = replace(config, provider=replace(config.provider, name="gemini", base_url=upstream))
         where = f", gemini provider -> emulator at {upstream}" if upstream else ""
         console.print(f"starting genqueue (embedded Valkey, local Ray{where}) for {users} users …")
         with running(config, dashboard=False) as live:

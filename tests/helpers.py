@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
+
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from actors.config import AlertsConfig, Config, KeyPoolConfig, PoolConfig, ProviderConfig, QueueConfig, Secret
 from events.catalogue import TaskSubmitted
@@ -16,13 +17,15 @@ T = TypeVar("T")
 
 def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
     """Call `check` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T = check()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {what or check}")
-        time.sleep(interval)
-        last = check()
+    poll = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(interval),
+        retry=retry_if_result(lambda value: not value),
+        retry_error_callback=lambda _: None,
+    )
+    last: T | None = poll(check)
+    if not last:
+        raise AssertionError(f"condition not met within {timeout}s: {what or check}")
     return last
 
 

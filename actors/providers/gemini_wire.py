@@ -12,13 +12,12 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from PIL import Image, ImageDraw
 
 from actors.keypool_logic import window_capacity
+from events.days import next_pacific_midnight, pacific_day
 
-PACIFIC = ZoneInfo("America/Los_Angeles")
 DEFAULT_MODELS = ("gemini-3.1-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-lite-image")
 PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel"
 PER_DAY = "GenerateRequestsPerDayPerProjectPerModel"
@@ -106,10 +105,8 @@ class Verdict:
 
 def seconds_to_pacific_midnight(wall: dt.datetime) -> float:
     """Seconds from the aware moment `wall` to the next midnight in America/Los_Angeles."""
-    tomorrow = wall.astimezone(PACIFIC).date() + dt.timedelta(days=1)
-    midnight = dt.datetime.combine(tomorrow, dt.time(), tzinfo=PACIFIC)
-    # Through UTC: subtracting two datetimes that share a tzinfo ignores a DST change between them.
-    return (midnight.astimezone(dt.UTC) - wall.astimezone(dt.UTC)).total_seconds()
+    at = wall.timestamp()
+    return next_pacific_midnight(at) - at
 
 
 class ProjectQuota:
@@ -125,11 +122,11 @@ class ProjectQuota:
         self.day_calls = 0
         self.max_window_calls = 0  # the most accepted calls seen in one window
         self._accepted: deque[float] = deque()
-        self._day: dt.date | None = None
+        self._day = ""
 
     def admit(self, now: float, wall: dt.datetime) -> Verdict:
         """Accept or refuse a call arriving at monotonic `now`, aware wall-clock `wall`."""
-        day = wall.astimezone(PACIFIC).date()
+        day = pacific_day(wall.timestamp())
         if day != self._day:
             self._day, self.day_calls = day, 0
         if self.rpd and self.day_calls >= self.rpd:

@@ -28,10 +28,10 @@ from events.catalogue import (
 from tests.actors.conftest import Cluster
 from tests.helpers import eventually
 
-KEY_A = "AIzaSyEmulatorKeyA-000000000000000001"
-KEY_B = "AIzaSyEmulatorKeyB-000000000000000002"
-UNKNOWN = "AIzaSyNobodyKnowsThis-0000000000000003"
-REVOKED = "AIzaSyRevokedKey-00000000000000000004"
+KEY_A = "test-key-EmulatorKeyA-000000000000000001"
+KEY_B = "test-key-EmulatorKeyB-000000000000000002"
+UNKNOWN = "test-key-NobodyKnowsThis-0000000000000003"
+REVOKED = "test-key-RevokedKey-00000000000000000004"
 
 
 @contextmanager

@@ -27,11 +27,11 @@ from actors.providers.gemini import GeminiProvider
 from actors.providers.gemini_wire import PER_DAY, PER_MINUTE, EmulatorConfig, parse_pool
 from tests.conftest import free_port
 
-KEY = "AIzaSyEmulatorKeyOne000000000000000001"
+KEY = "test-key-EmulatorKeyOne000000000000000001"
 KEYS = (
-    "AIzaSyEmulatorKeyA00000000000000000aaaa",
-    "AIzaSyEmulatorKeyB00000000000000000bbbb",
-    "AIzaSyEmulatorKeyC0000000000000000cccc",
+    "test-key-EmulatorKeyA00000000000000000aaaa",
+    "test-key-EmulatorKeyB00000000000000000bbbb",
+    "test-key-EmulatorKeyC0000000000000000cccc",
 )
 MODEL = "gemini-3.1-flash-image"
 SELFIE = images.sample_selfie(7)
@@ -145,7 +145,7 @@ def test_the_third_call_of_the_day_hits_the_day_quota(overrides: dict[str, Any])
 def test_an_unknown_key_is_rejected() -> None:
     """A key in no project: 400 API_KEY_INVALID, KEY_REJECTED."""
     with emulator() as url:
-        [outcome] = generate(url, keys=("AIzaSyNobodysKey000000000000000000000000",))
+        [outcome] = generate(url, keys=("test-key-NobodysKey000000000000000000000000",))
     err = failure(outcome)
     assert (err.failure, err.code) == (Failure.KEY_REJECTED, 400) and "API_KEY_INVALID" in err.reason
 
@@ -256,7 +256,7 @@ def test_stats_match_what_was_sent_and_reset() -> None:
     with emulator(pools=pools, latency=0.5) as url:
         generate(url, keys=KEYS[:2], calls=4)  # 4 concurrent calls in flight together on project a
         generate(url, keys=(KEYS[2],), calls=2)  # project b has capacity 1: one image, one 429
-        generate(url, keys=("AIzaSyNobodysKey000000000000000000000000",))
+        generate(url, keys=("test-key-NobodysKey000000000000000000000000",))
         text = httpx.get(f"{url}/stats").text
         figures = json.loads(text)
         reset = httpx.post(f"{url}/stats/reset").json()

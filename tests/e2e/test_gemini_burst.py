@@ -21,7 +21,7 @@ from serve_app.runtime import Running, running
 from tests.conftest import free_port
 from tests.helpers import eventually, make_config
 
-KEYS = {name: f"AIzaSyE2eKey-{name}-0000000000000000000" for name in ("a", "b", "c")}
+KEYS = {name: f"test-key-E2eKey-{name}-0000000000000000000" for name in ("a", "b", "c")}
 TASKS = 90
 
 

@@ -213,7 +213,7 @@ def test_malformed_requests_are_bad_requests(raw: bytes) -> None:
 
 def test_key_labels_never_show_a_whole_key() -> None:
     """A long key shows its last 4 characters; a short one shows none, or a third at most."""
-    assert key_label("a", 0, "AIzaSyExampleExampleExampleExamplex7Qz") == "a#1\u2026x7Qz"
+    assert key_label("a", 0, "test-key-ExampleExampleExampleExamplex7Qz") == "a#1\u2026x7Qz"
     assert key_label("a", 1, "k1") == "a#2"
     label = key_label("b", 2, "abcdef")
     assert label.startswith("b#3") and "abcdef" not in label

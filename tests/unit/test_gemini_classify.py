@@ -17,7 +17,7 @@ from actors.providers.base import Failure, ProviderError
 from actors.providers.gemini import _image, classify, sniff_mime
 
 RPC = "type.googleapis.com/google.rpc."
-KEY = "AIzaSyD3adB33fD3adB33fD3adB33fD3adB33f0"
+KEY = "test-key-D3adB33fD3adB33fD3adB33fD3adB33f0"
 
 
 def body(code: int, status: str, message: str, *details: dict[str, Any]) -> dict[str, Any]:
