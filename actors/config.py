@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import limits
+
 from events.errors import GenqueueError
 
 
@@ -79,6 +81,12 @@ class QueueConfig:
     # what follows the newest readable snapshot.
     snapshot_every: int = 5000
     snapshot_seconds: float = 60.0
+    # Fairness: at most this many tasks of one user run at once (0: no cap); waiting users
+    # take turns. A user may have at most `per_user_waiting` tasks waiting, and the queue
+    # at most `max_waiting`; beyond either a submit is a 429 with Retry-After.
+    per_user_running: int = 5
+    per_user_waiting: int = 100
+    max_waiting: int = 10_000
     # Ray resources each worker actor needs, e.g. {genqueue_worker = 1} so that workers
     # run only on nodes started with that resource.
     worker_resources: dict[str, float] = field(default_factory=dict)
@@ -173,10 +181,45 @@ class AlertsConfig:
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    """Bounds on what a submit may carry."""
+    """Bounds on what a request may carry and how fast a token may submit."""
 
     max_image_bytes: int = 10 * 1024 * 1024
     max_prompt_chars: int = 2000
+    # A request body larger than this is refused (413) before it is read whole.
+    max_body_bytes: int = 30 * 1024 * 1024
+    # Decoded images: at most this many pixels (Pillow's decompression-bomb limit) and
+    # this many pixels on a side.
+    max_image_pixels: int = 40_000_000
+    max_image_side: int = 8192
+    # Submits per token, as a `limits` rate string ("N/second", "N/minute"); a service
+    # token submits for many users and gets its own rate.
+    user_submit_rate: str = "10/second"
+    service_submit_rate: str = "1000/second"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Bearer tokens. With `required = false` (development only) a request without a token
+    acts as an admin on behalf of the body's `user_id`."""
+
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CreditsConfig:
+    """The credit ledger: a price per kind, charged at submit and refunded when a task does
+    not succeed; `default_grant` credits for a user's first submit (0: none)."""
+
+    enabled: bool = True
+    photography: int = 1
+    fitting: int = 2
+    default_grant: int = 0
+
+    def price(self, kind: str) -> int:
+        """The credits a task of `kind` costs (0 when credits are off)."""
+        if not self.enabled:
+            return 0
+        return {"photography": self.photography, "fitting": self.fitting}.get(kind, 0)
 
 
 def _default_pools() -> tuple[PoolConfig, ...]:
@@ -197,6 +240,8 @@ class Config:
     keypool: KeyPoolConfig = field(default_factory=KeyPoolConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    credits: CreditsConfig = field(default_factory=CreditsConfig)
 
     def key_secret(self, key_id: str) -> Secret:
         """The secret behind a key id."""
@@ -215,6 +260,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "keypool": KeyPoolConfig,
     "limits": LimitsConfig,
     "alerts": AlertsConfig,
+    "auth": AuthConfig,
+    "credits": CreditsConfig,
 }
 
 
@@ -329,6 +376,19 @@ def _check(config: Config) -> None:
         raise ConfigError(
             "[keypool]: margin_seconds >= 0, 0 < decrease < 1, probe_after_windows and probe_step > 0"
         )
+    if q.per_user_running < 0 or q.per_user_waiting < 1 or q.max_waiting < 1:
+        raise ConfigError("[queue]: per_user_running >= 0 (0: no cap), per_user_waiting and max_waiting >= 1")
+    c = config.credits
+    if min(c.photography, c.fitting, c.default_grant) < 0:
+        raise ConfigError("[credits]: prices and default_grant must be >= 0")
+    lim = config.limits
+    for name in ("user_submit_rate", "service_submit_rate"):
+        try:
+            limits.parse(getattr(lim, name))
+        except ValueError as exc:
+            raise ConfigError(f"limits.{name}: {exc}") from exc
+    if min(lim.max_body_bytes, lim.max_image_pixels, lim.max_image_side, lim.max_image_bytes) < 1:
+        raise ConfigError("[limits]: sizes must be >= 1")
     if p.latency_seconds < 0 or p.latency_jitter < 0 or p.timeout_seconds <= 0:
         raise ConfigError("[provider]: latencies must be >= 0 and timeout_seconds > 0")
 

@@ -8,8 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from events.catalogue import (
+    QUEUED,
     RUNNING,
+    CreditsRefunded,
     Event,
+    TaskCancelled,
     TaskDispatched,
     TaskFailed,
     TaskLeaseExpired,
@@ -29,6 +32,7 @@ class Policy:
     workers: int
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
+    per_user_running: int = 0  # 0: no cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +57,50 @@ def _after_attempt(
     policy: Policy,
     now: float,
     rng: random.Random,
-) -> Event:
-    charged = state.tasks[task_id].charged
+) -> list[Event]:
+    entry = state.tasks[task_id]
+    charged = entry.charged
     if retryable and charged < policy.max_attempts:
         delay = backoff(attempt, policy.backoff_base, policy.backoff_cap, rng.random())
-        return TaskRetryScheduled(
-            task_id=task_id,
-            attempt=attempt,
-            not_before=now + delay,
-            order=state.tasks[task_id].order,
-            at=now,
-        )
+        return [
+            TaskRetryScheduled(
+                task_id=task_id,
+                attempt=attempt,
+                not_before=now + delay,
+                order=entry.order,
+                at=now,
+            )
+        ]
     reason = error if not retryable else f"gave up after {charged} attempts: {error}"
-    return TaskFailed(task_id=task_id, attempt=attempt, error=reason, kind=state.tasks[task_id].kind, at=now)
+    failed = TaskFailed(task_id=task_id, attempt=attempt, error=reason, kind=entry.kind, at=now)
+    return [failed, *refund(state, task_id, "failed", now)]
+
+
+def refund(state: QueueState, task_id: str, reason: str, now: float) -> list[Event]:
+    """The refund of a task that ends without an image: its whole charge, in the same append
+    as the event that ends it, so it happens exactly once."""
+    entry = state.tasks[task_id]
+    if not entry.price:
+        return []
+    return [
+        CreditsRefunded(user_id=entry.user_id, task_id=task_id, amount=entry.price, reason=reason, at=now)
+    ]
+
+
+def cancel(
+    state: QueueState, task_id: str, now: float, reason: str = "cancelled by the caller"
+) -> Decision | str:
+    """The cancellation of a waiting task and its refund; or why not: "running" or "ended"."""
+    entry = state.tasks.get(task_id)
+    if entry is None:
+        return "ended"
+    if not state.is_waiting(task_id):
+        return "running"
+    events = (
+        TaskCancelled(task_id=task_id, reason=reason, at=now),
+        *refund(state, task_id, "cancelled", now),
+    )
+    return Decision(events, {task_id: Expect(QUEUED, entry.attempts)})
 
 
 def pools_usable_at(state: QueueState, pools: Sequence[tuple[str, Mapping[str, str]]], now: float) -> float:
@@ -94,34 +129,41 @@ def decide(
     decisions: list[Decision] = []
     unguarded: list[Event] = []
     for task_id, ended in state.to_decide.items():
-        unguarded.append(
-            _after_attempt(state, task_id, ended.attempt, ended.retryable, ended.error, policy, now, rng)
+        unguarded += _after_attempt(
+            state, task_id, ended.attempt, ended.retryable, ended.error, policy, now, rng
         )
     for task_id, lease in state.running.items():
         if lease.deadline <= now:
             expired = TaskLeaseExpired(task_id=task_id, attempt=lease.attempt, at=now)
             follow = _after_attempt(state, task_id, lease.attempt, True, "lease expired", policy, now, rng)
-            decisions.append(Decision((expired, follow), {task_id: Expect(RUNNING, lease.attempt)}))
+            decisions.append(Decision((expired, *follow), {task_id: Expect(RUNNING, lease.attempt)}))
     free = policy.slots - len(state.running)
     if free > 0 and state.waiting and usable_at <= now:
         load = [0] * policy.workers
         for lease in state.running.values():
             if 0 <= lease.worker < policy.workers:
                 load[lease.worker] += 1
+        per_user = state.running_per_user() if policy.per_user_running else {}
         for task_id in state.waiting_order():
             if free == 0:
                 break
             if state.not_before.get(task_id, 0.0) > now:
                 continue
+            entry = state.tasks[task_id]
+            if policy.per_user_running:
+                if per_user.get(entry.user_id, 0) >= policy.per_user_running:
+                    continue
+                per_user[entry.user_id] = per_user.get(entry.user_id, 0) + 1
             worker = min(range(policy.workers), key=load.__getitem__)
             load[worker] += 1
             free -= 1
             unguarded.append(
                 TaskDispatched(
                     task_id=task_id,
-                    attempt=state.tasks[task_id].attempts + 1,
+                    attempt=entry.attempts + 1,
                     worker=worker,
                     lease_deadline=now + policy.lease_seconds,
+                    order=entry.order,
                     at=now,
                 )
             )

@@ -15,11 +15,18 @@ import structlog
 
 from actors.alerts import deliver, evaluate, payload
 from actors.config import Config
-from actors.decide import Decision, Policy, decide, next_wakeup, pools_usable_at
+from actors.decide import Decision, Policy, cancel, decide, next_wakeup, pools_usable_at
 from actors.logs import configure
 from actors.telemetry import QueueMetrics
 from actors.worker import AttemptSpec
-from events.catalogue import AlertRaised, AlertResolved, SnapshotTaken, StoredEvent, TaskDispatched
+from events.catalogue import (
+    AlertRaised,
+    AlertResolved,
+    SnapshotTaken,
+    StoredEvent,
+    TaskDispatched,
+    stream_id_key,
+)
 from events.errors import StoreUnavailableError
 from events.queue_state import QueueState, apply, restore, snapshot
 from events.redis_store import RedisEventStore
@@ -47,6 +54,7 @@ class Queue:
             lease_seconds=config.queue.lease_seconds,
             max_attempts=config.queue.max_attempts,
             workers=len(workers),
+            per_user_running=config.queue.per_user_running,
         )
         self._pool_keys = [(p.name, p.key_hints) for p in config.pools]
         self._rng = random.Random(rng_seed)
@@ -61,6 +69,7 @@ class Queue:
         self._metrics = QueueMetrics()
         self._alerts_at = 0.0
         self._deliveries: set[asyncio.Task[bool]] = set()
+        self._deciding = asyncio.Lock()
         self._store = self._call(self._connect)
         started = time.monotonic()
         self._call(self._recover)
@@ -151,13 +160,17 @@ class Queue:
             inputs=entry.inputs,
             options=entry.options,
             resent=resent,
-            submitted_at=entry.order,
+            submitted_at=entry.at,
+            order=entry.order,
             dispatched_at=lease.since if (lease := self._state.running.get(task_id)) else 0.0,
         )
         self._workers[worker % len(self._workers)].run.remote(spec)
 
     def _apply(self, batch: list[StoredEvent]) -> None:
+        applied = stream_id_key(self._state.last_id)
         for stored in batch:
+            if stream_id_key(stored.id) <= applied:
+                continue  # a cancel already read it
             apply(self._state, stored)
             event = stored.event
             if not isinstance(event, SnapshotTaken):
@@ -168,6 +181,21 @@ class Queue:
                 self._notify(event)
 
     async def _step(self) -> None:
+        async with self._deciding:
+            if await self._decide():
+                return
+        now = time.time()
+        usable = pools_usable_at(self._state, self._pool_keys, now)
+        wake = next_wakeup(self._state, usable if usable > now else 0.0)
+        block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
+        batch = await self._store.tail(self._state.last_id, block)
+        async with self._deciding:
+            self._apply(batch)
+        self._metrics.update(self._state.waiting, len(self._state.running))
+        await self._maybe_snapshot()
+
+    async def _decide(self) -> bool:
+        """Decide and append; True when something was appended (and applied)."""
         now = time.time()
         usable = pools_usable_at(self._state, self._pool_keys, now)
         decisions = decide(self._state, self._policy, now, self._rng, usable)
@@ -180,12 +208,26 @@ class Queue:
             await self._store.append(decision.events, decision.expect or None)
         if decisions:
             self._apply(await self._store.read(self._state.last_id))
-            return
-        wake = next_wakeup(self._state, usable if usable > now else 0.0)
-        block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
-        self._apply(await self._store.tail(self._state.last_id, block))
-        self._metrics.update(self._state.waiting, len(self._state.running))
-        await self._maybe_snapshot()
+            return True
+        return False
+
+    def cancel(self, task_id: str, reason: str = "cancelled by the caller") -> str:
+        """Cancel a waiting task and refund it: "cancelled", or "running" / "ended" when it
+        is not waiting. Decided on the loop thread between two steps, so a task is never
+        dispatched after its cancellation."""
+
+        async def run() -> str:
+            async with self._deciding:
+                self._apply(await self._store.read(self._state.last_id))
+                outcome = cancel(self._state, task_id, time.time(), reason)
+                if isinstance(outcome, str):
+                    return outcome
+                ids = await self._store.append(outcome.events, outcome.expect)
+                self._apply(await self._store.read(self._state.last_id))
+                return "cancelled" if ids is not None else "running"
+
+        result: str = self._call(run, timeout=30)
+        return result
 
     async def _pump(self) -> None:
         delay = 0.05

@@ -49,6 +49,7 @@ class AttemptSpec:
     resent: bool = False
     submitted_at: float = 0.0
     dispatched_at: float = 0.0
+    order: float = 0.0  # the task's place in the queue: tokens go out in this order too
 
 
 _QUOTA = {Failure.THROTTLED: "minute", Failure.QUOTA_DAY: "day", Failure.KEY_REJECTED: "key"}
@@ -128,7 +129,7 @@ class Worker:
             if await self._append(store, [outcome], expect) is None:
                 return await self._late(store, spec, outcome.type)
             return outcome.type
-        token: Token = await self._keypool.acquire.remote(spec.task_id, spec.attempt, spec.submitted_at)
+        token: Token = await self._keypool.acquire.remote(spec.task_id, spec.attempt, spec.order)
         now = time.time()
         if not token.granted:
             refused = TaskUpstreamThrottled(
@@ -139,7 +140,7 @@ class Worker:
                 code=0,
                 quota="none",
                 retry_after=0.0,
-                order=spec.submitted_at,
+                order=spec.order,
                 reason=token.reason,
                 at=now,
             )
@@ -229,7 +230,7 @@ class Worker:
                     code=exc.code,
                     quota=_QUOTA[exc.failure],
                     retry_after=exc.retry_after or 0.0,
-                    order=spec.submitted_at,
+                    order=spec.order,
                     reason=exc.reason,
                     at=time.time(),
                 )

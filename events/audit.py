@@ -6,6 +6,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from events.catalogue import (
+    CreditsCharged,
+    CreditsGranted,
+    CreditsRefunded,
     Event,
     KeyTokenGranted,
     StoredEvent,
@@ -18,6 +21,7 @@ from events.catalogue import (
     TaskStarted,
     TaskSubmitted,
     TaskSucceeded,
+    TaskUpstreamThrottled,
     stream_id_ms,
 )
 from events.queue_state import QueueState, apply
@@ -39,12 +43,21 @@ class AuditReport:
     dispatch_latency_ms: list[int] = field(default_factory=list)
     overlapping: list[str] = field(default_factory=list)
     still_live: int = 0
+    # The credit ledger: totals, refunds by count, and every break of its rules.
+    credits: dict[str, int] = field(default_factory=lambda: {"granted": 0, "charged": 0, "refunded": 0})
+    refunds: int = 0
+    overdrawn: list[str] = field(default_factory=list)
+    refund_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Every submitted task ended exactly once and no pool overran its window."""
+        """Every submitted task ended exactly once, no pool overran its window, no balance went
+        below zero and every task that did not succeed was refunded exactly once."""
         over = any(self.max_window_calls[p] > self.window_capacity[p] for p in self.max_window_calls)
-        return not self.never_ended and not self.ended_twice and not over and not self.overlapping
+        credits_ok = not self.overdrawn and not self.refund_errors
+        return (
+            not self.never_ended and not self.ended_twice and not over and not self.overlapping and credits_ok
+        )
 
 
 def max_in_window(times: list[float], window: float) -> int:
@@ -58,14 +71,29 @@ def max_in_window(times: list[float], window: float) -> int:
     return best
 
 
-def _track_attempts(event: Event, in_flight: dict[str, int], report: AuditReport) -> None:
-    """Flag a task whose attempt starts while another of its attempts still holds the lease."""
+def _track_attempts(
+    event: Event, in_flight: dict[str, int], ended: set[tuple[str, int]], report: AuditReport
+) -> None:
+    """Flag a task whose attempt starts while another of its attempts still holds the lease.
+
+    A worker writes `task.started` while its call runs, so a fast outcome can precede it:
+    a start of an attempt that already ended is not in flight.
+    """
     match event:
         case TaskStarted():
+            if (event.task_id, event.attempt) in ended:
+                return
             if event.task_id in in_flight and in_flight[event.task_id] != event.attempt:
                 report.overlapping.append(event.task_id)
             in_flight[event.task_id] = event.attempt
-        case TaskSucceeded() | TaskAttemptFailed() | TaskLeaseExpired() | TaskLateOutcomeIgnored():
+        case (
+            TaskSucceeded()
+            | TaskAttemptFailed()
+            | TaskLeaseExpired()
+            | TaskLateOutcomeIgnored()
+            | TaskUpstreamThrottled()
+        ):
+            ended.add((event.task_id, event.attempt))
             if in_flight.get(event.task_id) == event.attempt:
                 del in_flight[event.task_id]
         case _:
@@ -84,13 +112,61 @@ class Auditor:
         self._windows: dict[str, float] = {}
         self._pending_outcome_ms: int | None = None
         self._in_flight: dict[str, int] = {}
+        self._ended_attempts: set[tuple[str, int]] = set()
         self.events = 0
+        self._balances: dict[str, int] = defaultdict(int)
+        self._charges: dict[str, int] = {}
+        self._refunded: dict[str, list[int]] = defaultdict(list)
+        self._outcome: dict[str, str] = {}
+
+    def _credits(self, event: Event) -> None:
+        """Fold the ledger: balances never below zero, one refund per unsuccessful task."""
+        report = self.report
+        match event:
+            case CreditsGranted():
+                self._balances[event.user_id] += event.amount
+                report.credits["granted"] += event.amount
+            case CreditsCharged():
+                self._balances[event.user_id] -= event.amount
+                self._charges[event.task_id] = self._charges.get(event.task_id, 0) + event.amount
+                report.credits["charged"] += event.amount
+                if self._balances[event.user_id] < 0 and event.user_id not in report.overdrawn:
+                    report.overdrawn.append(event.user_id)
+            case CreditsRefunded():
+                self._balances[event.user_id] += event.amount
+                self._refunded[event.task_id].append(event.amount)
+                report.credits["refunded"] += event.amount
+                report.refunds += 1
+            case _:
+                pass
+
+    def _refund_errors(self) -> list[str]:
+        errors = []
+        for task_id, amounts in self._refunded.items():
+            outcome = self._outcome.get(task_id, "live")
+            if len(amounts) > 1:
+                errors.append(f"{task_id}: refunded {len(amounts)} times")
+            elif outcome not in ("failed", "cancelled"):
+                errors.append(f"{task_id}: refunded but {outcome}")
+            elif amounts[0] != self._charges.get(task_id, 0):
+                errors.append(
+                    f"{task_id}: refunded {amounts[0]} of a charge of {self._charges.get(task_id, 0)}"
+                )
+        for task_id, outcome in self._outcome.items():
+            if (
+                outcome in ("failed", "cancelled")
+                and self._charges.get(task_id)
+                and task_id not in self._refunded
+            ):
+                errors.append(f"{task_id}: {outcome} without a refund")
+        return errors
 
     def feed(self, stored: StoredEvent) -> None:
         """Fold one event."""
         report, state, event = self.report, self.state, stored.event
         self.events += 1
-        _track_attempts(event, self._in_flight, report)
+        _track_attempts(event, self._in_flight, self._ended_attempts, report)
+        self._credits(event)
         before = {t: lease.attempt for t, lease in state.running.items()} if state.waiting else {}
         waiting_before = state.waiting
         apply(state, stored)
@@ -119,6 +195,7 @@ class Auditor:
         if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled) and event.task_id not in state.tasks:
             self._endings[event.task_id] += 1
             kind = _ENDINGS[event.type]
+            self._outcome[event.task_id] = kind
             report.ended[kind] = report.ended.get(kind, 0) + 1
 
     def finish(self) -> AuditReport:
@@ -131,6 +208,7 @@ class Auditor:
         report.still_live = len(self.state.tasks)
         report.ended_twice = [t for t, n in self._endings.items() if n > 1]
         report.max_window_calls = {p: max_in_window(ts, self._windows[p]) for p, ts in self._grants.items()}
+        report.refund_errors = self._refund_errors()
         return report
 
 

@@ -30,7 +30,29 @@ class TaskSubmitted:
     options: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str = ""
     digest: str = ""
+    # The task's place in the queue: `fair_order(round, n)`; 0 (older events): `at`.
+    order: float = 0.0
     at: float
+
+    @property
+    def place(self) -> float:
+        """The score that orders this task among the waiting ones."""
+        return self.order or self.at
+
+
+# Fair order: waiting users take turns. A task's place is (round, n): its user's turn
+# number and its arrival within that turn, packed exactly into one float (n < 2**20).
+ROUND_SPAN = 2**20
+
+
+def fair_order(round_: int, n: int) -> float:
+    """The queue score of the n-th task of round `round_`."""
+    return float(round_ * ROUND_SPAN + n % ROUND_SPAN)
+
+
+def round_of(order: float) -> int:
+    """The round a queue score belongs to."""
+    return int(order) // ROUND_SPAN
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +65,7 @@ class TaskDispatched:
     attempt: int
     worker: int
     lease_deadline: float
+    order: float = 0.0
     at: float
 
 
@@ -295,6 +318,68 @@ class AlertResolved:
     at: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditsGranted:
+    """Credits were added to a user's balance (an admin grant, or the default for a new user)."""
+
+    type: ClassVar[str] = "credits.granted"
+    version: ClassVar[int] = 1
+    user_id: str
+    amount: int
+    reason: str = ""
+    by: str = ""
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditsCharged:
+    """A task's price was taken from its user's balance when it was accepted."""
+
+    type: ClassVar[str] = "credits.charged"
+    version: ClassVar[int] = 1
+    user_id: str
+    task_id: str
+    amount: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreditsRefunded:
+    """A task that did not succeed gave its charge back; once per task."""
+
+    type: ClassVar[str] = "credits.refunded"
+    version: ClassVar[int] = 1
+    user_id: str
+    task_id: str
+    amount: int
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenCreated:
+    """An API token was issued; only its SHA-256 `digest` is kept, never the token."""
+
+    type: ClassVar[str] = "token.created"
+    version: ClassVar[int] = 1
+    token_id: str
+    digest: str
+    user_id: str
+    role: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenRevoked:
+    """An API token stopped working."""
+
+    type: ClassVar[str] = "token.revoked"
+    version: ClassVar[int] = 1
+    token_id: str
+    digest: str
+    at: float
+
+
 TaskEvent = (
     TaskSubmitted
     | TaskDispatched
@@ -309,7 +394,18 @@ TaskEvent = (
     | TaskUpstreamThrottled
 )
 KeyEvent = KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned
-Event = TaskEvent | KeyTokenGranted | KeyEvent | SnapshotTaken | AlertRaised | AlertResolved
+CreditEvent = CreditsGranted | CreditsCharged | CreditsRefunded
+TokenEvent = TokenCreated | TokenRevoked
+Event = (
+    TaskEvent
+    | KeyTokenGranted
+    | KeyEvent
+    | SnapshotTaken
+    | AlertRaised
+    | AlertResolved
+    | CreditEvent
+    | TokenEvent
+)
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
@@ -333,8 +429,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
         SnapshotTaken,
         AlertRaised,
         AlertResolved,
+        CreditsGranted,
+        CreditsCharged,
+        CreditsRefunded,
+        TokenCreated,
+        TokenRevoked,
     )
 }
+
+ROLES = ("user", "service", "admin")
 
 
 @dataclass(frozen=True, slots=True)

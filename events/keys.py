@@ -68,3 +68,30 @@ class Keys:
     def pool(self, name: str) -> str:
         """Hash: a pool's state from its key events (cooldown, parking, disabled keys, learned rate)."""
         return f"{self.prefix}:pool:{name}"
+
+    def user(self, user_id: str) -> str:
+        """Hash: a user's balance and ledger totals, and the round of its newest task."""
+        return f"{self.prefix}:user:{user_id}"
+
+    def ledger(self, user_id: str) -> str:
+        """List: a user's newest ledger entries (JSON), newest first."""
+        return f"{self.prefix}:ledger:{user_id}"
+
+    def token(self, digest: str) -> str:
+        """Hash: the user and role of the token with this SHA-256 digest."""
+        return f"{self.prefix}:token:{digest}"
+
+    @property
+    def tokens(self) -> str:
+        """Hash: token id -> JSON of its user, role, creation time and digest."""
+        return f"{self.prefix}:tokens"
+
+    @property
+    def round_counters(self) -> str:
+        """Prefix of the per-round counters: `<prefix><round>` is a string counted up by INCR,
+        how many tasks were given a place in that round."""
+        return f"{self.prefix}:round:"
+
+    def rate(self, token_id: str) -> str:
+        """Prefix for a token's submit-rate window."""
+        return f"{self.prefix}:rate:{token_id}"

@@ -7,11 +7,26 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted, stream_id_key
+from events.admission import Admission, Refusal, Seen, admit, place_round
+from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted, round_of, stream_id_key
 from events.codec import decode, encode, log_entry
 from events.keys import Keys
-from events.projection import Expire, HDel, HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
-from events.store import Expect, QueueCounts, SubmitReceipt
+from events.projection import (
+    Delete,
+    Expire,
+    HDel,
+    HIncr,
+    HSet,
+    LPush,
+    Op,
+    SAdd,
+    SRem,
+    ZAdd,
+    ZRem,
+    ZTrim,
+    project,
+)
+from events.store import NO_BOUNDS, Expect, QueueCounts, SubmitReceipt
 
 
 class MemoryEventStore:
@@ -25,6 +40,7 @@ class MemoryEventStore:
         self._sets: dict[str, set[str]] = {}
         self._lists: dict[str, list[str]] = {}
         self._seq = 0
+        self._rounds: dict[int, int] = {}
         self._changed = asyncio.Condition()
 
     def _apply(self, op: Op) -> None:
@@ -47,6 +63,13 @@ class MemoryEventStore:
                 self._sets.get(op.key, set()).discard(op.member)
             case HDel():
                 self._hashes.get(op.key, {}).pop(op.field, None)
+            case LPush():
+                values = self._lists.setdefault(op.key, [])
+                values.insert(0, op.value)
+                del values[op.keep :]
+            case Delete():
+                for space in (self._hashes, self._zsets, self._sets, self._lists):
+                    space.pop(op.key, None)
             case Expire():
                 pass  # nothing here lives long enough to expire
             case ZTrim():
@@ -77,15 +100,48 @@ class MemoryEventStore:
             self._changed.notify_all()
         return ids
 
-    async def submit(self, event: TaskSubmitted) -> SubmitReceipt:
-        """Append and read position and counts in one step."""
+    async def submit(self, event: TaskSubmitted, admission: Admission = NO_BOUNDS) -> SubmitReceipt:
+        """Admit, append and read position and counts in one step (as the Redis store's script
+        and transaction do)."""
         if event.idempotency_key:
             first = self._hashes.get(self.keys.idempotency(event.user_id, event.idempotency_key))
             if first:
                 return SubmitReceipt("", None, await self.counts(), first["task_id"], first["digest"])
-        ids = await self.append([event])
+        user = self._hashes.get(self.keys.user(event.user_id), {})
+        waiting = self._zsets.get(self.keys.waiting, {})
+        if waiting:
+            current = round_of(min(waiting.values()))
+        else:
+            current = int(self._hashes.get(self.keys.stats, {}).get("dispatched_round", 0))
+        seen = Seen(
+            int(user.get("balance", 0)),
+            bool(int(user.get("welcomed", 0))),
+            int(user.get("last_round", -1)),
+            current,
+            len(waiting),
+        )
+        round_ = place_round(seen.current_round, seen.last_round)
+        self._rounds[round_] = n = self._rounds.get(round_, 0) + 1
+        admitted = admit(event, admission, seen, round_, n)
+        if isinstance(admitted, Refusal):
+            return SubmitReceipt("", None, await self.counts(), refused=admitted)
+        ids = await self.append(admitted)
         assert ids is not None
-        return SubmitReceipt(ids[0], await self.position(event.task_id), await self.counts())
+        balance = int(self._hashes.get(self.keys.user(event.user_id), {}).get("balance", 0))
+        index = [e.type for e in admitted].index(TaskSubmitted.type)
+        return SubmitReceipt(
+            ids[index], await self.position(event.task_id), await self.counts(), balance=balance
+        )
+
+    async def user(self, user_id: str, entries: int = 20) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """The user's hash and newest ledger entries."""
+        ledger = self._lists.get(self.keys.ledger(user_id), [])[:entries]
+        return dict(self._hashes.get(self.keys.user(user_id), {})), [json.loads(e) for e in ledger]
+
+    async def token(self, digest: str) -> dict[str, str] | None:
+        """The token read model."""
+        found = self._hashes.get(self.keys.token(digest))
+        return dict(found) if found else None
 
     async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:
         """Events after `after`."""

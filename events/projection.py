@@ -18,6 +18,9 @@ from events.catalogue import (
     SUCCEEDED,
     AlertRaised,
     AlertResolved,
+    CreditsCharged,
+    CreditsGranted,
+    CreditsRefunded,
     Event,
     KeyCooledDown,
     KeyDisabled,
@@ -36,6 +39,9 @@ from events.catalogue import (
     TaskSubmitted,
     TaskSucceeded,
     TaskUpstreamThrottled,
+    TokenCreated,
+    TokenRevoked,
+    round_of,
 )
 from events.days import pacific_day
 from events.keys import Keys
@@ -117,7 +123,26 @@ class HDel:
     field: str
 
 
-Op = HSet | HIncr | ZAdd | ZRem | SAdd | SRem | ZTrim | Expire | HDel
+@dataclass(frozen=True, slots=True)
+class LPush:
+    """Push a value at the head of a list and keep only its newest `keep` values."""
+
+    key: str
+    value: str
+    keep: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove a key."""
+
+    key: str
+
+
+Op = HSet | HIncr | ZAdd | ZRem | SAdd | SRem | ZTrim | Expire | HDel | LPush | Delete
+
+# How many ledger entries `GET /v1/me` can show.
+LEDGER_KEEP = 100
 
 # Histogram bucket bounds (seconds) for queue wait and processing time.
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0)
@@ -170,8 +195,15 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             return {"status": CANCELLED, "error": event.reason, "finished_at": event.at}
         case TaskUpstreamThrottled():
             return {"status": QUEUED, "throttled_at": event.at, "throttle_reason": event.reason}
+        case CreditsCharged():
+            return {"price": event.amount}
+        case CreditsRefunded():
+            return {"refunded": event.amount}
         case (
-            TaskLateOutcomeIgnored()
+            CreditsGranted()
+            | TokenCreated()
+            | TokenRevoked()
+            | TaskLateOutcomeIgnored()
             | KeyTokenGranted()
             | KeyCooledDown()
             | KeyParked()
@@ -203,6 +235,13 @@ def project(event: Event, keys: Keys) -> list[Op]:
         return ops
     if isinstance(event, KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned):
         return _pool_ops(event, keys)
+    if isinstance(event, TokenCreated | TokenRevoked):
+        return _token_ops(event, keys)
+    if isinstance(event, CreditsGranted):
+        ops = _ledger_ops(event, keys, event.amount, {"reason": event.reason, "by": event.by})
+        if event.by == "config":  # the default grant: once per user
+            ops.append(HSet(keys.user(event.user_id), {"welcomed": 1}))
+        return ops
     fields = view_fields(event)
     if fields:
         # `events` counts the view's changes: the watch stream's message ids build on it.
@@ -215,13 +254,21 @@ def project(event: Event, keys: Keys) -> list[Op]:
                     HSet(idem, {"task_id": event.task_id, "digest": event.digest}),
                     Expire(idem, IDEMPOTENCY_SECONDS),
                 ]
+            if event.order:
+                ops.append(HSet(keys.user(event.user_id), {"last_round": round_of(event.order)}))
             ops += [
-                ZAdd(keys.waiting, event.task_id, event.at),
+                ZAdd(keys.waiting, event.task_id, event.place),
                 HIncr(keys.stats, "submitted", 1),
                 HIncr(keys.stats, f"submitted:{event.kind}", 1),
             ]
         case TaskDispatched():
             ops += [ZRem(keys.waiting, event.task_id), SAdd(keys.running, event.task_id)]
+            if event.order:
+                ops.append(HSet(keys.stats, {"dispatched_round": round_of(event.order)}))
+        case CreditsCharged():
+            ops += _ledger_ops(event, keys, -event.amount, {"task_id": event.task_id})
+        case CreditsRefunded():
+            ops += _ledger_ops(event, keys, event.amount, {"task_id": event.task_id, "reason": event.reason})
         case TaskSucceeded():
             ops += [
                 SRem(keys.running, event.task_id),
@@ -280,11 +327,54 @@ def project(event: Event, keys: Keys) -> list[Op]:
             ]
         case TaskStarted():
             ops += observe(keys.histogram("queue_wait"), event.waited)
-        case KeyCooledDown() | KeyParked() | KeyDisabled() | KeyLimitLearned():
+        case (
+            KeyCooledDown()
+            | KeyParked()
+            | KeyDisabled()
+            | KeyLimitLearned()
+            | CreditsGranted()
+            | TokenCreated()
+            | TokenRevoked()
+        ):
             pass
         case _:
             assert_never(event)
     return ops
+
+
+_TOTALS = {"credits.granted": "granted", "credits.charged": "charged", "credits.refunded": "refunded"}
+
+
+def _ledger_ops(
+    event: CreditsGranted | CreditsCharged | CreditsRefunded, keys: Keys, delta: int, detail: dict[str, str]
+) -> list[Op]:
+    """The user's balance, its totals and a ledger entry."""
+    entry = {"type": event.type, "amount": delta, "at": event.at, **detail}
+    user = keys.user(event.user_id)
+    return [
+        HIncr(user, "balance", delta),
+        HIncr(user, _TOTALS[event.type], abs(delta)),
+        LPush(keys.ledger(event.user_id), json.dumps(entry, separators=(",", ":")), LEDGER_KEEP),
+    ]
+
+
+def _token_ops(event: TokenCreated | TokenRevoked, keys: Keys) -> list[Op]:
+    """Token lookup by digest, and the token list without digests."""
+    if isinstance(event, TokenRevoked):
+        return [Delete(keys.token(event.digest)), HDel(keys.tokens, event.token_id)]
+    about = {"user_id": event.user_id, "role": event.role, "created_at": event.at, "digest": event.digest}
+    return [
+        HSet(
+            keys.token(event.digest),
+            {
+                "token_id": event.token_id,
+                "digest": event.digest,
+                "user_id": event.user_id,
+                "role": event.role,
+            },
+        ),
+        HSet(keys.tokens, {event.token_id: json.dumps(about, separators=(",", ":"))}),
+    ]
 
 
 def _pool_ops(event: KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned, keys: Keys) -> list[Op]:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import bisect
-import heapq
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, assert_never
 
+from sortedcontainers import SortedList
+
 from events.catalogue import (
     AlertRaised,
     AlertResolved,
+    CreditsCharged,
+    CreditsGranted,
+    CreditsRefunded,
     Event,
     KeyCooledDown,
     KeyDisabled,
@@ -30,6 +33,8 @@ from events.catalogue import (
     TaskSubmitted,
     TaskSucceeded,
     TaskUpstreamThrottled,
+    TokenCreated,
+    TokenRevoked,
 )
 
 OUTCOME_BUCKET_SECONDS = 10
@@ -46,10 +51,17 @@ class TaskEntry:
     prompt: str
     inputs: dict[str, str]
     options: dict[str, Any]
-    order: float
+    order: float  # the task's place: waiting tasks start by (order, seq)
     seq: int
     attempts: int = 0
     throttled: int = 0  # attempts that ended in a 429: they do not count against the retry budget
+    at: float = 0.0  # when it was submitted
+    price: int = 0  # credits charged at submit, refunded if it does not succeed
+
+    @property
+    def place(self) -> tuple[float, int, str]:
+        """The task's key in the waiting queue."""
+        return (self.order, self.seq, self.task_id)
 
     @property
     def charged(self) -> int:
@@ -81,8 +93,8 @@ class QueueState:
     """Everything the QueueActor knows; built only by `apply`."""
 
     tasks: dict[str, TaskEntry] = field(default_factory=dict)
-    fresh: dict[str, int] = field(default_factory=dict)
-    requeued: list[tuple[int, str]] = field(default_factory=list)
+    # Waiting tasks by place; a re-queued task goes back to its old place.
+    queue: SortedList = field(default_factory=SortedList)
     not_before: dict[str, float] = field(default_factory=dict)
     running: dict[str, Lease] = field(default_factory=dict)
     to_decide: dict[str, EndedAttempt] = field(default_factory=dict)
@@ -115,20 +127,32 @@ class QueueState:
     @property
     def waiting(self) -> int:
         """How many tasks wait for a slot."""
-        return len(self.fresh) + len(self.requeued)
+        return len(self.queue)
 
     def waiting_order(self) -> Iterator[str]:
-        """Waiting task ids in queue order: submission order, re-queued tasks at their old place."""
-        for _, task_id in heapq.merge(((s, t) for t, s in self.fresh.items()), self.requeued):
+        """Waiting task ids in queue order: by place (users take turns, FIFO within a user),
+        re-queued tasks at their old place."""
+        for _, _, task_id in self.queue:
             yield task_id
 
-    def _unqueue(self, task_id: str) -> None:
-        if self.fresh.pop(task_id, None) is None:
+    def is_waiting(self, task_id: str) -> bool:
+        """Whether the task waits for a slot."""
+        entry = self.tasks.get(task_id)
+        return entry is not None and entry.place in self.queue
+
+    def running_per_user(self) -> dict[str, int]:
+        """How many tasks of each user hold a slot."""
+        counts: dict[str, int] = {}
+        for task_id in self.running:
             entry = self.tasks.get(task_id)
             if entry is not None:
-                i = bisect.bisect_left(self.requeued, (entry.seq, task_id))
-                if i < len(self.requeued) and self.requeued[i] == (entry.seq, task_id):
-                    del self.requeued[i]
+                counts[entry.user_id] = counts.get(entry.user_id, 0) + 1
+        return counts
+
+    def _unqueue(self, task_id: str) -> None:
+        entry = self.tasks.get(task_id)
+        if entry is not None:
+            self.queue.discard(entry.place)
         self.not_before.pop(task_id, None)
 
     def _end(self, task_id: str) -> None:
@@ -162,7 +186,14 @@ def _apply_event(state: QueueState, event: Event) -> None:
     if isinstance(event, KeyDisabled):
         state.disabled[event.key_id] = event.hint
         return
-    if isinstance(event, SnapshotTaken | KeyCooledDown | KeyLimitLearned):
+    if isinstance(event, SnapshotTaken | KeyCooledDown | KeyLimitLearned | CreditsGranted):
+        return
+    if isinstance(event, TokenCreated | TokenRevoked | CreditsRefunded):
+        return
+    if isinstance(event, CreditsCharged):
+        charged = state.tasks.get(event.task_id)
+        if charged is not None:
+            charged.price += event.amount
         return
     t = event.task_id
     match event:
@@ -177,10 +208,11 @@ def _apply_event(state: QueueState, event: Event) -> None:
                 prompt=event.prompt,
                 inputs=dict(event.inputs),
                 options=dict(event.options),
-                order=event.at,
+                order=event.place,
                 seq=state.seq,
+                at=event.at,
             )
-            state.fresh[t] = state.seq
+            state.queue.add(state.tasks[t].place)
         case TaskDispatched():
             entry = state.tasks.get(t)
             if entry is None or t in state.running:
@@ -209,7 +241,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
             entry = state.tasks.get(t)
             if entry is None or state.to_decide.pop(t, None) is None:
                 return
-            bisect.insort(state.requeued, (entry.seq, t))
+            state.queue.add(entry.place)
             state.not_before[t] = event.not_before
         case TaskFailed():
             if t in state.tasks:
@@ -226,7 +258,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
             del state.running[t]
             entry.throttled += 1
             state.throttled += 1
-            bisect.insort(state.requeued, (entry.seq, t))
+            state.queue.add(entry.place)
         case TaskLateOutcomeIgnored():
             state.late += 1
         case TaskStarted() | KeyTokenGranted():
@@ -243,7 +275,7 @@ def replay(events: list[StoredEvent], state: QueueState | None = None) -> QueueS
     return current
 
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 def snapshot(state: QueueState) -> dict[str, Any]:
@@ -251,8 +283,7 @@ def snapshot(state: QueueState) -> dict[str, Any]:
     return {
         "v": SNAPSHOT_VERSION,
         "tasks": [asdict(entry) for entry in state.tasks.values()],
-        "fresh": state.fresh,
-        "requeued": state.requeued,
+        "queue": [list(place) for place in state.queue],
         "not_before": state.not_before,
         "running": {t: asdict(lease) for t, lease in state.running.items()},
         "to_decide": {t: asdict(ended) for t, ended in state.to_decide.items()},
@@ -275,8 +306,7 @@ def restore(data: dict[str, Any]) -> QueueState:
             raise ValueError(f"snapshot version {data['v']} is not {SNAPSHOT_VERSION}")
         state = QueueState(
             tasks={e["task_id"]: TaskEntry(**e) for e in data["tasks"]},
-            fresh={str(t): int(s) for t, s in data["fresh"].items()},
-            requeued=[(int(s), str(t)) for s, t in data["requeued"]],
+            queue=SortedList((float(o), int(s), str(t)) for o, s, t in data["queue"]),
             not_before={str(t): float(v) for t, v in data["not_before"].items()},
             running={t: Lease(**lease) for t, lease in data["running"].items()},
             to_decide={t: EndedAttempt(**ended) for t, ended in data["to_decide"].items()},

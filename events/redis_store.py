@@ -15,14 +15,54 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted
+from events.admission import Admission, Refusal, Seen, admit
+from events.catalogue import ROUND_SPAN, Event, SnapshotTaken, StoredEvent, TaskSubmitted
 from events.codec import decode, encode, log_entry
 from events.errors import StoreUnavailableError
 from events.keys import Keys
-from events.projection import Expire, HDel, HIncr, HSet, Op, SAdd, SRem, ZAdd, ZRem, ZTrim, project
-from events.store import Expect, QueueCounts, SubmitReceipt
+from events.projection import (
+    Delete,
+    Expire,
+    HDel,
+    HIncr,
+    HSet,
+    LPush,
+    Op,
+    SAdd,
+    SRem,
+    ZAdd,
+    ZRem,
+    ZTrim,
+    project,
+)
+from events.store import NO_BOUNDS, Expect, QueueCounts, SubmitReceipt
 
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# A round's counter lives a day after its last use: by then the queue has moved past it.
+ROUND_COUNTER_SECONDS = 24 * 3600
+
+# KEYS: user hash, waiting set, stats hash. ARGV: round counter prefix, ROUND_SPAN, TTL.
+# The round rule is `events.admission.place_round`.
+_SEEN_SCRIPT = """
+local u = redis.call('HMGET', KEYS[1], 'balance', 'welcomed', 'last_round')
+local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local waiting = redis.call('ZCARD', KEYS[2])
+local span = tonumber(ARGV[2])
+local current
+if head[2] then
+  current = math.floor(tonumber(head[2]) / span)
+else
+  current = tonumber(redis.call('HGET', KEYS[3], 'dispatched_round') or '0')
+end
+local last = tonumber(u[3] or '-1')
+local round = current
+if last >= current then round = last + 1 end
+local counter = ARGV[1] .. round
+local n = redis.call('INCR', counter)
+redis.call('EXPIRE', counter, tonumber(ARGV[3]))
+return {tonumber(u[1] or '0'), tonumber(u[2] or '0'), last, current, round, n, waiting}
+"""
 
 
 def _queue_op(pipe: Any, op: Op) -> None:
@@ -48,6 +88,11 @@ def _queue_op(pipe: Any, op: Op) -> None:
             pipe.expire(op.key, op.seconds)
         case HDel():
             pipe.hdel(op.key, op.field)
+        case LPush():
+            pipe.lpush(op.key, op.value)
+            pipe.ltrim(op.key, 0, op.keep - 1)
+        case Delete():
+            pipe.delete(op.key)
 
 
 class RedisEventStore:
@@ -107,49 +152,77 @@ class RedisEventStore:
             raise StoreUnavailableError(str(exc)) from exc
         return [str(results[i]) for i in xadds]
 
-    async def submit(self, event: TaskSubmitted) -> SubmitReceipt:
-        """One MULTI/EXEC: the event, its read models, then ZRANK and the counts.
+    async def submit(self, event: TaskSubmitted, admission: Admission = NO_BOUNDS) -> SubmitReceipt:
+        """WATCH, read what admission needs, then one MULTI/EXEC: the events, their read models,
+        then ZRANK and the counts.
+
+        The user's hash is watched, so a concurrent charge, refund or grant of the same user
+        (from any replica) makes this transaction retry on fresh figures: a balance never
+        goes below zero. The task's round counter is taken with INCR before the transaction;
+        a retried or refused submit leaves a gap in it, which orders nothing wrongly.
 
         The event's `at` is stamped here, under a lock, right before its transaction: so
-        within a replica the order of `at` is the order in the stream, and the waiting set
-        (scored by `at`) ranks tasks as the queue will start them. Across replicas the two
-        orders agree up to the replicas' clock skew.
+        within a replica the order of `at` and of places is the order in the stream.
 
         With `waitaof`, WAITAOF on the same connection then waits until the server's
         append-only file holds the write; a server that cannot confirm it is unavailable.
         """
         idem = self.keys.idempotency(event.user_id, event.idempotency_key) if event.idempotency_key else None
+        user = self.keys.user(event.user_id)
         try:
             async with self._lane() as conn:
                 while True:
                     async with self._submit_order, conn.pipeline(transaction=True) as pipe:
                         event = replace(event, at=time.time())
+                        await pipe.watch(user, *([idem] if idem else []))
                         if idem is not None:
-                            await pipe.watch(idem)
                             first = await pipe.hgetall(idem)
                             if first:
                                 await pipe.reset()
                                 return SubmitReceipt(
                                     "", None, await self.counts(), first["task_id"], first["digest"]
                                 )
-                            pipe.multi()
-                        self._queue_event(pipe, event)
+                        seen, round_, n = await self._seen(pipe, user)
+                        admitted = admit(event, admission, seen, round_, n)
+                        if isinstance(admitted, Refusal):
+                            await pipe.reset()
+                            return SubmitReceipt("", None, await self.counts(), refused=admitted)
+                        pipe.multi()
+                        at = [self._queue_event(pipe, e) for e in admitted]
+                        submitted = at[[e.type for e in admitted].index(TaskSubmitted.type)]
                         pipe.zrank(self.keys.waiting, event.task_id)
                         pipe.zcard(self.keys.waiting)
                         pipe.scard(self.keys.running)
                         pipe.hgetall(self.keys.stats)
+                        pipe.hget(user, "balance")
                         try:
                             results = await pipe.execute()
                         except WatchError:
-                            continue  # the same key was submitted concurrently: read it
+                            continue  # the user's balance or key changed meanwhile: read again
                     break
                 if self._waitaof:
                     await self._wait_aof(conn)
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
-        rank, waiting, running, stats = results[-4:]
+        rank, waiting, running, stats, balance = results[-5:]
         counts = QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
-        return SubmitReceipt(str(results[0]), rank, counts)
+        return SubmitReceipt(str(results[submitted]), rank, counts, balance=int(balance or 0))
+
+    async def _seen(self, pipe: Any, user: str) -> tuple[Seen, int, int]:
+        """One script call: the user's balance and newest round, the current round and the
+        waiting count; then the new task's round and its number within that round (INCR)."""
+        reply = await pipe.eval(
+            _SEEN_SCRIPT,
+            3,
+            user,
+            self.keys.waiting,
+            self.keys.stats,
+            self.keys.round_counters,
+            ROUND_SPAN,
+            ROUND_COUNTER_SECONDS,
+        )
+        balance, welcomed, last, current, round_, n, waiting = (int(x) for x in reply)
+        return Seen(balance, bool(welcomed), last, current, waiting), round_, n
 
     @contextlib.asynccontextmanager
     async def _lane(self) -> AsyncIterator[Any]:
@@ -291,6 +364,29 @@ class RedisEventStore:
                 pipe.hgetall(self.keys.pool(name))
             replies = await pipe.execute()
         return {name: dict(reply) for name, reply in zip(names, replies, strict=True)}
+
+    async def user(self, user_id: str, entries: int = 20) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """HGETALL of the user's hash and LRANGE of its ledger, in one round trip."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.user(user_id))
+            pipe.lrange(self.keys.ledger(user_id), 0, max(0, entries - 1))
+            totals, ledger = await pipe.execute()
+        return dict(totals), [json.loads(e) for e in ledger]
+
+    async def token(self, digest: str) -> dict[str, str] | None:
+        """HGETALL of the token read model."""
+        found: dict[str, str] = await self._r.hgetall(self.keys.token(digest))
+        return found or None
+
+    async def tokens(self) -> dict[str, str]:
+        """Token id -> JSON of its user, role and creation time."""
+        found: dict[str, str] = await self._r.hgetall(self.keys.tokens)
+        return found
+
+    async def token_digest(self, token_id: str) -> str | None:
+        """The digest of a live token, found by its id."""
+        about = await self._r.hget(self.keys.tokens, token_id)
+        return str(json.loads(about)["digest"]) if about else None
 
     async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
         """LPUSH, LTRIM and the snapshot.taken event in one MULTI/EXEC."""

@@ -6,7 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from events.admission import Admission, Refusal
 from events.catalogue import Event, StoredEvent, TaskSubmitted
+
+NO_BOUNDS = Admission()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,8 @@ class SubmitReceipt:
     counts: QueueCounts
     duplicate_of: str | None = None
     duplicate_digest: str = ""
+    refused: Refusal | None = None
+    balance: int | None = None
 
 
 class EventStore(Protocol):
@@ -50,8 +55,9 @@ class EventStore(Protocol):
         """
         ...
 
-    async def submit(self, event: TaskSubmitted) -> SubmitReceipt:
-        """Append a task.submitted and read its position and the queue counts in the same transaction."""
+    async def submit(self, event: TaskSubmitted, admission: Admission = NO_BOUNDS) -> SubmitReceipt:
+        """Admit and append a task.submitted (with its charge) and read its position and the
+        queue counts, all in one transaction; or refuse it and write nothing."""
         ...
 
     async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:
@@ -96,6 +102,14 @@ class EventStore(Protocol):
 
     async def pool_states(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
         """Each named pool's read model: cooldown_until, parked_until, learned_rpm, disabled:<key id>."""
+        ...
+
+    async def user(self, user_id: str, entries: int = 20) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """A user's totals hash (balance, granted, charged, refunded) and newest ledger entries."""
+        ...
+
+    async def token(self, digest: str) -> dict[str, str] | None:
+        """The token read model (token_id, user_id, role) for a token's SHA-256 digest."""
         ...
 
     async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:

@@ -13,27 +13,45 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request, Response
+import limits
+from fastapi import Depends, FastAPI, Header, Query, Request, Response, Security
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from actors.blobs import BlobNotFoundError, FileBlobStore, task_blob
 from actors.config import Config, LimitsConfig
 from actors.eta import eta_seconds
-from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, TaskSubmitted
+from events.admission import Admission, Refusal
+from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, CreditsGranted, TaskSubmitted
 from events.redis_store import RedisEventStore
 from events.store import QueueCounts
 from serve_app import problems
+from serve_app.auth import ADMIN, USER, Caller, authenticate
+from serve_app.bodylimit import BodyLimit
 from serve_app.images import ImageRejected, decode_image
 from serve_app.metrics import read_figures, render
-from serve_app.models import SubmitTask, Submitted, TaskViewOut
+from serve_app.models import Cancelled, Grant, Granted, Me, SubmitTask, Submitted, TaskViewOut
 from serve_app.pools import PoolView, read_pools
-from serve_app.problems import BadRequest, NotFound, Unprocessable
+from serve_app.problems import (
+    BadRequest,
+    NotFound,
+    PaymentRequired,
+    TooManyRequests,
+    Unavailable,
+    Unprocessable,
+)
 from serve_app.watch import Hub
 
 Readiness = Callable[[], Awaitable[bool]]
+# Asks the QueueActor to cancel a waiting task: "cancelled", "running" or "ended".
+Canceller = Callable[[str], Awaitable[str]]
+bearer = HTTPBearer(auto_error=False, description="A genqueue token, from `genqueue token create`.")
 TaskId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="A task id.")]
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -50,6 +68,65 @@ class Context:
         self._store: RedisEventStore | None = None
         self._hub: Hub | None = None
         self._pools: tuple[float, list[PoolView]] = (0.0, [])
+        self._limiter: MovingWindowRateLimiter | None = None
+        self._rates = {
+            USER: limits.parse(config.limits.user_submit_rate),
+            "other": limits.parse(config.limits.service_submit_rate),
+        }
+
+    async def check_rate(self, caller: Caller) -> None:
+        """A 429 when the caller's token has used its submit rate (a moving window in Redis,
+        shared by every replica)."""
+        if self._limiter is None:
+            redis = self.config.redis
+            storage = RedisStorage(
+                "async+" + redis.url,
+                implementation="redispy",
+                key_prefix=f"genqueue:{redis.namespace}:rate",
+                wrap_exceptions=True,
+            )
+            self._limiter = MovingWindowRateLimiter(storage)
+        item = self._rates[USER] if caller.role == USER else self._rates["other"]
+        key = caller.token_id or "open"
+        try:
+            if await self._limiter.hit(item, key):
+                return
+            stats = await self._limiter.get_window_stats(item, key)
+        except limits.errors.StorageError as exc:
+            raise Unavailable("the event store is unreachable; try again shortly") from exc
+        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        raise TooManyRequests(f"this token may submit {item}; try again in {wait} s", wait)
+
+    def admission(self, kind: str) -> Admission:
+        """What a submit of `kind` must pass."""
+        credits, queue = self.config.credits, self.config.queue
+        return Admission(
+            price=credits.price(kind),
+            default_grant=credits.default_grant if credits.enabled else 0,
+            per_user_waiting=queue.per_user_waiting,
+            max_waiting=queue.max_waiting,
+        )
+
+    def refused(self, refusal: Refusal, counts: QueueCounts, user_id: str) -> problems.ApiProblem:
+        """The problem for a refused submit: 402 for credits, 429 with Retry-After for a full backlog."""
+        if refusal.reason == "credits":
+            return PaymentRequired(
+                f"{user_id} has {refusal.balance} credit(s); this task costs {refusal.price}",
+                balance=refusal.balance,
+                price=refusal.price,
+            )
+        rate, _ = self.throughput(counts.stats)
+        rate = max(rate, 1e-3)
+        if refusal.reason == "queue_full":
+            excess = counts.waiting - self.config.queue.max_waiting + 1
+            wait = math.ceil(max(1, excess) / rate)
+            detail = f"the queue holds {counts.waiting} waiting tasks, its limit"
+        else:
+            # One of the user's tasks starts about once per round of all waiting users.
+            wait = math.ceil(counts.waiting / max(1, refusal.waiting) / rate)
+            detail = f"{user_id} has {refusal.waiting} tasks waiting, the limit per user"
+        wait = min(3600, max(1, wait))
+        return TooManyRequests(f"{detail}; try again in about {wait} s", wait, waiting=refusal.waiting)
 
     async def recent_pools(self) -> list[PoolView]:
         """The pools' views, read at most every POOLS_FRESH_SECONDS: a burst of submits shares
@@ -131,17 +208,43 @@ def check_request(body: SubmitTask, limits: LimitsConfig) -> dict[str, tuple[byt
     decoded: dict[str, tuple[bytes, str]] = {}
     for role, text in wanted.items():
         try:
-            decoded[role] = decode_image(f"images.{role}", text, limits.max_image_bytes)
+            decoded[role] = decode_image(
+                f"images.{role}", text, limits.max_image_bytes, limits.max_image_pixels, limits.max_image_side
+            )
         except ImageRejected as exc:
             raise Unprocessable(str(exc), errors=[{"field": f"images.{role}", "message": str(exc)}]) from exc
     return decoded
 
 
-async def existing_task(task_id: TaskId, request: Request) -> dict[str, str]:
-    """The task view, or a 404 before any response starts (a dependency, so streams can use it)."""
+async def get_caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+) -> Caller:
+    """The authenticated caller, or a 401."""
+    ctx: Context = request.app.state.ctx
+    header = f"Bearer {credentials.credentials}" if credentials is not None else None
+    if header is None and request.headers.get("authorization"):
+        header = request.headers["authorization"]  # not a bearer scheme: say so
+    return await authenticate(ctx.store, header, ctx.config.auth.required)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def admin(caller: CallerDep) -> Caller:
+    """The caller, if it is an admin; a 403 otherwise."""
+    caller.require(ADMIN)
+    return caller
+
+
+AdminDep = Annotated[Caller, Depends(admin)]
+
+
+async def existing_task(task_id: TaskId, request: Request, caller: CallerDep) -> dict[str, str]:
+    """The task view, or a 404 before any response starts (a dependency, so streams can use
+    it). Another user's task is a 404 too, never a 403: a user cannot learn it exists."""
     ctx: Context = request.app.state.ctx
     view = await ctx.store.task_view(task_id)
-    if view is None:
+    if view is None or not caller.may_see(view.get("user_id", "")):
         raise NotFound(f"no task {task_id}")
     return view
 
@@ -166,7 +269,9 @@ async def get_ctx(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(get_ctx)]
 
 
-def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
+def create_app(
+    config: Config, readiness: Readiness | None = None, canceller: Canceller | None = None
+) -> FastAPI:
     """The FastAPI application for one genqueue namespace."""
     app = FastAPI(
         title="genqueue",
@@ -174,6 +279,9 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         summary="A queue for AI image generation that absorbs bursts and never overruns upstream quotas.",
     )
     problems.install(app)
+    app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes)
+    # Pillow's own decompression-bomb limit, for anything in this process that opens images.
+    Image.MAX_IMAGE_PIXELS = config.limits.max_image_pixels
     app.state.ctx = Context(config)
 
     async def eta(c: Context, position: int | None, counts: QueueCounts) -> float | None:
@@ -195,6 +303,7 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
     async def submit(
         body: SubmitTask,
         c: Ctx,
+        caller: CallerDep,
         response: Response,
         idempotency_header: Annotated[
             str | None, Header(alias="Idempotency-Key", max_length=200, pattern=IDEMPOTENCY_PATTERN)
@@ -205,15 +314,21 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         With an idempotency key (body field or `Idempotency-Key` header) a repeat of the
         same request by the same user returns the first task; a different request under
         the same key is a 409.
+
+        The task's price is charged at once (402 when the balance does not cover it) and
+        refunded if it does not succeed. A full backlog or a token over its submit rate is a
+        429 with Retry-After.
         """
+        user_id = caller.acts_for(body.user_id)
         key = idempotency_key(body, idempotency_header)
         decoded = check_request(body, c.config.limits)
+        await c.check_rate(caller)
         task_id = uuid.uuid4().hex
         refs = {role: task_blob(task_id, f"{role}.{_EXT[mime]}") for role, (_, mime) in decoded.items()}
         await asyncio.to_thread(c.blobs.put_many, {refs[role]: data for role, (data, _) in decoded.items()})
         event = TaskSubmitted(
             task_id=task_id,
-            user_id=body.user_id,
+            user_id=user_id,
             kind=body.kind,
             prompt=body.prompt,
             inputs=refs,
@@ -222,7 +337,10 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             digest=request_digest(body) if key else "",
             at=time.time(),
         )
-        receipt = await c.store.submit(event)
+        receipt = await c.store.submit(event, c.admission(body.kind))
+        if receipt.refused is not None:
+            await asyncio.to_thread(c.blobs.delete_many, list(refs.values()))
+            raise c.refused(receipt.refused, receipt.counts, user_id)
         if receipt.duplicate_of is not None:
             await asyncio.to_thread(c.blobs.delete_many, list(refs.values()))
             if receipt.duplicate_digest != event.digest:
@@ -238,6 +356,7 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             status=QUEUED,
             position=position,
             eta_seconds=await eta(c, position, receipt.counts),
+            balance=receipt.balance if c.config.credits.enabled else None,
         )
 
     async def submitted_view(c: Context, task_id: str, response: Response) -> Submitted:
@@ -261,10 +380,10 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         return float(value) if value else None
 
     @app.get("/v1/tasks/{task_id}", response_model=TaskViewOut, tags=["tasks"])
-    async def get_task(task_id: TaskId, c: Ctx) -> TaskViewOut:
+    async def get_task(task_id: TaskId, c: Ctx, caller: CallerDep) -> TaskViewOut:
         """The task view: status, position, ETA, attempts, timestamps, error and result URL."""
         view, position = await c.store.task_view_and_position(task_id)
-        if view is None:
+        if view is None or not caller.may_see(view.get("user_id", "")):
             raise NotFound(f"no task {task_id}")
         return await task_view_out(c, task_id, view, position)
 
@@ -320,9 +439,10 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         )
 
     @app.get("/v1/tasks/{task_id}/events", tags=["tasks"])
-    async def task_events(task_id: TaskId, c: Ctx) -> dict[str, Any]:
+    async def task_events(
+        task_id: TaskId, c: Ctx, _view: Annotated[dict[str, str], Depends(existing_task)]
+    ) -> dict[str, Any]:
         """The task's audit trail: its events in stream order."""
-        await load_view(c, task_id)
         return {"task_id": task_id, "events": await c.store.task_log(task_id)}
 
     @app.get(
@@ -330,9 +450,10 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         tags=["tasks"],
         responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
     )
-    async def task_result(task_id: TaskId, c: Ctx) -> Response:
+    async def task_result(
+        task_id: TaskId, c: Ctx, view: Annotated[dict[str, str], Depends(existing_task)]
+    ) -> Response:
         """The generated image."""
-        view = await load_view(c, task_id)
         if view.get("status") != SUCCEEDED:
             raise problems.Conflict(f"task {task_id} has no result: it is {view.get('status')}")
         try:
@@ -341,8 +462,66 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
             raise NotFound(f"the result of task {task_id} is no longer stored") from exc
         return Response(data, media_type=view.get("mime_type", "application/octet-stream"))
 
+    @app.delete("/v1/tasks/{task_id}", response_model=Cancelled, tags=["tasks"], responses={409: {}, 503: {}})
+    async def cancel_task(
+        task_id: TaskId, c: Ctx, view: Annotated[dict[str, str], Depends(existing_task)]
+    ) -> Cancelled:
+        """Cancel a waiting task and refund its credits; a running or ended task is a 409."""
+        status = view.get("status", QUEUED)
+        if status != QUEUED:
+            raise problems.Conflict(f"task {task_id} is {status}; only a queued task can be cancelled")
+        if canceller is None:
+            raise Unavailable("the queue is not running here; try again shortly")
+        outcome = await canceller(task_id)
+        if outcome != "cancelled":
+            now = await load_view(c, task_id)
+            raise problems.Conflict(
+                f"task {task_id} is {now.get('status', outcome)}; it can no longer be cancelled"
+            )
+        after = await load_view(c, task_id)
+        return Cancelled(
+            task_id=task_id, status=after.get("status", ""), refunded=int(after.get("refunded", 0))
+        )
+
+    @app.get("/v1/me", response_model=Me, tags=["credits"])
+    async def me(
+        c: Ctx,
+        caller: CallerDep,
+        user_id: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=128,
+                pattern=r"^[A-Za-z0-9._@:-]+$",
+                description="A service or admin token may ask for one of its users.",
+            ),
+        ] = None,
+    ) -> Me:
+        """The caller's balance and its newest ledger entries."""
+        who = caller.acts_for(user_id)
+        totals, ledger = await c.store.user(who)
+        return Me(
+            user_id=who,
+            role=caller.role,
+            balance=int(totals.get("balance", 0)),
+            granted=int(totals.get("granted", 0)),
+            charged=int(totals.get("charged", 0)),
+            refunded=int(totals.get("refunded", 0)),
+            ledger=ledger,
+        )
+
+    @app.post("/v1/admin/credits", response_model=Granted, tags=["credits"])
+    async def grant(body: Grant, c: Ctx, caller: AdminDep) -> Granted:
+        """Add credits to a user's balance (admin)."""
+        event = CreditsGranted(
+            user_id=body.user_id, amount=body.amount, reason=body.reason, by=caller.token_id, at=time.time()
+        )
+        await c.store.append([event])
+        totals, _ = await c.store.user(body.user_id, entries=0)
+        return Granted(user_id=body.user_id, amount=body.amount, balance=int(totals.get("balance", 0)))
+
     @app.get("/v1/queue", tags=["queue"])
-    async def queue(c: Ctx) -> dict[str, Any]:
+    async def queue(c: Ctx, _admin: AdminDep) -> dict[str, Any]:
         """Waiting, running, slots, throughput and each pool's window budget."""
         counts = await c.store.counts()
         views = await read_pools(c.store, c.config)
@@ -364,7 +543,7 @@ def create_app(config: Config, readiness: Readiness | None = None) -> FastAPI:
         }
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    async def metrics(c: Ctx) -> PlainTextResponse:
+    async def metrics(c: Ctx, _admin: AdminDep) -> PlainTextResponse:
         """Prometheus text: queue, task totals, upstream calls, wait and processing histograms, pools."""
         figures = await read_figures(c.store, c.config)
         return PlainTextResponse(render(figures, c.config), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ import base64
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,13 @@ import aiohttp
 from actors.providers.images import sample_garment, sample_selfie
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def user_kind(i: int, kind: str) -> str:
+    """The kind simulated user `i` asks for: `mixed` alternates photography and fitting."""
+    if kind == "mixed":
+        return "photography" if i % 2 == 0 else "fitting"
+    return kind
 
 
 def payload(i: int, kind: str) -> dict[str, Any]:
@@ -29,6 +36,22 @@ def payload(i: int, kind: str) -> dict[str, Any]:
         "images": images,
         "user_id": f"user-{i}",
     }
+
+
+async def sse_messages(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, str]]:
+    """The messages of a `text/event-stream` body, each as its fields (`id`, `event`, `data`)."""
+    message: dict[str, str] = {}
+    async for raw in content:
+        line = raw.decode().rstrip("\r\n")
+        if line:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            # Several data lines make one value, joined by newlines.
+            message[name] = f"{message[name]}\n{value}" if name == "data" and name in message else value
+            continue
+        if "data" in message:
+            yield message
+        message = {}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -85,15 +108,18 @@ async def run_burst(
     deadline_seconds: float = 900.0,
     poll: float = 0.5,
     watch_last: int = 0,
+    headers: dict[str, str] | None = None,
 ) -> BurstResult:
-    """Submit `users` tasks at once and wait until all have ended (or `deadline_seconds` pass)."""
-    kinds = [("photography" if i % 2 == 0 else "fitting") if kind == "mixed" else kind for i in range(users)]
-    bodies = await asyncio.to_thread(lambda: [payload(i, k) for i, k in enumerate(kinds)])
+    """Submit `users` tasks at once and wait until all have ended (or `deadline_seconds` pass).
+
+    `headers` go with every request (an `Authorization` of an admin token: the burst reads
+    `/v1/queue` and submits on behalf of its simulated users)."""
+    bodies = await asyncio.to_thread(lambda: [payload(i, user_kind(i, kind)) for i in range(users)])
     # aiohttp rather than httpx: httpx's pool scans every connection per request, which
     # made the client, not the server, the bottleneck at hundreds of connections.
     connector = aiohttp.TCPConnector(limit=users)
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as client:
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout, headers=headers) as client:
 
         async def get(path: str) -> dict[str, Any]:
             async with client.get(path) as r:
@@ -118,15 +144,7 @@ async def run_burst(
             """Follow one task's SSE stream; time each state change from its event to its message."""
             seen = -1
             async with client.get(f"/v1/tasks/{task_id}/watch") as r:
-                message: dict[str, str] = {}
-                async for raw in r.content:
-                    line = raw.decode().rstrip("\r\n")
-                    if line:
-                        name, _, value = line.partition(":")
-                        message[name] = value.strip()
-                        continue
-                    if "data" not in message:
-                        continue
+                async for message in sse_messages(r.content):
                     arrived = time.time()
                     result.sse_messages[task_id] = result.sse_messages.get(task_id, 0) + 1
                     count = int(message.get("id", "0-").split("-")[0] or 0)
@@ -138,7 +156,6 @@ async def run_burst(
                         if stamps:
                             result.sse_delays.append(arrived - max(stamps))
                     seen = count
-                    message = {}
 
         ids = [t for t in await asyncio.gather(*(submit(b) for b in bodies)) if t]
         watchers = [asyncio.create_task(watch(t)) for t in ids[-watch_last:]] if watch_last else []

@@ -20,6 +20,8 @@ from rich.table import Table
 
 from actors.config import Config, ConfigError, PoolConfig, Secret, load
 from actors.logs import configure
+from serve_app.access_cli import credits_app, token_app
+from serve_app.cli_options import DataDir, Namespace, RedisUrl
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="genqueue: a burst-proof queue for AI images."
@@ -92,6 +94,8 @@ def demo_config(base: Config, users: int, speed: float) -> Config:
         pools=pools,
         queue=replace(base.queue, slots=40),
         provider=replace(base.provider, name="offline"),
+        # Every simulated user starts with enough credits for a fitting (2) or a portrait (1).
+        credits=replace(base.credits, default_grant=max(base.credits.default_grant, 2)),
         redis=replace(base.redis, namespace=f"demo-{int(time.time())}"),
     )
 
@@ -151,13 +155,17 @@ def top(
     url: Annotated[str, typer.Argument(help="The instance's base URL.")] = "http://127.0.0.1:8000",
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
     once: Annotated[bool, typer.Option(help="Print one frame and exit.")] = False,
+    token: Annotated[
+        str | None, typer.Option(envvar="GENQUEUE_TOKEN", help="An admin token (the ops endpoints need one).")
+    ] = None,
 ) -> None:
     """A live dashboard of a running instance: queue, throughput, waits, pools, alerts."""
     from rich.live import Live
 
     from serve_app.top import fetch, render
 
-    with httpx.Client(base_url=url, timeout=10) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=url, timeout=10, headers=headers) as client:
         try:
             frame = fetch(client)
         except httpx.HTTPError as exc:
@@ -215,13 +223,6 @@ def emulator(
     with running(config) as url:
         console.print(url)
         _wait_for_signal()
-
-
-DataDir = Annotated[Path, typer.Option("--data-dir", help="The instance's data directory.")]
-RedisUrl = Annotated[
-    str | None, typer.Option("--redis-url", envvar="GENQUEUE_REDIS_URL", help="Read this store instead.")
-]
-Namespace = Annotated[str, typer.Option(help="genqueue namespace.")]
 
 
 @app.command()
@@ -317,6 +318,12 @@ def audit(
     table.add_row("most running at once", str(r.max_running))
     for pool, calls in sorted(r.max_window_calls.items()):
         table.add_row(f"pool {pool}", f"at most {calls} calls in a window (limit {r.window_capacity[pool]})")
+    c = r.credits
+    table.add_row(
+        "credits",
+        f"granted {c['granted']:,}, charged {c['charged']:,}, "
+        f"refunded {c['refunded']:,} in {r.refunds:,} refund(s)",
+    )
     console.print(table)
     if result.violations:
         for v in result.violations:
@@ -379,6 +386,8 @@ def replay(
 
 events_app = typer.Typer(help="The event stream.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+app.add_typer(token_app, name="token")
+app.add_typer(credits_app, name="credits")
 
 
 @events_app.command("export")
@@ -397,6 +406,8 @@ def events_export(
     with store_url(redis_url, data_dir) as url, out.open("w") as fh:
         written = asyncio.run(export(url, namespace, fh, moment))
     console.print(f"wrote {written:,} events to {out}")
+
+
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from actors.config import Config
+from events.redis_store import RedisEventStore
+from serve_app.auth import new_token
 from serve_app.burst import bound_seconds, percentile, run_burst
 
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -35,10 +37,10 @@ def _pools_table(q: dict[str, Any]) -> Table:
     return table
 
 
-async def save_images(url: str, views: dict[str, dict[str, Any]], out: Path) -> None:
+async def save_images(url: str, views: dict[str, dict[str, Any]], out: Path, headers: dict[str, str]) -> None:
     """Download every succeeded task's image into `out`, named by user and kind."""
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         for task_id, view in views.items():
             if view.get("status") != "succeeded":
                 continue
@@ -48,8 +50,20 @@ async def save_images(url: str, views: dict[str, dict[str, Any]], out: Path) -> 
             await asyncio.to_thread(target.write_bytes, r.content)
 
 
+async def demo_token(config: Config) -> dict[str, str]:
+    """Headers with a new admin token for the demo: it submits for its users and reads the queue."""
+    secret, event = new_token("demo", "admin")
+    store = RedisEventStore.from_url(config.redis.url, config.redis.namespace)
+    try:
+        await store.append([event])
+    finally:
+        await store.close()
+    return {"Authorization": f"Bearer {secret}"}
+
+
 async def run_demo(url: str, config: Config, users: int, out: Path, console: Console) -> bool:
     """Burst `users` tasks, show progress live, save the images; True if every task succeeded."""
+    headers = await demo_token(config)
     progress = Progress(
         TextColumn("{task.description:>9}"),
         BarColumn(),
@@ -66,8 +80,8 @@ async def run_demo(url: str, config: Config, users: int, out: Path, console: Con
         live.update(Group(progress, _pools_table(q)))
 
     with Live(progress, console=console, refresh_per_second=8) as live:
-        result = await run_burst(url, users, "mixed", on_progress=show, poll=0.25)
-    await save_images(url, result.views, out)
+        result = await run_burst(url, users, "mixed", on_progress=show, poll=0.25, headers=headers)
+    await save_images(url, result.views, out, headers)
     waits = result.waits()
     rpm_total = sum(p.rpm for p in config.pools)
     latency = latest.get("mean_latency_seconds") or config.provider.latency_seconds

@@ -11,6 +11,7 @@ from ray import serve
 from actors import factory
 from actors.config import Config
 from serve_app.api import create_app
+from serve_app.problems import Unavailable
 
 APP_NAME = "genqueue"
 
@@ -27,7 +28,15 @@ def build(config: Config, replicas: int = 1) -> Any:
             return False
         return True
 
-    app = create_app(config, readiness=actors_alive)
+    async def cancel(task_id: str) -> str:
+        try:
+            queue = factory.get(config, factory.QUEUE_NAME)
+            outcome: str = await asyncio.wait_for(queue.cancel.remote(task_id), 30)
+        except (ValueError, TimeoutError, ray.exceptions.RayError) as exc:
+            raise Unavailable("the queue did not answer; try again shortly") from exc
+        return outcome
+
+    app = create_app(config, readiness=actors_alive, canceller=cancel)
 
     @serve.deployment(
         name="ingress",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 
 from PIL import Image, UnidentifiedImageError
 
@@ -15,8 +16,15 @@ class ImageRejected(ValueError):
     """An input image that cannot be used; the message says why."""
 
 
-def decode_image(field: str, text: str, max_bytes: int) -> tuple[bytes, str]:
-    """The image bytes and mime type of a base64 field, or ImageRejected naming the field."""
+def decode_image(
+    field: str, text: str, max_bytes: int, max_pixels: int = 40_000_000, max_side: int = 8192
+) -> tuple[bytes, str]:
+    """The image bytes and mime type of a base64 field, or ImageRejected naming the field.
+
+    An image of more than `max_pixels` (a decompression bomb: a small file that would
+    decode to a huge bitmap) or more than `max_side` pixels on a side is refused from its
+    header, before any pixel is decoded.
+    """
     if len(text) > (max_bytes * 4) // 3 + 8:
         raise ImageRejected(f"{field}: image is larger than {max_bytes} bytes")
     compact = "".join(text.split())
@@ -33,17 +41,30 @@ def decode_image(field: str, text: str, max_bytes: int) -> tuple[bytes, str]:
     if len(data) > max_bytes:
         raise ImageRejected(f"{field}: image is {len(data)} bytes, the limit is {max_bytes}")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = img.format or ""
-            img.verify()
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice it, and raises beyond: refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = img.format or ""
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageRejected(
+                        f"{field}: image is {width}x{height} pixels, the limit is {max_pixels}"
+                    )
+                img.verify()
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageRejected(f"{field}: image has too many pixels (limit {max_pixels})") from exc
     except (
         UnidentifiedImageError,
         OSError,
         SyntaxError,
         ValueError,
-        Image.DecompressionBombError,
     ) as exc:
         raise ImageRejected(f"{field}: not a readable image") from exc
+    if max(width, height) > max_side:
+        raise ImageRejected(f"{field}: image is {width}x{height}, the limit is {max_side} pixels a side")
     if fmt not in ALLOWED_FORMATS:
         raise ImageRejected(f"{field}: format {fmt or 'unknown'} is not PNG, JPEG or WebP")
     return data, ALLOWED_FORMATS[fmt]

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+USER_ID_PATTERN = r"^[A-Za-z0-9._@:-]+$"
+
 
 class Images(BaseModel):
     """Input images, base64 (standard or URL-safe) of PNG, JPEG or WebP."""
@@ -23,7 +25,14 @@ class SubmitTask(BaseModel):
     prompt: str = Field(default="", description="Style or try-on instructions.")
     images: Images
     options: dict[str, Any] = Field(default_factory=dict)
-    user_id: str = Field(default="anonymous", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@:-]+$")
+    user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=USER_ID_PATTERN,
+        description="Whose task it is: a service or admin token submits on behalf of this user; "
+        "a user token may leave it out (or give its own).",
+    )
     idempotency_key: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9._:-]{1,200}$",
@@ -38,6 +47,44 @@ class Submitted(BaseModel):
     status: str
     position: int | None
     eta_seconds: float | None
+    balance: int | None = Field(default=None, description="The user's credits after the charge.")
+
+
+class Grant(BaseModel):
+    """Credits to add to a user's balance."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=128, pattern=USER_ID_PATTERN)
+    amount: int = Field(ge=1, le=1_000_000_000)
+    reason: str = Field(default="", max_length=200)
+
+
+class Granted(BaseModel):
+    """A grant's result."""
+
+    user_id: str
+    amount: int
+    balance: int
+
+
+class Me(BaseModel):
+    """A user's balance and newest ledger entries."""
+
+    user_id: str
+    role: str
+    balance: int
+    granted: int
+    charged: int
+    refunded: int
+    ledger: list[dict[str, Any]]
+
+
+class Cancelled(BaseModel):
+    """A cancellation's result."""
+
+    task_id: str
+    status: str
+    refunded: int
 
 
 class TaskViewOut(BaseModel):

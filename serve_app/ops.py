@@ -21,8 +21,9 @@ URL_FILE = "redis-url"
 
 
 @contextlib.contextmanager
-def store_url(redis_url: str | None, data_dir: Path) -> Iterator[str]:
-    """The store to read: a given URL, the running instance's, or the embedded Valkey started on its files."""
+def store_url(redis_url: str | None, data_dir: Path, create: bool = False) -> Iterator[str]:
+    """The store to read: a given URL, the running instance's, or the embedded Valkey started on
+    its files (made new under `data_dir` with `create`)."""
     if redis_url:
         yield redis_url
         return
@@ -32,6 +33,8 @@ def store_url(redis_url: str | None, data_dir: Path) -> Iterator[str]:
         return
     from serve_app.runtime import embedded_valkey
 
+    if create:
+        (data_dir / "valkey").mkdir(parents=True, exist_ok=True)
     if not (data_dir / "valkey").exists():
         raise FileNotFoundError(f"no genqueue data under {data_dir}; pass --redis-url or --data-dir")
     with embedded_valkey(data_dir / "valkey") as url:
@@ -75,6 +78,12 @@ class AuditResult:
         for pool, calls in r.max_window_calls.items():
             if calls > r.window_capacity[pool]:
                 found.append(f"pool {pool}: {calls} calls in one window, limit {r.window_capacity[pool]}")
+        if r.overdrawn:
+            found.append(
+                f"{len(r.overdrawn)} user(s) went below a zero balance: {', '.join(r.overdrawn[:10])}"
+            )
+        for error in r.refund_errors[:10]:
+            found.append(f"credits: {error}")
         for entry_id, why in self.undecodable[:10]:
             found.append(f"event {entry_id}: {why}")
         return found

@@ -2,9 +2,14 @@
 
 ApiProblem                 an HTTP error with a status, a title and a detail
 ├── BadRequest            400: the body is not what the API takes
+├── Unauthorized          401: no bearer token, or one that is not valid
+├── PaymentRequired       402: the balance does not cover the price
+├── Forbidden             403: the token's role may not do this
 ├── NotFound              404: no such task for this caller
 ├── Conflict              409: the task is not in a state that allows this
+├── TooLarge              413: the request body is over the size limit
 ├── Unprocessable         422: well-formed, but the content is unusable
+├── TooManyRequests       429: a backlog bound or the submit rate; comes with Retry-After
 └── Unavailable           503: a dependency is down; comes with Retry-After
 """
 
@@ -42,6 +47,44 @@ class BadRequest(ApiProblem):
     """The request body is not what the API takes."""
 
     status, title = 400, "Bad request"
+
+
+class Unauthorized(ApiProblem):
+    """No bearer token, or one that is not valid."""
+
+    status, title = 401, "Unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="genqueue"'}
+
+
+class PaymentRequired(ApiProblem):
+    """The user's balance does not cover the task's price."""
+
+    status, title = 402, "Insufficient credits"
+
+
+class Forbidden(ApiProblem):
+    """The caller's role may not do this."""
+
+    status, title = 403, "Forbidden"
+
+
+class TooLarge(ApiProblem):
+    """The request body is over the size limit."""
+
+    status, title = 413, "Content too large"
+
+
+class TooManyRequests(ApiProblem):
+    """A bound on the backlog or on the submit rate was reached; retry after `Retry-After`."""
+
+    status, title = 429, "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class NotFound(ApiProblem):

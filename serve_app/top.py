@@ -39,11 +39,15 @@ class Frame:
 
 
 def fetch(client: httpx.Client) -> Frame:
-    """Read /v1/queue and /metrics once."""
-    queue = client.get("/v1/queue").json()
+    """Read /v1/queue and /metrics once (an HTTP error, such as a 401 without an admin token, raises)."""
+    answer = client.get("/v1/queue")
+    answer.raise_for_status()
+    queue = answer.json()
     buckets: list[tuple[float, float]] = []
     completed = 0.0
-    for family in text_string_to_metric_families(client.get("/metrics").text):
+    metrics = client.get("/metrics")
+    metrics.raise_for_status()
+    for family in text_string_to_metric_families(metrics.text):
         for s in family.samples:
             if s.name == "genqueue_queue_wait_seconds_bucket":
                 buckets.append((float(s.labels["le"]), s.value))

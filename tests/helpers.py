@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from actors.config import AlertsConfig, Config, KeyPoolConfig, PoolConfig, ProviderConfig, QueueConfig, Secret
-from events.catalogue import TaskSubmitted
+from actors.config import (
+    AlertsConfig,
+    AuthConfig,
+    Config,
+    CreditsConfig,
+    KeyPoolConfig,
+    PoolConfig,
+    ProviderConfig,
+    QueueConfig,
+    Secret,
+)
+from events.catalogue import Event, StoredEvent, TaskSubmitted
+from events.redis_store import RedisEventStore
 
 T = TypeVar("T")
 
@@ -61,8 +73,14 @@ def make_config(
     provider: ProviderConfig | None = None,
     pool_configs: tuple[PoolConfig, ...] | None = None,
     keypool: KeyPoolConfig | None = None,
+    auth: bool = False,
+    credits: CreditsConfig | None = None,
+    per_user_running: int = 0,
+    per_user_waiting: int = 100_000,
 ) -> Config:
-    """A fast config on a fresh namespace: offline provider, short windows."""
+    """A fast config on a fresh namespace: offline provider, short windows.
+
+    Tokens, credits and the per-user caps are off unless asked for."""
     base = Config()
     return replace(
         base,
@@ -73,6 +91,9 @@ def make_config(
             max_attempts=max_attempts,
             workers=workers,
             snapshot_every=snapshot_every,
+            per_user_running=per_user_running,
+            per_user_waiting=per_user_waiting,
+            max_waiting=max(per_user_waiting, 100_000),
         ),
         provider=provider or ProviderConfig(name="offline", latency_seconds=latency, latency_jitter=jitter),
         pools=pool_configs
@@ -82,4 +103,29 @@ def make_config(
         keypool=keypool or base.keypool,
         server=replace(base.server, data_dir=data_dir, port=port),
         alerts=alerts or AlertsConfig(),
+        auth=AuthConfig(required=auth),
+        credits=credits or CreditsConfig(enabled=False),
     )
+
+
+def with_store(config: Config, use: Callable[[RedisEventStore], Awaitable[T]]) -> T:
+    """Run `use` on a fresh client of the config's store, then close it."""
+
+    async def main() -> T:
+        store = RedisEventStore.from_url(config.redis.url, config.redis.namespace)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def append_to(config: Config, events: list[Event]) -> None:
+    """Append events to the config's stream."""
+    with_store(config, lambda store: store.append(events))
+
+
+def log_of(config: Config) -> list[StoredEvent]:
+    """The config's whole event log."""
+    return with_store(config, lambda store: store.read_range())

@@ -17,9 +17,14 @@ from tests.conftest import free_port
 from tests.helpers import eventually
 
 CONFIG = """
+[auth]
+required = false
+[credits]
+enabled = false
 [queue]
 slots = 4
 lease_seconds = 60
+per_user_running = 0
 [provider]
 latency_seconds = 0.4
 latency_jitter = 0.0

@@ -24,7 +24,7 @@ def test_backlog_raises_above_and_resolves_below_the_band() -> None:
     assert [type(e) for e in raised] == [AlertRaised] and raised[0].name == "backlog"
     fold(state, raised)
     assert evaluate(state, rules, now=11.0) == []
-    ids = list(state.fresh)
+    ids = list(state.waiting_order())
     for t in ids[:2]:
         fold(state, [TaskDispatched(task_id=t, attempt=1, worker=0, lease_deadline=99, at=12.0)])
     assert state.waiting == 4

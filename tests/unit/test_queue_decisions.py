@@ -263,6 +263,6 @@ def test_a_snapshot_plus_the_rest_of_the_log_gives_the_live_state(script: list[O
 def test_a_malformed_snapshot_raises_value_error() -> None:
     """Missing keys, a wrong version or wrong shapes are a ValueError, never a half-built state."""
     good = snapshot(QueueState())
-    for bad in ({}, {**good, "v": 99}, {**good, "tasks": [{"nope": 1}]}, {**good, "requeued": 5}):
+    for bad in ({}, {**good, "v": 99}, {**good, "tasks": [{"nope": 1}]}, {**good, "queue": 5}):
         with pytest.raises(ValueError):
             restore(bad)

@@ -1,0 +1,113 @@
+"""`genqueue token …` and `genqueue credits grant` against a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from typer.testing import CliRunner
+
+from events.redis_store import RedisEventStore
+from serve_app.auth import authenticate, digest
+from serve_app.cli import app
+from serve_app.problems import Unauthorized
+
+runner = CliRunner()
+
+
+def test_a_token_is_printed_once_stored_as_a_digest_and_revocable(store_url: str) -> None:
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    made = runner.invoke(
+        app,
+        [
+            "token",
+            "create",
+            "--user",
+            "shop",
+            "--role",
+            "service",
+            "--redis-url",
+            store_url,
+            "--namespace",
+            ns,
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip().splitlines()[-1]
+    assert token.startswith("gq_") and len(token) > 40
+
+    async def check() -> tuple[str, str, str, bool]:
+        store = RedisEventStore.from_url(store_url, ns)
+        try:
+            caller = await authenticate(store, f"Bearer {token}", required=True)
+            raw = str(await store.read_raw())
+            return caller.user_id, caller.role, raw, digest(token) in raw
+        finally:
+            await store.close()
+
+    user, role, raw, has_digest = asyncio.run(check())
+    assert (user, role) == ("shop", "service")
+    assert token not in raw and has_digest  # only the digest reaches the stream
+    listed = runner.invoke(app, ["token", "list", "--redis-url", store_url, "--namespace", ns])
+    assert "shop" in listed.stdout and "service" in listed.stdout and token not in listed.stdout
+    token_id = digest(token)[:12]
+    assert (
+        runner.invoke(
+            app, ["token", "revoke", token_id, "--redis-url", store_url, "--namespace", ns]
+        ).exit_code
+        == 0
+    )
+
+    async def revoked() -> bool:
+        store = RedisEventStore.from_url(store_url, ns)
+        try:
+            await authenticate(store, f"Bearer {token}", required=True)
+        except Unauthorized:
+            return True
+        finally:
+            await store.close()
+        return False
+
+    assert asyncio.run(revoked())
+    again = runner.invoke(app, ["token", "revoke", token_id, "--redis-url", store_url, "--namespace", ns])
+    assert again.exit_code == 1 and "no live token" in again.output
+
+
+def test_bad_arguments_are_clear_errors_without_a_traceback(store_url: str) -> None:
+    for args in (
+        ["token", "create", "--user", "x", "--role", "root"],
+        ["token", "create", "--user", "bad user!"],
+        ["credits", "grant", "x", "0"],
+    ):
+        result = runner.invoke(app, [*args, "--redis-url", store_url])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+
+
+def test_credits_grant_adds_to_the_balance(store_url: str) -> None:
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    for expected in (5, 12):
+        result = runner.invoke(
+            app,
+            [
+                "credits",
+                "grant",
+                "alice",
+                str(5 if expected == 5 else 7),
+                "--reason",
+                "promo",
+                "--redis-url",
+                store_url,
+                "--namespace",
+                ns,
+            ],
+        )
+        assert result.exit_code == 0 and f"balance {expected}" in result.stdout, result.output
+
+    async def ledger() -> list[dict[str, object]]:
+        store = RedisEventStore.from_url(store_url, ns)
+        try:
+            return (await store.user("alice"))[1]
+        finally:
+            await store.close()
+
+    assert [(e["amount"], e["reason"]) for e in asyncio.run(ledger())] == [(7, "promo"), (5, "promo")]

@@ -1,0 +1,193 @@
+"""Hostile input against the HTTP app on a real Valkey: oversized bodies, decompression bombs,
+huge images, submit rates, backlog bounds; then schemathesis over the whole OpenAPI schema.
+
+The app runs under uvicorn in a thread with no actors: nothing is dispatched, so submitted
+tasks stay waiting and the backlog bounds can be reached.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from PIL import Image
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+
+from actors.config import Config, CreditsConfig, LimitsConfig
+from events.catalogue import CreditsGranted
+from serve_app.api import create_app
+from serve_app.auth import new_token
+from serve_app.burst import payload
+from tests.conftest import free_port
+from tests.helpers import append_to, eventually, make_config
+
+LIMITS = LimitsConfig(
+    max_body_bytes=400_000,
+    max_image_bytes=250_000,
+    max_image_pixels=1_000_000,
+    max_image_side=1500,
+    user_submit_rate="4/minute",
+)
+
+
+class App:
+    """A served app and tokens on it."""
+
+    def __init__(self, config: Config, url: str) -> None:
+        self.config, self.url = config, url
+
+    def token(self, user: str, role: str) -> dict[str, str]:
+        secret, event = new_token(user, role)
+        append_to(self.config, [event])
+        return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture(scope="module")
+def app(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    base = make_config(
+        store_url,
+        str(tmp_path_factory.mktemp("guard")),
+        auth=True,
+        credits=CreditsConfig(default_grant=1000),
+        per_user_waiting=3,
+    )
+    config = replace(base, limits=LIMITS, queue=replace(base.queue, max_waiting=2000))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    eventually(lambda: server.started, timeout=30, what="uvicorn started")
+    yield App(config, f"http://127.0.0.1:{port}")
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def png(width: int, height: int) -> str:
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buf, "PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def is_problem(r: httpx.Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = r.json()
+    assert body["status"] == status and body["detail"]
+    return body
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(app: App) -> None:
+    admin = app.token("root", "admin")
+    with httpx.Client(base_url=app.url, timeout=30, headers=admin) as client:
+        declared = client.post(
+            "/v1/tasks", content=b"{" + b" " * 500_000, headers={"content-type": "application/json"}
+        )
+        assert "limit is 400000 bytes" in is_problem(declared, 413)["detail"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+            for _ in range(50):
+                yield b" " * 20_000
+
+        streamed = client.post("/v1/tasks", content=chunks(), headers={"content-type": "application/json"})
+        is_problem(streamed, 413)
+
+
+def test_bombs_and_huge_images_are_422_naming_the_field(app: App) -> None:
+    admin = app.token("root", "admin")
+    with httpx.Client(base_url=app.url, timeout=30, headers=admin) as client:
+        for image, words in (
+            (png(1200, 1200), "pixels"),
+            (png(3000, 3000), "pixels"),
+            (png(1600, 10), "a side"),
+        ):
+            body = {**payload(0, "photography"), "images": {"person": image}}
+            problem = is_problem(client.post("/v1/tasks", json=body), 422)
+            assert problem["errors"][0]["field"] == "images.person" and words in problem["detail"]
+
+
+def test_a_user_token_over_its_submit_rate_gets_429_with_retry_after(app: App) -> None:
+    user = app.token("rater", "user")
+    body = {**payload(0, "photography")}
+    del body["user_id"]
+    with httpx.Client(base_url=app.url, timeout=30, headers=user) as client:
+        codes = [
+            client.post("/v1/tasks", json=body, headers={"Idempotency-Key": f"k{i}"}).status_code
+            for i in range(5)
+        ]
+        assert codes[:3] == [202, 202, 202]
+        limited = client.post("/v1/tasks", json=body)
+        problem = is_problem(limited, 429)
+        assert 1 <= int(limited.headers["retry-after"]) <= 60 and problem["retry_after"] >= 1
+
+
+def test_backlog_bounds_per_user_are_429_with_retry_after(app: App) -> None:
+    service = app.token("svc", "service")
+    with httpx.Client(base_url=app.url, timeout=30, headers=service) as client:
+        codes = [
+            client.post("/v1/tasks", json={**payload(0, "photography"), "user_id": "hoarder"}).status_code
+            for _ in range(4)
+        ]
+        assert codes == [202, 202, 202, 429]
+        refused = client.post("/v1/tasks", json={**payload(0, "photography"), "user_id": "hoarder"})
+        assert (
+            "limit per user" in is_problem(refused, 429)["detail"]
+            and int(refused.headers["retry-after"]) >= 1
+        )
+        assert (
+            client.post(
+                "/v1/tasks", json={**payload(0, "photography"), "user_id": "someone-else"}
+            ).status_code
+            == 202
+        )
+
+
+@schemathesis.check
+def problem_body(ctx: Any, response: Any, case: Any) -> None:
+    """Every error answer is an RFC 9457 problem with its status."""
+    if response.status_code >= 400:
+        assert response.headers.get("content-type", [""])[0].startswith("application/problem+json"), (
+            response.headers
+        )
+        assert response.json()["status"] == response.status_code
+
+
+def test_schemathesis_finds_no_server_error_and_only_problem_bodies(app: App) -> None:
+    """Every operation of the OpenAPI schema with generated (also invalid) input, as an admin."""
+    admin = app.token("fuzzer", "admin")
+    append_to(app.config, [CreditsGranted(user_id="fuzzer", amount=100_000, by="test", at=time.time())])
+    schema = schemathesis.openapi.from_url(f"{app.url}/openapi.json")
+    cases: list[tuple[str, int]] = []
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+        for mode in GenerationMode:  # valid input, and input that breaks the schema
+
+            @given(case=op.as_strategy(generation_mode=mode))
+            @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            def run(case: Any) -> None:
+                response = case.call(base_url=app.url, headers=admin)
+                cases.append((f"{case.method} {case.path}", response.status_code))
+                case.validate_response(response, checks=[not_a_server_error, problem_body])
+
+            try:
+                run()
+            except Unsatisfiable:  # nothing to break: an operation without parameters or body
+                assert mode is GenerationMode.NEGATIVE
+    server_errors = [c for c in cases if c[1] >= 500]
+    print(
+        f"schemathesis: {len(cases)} cases, {len({c[0] for c in cases})} operations, {len(server_errors)} 5xx"
+    )
+    assert len(cases) >= 500 and not server_errors
