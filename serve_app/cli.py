@@ -22,6 +22,7 @@ from actors.config import Config, ConfigError, PoolConfig, Secret, load
 from actors.logs import configure
 from serve_app.access_cli import credits_app, token_app
 from serve_app.cli_options import DataDir, Namespace, RedisUrl
+from serve_app.loadtest import command as loadtest_command
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="genqueue: a burst-proof queue for AI images."
@@ -408,6 +409,9 @@ def events_export(
     console.print(f"wrote {written:,} events to {out}")
 
 
+
+
+app.command("loadtest")(loadtest_command)
 
 
 def main() -> None:
