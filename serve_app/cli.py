@@ -22,6 +22,7 @@ from actors.config import Config, ConfigError, PoolConfig, Secret, load
 from actors.logs import configure
 from serve_app.access_cli import credits_app, token_app
 from serve_app.cli_options import DataDir, Namespace, RedisUrl
+from serve_app.cost import command as cost_command
 from serve_app.loadtest import command as loadtest_command
 
 app = typer.Typer(
@@ -409,9 +410,8 @@ def events_export(
     console.print(f"wrote {written:,} events to {out}")
 
 
-
-
 app.command("loadtest")(loadtest_command)
+app.command("cost")(cost_command)
 
 
 def main() -> None:
