@@ -33,6 +33,7 @@ from events.catalogue import (
 from events.codec import decode
 from events.errors import EventDecodeError, StoreUnavailableError
 from events.redis_store import RedisEventStore
+from serve_app.cli_options import DataDir, Namespace, RedisUrl
 
 NO_ANSWER = "no answer"
 EMPTY_ANSWER = "200 without an image"
@@ -190,13 +191,9 @@ def command(
         dt.datetime | None, typer.Option(help="Count events at or after this moment (UTC unless given).")
     ] = None,
     price_per_image: Annotated[float, typer.Option(help="Upstream price of one image, USD.")] = 0.067,
-    redis_url: Annotated[
-        str | None, typer.Option("--redis-url", envvar="GENQUEUE_REDIS_URL", help="Read this store instead.")
-    ] = None,
-    namespace: Annotated[str, typer.Option(help="genqueue namespace.")] = "default",
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="The instance's data directory.")] = Path(
-        ".genqueue"
-    ),
+    redis_url: RedisUrl = None,
+    namespace: Namespace = "default",
+    data_dir: DataDir = Path(".genqueue"),
 ) -> None:
     """Upstream calls per pool and their outcomes, images made and what they cost, from the event log."""
     from actors.logs import configure
