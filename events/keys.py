@@ -95,3 +95,8 @@ class Keys:
     def rate(self, token_id: str) -> str:
         """Prefix for a token's submit-rate window."""
         return f"{self.prefix}:rate:{token_id}"
+
+    @property
+    def failures(self) -> str:
+        """List: the newest failed tasks (JSON: task id, kind, error, time), newest first."""
+        return f"{self.prefix}:failures"

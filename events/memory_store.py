@@ -138,6 +138,10 @@ class MemoryEventStore:
         ledger = self._lists.get(self.keys.ledger(user_id), [])[:entries]
         return dict(self._hashes.get(self.keys.user(user_id), {})), [json.loads(e) for e in ledger]
 
+    async def recent_failures(self) -> list[dict[str, Any]]:
+        """The newest failed tasks."""
+        return [json.loads(r) for r in self._lists.get(self.keys.failures, [])]
+
     async def token(self, digest: str) -> dict[str, str] | None:
         """The token read model."""
         found = self._hashes.get(self.keys.token(digest))

@@ -143,6 +143,8 @@ Op = HSet | HIncr | ZAdd | ZRem | SAdd | SRem | ZTrim | Expire | HDel | LPush | 
 
 # How many ledger entries `GET /v1/me` can show.
 LEDGER_KEEP = 100
+# How many failed tasks `GET /v1/queue` lists.
+RECENT_FAILURES = 20
 
 # Histogram bucket bounds (seconds) for queue wait and processing time.
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0)
@@ -296,11 +298,13 @@ def project(event: Event, keys: Keys) -> list[Op]:
         case TaskRetryScheduled():
             ops += [ZAdd(keys.waiting, event.task_id, event.order)]
         case TaskFailed():
+            failure = {"task_id": event.task_id, "kind": event.kind, "error": event.error, "at": event.at}
             ops += [
                 SRem(keys.running, event.task_id),
                 ZRem(keys.waiting, event.task_id),
                 HIncr(keys.stats, "failed", 1),
                 HIncr(keys.stats, f"completed:{event.kind}:failed", 1),
+                LPush(keys.failures, json.dumps(failure, separators=(",", ":")), RECENT_FAILURES),
             ]
         case TaskCancelled():
             ops += [ZRem(keys.waiting, event.task_id), HIncr(keys.stats, "cancelled", 1)]

@@ -378,6 +378,11 @@ class RedisEventStore:
         found: dict[str, str] = await self._r.hgetall(self.keys.token(digest))
         return found or None
 
+    async def recent_failures(self) -> list[dict[str, Any]]:
+        """The newest failed tasks, newest first."""
+        raw: list[str] = await self._r.lrange(self.keys.failures, 0, -1)
+        return [json.loads(r) for r in raw]
+
     async def tokens(self) -> dict[str, str]:
         """Token id -> JSON of its user, role and creation time."""
         found: dict[str, str] = await self._r.hgetall(self.keys.tokens)

@@ -108,6 +108,10 @@ class EventStore(Protocol):
         """A user's totals hash (balance, granted, charged, refunded) and newest ledger entries."""
         ...
 
+    async def recent_failures(self) -> list[dict[str, Any]]:
+        """The newest failed tasks (task_id, kind, error, at), newest first."""
+        ...
+
     async def token(self, digest: str) -> dict[str, str] | None:
         """The token read model (token_id, user_id, role) for a token's SHA-256 digest."""
         ...

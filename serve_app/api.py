@@ -31,7 +31,7 @@ from events.admission import Admission, Refusal
 from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, CreditsGranted, TaskSubmitted
 from events.redis_store import RedisEventStore
 from events.store import QueueCounts
-from serve_app import problems
+from serve_app import pages, problems
 from serve_app.auth import ADMIN, USER, Caller, authenticate
 from serve_app.bodylimit import BodyLimit
 from serve_app.images import ImageRejected, decode_image
@@ -283,6 +283,7 @@ def create_app(
     # Pillow's own decompression-bomb limit, for anything in this process that opens images.
     Image.MAX_IMAGE_PIXELS = config.limits.max_image_pixels
     app.state.ctx = Context(config)
+    pages.install(app)
 
     async def eta(c: Context, position: int | None, counts: QueueCounts) -> float | None:
         """Seconds until the task at `position` starts, simulated from slots, latency and windows."""
@@ -540,6 +541,7 @@ def create_app(
             "throttled": int(stats.get("throttled", 0)),
             "pools": [{**view.as_json(), "calls": int(stats.get(f"calls:{view.name}", 0))} for view in views],
             "alerts": await c.store.alerts(),
+            "recent_failures": await c.store.recent_failures(),
         }
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)

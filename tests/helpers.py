@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -108,6 +109,21 @@ def make_config(
     )
 
 
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to its end from sync code, in a thread of its own when this thread
+    already runs an event loop (Playwright's sync API does)."""
+
+    async def main() -> T:
+        return await make()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
 def with_store(config: Config, use: Callable[[RedisEventStore], Awaitable[T]]) -> T:
     """Run `use` on a fresh client of the config's store, then close it."""
 
@@ -118,7 +134,7 @@ def with_store(config: Config, use: Callable[[RedisEventStore], Awaitable[T]]) -
         finally:
             await store.close()
 
-    return asyncio.run(main())
+    return run_async(main)
 
 
 def append_to(config: Config, events: list[Event]) -> None:
