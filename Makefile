@@ -31,6 +31,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
 test: lint
+	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || echo "no Chromium found: the browser tests (tests/e2e/test_pages.py) will be skipped"
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
