@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import limits
+import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Query, Request, Response, Security
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -79,11 +80,15 @@ class Context:
         shared by every replica)."""
         if self._limiter is None:
             redis = self.config.redis
+            # A bounded pool, as for the event store: a burst of submits shares a few
+            # connections instead of overflowing the server's accept backlog.
+            pool = aioredis.BlockingConnectionPool.from_url(redis.url, max_connections=32, timeout=10)
             storage = RedisStorage(
                 "async+" + redis.url,
                 implementation="redispy",
                 key_prefix=f"genqueue:{redis.namespace}:rate",
                 wrap_exceptions=True,
+                connection_pool=pool,  # type: ignore[arg-type]  # typed as scalar options, passed through
             )
             self._limiter = MovingWindowRateLimiter(storage)
         item = self._rates[USER] if caller.role == USER else self._rates["other"]
@@ -437,6 +442,8 @@ def create_app(
             error=view.get("error") or None,
             result_url=f"/v1/tasks/{task_id}/result" if status == SUCCEEDED else None,
             pool=view.get("pool") or None,
+            price=int(view["price"]) if view.get("price") else None,
+            refunded=int(view["refunded"]) if view.get("refunded") else None,
         )
 
     @app.get("/v1/tasks/{task_id}/events", tags=["tasks"])

@@ -104,3 +104,5 @@ class TaskViewOut(BaseModel):
     error: str | None = None
     result_url: str | None = None
     pool: str | None = None
+    price: int | None = Field(default=None, description="Credits charged at submit.")
+    refunded: int | None = Field(default=None, description="Credits given back: the task did not succeed.")
