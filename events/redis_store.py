@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -38,6 +39,9 @@ from events.projection import (
 from events.store import NO_BOUNDS, Expect, QueueCounts, SubmitReceipt
 
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# Locks that keep one user's submits in turn within a replica.
+USER_STRIPES = 64
 
 # A round's counter lives a day after its last use: by then the queue has moved past it.
 ROUND_COUNTER_SECONDS = 24 * 3600
@@ -106,7 +110,9 @@ class RedisEventStore:
         self._waitaof = waitaof
         self._lane_count = 32
         self._lanes: asyncio.Queue[Any] | None = None
-        self._submit_order = asyncio.Lock()
+        # Submits of one user take turns within a replica (so they do not keep aborting each
+        # other's WATCH); submits of different users run side by side.
+        self._user_turns = [asyncio.Lock() for _ in range(USER_STRIPES)]
 
     @classmethod
     def from_url(
@@ -161,8 +167,8 @@ class RedisEventStore:
         goes below zero. The task's round counter is taken with INCR before the transaction;
         a retried or refused submit leaves a gap in it, which orders nothing wrongly.
 
-        The event's `at` is stamped here, under a lock, right before its transaction: so
-        within a replica the order of `at` and of places is the order in the stream.
+        A task's place is its (round, n), n from INCR: the QueueActor and the waiting set
+        order tasks by it, whatever order their transactions reach the stream in.
 
         With `waitaof`, WAITAOF on the same connection then waits until the server's
         append-only file holds the write; a server that cannot confirm it is unavailable.
@@ -172,7 +178,8 @@ class RedisEventStore:
         try:
             async with self._lane() as conn:
                 while True:
-                    async with self._submit_order, conn.pipeline(transaction=True) as pipe:
+                    turn = self._user_turns[zlib.crc32(event.user_id.encode()) % USER_STRIPES]
+                    async with turn, conn.pipeline(transaction=True) as pipe:
                         event = replace(event, at=time.time())
                         await pipe.watch(user, *([idem] if idem else []))
                         if idem is not None:
