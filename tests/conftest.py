@@ -6,8 +6,12 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.secure_valkey import SecureValkey
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -25,6 +29,15 @@ def store_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with embedded_valkey(tmp_path_factory.mktemp("valkey")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def secure_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureValkey]:
+    """A Valkey with `requirepass`, an ACL user held to genqueue's keys, and TLS in front."""
+    from tests.secure_valkey import secure_valkey
+
+    with secure_valkey(tmp_path_factory.mktemp("secure-valkey")) as server:
+        yield server
 
 
 EXTERNAL_REDIS = os.environ.get("GENQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

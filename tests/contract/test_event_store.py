@@ -1,4 +1,5 @@
-"""One contract for every event store: the in-memory one, the embedded Valkey and, when reachable, Redis."""
+"""One contract for every event store: in memory, the embedded Valkey, a secured Valkey (ACL user,
+TLS) and, when reachable, Redis."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tests.helpers import submitted
 Body = Callable[[EventStore], Awaitable[None]]
 
 
-@pytest.fixture(params=["memory", "valkey", "redis"])
+@pytest.fixture(params=["memory", "valkey", "valkey-acl", "valkey-acl-tls", "redis"])
 def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
     """Runs a test body against a fresh namespace of one backend."""
     backend = request.param
@@ -40,6 +41,10 @@ def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
                 store = MemoryEventStore(namespace)
             elif backend == "valkey":
                 store = RedisEventStore.from_url(request.getfixturevalue("store_url"), namespace)
+            elif backend.startswith("valkey-acl"):
+                secure = request.getfixturevalue("secure_store")
+                url = secure.tls_url if backend.endswith("tls") else secure.user_url
+                store = RedisEventStore.from_url(url, namespace)
             else:
                 store = RedisEventStore.from_url(EXTERNAL_REDIS, namespace)
             try:
