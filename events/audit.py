@@ -22,6 +22,8 @@ from events.catalogue import (
     TaskSubmitted,
     TaskSucceeded,
     TaskUpstreamThrottled,
+    WebhookDelivered,
+    WebhookFailed,
     stream_id_ms,
 )
 from events.queue_state import QueueState, apply
@@ -48,13 +50,17 @@ class AuditReport:
     refunds: int = 0
     overdrawn: list[str] = field(default_factory=list)
     refund_errors: list[str] = field(default_factory=list)
+    # Completion webhooks: outcomes by kind, and tasks recorded delivered more than once.
+    webhooks: dict[str, int] = field(default_factory=dict)
+    delivered_twice: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Every submitted task ended exactly once, no pool overran its window, no balance went
-        below zero and every task that did not succeed was refunded exactly once."""
+        below zero, every task that did not succeed was refunded exactly once and no webhook
+        was recorded delivered twice."""
         over = any(self.max_window_calls[p] > self.window_capacity[p] for p in self.max_window_calls)
-        credits_ok = not self.overdrawn and not self.refund_errors
+        credits_ok = not self.overdrawn and not self.refund_errors and not self.delivered_twice
         return (
             not self.never_ended and not self.ended_twice and not over and not self.overlapping and credits_ok
         )
@@ -140,6 +146,7 @@ class Auditor:
             case _:
                 pass
 
+        self._delivered: dict[str, int] = defaultdict(int)
     def _refund_errors(self) -> list[str]:
         errors = []
         for task_id, amounts in self._refunded.items():
@@ -207,6 +214,11 @@ class Auditor:
         ]
         report.still_live = len(self.state.tasks)
         report.ended_twice = [t for t, n in self._endings.items() if n > 1]
+            case WebhookDelivered() | WebhookFailed():
+                outcome = event.type.removeprefix("webhook.")
+                report.webhooks[outcome] = report.webhooks.get(outcome, 0) + 1
+                if isinstance(event, WebhookDelivered):
+                    self._delivered[event.task_id] += 1
         report.max_window_calls = {p: max_in_window(ts, self._windows[p]) for p, ts in self._grants.items()}
         report.refund_errors = self._refund_errors()
         return report
@@ -218,3 +230,4 @@ def audit(events: list[StoredEvent]) -> AuditReport:
     for stored in events:
         auditor.feed(stored)
     return auditor.finish()
+        report.delivered_twice = [t for t, n in self._delivered.items() if n > 1]

@@ -30,6 +30,10 @@ class TaskSubmitted:
     options: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str = ""
     digest: str = ""
+    # Where to POST the task view when it ends ("": nowhere), and the token that submitted
+    # it, whose signing secret signs that webhook.
+    webhook_url: str = ""
+    token_id: str = ""
     # The task's place in the queue: `fair_order(round, n)`; 0 (older events): `at`.
     order: float = 0.0
     at: float
@@ -366,6 +370,8 @@ class TokenCreated:
     digest: str
     user_id: str
     role: str
+    # A service token's default completion webhook, for tasks that name none.
+    webhook_url: str = ""
     at: float
 
 
@@ -377,6 +383,48 @@ class TokenRevoked:
     version: ClassVar[int] = 1
     token_id: str
     digest: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookAttempted:
+    """One POST of a task's completion webhook. `code` is the HTTP status, 0 when none came
+    (`error` says why); `next_at` is when the next attempt is due, 0 when none follows."""
+
+    type: ClassVar[str] = "webhook.attempted"
+    version: ClassVar[int] = 1
+    task_id: str
+    webhook_id: str
+    attempt: int
+    code: int
+    error: str = ""
+    next_at: float = 0.0
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookDelivered:
+    """A task's completion webhook was answered with a 2xx; at most once per task."""
+
+    type: ClassVar[str] = "webhook.delivered"
+    version: ClassVar[int] = 1
+    task_id: str
+    webhook_id: str
+    attempts: int
+    code: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookFailed:
+    """A task's completion webhook got no 2xx within its time bound; nothing more is tried."""
+
+    type: ClassVar[str] = "webhook.failed"
+    version: ClassVar[int] = 1
+    task_id: str
+    webhook_id: str
+    attempts: int
+    error: str
     at: float
 
 
@@ -396,6 +444,7 @@ TaskEvent = (
 KeyEvent = KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned
 CreditEvent = CreditsGranted | CreditsCharged | CreditsRefunded
 TokenEvent = TokenCreated | TokenRevoked
+WebhookEvent = WebhookAttempted | WebhookDelivered | WebhookFailed
 Event = (
     TaskEvent
     | KeyTokenGranted
@@ -405,6 +454,7 @@ Event = (
     | AlertResolved
     | CreditEvent
     | TokenEvent
+    | WebhookEvent
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -434,6 +484,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CreditsRefunded,
         TokenCreated,
         TokenRevoked,
+        WebhookAttempted,
+        WebhookDelivered,
+        WebhookFailed,
     )
 }
 

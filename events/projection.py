@@ -41,6 +41,9 @@ from events.catalogue import (
     TaskUpstreamThrottled,
     TokenCreated,
     TokenRevoked,
+    WebhookAttempted,
+    WebhookDelivered,
+    WebhookFailed,
     round_of,
 )
 from events.days import pacific_day
@@ -214,6 +217,9 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             | SnapshotTaken()
             | AlertRaised()
             | AlertResolved()
+            | WebhookAttempted()
+            | WebhookDelivered()
+            | WebhookFailed()
         ):
             return {}
         case _:
@@ -331,6 +337,12 @@ def project(event: Event, keys: Keys) -> list[Op]:
             ]
         case TaskStarted():
             ops += observe(keys.histogram("queue_wait"), event.waited)
+        case WebhookAttempted():
+            ops += [HIncr(keys.stats, "webhook_attempts", 1)]
+        case WebhookDelivered():
+            ops += [HIncr(keys.stats, "webhooks_delivered", 1)]
+        case WebhookFailed():
+            ops += [HIncr(keys.stats, "webhooks_failed", 1)]
         case (
             KeyCooledDown()
             | KeyParked()
@@ -367,6 +379,8 @@ def _token_ops(event: TokenCreated | TokenRevoked, keys: Keys) -> list[Op]:
     if isinstance(event, TokenRevoked):
         return [Delete(keys.token(event.digest)), HDel(keys.tokens, event.token_id)]
     about = {"user_id": event.user_id, "role": event.role, "created_at": event.at, "digest": event.digest}
+    if event.webhook_url:
+        about["webhook_url"] = event.webhook_url
     return [
         HSet(
             keys.token(event.digest),
@@ -375,6 +389,7 @@ def _token_ops(event: TokenCreated | TokenRevoked, keys: Keys) -> list[Op]:
                 "digest": event.digest,
                 "user_id": event.user_id,
                 "role": event.role,
+                "webhook_url": event.webhook_url,
             },
         ),
         HSet(keys.tokens, {event.token_id: json.dumps(about, separators=(",", ":"))}),

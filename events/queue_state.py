@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, assert_never
 
 from sortedcontainers import SortedList
@@ -35,6 +35,9 @@ from events.catalogue import (
     TaskUpstreamThrottled,
     TokenCreated,
     TokenRevoked,
+    WebhookAttempted,
+    WebhookDelivered,
+    WebhookFailed,
 )
 
 OUTCOME_BUCKET_SECONDS = 10
@@ -57,6 +60,8 @@ class TaskEntry:
     throttled: int = 0  # attempts that ended in a 429: they do not count against the retry budget
     at: float = 0.0  # when it was submitted
     price: int = 0  # credits charged at submit, refunded if it does not succeed
+    webhook_url: str = ""  # where to POST the task view when it ends
+    token_id: str = ""  # the submitting token, whose secret signs the webhook
 
     @property
     def place(self) -> tuple[float, int, str]:
@@ -88,6 +93,21 @@ class EndedAttempt:
     retryable: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PendingWebhook:
+    """A completion webhook of an ended task, not yet delivered nor given up.
+
+    `attempts` made so far; the next is due at `next_at`; `ended_at` starts its time bound.
+    """
+
+    task_id: str
+    url: str
+    token_id: str
+    ended_at: float
+    attempts: int = 0
+    next_at: float = 0.0
+
+
 @dataclass(slots=True)
 class QueueState:
     """Everything the QueueActor knows; built only by `apply`."""
@@ -114,6 +134,8 @@ class QueueState:
     # The last upstream 404 (model gone) and the last success, for the model alert.
     last_not_found: float = 0.0
     last_success: float = 0.0
+    # Completion webhooks still to deliver, by task id.
+    webhooks: dict[str, PendingWebhook] = field(default_factory=dict)
 
     def record_outcome(self, at: float, ok: bool) -> None:
         """Count one upstream call's outcome in its 10 s bucket, forgetting old buckets."""
@@ -155,7 +177,10 @@ class QueueState:
             self.queue.discard(entry.place)
         self.not_before.pop(task_id, None)
 
-    def _end(self, task_id: str) -> None:
+    def _end(self, task_id: str, at: float) -> None:
+        entry = self.tasks.get(task_id)
+        if entry is not None and entry.webhook_url:
+            self.webhooks[task_id] = PendingWebhook(task_id, entry.webhook_url, entry.token_id, at, 0, at)
         self._unqueue(task_id)
         self.running.pop(task_id, None)
         self.to_decide.pop(task_id, None)
@@ -211,6 +236,8 @@ def _apply_event(state: QueueState, event: Event) -> None:
                 order=event.place,
                 seq=state.seq,
                 at=event.at,
+                webhook_url=event.webhook_url,
+                token_id=event.token_id,
             )
             state.queue.add(state.tasks[t].place)
         case TaskDispatched():
@@ -224,7 +251,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
             state.record_outcome(event.at, ok=True)
             state.last_success = max(state.last_success, event.at)
             if state._holds(t, event.attempt):
-                state._end(t)
+                state._end(t, event.at)
                 state.succeeded += 1
         case TaskAttemptFailed():
             state.record_outcome(event.at, ok=False)
@@ -245,11 +272,11 @@ def _apply_event(state: QueueState, event: Event) -> None:
             state.not_before[t] = event.not_before
         case TaskFailed():
             if t in state.tasks:
-                state._end(t)
+                state._end(t, event.at)
                 state.failed += 1
         case TaskCancelled():
             if t in state.tasks and t not in state.running:
-                state._end(t)
+                state._end(t, event.at)
                 state.cancelled += 1
         case TaskUpstreamThrottled():
             entry = state.tasks.get(t)
@@ -261,6 +288,12 @@ def _apply_event(state: QueueState, event: Event) -> None:
             state.queue.add(entry.place)
         case TaskLateOutcomeIgnored():
             state.late += 1
+        case WebhookAttempted():
+            pending = state.webhooks.get(t)
+            if pending is not None and event.attempt > pending.attempts:
+                state.webhooks[t] = replace(pending, attempts=event.attempt, next_at=event.next_at)
+        case WebhookDelivered() | WebhookFailed():
+            state.webhooks.pop(t, None)
         case TaskStarted() | KeyTokenGranted():
             pass
         case _:
@@ -275,7 +308,9 @@ def replay(events: list[StoredEvent], state: QueueState | None = None) -> QueueS
     return current
 
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
+# Older versions `restore` still reads: version 2 had no pending webhooks (none existed).
+READABLE_VERSIONS = (2, 3)
 
 
 def snapshot(state: QueueState) -> dict[str, Any]:
@@ -296,14 +331,15 @@ def snapshot(state: QueueState) -> dict[str, Any]:
         "parked": state.parked,
         "disabled": state.disabled,
         "model": [state.last_not_found, state.last_success],
+        "webhooks": {t: asdict(pending) for t, pending in state.webhooks.items()},
     }
 
 
 def restore(data: dict[str, Any]) -> QueueState:
     """A state from `snapshot` data; raises ValueError on anything malformed."""
     try:
-        if data["v"] != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {data['v']} is not {SNAPSHOT_VERSION}")
+        if data["v"] not in READABLE_VERSIONS:
+            raise ValueError(f"snapshot version {data['v']} is not one of {READABLE_VERSIONS}")
         state = QueueState(
             tasks={e["task_id"]: TaskEntry(**e) for e in data["tasks"]},
             queue=SortedList((float(o), int(s), str(t)) for o, s, t in data["queue"]),
@@ -320,6 +356,7 @@ def restore(data: dict[str, Any]) -> QueueState:
         state.parked = {str(p): float(u) for p, u in data.get("parked", {}).items()}
         state.disabled = {str(k): str(h) for k, h in data.get("disabled", {}).items()}
         state.last_not_found, state.last_success = (float(x) for x in data.get("model", [0.0, 0.0]))
+        state.webhooks = {t: PendingWebhook(**p) for t, p in data.get("webhooks", {}).items()}
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed snapshot: {exc!r}") from exc
     return state

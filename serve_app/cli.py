@@ -318,6 +318,8 @@ def audit(
     table.add_row("ended", ", ".join(f"{k} {v:,}" for k, v in sorted(r.ended.items())) or "none")
     table.add_row("still waiting or running", f"{r.still_live:,}")
     table.add_row("most running at once", str(r.max_running))
+    if r.webhooks:
+        table.add_row("webhooks", ", ".join(f"{k} {v:,}" for k, v in sorted(r.webhooks.items())))
     for pool, calls in sorted(r.max_window_calls.items()):
         table.add_row(f"pool {pool}", f"at most {calls} calls in a window (limit {r.window_capacity[pool]})")
     c = r.credits

@@ -84,6 +84,9 @@ class AuditResult:
             )
         for error in r.refund_errors[:10]:
             found.append(f"credits: {error}")
+        if r.delivered_twice:
+            twice = ", ".join(r.delivered_twice[:10])
+            found.append(f"{len(r.delivered_twice)} webhook(s) recorded delivered twice: {twice}")
         for entry_id, why in self.undecodable[:10]:
             found.append(f"event {entry_id}: {why}")
         return found
