@@ -77,6 +77,28 @@ def max_in_window(times: list[float], window: float) -> int:
     return best
 
 
+def worst_window(grants: list[tuple[float, int]], window: float) -> tuple[int, int]:
+    """(calls, limit) of a pool's worst window, from its grants as (time, capacity in force).
+
+    Each grant is checked against the capacity in force when it was made (a pool may learn
+    a lower limit mid-run): the grants in the half-open window that ends with it must not
+    exceed it. The worst overrun is returned; without one, the most calls in any window
+    and the highest capacity.
+    """
+    ordered = sorted(grants)
+    most, top = 0, 0
+    worst: tuple[int, int] | None = None
+    lo = 0
+    for hi, (t, capacity) in enumerate(ordered):
+        while t - ordered[lo][0] >= window:
+            lo += 1
+        calls = hi - lo + 1
+        most, top = max(most, calls), max(top, capacity)
+        if calls > capacity and (worst is None or calls - capacity > worst[0] - worst[1]):
+            worst = (calls, capacity)
+    return worst if worst is not None else (most, top)
+
+
 def _track_attempts(
     event: Event, in_flight: dict[str, int], ended: set[tuple[str, int]], report: AuditReport
 ) -> None:
@@ -114,7 +136,7 @@ class Auditor:
         self.state = QueueState()
         self._endings: dict[str, int] = defaultdict(int)
         self._submitted: list[str] = []
-        self._grants: dict[str, list[float]] = defaultdict(list)
+        self._grants: dict[str, list[tuple[float, int]]] = defaultdict(list)
         self._windows: dict[str, float] = {}
         self._pending_outcome_ms: int | None = None
         self._in_flight: dict[str, int] = {}
@@ -124,6 +146,7 @@ class Auditor:
         self._charges: dict[str, int] = {}
         self._refunded: dict[str, list[int]] = defaultdict(list)
         self._outcome: dict[str, str] = {}
+        self._delivered: dict[str, int] = defaultdict(int)
 
     def _credits(self, event: Event) -> None:
         """Fold the ledger: balances never below zero, one refund per unsuccessful task."""
@@ -146,7 +169,6 @@ class Auditor:
             case _:
                 pass
 
-        self._delivered: dict[str, int] = defaultdict(int)
     def _refund_errors(self) -> list[str]:
         errors = []
         for task_id, amounts in self._refunded.items():
@@ -192,10 +214,14 @@ class Auditor:
                 if self._pending_outcome_ms is not None:
                     report.dispatch_latency_ms.append(stream_id_ms(stored.id) - self._pending_outcome_ms)
                     self._pending_outcome_ms = None
+            case WebhookDelivered() | WebhookFailed():
+                outcome = event.type.removeprefix("webhook.")
+                report.webhooks[outcome] = report.webhooks.get(outcome, 0) + 1
+                if isinstance(event, WebhookDelivered):
+                    self._delivered[event.task_id] += 1
             case KeyTokenGranted():
-                self._grants[event.pool].append(event.at)
+                self._grants[event.pool].append((event.at, event.capacity))
                 self._windows[event.pool] = event.window
-                report.window_capacity[event.pool] = event.capacity
             case _:
                 pass
         # An ending counts when the fold accepted it: the task left the state.
@@ -214,13 +240,12 @@ class Auditor:
         ]
         report.still_live = len(self.state.tasks)
         report.ended_twice = [t for t, n in self._endings.items() if n > 1]
-            case WebhookDelivered() | WebhookFailed():
-                outcome = event.type.removeprefix("webhook.")
-                report.webhooks[outcome] = report.webhooks.get(outcome, 0) + 1
-                if isinstance(event, WebhookDelivered):
-                    self._delivered[event.task_id] += 1
-        report.max_window_calls = {p: max_in_window(ts, self._windows[p]) for p, ts in self._grants.items()}
+        for pool, grants in self._grants.items():
+            report.max_window_calls[pool], report.window_capacity[pool] = worst_window(
+                grants, self._windows[pool]
+            )
         report.refund_errors = self._refund_errors()
+        report.delivered_twice = [t for t, n in self._delivered.items() if n > 1]
         return report
 
 
@@ -230,4 +255,3 @@ def audit(events: list[StoredEvent]) -> AuditReport:
     for stored in events:
         auditor.feed(stored)
     return auditor.finish()
-        report.delivered_twice = [t for t, n in self._delivered.items() if n > 1]

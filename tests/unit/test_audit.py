@@ -57,3 +57,15 @@ def test_two_attempts_running_at_once_are_reported() -> None:
     assert overlap.overlapping == [t] and not overlap.ok
     expired = audit(stored([a, started[0], TaskLeaseExpired(task_id=t, attempt=1, at=1.5), started[1]]))
     assert expired.overlapping == []
+
+
+def test_each_grant_is_checked_against_the_capacity_in_force_when_it_was_made() -> None:
+    from events.audit import worst_window
+
+    # Ten calls under a capacity of 10, then the pool learns 7 and waits for the window to pass.
+    learned = [(i * 0.01, 10) for i in range(10)] + [(1.1 + i * 0.01, 7) for i in range(7)]
+    assert worst_window(learned, 1.0) == (10, 10)
+    # An eighth call inside the window after learning 7 is an overrun.
+    overrun = [(i * 0.01, 10) for i in range(10)] + [(0.5, 7)]
+    assert worst_window(overrun, 1.0) == (11, 7)
+    assert worst_window([], 1.0) == (0, 0)
