@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -258,6 +259,27 @@ _SECTIONS: dict[str, type[Any]] = {
     "provider": ProviderConfig,
     "server": ServerConfig,
     "keypool": KeyPoolConfig,
+@dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """Task-completion webhooks. Each token's signing secret derives from `secret` (empty:
+    webhooks are off); a delivery is retried for `max_seconds` after its task ended. URLs
+    that resolve to private, loopback or link-local addresses are refused unless they fall
+    in one of `allow_networks` (CIDRs, e.g. "127.0.0.0/8" for tests)."""
+
+    secret: Secret = field(default_factory=lambda: Secret(""))
+    max_seconds: float = 3600.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    timeout_seconds: float = 10.0
+    concurrency: int = 64
+    allow_networks: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether tasks may carry webhooks (a server secret is configured)."""
+        return bool(self.secret.reveal())
+
+
     "limits": LimitsConfig,
     "alerts": AlertsConfig,
     "auth": AuthConfig,
@@ -279,6 +301,7 @@ def _coerce(where: str, value: Any, target: Any) -> Any:
             return tuple(str(v).strip() for v in items if str(v).strip())
         return kind(value)
     except (TypeError, ValueError) as exc:
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from exc
 
 
@@ -300,6 +323,7 @@ def _secret(where: str, raw: Any, env: Mapping[str, str]) -> Secret:
     if not isinstance(raw, str) or not raw:
         raise ConfigError(f"{where}: a key is a non-empty string or env:VAR")
     if raw.startswith("env:"):
+    "webhooks": WebhooksConfig,
         var = raw[4:]
         if var not in env:
             raise ConfigError(f"{where}: environment variable {var} is not set")
@@ -344,7 +368,16 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     unknown = set(raw) - set(_SECTIONS) - {"pools"}
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
-    sections = {name: _section(name, cls, raw.get(name, {}), env) for name, cls in _SECTIONS.items()}
+    # The webhook secret is a Secret like a pool key: a literal or env:VAR ("": webhooks off).
+    raw_hooks = dict(raw.get("webhooks", {}))
+    hook_secret = raw_hooks.pop("secret", None)
+    sections = {
+        name: _section(name, cls, raw_hooks if name == "webhooks" else raw.get(name, {}), env)
+        for name, cls in _SECTIONS.items()
+    }
+    if hook_secret not in (None, "") and "GENQUEUE_WEBHOOKS_SECRET" not in env:
+        secret = _secret("webhooks.secret", hook_secret, env)
+        sections["webhooks"] = replace(sections["webhooks"], secret=secret)
     env_url = env.get("GENQUEUE_REDIS_URL")
     if env_url is not None:
         sections["redis"] = replace(sections["redis"], url=env_url)
@@ -405,3 +438,18 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     return parse(raw, environ)
+    _check_webhooks(config.webhooks)
+
+
+def _check_webhooks(w: WebhooksConfig) -> None:
+    if min(w.max_seconds, w.backoff_base, w.timeout_seconds) <= 0 or w.backoff_cap < w.backoff_base:
+        raise ConfigError(
+            "[webhooks]: max_seconds, backoff_base and timeout_seconds > 0, backoff_cap >= backoff_base"
+        )
+    if w.concurrency < 1:
+        raise ConfigError("webhooks.concurrency must be >= 1")
+    for net in w.allow_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"webhooks.allow_networks: {net!r} is not a network (CIDR)") from exc

@@ -18,6 +18,7 @@ from actors.config import Config
 from actors.decide import Decision, Policy, cancel, decide, next_wakeup, pools_usable_at
 from actors.logs import configure
 from actors.telemetry import QueueMetrics
+from actors.webhook_sender import Deliverer
 from actors.worker import AttemptSpec
 from events.catalogue import (
     AlertRaised,
@@ -82,6 +83,8 @@ class Queue:
         )
         for task_id, lease in self._state.running.items():
             self._send(task_id, lease.attempt, lease.worker, resent=True)
+        self._webhooks = Deliverer(config, random.Random(rng_seed))
+        self._webhooks.resume(self._state)
         self._pump_future = asyncio.run_coroutine_threadsafe(self._pump(), self._loop)
 
     def _call(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
@@ -179,6 +182,7 @@ class Queue:
                 self._send(event.task_id, event.attempt, event.worker)
             elif isinstance(event, AlertRaised | AlertResolved):
                 self._notify(event)
+            self._webhooks.follow(self._state, event)
 
     async def _step(self) -> None:
         async with self._deciding:
@@ -282,6 +286,7 @@ class Queue:
                 "throttled": s.throttled,
                 "waiting_order": list(s.waiting_order()),
                 "running_tasks": {t: lease.attempt for t, lease in s.running.items()},
+                "webhooks_pending": len(s.webhooks),
             }
 
         result: dict[str, Any] = self._call(read, timeout=10)
@@ -291,3 +296,4 @@ class Queue:
         """Stop the loop thread (used before the actor is killed on purpose)."""
         self._stopping = True
         self._pump_future.cancel()
+        self._webhooks.stop()

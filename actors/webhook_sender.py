@@ -1,0 +1,229 @@
+"""Task-completion webhooks, the I/O part: URL checks that resolve names, and the Deliverer,
+which POSTs pending webhooks on a thread of its own and appends each attempt's events.
+
+The QueueActor's fold says which webhooks are pending (`QueueState.webhooks`); the actor
+hands each new one to the Deliverer and, after a restart, every one the fold still holds.
+The Deliverer never decides queue state: it appends webhook events, which the fold then
+reads like any other. A delivery cut short by a crash between its POST and its append is
+sent again after the restart with the same `webhook-id` (at least once, never lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ipaddress
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterable
+
+import httpx
+import structlog
+
+from actors.config import Config
+from actors.webhooks import (
+    advance,
+    after_attempt,
+    networks,
+    off_event,
+    refused_address,
+    signed_headers,
+    signing_secret,
+    task_body,
+    url_target,
+    webhook_id,
+)
+from events.catalogue import TERMINAL, Event, TaskCancelled, TaskFailed, TaskSucceeded
+from events.errors import StoreUnavailableError
+from events.queue_state import PendingWebhook, QueueState
+from events.redis_store import RedisEventStore
+
+log = structlog.get_logger("genqueue.webhooks")
+
+
+# Host name -> (monotonic expiry, addresses): a burst of submits to one receiver resolves
+# its name once, not once each. Deliveries check again before every attempt.
+_resolved: dict[tuple[str, int], tuple[float, list[str]]] = {}
+RESOLVED_SECONDS = 30.0
+
+
+async def _addresses(host: str, port: int) -> list[str]:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return [host]
+    except ValueError:
+        pass
+    now = time.monotonic()
+    known = _resolved.get((host, port))
+    if known is not None and known[0] > now:
+        return known[1]
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found = [str(info[4][0]) for info in infos]
+    if len(_resolved) >= 1000:
+        _resolved.clear()
+    _resolved[(host, port)] = (now + RESOLVED_SECONDS, found)
+    return found
+
+
+async def check_url(url: str, allow_networks: Iterable[str]) -> str | None:
+    """Why `url` may not receive webhooks (its shape, or an address its host resolves to), or None."""
+    target = url_target(url)
+    if isinstance(target, str):
+        return target
+    host, port = target
+    try:
+        addresses = await _addresses(host, port)
+    except (OSError, UnicodeError, ValueError) as exc:  # gaierror is an OSError
+        return f"host {host!r} does not resolve ({exc})"
+    return refused_address(addresses, networks(allow_networks))
+
+
+class Deliverer:
+    """Delivers completion webhooks with retries, off the QueueActor's decision loop.
+
+    `start` and `follow` are called from the queue's loop thread and only hand work over;
+    everything else runs on the Deliverer's own event loop thread.
+    """
+
+    def __init__(self, config: Config, rng: random.Random) -> None:
+        self._config = config
+        self._policy = config.webhooks
+        self._rng = rng
+        self._active: dict[str, concurrent.futures.Future[None]] = {}
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="webhooks", daemon=True)
+        self._thread.start()
+        self._store: RedisEventStore | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    def follow(self, state: QueueState, event: Event) -> None:
+        """Start the webhook that `event` (just applied to `state`) made pending, if any."""
+        if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled):
+            pending = state.webhooks.get(event.task_id)
+            if pending is not None and pending.attempts == 0:
+                self.start(pending)
+
+    def resume(self, state: QueueState) -> None:
+        """Start every webhook the state holds pending (after a restart)."""
+        for pending in list(state.webhooks.values()):
+            self.start(pending)
+
+    def start(self, pending: PendingWebhook) -> None:
+        """Deliver `pending` unless it is already being delivered here."""
+        with self._lock:
+            if pending.task_id in self._active:
+                return
+            future = asyncio.run_coroutine_threadsafe(self._deliver(pending), self._loop)
+            self._active[pending.task_id] = future
+        future.add_done_callback(lambda _: self._done(pending.task_id))
+
+    def _done(self, task_id: str) -> None:
+        with self._lock:
+            self._active.pop(task_id, None)
+
+    def pending(self) -> int:
+        """How many webhooks are being delivered (or wait for their next attempt) here."""
+        with self._lock:
+            return len(self._active)
+
+    def _resources(self) -> tuple[RedisEventStore, httpx.AsyncClient, asyncio.Semaphore]:
+        if self._store is None or self._client is None or self._slots is None:
+            redis = self._config.redis
+            self._store = RedisEventStore.from_url(redis.url, redis.namespace)
+            self._client = httpx.AsyncClient(
+                timeout=self._policy.timeout_seconds,
+                follow_redirects=False,  # a redirect could point anywhere, a private address too
+                limits=httpx.Limits(max_connections=self._policy.concurrency),
+            )
+            self._slots = asyncio.Semaphore(self._policy.concurrency)
+        return self._store, self._client, self._slots
+
+    async def _deliver(self, pending: PendingWebhook) -> None:
+        store, _, _ = self._resources()
+        bound = log.bind(task_id=pending.task_id, webhook_id=webhook_id(pending.task_id))
+        if not self._policy.enabled:
+            # Signing with an empty server secret would use a key anyone can compute.
+            off = "webhooks are off on this server: [webhooks] secret is not set"
+            await self._append(store, [off_event(pending, off, time.time())])
+            bound.warning("webhook not sent", reason=off)
+            return
+        body = json.dumps(await self._body(store, pending.task_id), separators=(",", ":"))
+        secret = signing_secret(self._policy.secret, pending.token_id)
+        current: PendingWebhook | None = pending
+        while current is not None:
+            await asyncio.sleep(max(0.0, current.next_at - time.time()))
+            try:
+                code, error = await self._post(current, body, secret)
+                events = after_attempt(current, code, error, time.time(), self._policy, self._rng.random())
+                await self._append(store, events)
+            except Exception:
+                bound.exception("webhook attempt broke; trying again")
+                await asyncio.sleep(1.0)
+                continue
+            after = advance(current, events)
+            if after is None:
+                bound.info(
+                    f"webhook {events[-1].type.removeprefix('webhook.')}", attempts=current.attempts + 1
+                )
+            else:
+                bound.warning("webhook attempt failed", attempt=after.attempts, code=code, error=error)
+            current = after
+
+    async def _body(self, store: RedisEventStore, task_id: str) -> dict[str, object]:
+        delay = 0.05
+        while True:
+            try:
+                view = await store.task_view(task_id) or {}
+                if view.get("status") in TERMINAL:
+                    return task_body(task_id, view)
+            except StoreUnavailableError:
+                pass
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+    async def _post(self, pending: PendingWebhook, body: str, secret: str) -> tuple[int, str]:
+        """(status code, "") for an answer, or (0, why) when none came or the URL was refused."""
+        _, client, slots = self._resources()
+        refused = await check_url(pending.url, self._policy.allow_networks)
+        if refused is not None:
+            return 0, f"webhook_url {refused}"
+        async with slots:
+            headers = signed_headers(secret, webhook_id(pending.task_id), time.time(), body)
+            try:
+                response = await client.post(pending.url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                return 0, f"{type(exc).__name__}: {exc}"[:200]
+        return response.status_code, ""
+
+    async def _append(self, store: RedisEventStore, events: list[Event]) -> None:
+        """Append, waiting out a store outage: the attempt happened and must be recorded."""
+        delay = 0.05
+        while True:
+            try:
+                await store.append(events)
+                return
+            except StoreUnavailableError as exc:
+                log.warning("event store unavailable; webhook events wait", error=str(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    def stop(self) -> None:
+        """Cancel every delivery and stop the thread (they resume from the stream on restart)."""
+        with self._lock:
+            futures = list(self._active.values())
+        for future in futures:
+            future.cancel()
+
+        async def close() -> None:
+            if self._client is not None:
+                await self._client.aclose()
+            if self._store is not None:
+                await self._store.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
