@@ -223,42 +223,6 @@ class CreditsConfig:
         return {"photography": self.photography, "fitting": self.fitting}.get(kind, 0)
 
 
-def _default_pools() -> tuple[PoolConfig, ...]:
-    return tuple(
-        PoolConfig(name=n, rpm=15, keys=(Secret(f"offline-{n}"),)) for n in ("pool-a", "pool-b", "pool-c")
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """The whole configuration."""
-
-    redis: RedisConfig = field(default_factory=RedisConfig)
-    queue: QueueConfig = field(default_factory=QueueConfig)
-    provider: ProviderConfig = field(default_factory=ProviderConfig)
-    pools: tuple[PoolConfig, ...] = field(default_factory=_default_pools)
-    server: ServerConfig = field(default_factory=ServerConfig)
-    keypool: KeyPoolConfig = field(default_factory=KeyPoolConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    alerts: AlertsConfig = field(default_factory=AlertsConfig)
-    auth: AuthConfig = field(default_factory=AuthConfig)
-    credits: CreditsConfig = field(default_factory=CreditsConfig)
-
-    def key_secret(self, key_id: str) -> Secret:
-        """The secret behind a key id."""
-        for pool in self.pools:
-            for kid, secret in zip(pool.key_ids, pool.keys, strict=True):
-                if kid == key_id:
-                    return secret
-        raise ConfigError(f"unknown key id {key_id!r}")
-
-
-_SECTIONS: dict[str, type[Any]] = {
-    "redis": RedisConfig,
-    "queue": QueueConfig,
-    "provider": ProviderConfig,
-    "server": ServerConfig,
-    "keypool": KeyPoolConfig,
 @dataclass(frozen=True, slots=True)
 class WebhooksConfig:
     """Task-completion webhooks. Each token's signing secret derives from `secret` (empty:
@@ -280,10 +244,48 @@ class WebhooksConfig:
         return bool(self.secret.reveal())
 
 
+def _default_pools() -> tuple[PoolConfig, ...]:
+    return tuple(
+        PoolConfig(name=n, rpm=15, keys=(Secret(f"offline-{n}"),)) for n in ("pool-a", "pool-b", "pool-c")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    provider: ProviderConfig = field(default_factory=ProviderConfig)
+    pools: tuple[PoolConfig, ...] = field(default_factory=_default_pools)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    keypool: KeyPoolConfig = field(default_factory=KeyPoolConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    credits: CreditsConfig = field(default_factory=CreditsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+
+    def key_secret(self, key_id: str) -> Secret:
+        """The secret behind a key id."""
+        for pool in self.pools:
+            for kid, secret in zip(pool.key_ids, pool.keys, strict=True):
+                if kid == key_id:
+                    return secret
+        raise ConfigError(f"unknown key id {key_id!r}")
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "redis": RedisConfig,
+    "queue": QueueConfig,
+    "provider": ProviderConfig,
+    "server": ServerConfig,
+    "keypool": KeyPoolConfig,
     "limits": LimitsConfig,
     "alerts": AlertsConfig,
     "auth": AuthConfig,
     "credits": CreditsConfig,
+    "webhooks": WebhooksConfig,
 }
 
 
@@ -301,7 +303,6 @@ def _coerce(where: str, value: Any, target: Any) -> Any:
             return tuple(str(v).strip() for v in items if str(v).strip())
         return kind(value)
     except (TypeError, ValueError) as exc:
-    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from exc
 
 
@@ -323,7 +324,6 @@ def _secret(where: str, raw: Any, env: Mapping[str, str]) -> Secret:
     if not isinstance(raw, str) or not raw:
         raise ConfigError(f"{where}: a key is a non-empty string or env:VAR")
     if raw.startswith("env:"):
-    "webhooks": WebhooksConfig,
         var = raw[4:]
         if var not in env:
             raise ConfigError(f"{where}: environment variable {var} is not set")
@@ -424,20 +424,6 @@ def _check(config: Config) -> None:
         raise ConfigError("[limits]: sizes must be >= 1")
     if p.latency_seconds < 0 or p.latency_jitter < 0 or p.timeout_seconds <= 0:
         raise ConfigError("[provider]: latencies must be >= 0 and timeout_seconds > 0")
-
-
-def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """The configuration from a TOML file (or defaults) and the environment."""
-    environ = dict(os.environ) if env is None else dict(env)
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-    return parse(raw, environ)
     _check_webhooks(config.webhooks)
 
 
@@ -453,3 +439,17 @@ def _check_webhooks(w: WebhooksConfig) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError as exc:
             raise ConfigError(f"webhooks.allow_networks: {net!r} is not a network (CIDR)") from exc
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration from a TOML file (or defaults) and the environment."""
+    environ = dict(os.environ) if env is None else dict(env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    return parse(raw, environ)
