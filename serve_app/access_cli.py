@@ -13,13 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.logs import configure
+from actors.webhooks import signing_secret, url_target
 from events.catalogue import ROLES, CreditsGranted, Event, TokenRevoked
 from events.redis_store import RedisEventStore
 from serve_app.auth import new_token
-from serve_app.cli_options import DataDir, Namespace, RedisUrl
+from serve_app.cli_options import ConfigFile, DataDir, Namespace, RedisUrl, config_or_exit
 from serve_app.models import USER_ID_PATTERN
 
-token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens: create, list, revoke, webhook secret.", no_args_is_help=True)
 credits_app = typer.Typer(help="The credit ledger: grant, show.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
@@ -45,11 +46,16 @@ async def _append(url: str, namespace: str, events: list[Event]) -> None:
 def token_create(
     user: Annotated[str, typer.Option("--user", help="The user the token acts as.")],
     role: Annotated[str, typer.Option(help="user, service (an app backend) or admin.")] = "user",
+    webhook_url: Annotated[
+        str, typer.Option("--webhook-url", help="A service token's default completion webhook.")
+    ] = "",
+    config_file: ConfigFile = None,
     redis_url: RedisUrl = None,
     namespace: Namespace = "default",
     data_dir: DataDir = Path(".genqueue"),
 ) -> None:
-    """Make a token and print it once; only its SHA-256 digest is stored."""
+    """Make a token and print it once; only its SHA-256 digest is stored. A service token's
+    webhook signing secret is printed too (on stderr) when the config has [webhooks] secret."""
     from serve_app.ops import store_url
 
     configure("WARNING")
@@ -57,11 +63,32 @@ def token_create(
     if role not in ROLES:
         err.print(f"[red]--role must be one of {', '.join(ROLES)}[/red]")
         raise typer.Exit(2)
-    token, event = new_token(user, role)
+    if webhook_url and (role != "service" or isinstance(url_target(webhook_url), str)):
+        err.print("[red]--webhook-url: an http(s) URL, for a service token[/red]")
+        raise typer.Exit(2)
+    hooks = config_or_exit(config_file).webhooks if role == "service" else None
+    token, event = new_token(user, role, webhook_url)
     with store_url(redis_url, data_dir, create=True) as url:
         asyncio.run(_append(url, namespace, [event]))
     err.print(f"token {event.token_id} for {user} ({role}); it is shown only now:")
     print(token)
+    if hooks is not None and hooks.enabled:
+        err.print(f"webhook signing secret (again: genqueue token secret {event.token_id}):")
+        err.print(signing_secret(hooks.secret, event.token_id), markup=False, highlight=False)
+
+
+@token_app.command("secret")
+def token_secret(
+    token_id: Annotated[str, typer.Argument(help="The token's id, from `genqueue token list`.")],
+    config_file: ConfigFile = None,
+) -> None:
+    """Print the whsec_ secret that signs the webhooks of a token's tasks (derived from the
+    config's [webhooks] secret; nothing is stored)."""
+    hooks = config_or_exit(config_file).webhooks
+    if not hooks.enabled:
+        err.print("[red]the config has no [webhooks] secret: webhooks are off[/red]")
+        raise typer.Exit(1)
+    print(signing_secret(hooks.secret, token_id))
 
 
 @token_app.command("list")
@@ -84,11 +111,13 @@ def token_list(
     configure("WARNING")
     with store_url(redis_url, data_dir) as url:
         tokens = asyncio.run(read(url))
-    table = Table("token id", "user", "role", "created")
+    table = Table("token id", "user", "role", "created", "webhook")
     for token_id, raw in sorted(tokens.items()):
         about = json.loads(raw)
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(about["created_at"]))
-        table.add_row(token_id, about["user_id"], about["role"], created + " UTC")
+        table.add_row(
+            token_id, about["user_id"], about["role"], created + " UTC", about.get("webhook_url", "")
+        )
     console.print(table)
 
 

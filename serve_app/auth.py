@@ -24,11 +24,13 @@ USER, SERVICE, ADMIN = ROLES
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The authenticated caller: its user id, role and token id ("" without a token)."""
+    """The authenticated caller: its user id, role and token id ("" without a token), and a
+    service token's default completion webhook ("" for none)."""
 
     user_id: str
     role: str
     token_id: str = ""
+    webhook_url: str = ""
 
     def acts_for(self, body_user: str | None) -> str:
         """The user a submit is for: a user always itself; a service or admin the body's user."""
@@ -55,13 +57,16 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_token(user_id: str, role: str) -> tuple[str, TokenCreated]:
+def new_token(user_id: str, role: str, webhook_url: str = "") -> tuple[str, TokenCreated]:
     """A new token and the event that records its digest (never the token)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     d = digest(token)
-    return token, TokenCreated(token_id=d[:12], digest=d, user_id=user_id, role=role, at=time.time())
+    event = TokenCreated(
+        token_id=d[:12], digest=d, user_id=user_id, role=role, webhook_url=webhook_url, at=time.time()
+    )
+    return token, event
 
 
 async def authenticate(store: EventStore, header: str | None, required: bool) -> Caller:
@@ -82,4 +87,4 @@ async def authenticate(store: EventStore, header: str | None, required: bool) ->
     found = await store.token(wanted)
     if found is None or not hmac.compare_digest(found.get("digest", ""), wanted):
         raise Unauthorized("the token is not valid")
-    return Caller(found["user_id"], found["role"], found["token_id"])
+    return Caller(found["user_id"], found["role"], found["token_id"], found.get("webhook_url", ""))

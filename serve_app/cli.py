@@ -18,10 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from actors.config import Config, ConfigError, PoolConfig, Secret, load
+from actors.config import Config, PoolConfig, Secret
 from actors.logs import configure
 from serve_app.access_cli import credits_app, token_app
-from serve_app.cli_options import DataDir, Namespace, RedisUrl
+from serve_app.cli_options import DataDir, Namespace, RedisUrl, config_or_exit
 from serve_app.cost import command as cost_command
 from serve_app.loadtest import command as loadtest_command
 
@@ -29,14 +29,6 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="genqueue: a burst-proof queue for AI images."
 )
 console = Console()
-
-
-def _load(config_file: Path | None) -> Config:
-    try:
-        return load(config_file)
-    except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def _wait_for_signal() -> None:
@@ -58,7 +50,7 @@ def up(
     from serve_app.runtime import running
 
     configure()
-    config = _load(config_file)
+    config = config_or_exit(config_file)
     server = replace(
         config.server,
         host=host or config.server.host,
@@ -139,7 +131,7 @@ def demo(
     if users < 1 or speed <= 0 or provider not in ("offline", "gemini"):
         console.print("[red]--users must be >= 1, --speed > 0, --provider offline or gemini[/red]")
         raise typer.Exit(2)
-    base = _load(config_file)
+    base = config_or_exit(config_file)
     config = demo_config(base, users, speed)
     latency, jitter = base.provider.latency_seconds, base.provider.latency_jitter
     with demo_upstream(provider, config.pools, latency, jitter) as upstream:
@@ -318,8 +310,6 @@ def audit(
     table.add_row("ended", ", ".join(f"{k} {v:,}" for k, v in sorted(r.ended.items())) or "none")
     table.add_row("still waiting or running", f"{r.still_live:,}")
     table.add_row("most running at once", str(r.max_running))
-    if r.webhooks:
-        table.add_row("webhooks", ", ".join(f"{k} {v:,}" for k, v in sorted(r.webhooks.items())))
     for pool, calls in sorted(r.max_window_calls.items()):
         table.add_row(f"pool {pool}", f"at most {calls} calls in a window (limit {r.window_capacity[pool]})")
     c = r.credits
@@ -328,6 +318,8 @@ def audit(
         f"granted {c['granted']:,}, charged {c['charged']:,}, "
         f"refunded {c['refunded']:,} in {r.refunds:,} refund(s)",
     )
+    if r.webhooks:
+        table.add_row("webhooks", ", ".join(f"{k} {v:,}" for k, v in sorted(r.webhooks.items())))
     console.print(table)
     if result.violations:
         for v in result.violations:

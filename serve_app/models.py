@@ -38,6 +38,13 @@ class SubmitTask(BaseModel):
         pattern=r"^[A-Za-z0-9._:-]{1,200}$",
         description="A repeat with the same key and body returns the first task.",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="http(s) URL that gets the task view (POST, signed as Standard Webhooks) when "
+        "the task ends; a service token's default when left out. Service and admin tokens only.",
+    )
 
 
 class Submitted(BaseModel):
