@@ -1,43 +1,52 @@
-"""Blob storage for input images and results: files under one root, written atomically."""
+"""Blob storage for input images and results: one fsspec filesystem, addressed by a URL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from actors.config import Config
 
 
 class BlobNotFoundError(LookupError):
     """No blob under that reference."""
 
 
-class FileBlobStore:
-    """Blobs as files under `root`; a reference is a relative path like `tasks/<id>/person`."""
+class BlobStore:
+    """Blobs under an fsspec URL (`file:///srv/blobs`, `s3://bucket/prefix`, `memory://t`).
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).resolve()
+    A reference is a relative path like `tasks/<id>/person.png`. Every process that opens
+    the same URL sees the same blobs only if the filesystem itself is shared: `file://`
+    across machines needs a shared mount, and `memory://` is one process's memory.
+    """
 
-    def _path(self, ref: str) -> Path:
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = url
+        self._fs, root = fsspec.core.url_to_fs(url, **options)
+        self._root = str(root).rstrip("/")
+        self._local = isinstance(self._fs, LocalFileSystem)
+
+    def _path(self, ref: str) -> str:
         # A syntactic check (no filesystem calls): refs are relative and never climb.
         if not ref or ref.startswith("/") or ".." in ref.split("/"):
             raise BlobNotFoundError(ref)
-        return self.root / ref
-
-    def put_many(self, blobs: dict[str, bytes]) -> None:
-        """Store several blobs (one thread hop for a whole submit)."""
-        for ref, data in blobs.items():
-            self.put(ref, data)
-
-    def delete_many(self, refs: list[str]) -> None:
-        """Remove blobs (missing ones are fine)."""
-        for ref in refs:
-            self._path(ref).unlink(missing_ok=True)
+        return f"{self._root}/{ref}"
 
     def put(self, ref: str, data: bytes) -> str:
-        """Store `data` under `ref` (write to a temp file, then rename) and return `ref`."""
+        """Store `data` under `ref` and return `ref`; a reader never sees half a blob."""
         path = self._path(ref)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        if not self._local:
+            self._fs.pipe_file(path, data)  # object stores put a whole object at once
+            return ref
+        parent = Path(path).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -47,12 +56,66 @@ class FileBlobStore:
             raise
         return ref
 
+    def put_many(self, blobs: dict[str, bytes]) -> None:
+        """Store several blobs (one thread hop for a whole submit)."""
+        for ref, data in blobs.items():
+            self.put(ref, data)
+
     def get(self, ref: str) -> bytes:
         """The bytes stored under `ref`."""
         try:
-            return self._path(ref).read_bytes()
+            data: bytes = self._fs.cat_file(self._path(ref))
         except FileNotFoundError as exc:
             raise BlobNotFoundError(ref) from exc
+        return data
+
+    def delete_many(self, refs: list[str]) -> None:
+        """Remove blobs (missing ones are fine)."""
+        for ref in refs:
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.rm_file(self._path(ref))
+
+    def task_ids(self) -> list[str]:
+        """The ids of the tasks that have blobs."""
+        try:
+            entries = self._fs.ls(self._path("tasks"), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def task_refs(self, task_id: str) -> list[str]:
+        """The references of one task's blobs."""
+        base = self._path(task_blob(task_id, ""))
+        try:
+            found = self._fs.find(base)
+        except FileNotFoundError:
+            return []
+        return sorted(task_blob(task_id, str(p).rsplit("/", 1)[-1]) for p in found)
+
+    def delete_task(self, task_id: str) -> None:
+        """Remove every blob of a task, and its folder."""
+        self.delete_many(self.task_refs(task_id))
+        folder = self._path(task_blob(task_id, "")).rstrip("/")
+        if self._fs.exists(folder):
+            self._fs.rm(folder, recursive=True)
+
+
+class FileBlobStore(BlobStore):
+    """Blobs as files under a local directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__(f"file://{Path(root).resolve()}")
+        self.root = Path(self._root)
+
+
+def blob_url(config: Config) -> str:
+    """The configured blob URL: `[storage] url`, or `file://<data_dir>/blobs`."""
+    return config.storage.url or f"file://{Path(config.server.data_dir).resolve()}/blobs"
+
+
+def blob_store(config: Config) -> BlobStore:
+    """The blob store every process of this genqueue uses."""
+    return BlobStore(blob_url(config))
 
 
 def task_blob(task_id: str, name: str) -> str:

@@ -68,6 +68,20 @@ class RedisConfig:
     # for a Redis >= 7.2 / Valkey running appendfsync everysec.
     durability: str = "server"
 
+    def __repr__(self) -> str:
+        # The URL may carry a password (redis://user:password@host): never print it.
+        url = redact_url(self.url)
+        return f"RedisConfig(url={url!r}, namespace={self.namespace!r}, durability={self.durability!r})"
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user-info part replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
 
 @dataclass(frozen=True, slots=True)
 class QueueConfig:
@@ -91,6 +105,9 @@ class QueueConfig:
     # Ray resources each worker actor needs, e.g. {genqueue_worker = 1} so that workers
     # run only on nodes started with that resource.
     worker_resources: dict[str, float] = field(default_factory=dict)
+    # Ray resources the singletons (QueueActor, KeyPoolActor, blob janitor) need, e.g.
+    # {genqueue_head = 1} to keep them on the head node.
+    singleton_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +181,25 @@ class ServerConfig:
     data_dir: str = ".genqueue"
     # Serve ingress replicas: each is one process taking submits and reads.
     replicas: int = 1
+    # Ray resources each ingress replica needs, e.g. {genqueue_ingress = 1} for the nodes
+    # behind the load balancer.
+    replica_resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """Where input images and results live, and how long they are kept.
+
+    `url` is an fsspec URL (`file:///srv/genqueue/blobs`, `s3://bucket/genqueue`, `gs://...`);
+    empty means `file://<data_dir>/blobs`. Every node reads and writes the same place, so
+    on several machines a local path must be a shared mount. A task's blobs are deleted
+    `retention_seconds` after the task ended (0: kept for ever), looked for every
+    `sweep_seconds`.
+    """
+
+    url: str = ""
+    retention_seconds: float = 0.0
+    sweep_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +299,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     credits: CreditsConfig = field(default_factory=CreditsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
 
@@ -284,6 +321,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "alerts": AlertsConfig,
     "auth": AuthConfig,
+    "storage": StorageConfig,
     "credits": CreditsConfig,
     "webhooks": WebhooksConfig,
 }
@@ -396,6 +434,9 @@ def _check(config: Config) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"alerts.webhooks: {url!r} is not an http(s) URL")
     q, p = config.queue, config.provider
+    s = config.storage
+    if s.retention_seconds < 0 or s.sweep_seconds <= 0:
+        raise ConfigError("[storage]: retention_seconds >= 0 (0: kept), sweep_seconds > 0")
     if config.server.replicas < 1:
         raise ConfigError("server.replicas must be >= 1")
     if q.slots < 1 or q.workers < 1 or q.max_attempts < 1 or q.lease_seconds <= 0:

@@ -8,6 +8,7 @@ from typing import Any
 import ray
 
 from actors.config import Config
+from actors.janitor import Janitor
 from actors.keypool import KeyPool
 from actors.queue import Queue
 from actors.worker import Worker
@@ -20,6 +21,7 @@ def ray_namespace(config: Config) -> str:
 
 QUEUE_NAME = "queue"
 KEYPOOL_NAME = "keypool"
+JANITOR_NAME = "janitor"
 
 
 def worker_name(index: int) -> str:
@@ -28,6 +30,8 @@ def worker_name(index: int) -> str:
 
 
 def _singleton(cls: type, name: str, config: Config, **options: Any) -> Any:
+    """Options of a named, detached actor: found by name if it runs, created if not, so two
+    `genqueue up` against one cluster share one of each."""
     return ray.remote(cls).options(
         name=name,
         namespace=ray_namespace(config),
@@ -41,19 +45,33 @@ def _singleton(cls: type, name: str, config: Config, **options: Any) -> Any:
 
 def start(config: Config) -> dict[str, Any]:
     """Find or create the KeyPoolActor, the workers and the QueueActor; returns their handles."""
-    keypool = _singleton(KeyPool, KEYPOOL_NAME, config, max_task_retries=-1, max_concurrency=10_000).remote(
-        config
-    )
-    placement = {"resources": dict(config.queue.worker_resources)} if config.queue.worker_resources else {}
+    on_head = _placement(config.queue.singleton_resources)
+    keypool = _singleton(
+        KeyPool, KEYPOOL_NAME, config, max_task_retries=-1, max_concurrency=10_000, **on_head
+    ).remote(config)
+    placement = _placement(config.queue.worker_resources)
     workers = [
         _singleton(
             Worker, worker_name(i), config, max_concurrency=max(100, 2 * config.queue.slots), **placement
         ).remote(config, i, keypool)
         for i in range(config.queue.workers)
     ]
-    queue = _singleton(Queue, QUEUE_NAME, config, max_task_retries=-1).remote(config, workers)
-    ray.get([queue.ping.remote(), keypool.status.remote(), *[w.ping.remote() for w in workers]])
-    return {"queue": queue, "keypool": keypool, "workers": workers}
+    queue = _singleton(Queue, QUEUE_NAME, config, max_task_retries=-1, **on_head).remote(config, workers)
+    janitor = _singleton(Janitor, JANITOR_NAME, config, **on_head).remote(config)
+    ray.get(
+        [
+            queue.ping.remote(),
+            keypool.status.remote(),
+            janitor.ping.remote(),
+            *[w.ping.remote() for w in workers],
+        ]
+    )
+    return {"queue": queue, "keypool": keypool, "janitor": janitor, "workers": workers}
+
+
+def _placement(resources: dict[str, float]) -> dict[str, Any]:
+    """Actor options that need these Ray resources (none: anywhere)."""
+    return {"resources": dict(resources)} if resources else {}
 
 
 def get(config: Config, name: str) -> Any:
@@ -63,7 +81,7 @@ def get(config: Config, name: str) -> Any:
 
 def stop(config: Config) -> None:
     """Kill every genqueue actor of this namespace (they are detached, so nothing else will)."""
-    names = [QUEUE_NAME, KEYPOOL_NAME, *[worker_name(i) for i in range(config.queue.workers)]]
+    names = [QUEUE_NAME, KEYPOOL_NAME, JANITOR_NAME, *[worker_name(i) for i in range(config.queue.workers)]]
     for name in names:
         with contextlib.suppress(ValueError):
             ray.kill(get(config, name), no_restart=True)

@@ -6,12 +6,11 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from actors.blobs import FileBlobStore, task_blob
+from actors.blobs import blob_store, task_blob
 from actors.config import Config
 from actors.keypool import Token
 from actors.keypool_logic import CallFailure
@@ -74,7 +73,7 @@ class Worker:
         self._config = config
         self._index = index
         self._keypool = keypool
-        self._blobs = FileBlobStore(Path(config.server.data_dir) / "blobs")
+        self._blobs = blob_store(config)
         self._provider = make_provider(config)
         self._provider.prepare(key for pool in config.pools for key in pool.keys)
         self._store: EventStore | None = None

@@ -299,6 +299,18 @@ class SnapshotTaken:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BlobsExpired:
+    """A task's blobs (its input images and result) passed their retention and are deleted."""
+
+    type: ClassVar[str] = "blobs.expired"
+    version: ClassVar[int] = 1
+    task_id: str
+    refs: list[str]
+    retention_seconds: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AlertRaised:
     """A rule's condition holds: `value` passed `threshold`."""
 
@@ -450,6 +462,7 @@ Event = (
     | KeyTokenGranted
     | KeyEvent
     | SnapshotTaken
+    | BlobsExpired
     | AlertRaised
     | AlertResolved
     | CreditEvent
@@ -477,6 +490,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         KeyDisabled,
         KeyLimitLearned,
         SnapshotTaken,
+        BlobsExpired,
         AlertRaised,
         AlertResolved,
         CreditsGranted,

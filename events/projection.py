@@ -18,6 +18,7 @@ from events.catalogue import (
     SUCCEEDED,
     AlertRaised,
     AlertResolved,
+    BlobsExpired,
     CreditsCharged,
     CreditsGranted,
     CreditsRefunded,
@@ -204,6 +205,8 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             return {"price": event.amount}
         case CreditsRefunded():
             return {"refunded": event.amount}
+        case BlobsExpired():
+            return {"blobs_expired_at": event.at}
         case (
             CreditsGranted()
             | TokenCreated()
@@ -351,6 +354,7 @@ def project(event: Event, keys: Keys) -> list[Op]:
             | CreditsGranted()
             | TokenCreated()
             | TokenRevoked()
+            | BlobsExpired()
         ):
             pass
         case _:

@@ -11,6 +11,7 @@ from sortedcontainers import SortedList
 from events.catalogue import (
     AlertRaised,
     AlertResolved,
+    BlobsExpired,
     CreditsCharged,
     CreditsGranted,
     CreditsRefunded,
@@ -213,7 +214,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
         return
     if isinstance(event, SnapshotTaken | KeyCooledDown | KeyLimitLearned | CreditsGranted):
         return
-    if isinstance(event, TokenCreated | TokenRevoked | CreditsRefunded):
+    if isinstance(event, TokenCreated | TokenRevoked | CreditsRefunded | BlobsExpired):
         return
     if isinstance(event, CreditsCharged):
         charged = state.tasks.get(event.task_id)

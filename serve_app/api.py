@@ -10,7 +10,6 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import limits
@@ -25,7 +24,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from actors.blobs import BlobNotFoundError, FileBlobStore, task_blob
+from actors.blobs import BlobNotFoundError, blob_store, task_blob
 from actors.config import Config, LimitsConfig
 from actors.eta import eta_seconds
 from events.admission import Admission, Refusal
@@ -48,7 +47,6 @@ from serve_app.problems import (
     Unprocessable,
 )
 from serve_app.watch import Hub
-from serve_app.webhook_guard import webhook_for
 
 Readiness = Callable[[], Awaitable[bool]]
 # Asks the QueueActor to cancel a waiting task: "cancelled", "running" or "ended".
@@ -66,7 +64,7 @@ class Context:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.blobs = FileBlobStore(Path(config.server.data_dir) / "blobs")
+        self.blobs = blob_store(config)
         self._store: RedisEventStore | None = None
         self._hub: Hub | None = None
         self._pools: tuple[float, list[PoolView]] = (0.0, [])
@@ -329,7 +327,6 @@ def create_app(
         user_id = caller.acts_for(body.user_id)
         key = idempotency_key(body, idempotency_header)
         decoded = check_request(body, c.config.limits)
-        webhook_url = await webhook_for(body.webhook_url, caller, c.config.webhooks)
         await c.check_rate(caller)
         task_id = uuid.uuid4().hex
         refs = {role: task_blob(task_id, f"{role}.{_EXT[mime]}") for role, (_, mime) in decoded.items()}
@@ -343,8 +340,6 @@ def create_app(
             options=body.options,
             idempotency_key=key,
             digest=request_digest(body) if key else "",
-            webhook_url=webhook_url,
-            token_id=caller.token_id,
             at=time.time(),
         )
         receipt = await c.store.submit(event, c.admission(body.kind))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
 
 from actors import factory
-from actors.blobs import FileBlobStore, task_blob
+from actors.blobs import blob_store, task_blob
 from actors.config import Config
 from actors.providers.images import sample_selfie
 from events.catalogue import StoredEvent, TaskSubmitted
@@ -27,7 +26,7 @@ class Cluster:
     def __init__(self, config: Config, handles: dict[str, Any]) -> None:
         self.config = config
         self.handles = handles
-        self.blobs = FileBlobStore(Path(config.server.data_dir) / "blobs")
+        self.blobs = blob_store(config)
 
     def _run(self, fn: Callable[[RedisEventStore], Any]) -> Any:
         async def main() -> Any:
