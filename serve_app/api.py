@@ -47,6 +47,7 @@ from serve_app.problems import (
     Unprocessable,
 )
 from serve_app.watch import Hub
+from serve_app.webhook_guard import webhook_for
 
 Readiness = Callable[[], Awaitable[bool]]
 # Asks the QueueActor to cancel a waiting task: "cancelled", "running" or "ended".
@@ -327,6 +328,7 @@ def create_app(
         user_id = caller.acts_for(body.user_id)
         key = idempotency_key(body, idempotency_header)
         decoded = check_request(body, c.config.limits)
+        webhook_url = await webhook_for(body.webhook_url, caller, c.config.webhooks)
         await c.check_rate(caller)
         task_id = uuid.uuid4().hex
         refs = {role: task_blob(task_id, f"{role}.{_EXT[mime]}") for role, (_, mime) in decoded.items()}
@@ -340,6 +342,8 @@ def create_app(
             options=body.options,
             idempotency_key=key,
             digest=request_digest(body) if key else "",
+            webhook_url=webhook_url,
+            token_id=caller.token_id,
             at=time.time(),
         )
         receipt = await c.store.submit(event, c.admission(body.kind))
