@@ -67,6 +67,19 @@ def up(
         console.print("shutting down")
 
 
+@app.command()
+def down(
+    address: Annotated[str, typer.Option(help="The Ray cluster (ray://… or auto).")],
+    config_file: Annotated[Path | None, typer.Option("--config", help="TOML config file.")] = None,
+) -> None:
+    """Stop the actors and the Serve app that `genqueue up --address` left on a cluster."""
+    from serve_app.runtime import down as stop_on_cluster
+
+    configure()
+    stop_on_cluster(config_or_exit(config_file), address)
+    console.print("genqueue stopped on the cluster")
+
+
 def demo_config(base: Config, users: int, speed: float) -> Config:
     """The demo's set-up: 3 pools of 15 calls a window, 40 slots, offline provider.
 

@@ -45,13 +45,27 @@ def build(config: Config, replicas: int = 1) -> Any:
         # A submit finishes in milliseconds; do not hold a shutdown for long.
         graceful_shutdown_wait_loop_s=0.5,
         graceful_shutdown_timeout_s=5,
-        ray_actor_options={"num_cpus": 0.1},
+        ray_actor_options={"num_cpus": 0.1, "resources": dict(config.server.replica_resources)},
     )
     @serve.ingress(app)
     class Ingress:
         """Stateless: every request reads or appends to the event store."""
 
     return Ingress.bind()  # type: ignore[attr-defined]
+
+
+def app(args: dict[str, str]) -> Any:
+    """The application builder for `serve deploy` (see deploy/serve.yaml): reads the config
+    file named by `args["config"]` (and GENQUEUE_* variables), finds or starts the actors,
+    and returns the ingress."""
+    from actors.config import load
+    from serve_app.runtime import resolve
+
+    config = resolve(load(args.get("config") or None))
+    if not config.redis.url:
+        raise ValueError("serve deploy needs a Redis: set [redis] url or GENQUEUE_REDIS_URL")
+    factory.start(config)
+    return build(config, config.server.replicas)
 
 
 def run(config: Config, replicas: int = 1) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -84,9 +85,37 @@ def resolve(config: Config) -> Config:
     return replace(config, server=replace(config.server, data_dir=data_dir))
 
 
+def _ray_init_options(address: str | None, dashboard: bool) -> dict[str, Any]:
+    """ray.init arguments: a Ray of our own, an existing cluster (`auto`, `host:port`), or
+    Ray Client (`ray://host:10001`), which takes the address alone."""
+    if address and "://" in address:
+        return {"address": address}
+    return {
+        # "local": a Ray of our own, even if another cluster runs on this machine.
+        "address": address or "local",
+        "include_dashboard": dashboard if address is None else None,
+        "dashboard_host": "127.0.0.1",
+        "logging_level": logging.WARNING,
+        "log_to_driver": False,
+    }
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` readable by this user only (a Redis URL may carry a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    path.chmod(0o600)
+
+
 @contextlib.contextmanager
 def running(config: Config, address: str | None = None, dashboard: bool = True) -> Iterator[Running]:
-    """A whole genqueue for the duration of the block."""
+    """A whole genqueue for the duration of the block.
+
+    With `address` it joins that Ray cluster: the actors are found by name or created, and
+    on leaving they and the Serve app are left running for the cluster's other `genqueue
+    up`s (`genqueue down --address ...` stops them). Without, everything it started stops.
+    """
     import ray
     from ray import serve
 
@@ -95,31 +124,29 @@ def running(config: Config, address: str | None = None, dashboard: bool = True) 
 
     config = resolve(config)
     ray_environment()
+    joined = address is not None
     with contextlib.ExitStack() as stack:
         if not config.redis.url:
+            if joined:
+                log.warning("no [redis] url: the embedded Valkey on this machine serves the whole cluster")
             url = stack.enter_context(embedded_valkey(Path(config.server.data_dir) / "valkey"))
             config = replace(config, redis=replace(config.redis, url=url))
         started_ray = not ray.is_initialized()
         if started_ray:
-            info = ray.init(
-                # "local": a Ray of our own, even if another cluster runs on this machine.
-                address=address or "local",
-                include_dashboard=dashboard if address is None else None,
-                dashboard_host="127.0.0.1",
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-            )
+            info = ray.init(**_ray_init_options(address, dashboard))
             stack.callback(ray.shutdown)
-            dash = info.dashboard_url if dashboard else None
+            dash = getattr(info, "dashboard_url", None) if dashboard else None
         else:
             dash = None
         factory.start(config)
-        stack.callback(factory.stop, config)
+        if not joined:
+            stack.callback(factory.stop, config)
         url_file = Path(config.server.data_dir) / "redis-url"
-        url_file.write_text(config.redis.url)
+        _write_private(url_file, config.redis.url)
         stack.callback(url_file.unlink, missing_ok=True)
         deployment.run(config, config.server.replicas)
-        stack.callback(serve.shutdown)
+        if not joined:
+            stack.callback(serve.shutdown)
         host = "127.0.0.1" if config.server.host in ("0.0.0.0", "::") else config.server.host
         api_url = f"http://{host}:{config.server.port}"
         wait_until_ready(api_url)
@@ -128,3 +155,20 @@ def running(config: Config, address: str | None = None, dashboard: bool = True) 
             api_url=api_url,
             dashboard_url=f"http://{dash}" if dash and not dash.startswith("http") else dash,
         )
+
+
+def down(config: Config, address: str) -> None:
+    """Stop this namespace's actors and the Serve app on the cluster at `address`."""
+    import ray
+    from ray import serve
+
+    from actors import factory
+    from serve_app import deployment
+
+    ray.init(**_ray_init_options(address, dashboard=False))
+    try:
+        with contextlib.suppress(Exception):  # no Serve app running is fine
+            serve.delete(deployment.APP_NAME)
+        factory.stop(config)
+    finally:
+        ray.shutdown()
