@@ -72,7 +72,8 @@ class LoadReport:
     time_to_image_p90_s: float
     time_to_image_p99_s: float
     makespan_s: float
-    call_mean_s: float  # from start to end of a succeeded task's call: the latency to plan with
+    call_mean_s: float  # from start to end of a succeeded task's upstream call
+    hold_mean_s: float  # from dispatch to end: how long a task holds its slot, the latency to plan with
     succeeded: int
     failures: dict[str, int]
     followed: dict[str, int]
@@ -126,6 +127,10 @@ def _cause(run: UserRun) -> str | None:
     return f"unfinished ({status or 'never seen'})"
 
 
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 3) if values else 0.0
+
+
 def _has(view: dict[str, Any], *stamps: str) -> bool:
     return all(view.get(stamp) is not None for stamp in stamps)
 
@@ -148,11 +153,9 @@ def summarise(runs: list[UserRun], kind: str, ramp: float, queue_after: dict[str
     submitted = [v["submitted_at"] for v in views if _has(v, "submitted_at")]
     finished = [v["finished_at"] for v in views if _has(v, "finished_at")]
     makespan = max(finished) - min(submitted) if submitted and finished else 0.0
-    calls = [
-        v["finished_at"] - v["started_at"]
-        for v in (r.view for r in images)
-        if _has(v, "started_at", "finished_at")
-    ]
+    done = [r.view for r in images]
+    calls = [v["finished_at"] - v["started_at"] for v in done if _has(v, "started_at", "finished_at")]
+    holds = [v["finished_at"] - v["dispatched_at"] for v in done if _has(v, "dispatched_at", "finished_at")]
     # The bound is for the users who got in, at the moments the ramp gave them.
     offsets = [ramp * r.index / len(runs) for r in accepted]
     bound = bound_from_queue(queue_after, offsets) if queue_after else None
@@ -172,7 +175,8 @@ def summarise(runs: list[UserRun], kind: str, ramp: float, queue_after: dict[str
         time_to_image_p90_s=_s(to_image, 90),
         time_to_image_p99_s=_s(to_image, 99),
         makespan_s=round(makespan, 3),
-        call_mean_s=round(sum(calls) / len(calls), 3) if calls else 0.0,
+        call_mean_s=_mean(calls),
+        hold_mean_s=_mean(holds),
         succeeded=len(images),
         failures=dict(Counter(causes).most_common()),
         followed=dict(Counter(r.followed_by for r in accepted if r.followed_by)),
@@ -213,5 +217,9 @@ def render(report: LoadReport) -> Table:
         )
         table.add_row(
             "efficiency", f"{report.efficiency:.3f} (bound / makespan)" if report.efficiency else "n/a"
+        )
+    else:
+        table.add_row(
+            "bound", "n/a: /v1/queue was not readable (it needs an admin token) or no pool can serve"
         )
     return table

@@ -84,6 +84,7 @@ class LoadTest:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.runs = [UserRun(i, user_kind(i, kind)) for i in range(users)]
         self.reached = asyncio.Event()  # set once the instance has answered `/v1/queue`
+        self.queue_refused = ""  # why `/v1/queue` was refused to this token, if it was
 
     def tally(self) -> dict[str, int]:
         """How many users have pressed, were accepted, rejected, have started and have ended."""
@@ -95,9 +96,13 @@ class LoadTest:
             "ended": sum(1 for r in self.runs if r.ended),
         }
 
-    async def _queue(self, client: aiohttp.ClientSession) -> dict[str, Any]:
+    async def _queue(self, client: aiohttp.ClientSession) -> dict[str, Any] | None:
+        """`/v1/queue`, or None when this token may not read it (it needs an admin's)."""
         try:
             async with client.get("/v1/queue", timeout=aiohttp.ClientTimeout(total=30)) as r:
+                if r.status in (401, 403):
+                    self.queue_refused = await _problem_reason(r)
+                    return None
                 if r.status != 200:
                     raise LoadtestError(f"GET {self.url}/v1/queue answered {await _problem_reason(r)}")
                 body = await r.json(content_type=None)
@@ -127,7 +132,7 @@ class LoadTest:
 
             await asyncio.gather(*(user(r, b) for r, b in zip(self.runs, bodies, strict=True)))
             try:
-                after: dict[str, Any] | None = await self._queue(client)
+                after = await self._queue(client)
             except LoadtestError:
                 after = None
         return summarise(self.runs, self.kind, self.ramp, after)
