@@ -196,7 +196,7 @@ class Deliverer:
             headers = signed_headers(secret, webhook_id(pending.task_id), time.time(), body)
             try:
                 response = await client.post(pending.url, content=body, headers=headers)
-            except httpx.HTTPError as exc:
+            except Exception as exc:  # httpx's errors, and any other: an attempt that got no answer
                 return 0, f"{type(exc).__name__}: {exc}"[:200]
         return response.status_code, ""
 
