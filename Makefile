@@ -35,7 +35,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/burst.py --users 600 --slots 20 --latency 0.5 --pools 3x600 --window 1
+	$(BIN)/python bench/suite.py --out bench/results.md
 
 clean:
 	rm -rf $(VENV) .genqueue genqueue-demo-output .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -19,104 +19,55 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.config import Config, PoolConfig, ProviderConfig, QueueConfig, Secret
+from actors.config import Config, KeyPoolConfig, PoolConfig, ProviderConfig
+from actors.planner import PoolPlan, arrivals, simulate
+from bench.common import (
+    bench_config,
+    bench_pools,
+    emulator_process,
+    own_serve_ports,
+    print_figures,
+    upstream_counts,
+)
 from events.audit import audit
 from events.catalogue import KeyLimitLearned, KeyTokenGranted
 from events.redis_store import RedisEventStore
 from serve_app.burst import BurstResult, bound_seconds, percentile, run_burst
 
 
-def parse_pools(spec: str, window: float, keys: int = 1) -> tuple[PoolConfig, ...]:
-    """'3x600' -> three pools at 600 RPM, each with `keys` keys."""
-    count, _, rpm = spec.partition("x")
-    return tuple(
-        PoolConfig(
-            name=f"pool-{i + 1}",
-            rpm=int(rpm),
-            keys=tuple(Secret(f"bench-key-{i + 1}-{j + 1:012d}") for j in range(keys)),
-            window_seconds=window,
-        )
-        for i in range(int(count))
-    )
-
-
-@contextlib.contextmanager
-def emulator(args: argparse.Namespace, pools: tuple[PoolConfig, ...]) -> Iterator[str]:
-    """`genqueue emulator` in its own process, one project per pool at the real RPM."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "genqueue"), "emulator", "--port", str(port)]
-    for i, pool in enumerate(pools):
-        rpd = f":{args.day_quota}" if args.day_quota and i == 0 else ""
-        keys = ",".join(k.reveal() for k in pool.keys)
-        command += ["--pool", f"{pool.name}:{args.real_rpm or pool.rpm}:{keys}{rpd}"]
-    command += ["--window-seconds", str(args.window), "--latency", str(args.latency)]
-    command += ["--jitter", str(args.jitter), "--seed", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/stats", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit("the emulator did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def upstream_figures(url: str) -> dict[str, object]:
-    """What the emulator counted: calls, 429s and the most calls any project saw in a window."""
-    stats = httpx.get(f"{url}/stats", timeout=5).json()
-    projects = stats["projects"]
-    accepted = sum(p["accepted"] for p in projects.values())
-    throttled = sum(p["throttled"] for p in projects.values())
-    calls = accepted + throttled
-    return {
-        "upstream_calls": calls,
-        "upstream_429s": throttled,
-        "upstream_429_share": round(throttled / calls, 4) if calls else 0.0,
-        "upstream_max_window_calls": {n: p["max_window_calls"] for n, p in projects.items()},
-        "upstream_capacity": {n: p["capacity"] for n, p in projects.items()},
-    }
+def ideal_seconds(users: int, slots: int, latency: float, rpm: int, pools: int, window: float) -> float:
+    """The planner's makespan for a burst with no margin: what FIFO under the slots and the
+    rolling windows allows at best (a burst may take each window's whole budget at once)."""
+    plans = tuple(PoolPlan(f"p{i}", rpm) for i in range(pools))
+    return simulate(arrivals(users, "burst"), slots, latency, plans, window).makespan
 
 
 def report(
-    result: BurstResult, users: int, slots: int, latency: float, rpm_total: float
+    result: BurstResult, users: int, slots: int, latency: float, rpm_total: float, ideal: float
 ) -> dict[str, object]:
     """The figures of one burst."""
     bound = bound_seconds(users, slots, latency, rpm_total)
     waits = result.waits()
+    makespan = result.makespan
     return {
         "users": users,
         "succeeded": result.count("succeeded"),
         "failed": result.count("failed"),
         "rejected": result.rejected,
-        "makespan_s": round(result.makespan, 3),
+        "makespan_s": round(makespan, 3),
+        "tasks_per_second": round(result.count("succeeded") / makespan, 2) if makespan else 0.0,
+        "submit_span_s": round(result.submits_answered - result.started, 3),
         "bound_s": round(bound, 3),
-        "efficiency": round(bound / result.makespan, 3) if result.makespan else 0.0,
+        "efficiency": round(bound / makespan, 3) if makespan else 0.0,
+        "ideal_s": round(ideal, 3),
+        "efficiency_vs_ideal": round(ideal / makespan, 3) if makespan else 0.0,
         "submit_p50_ms": round(1000 * percentile(result.submit_latencies, 50), 1),
         "submit_p99_ms": round(1000 * percentile(result.submit_latencies, 99), 1),
         "wait_p50_s": round(percentile(waits, 50), 3),
@@ -222,23 +173,38 @@ def main() -> None:
     )
     p.add_argument("--watch", type=int, default=0, help="follow the last N tasks over SSE")
     args = p.parse_args()
-    pools = parse_pools(args.pools, args.window, args.keys)
+    count, _, rpm_text = args.pools.partition("x")
+    pools = bench_pools(int(count), int(rpm_text), args.window, args.keys)
     # The bound is set by what upstream really allows.
-    rpm_total = sum(args.real_rpm or x.rpm for x in pools)
+    real_rpm = args.real_rpm or int(rpm_text)
+    rpm_total = real_rpm * len(pools)
+    ideal = ideal_seconds(args.users, args.slots, args.latency, real_rpm, len(pools), args.window)
     if args.url:
         result = asyncio.run(run_burst(args.url, args.users, args.kind, poll=0.25, watch_last=args.watch))
-        figures = report(result, args.users, args.slots, args.latency, rpm_total)
+        figures = report(result, args.users, args.slots, args.latency, rpm_total, ideal)
     else:
-        from serve_app.runtime import running
+        figures = burst_here(args, pools, rpm_total, ideal)
+    print_figures(figures, args.json)
 
-        stack = contextlib.ExitStack()
-        emulator_url = stack.enter_context(emulator(args, pools)) if args.provider == "gemini" else ""
-        base = Config()
-        config = replace(
-            base,
-            redis=replace(base.redis, namespace=f"bench-{uuid.uuid4().hex[:8]}"),
-            queue=QueueConfig(slots=args.slots, lease_seconds=120, max_attempts=3, workers=2),
-            provider=ProviderConfig(
+
+def burst_here(
+    args: argparse.Namespace, pools: tuple[PoolConfig, ...], rpm_total: int, ideal: float
+) -> dict[str, object]:
+    """Start genqueue (and the emulator for --provider gemini), burst, audit the log, stop."""
+    from serve_app.runtime import running
+
+    own_serve_ports()
+    with contextlib.ExitStack() as stack:
+        emulator_url = ""
+        if args.provider == "gemini":
+            emulator_url = stack.enter_context(
+                emulator_process(pools, args.window, args.latency, args.jitter, args.real_rpm, args.day_quota)
+            )
+        base = KeyPoolConfig()
+        config = bench_config(
+            pools,
+            args.slots,
+            ProviderConfig(
                 name=args.provider,
                 base_url=emulator_url,
                 latency_seconds=args.latency,
@@ -247,17 +213,11 @@ def main() -> None:
                 timeout_seconds=30,
             ),
             keypool=replace(
-                base.keypool,
-                margin_seconds=base.keypool.margin_seconds if args.margin is None else args.margin,
+                base,
+                margin_seconds=base.margin_seconds if args.margin is None else args.margin,
                 redate_late_sends=not args.no_redate,
             ),
-            pools=pools,
-            server=replace(
-                base.server,
-                data_dir=tempfile.mkdtemp(prefix="genqueue-bench-"),
-                port=8765,
-                replicas=args.replicas,
-            ),
+            replicas=args.replicas,
         )
         with running(config, dashboard=False) as live:
             if args.client_nice:
@@ -265,16 +225,11 @@ def main() -> None:
             result = asyncio.run(
                 run_burst(live.api_url, args.users, args.kind, poll=0.25, watch_last=args.watch)
             )
-            figures = report(result, args.users, args.slots, args.latency, rpm_total)
+            figures = report(result, args.users, args.slots, args.latency, rpm_total, ideal)
             figures.update(asyncio.run(audit_log(live.config)))
             if emulator_url:
-                figures.update(upstream_figures(emulator_url))
-        stack.close()
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for k, v in figures.items():
-            print(f"{k:>28}  {v}")
+                figures.update(upstream_counts(emulator_url))
+    return figures
 
 
 if __name__ == "__main__":

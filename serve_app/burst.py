@@ -73,6 +73,7 @@ class BurstResult:
     predicted: dict[str, float] = field(default_factory=dict)
     sse_messages: dict[str, int] = field(default_factory=dict)
     sse_delays: list[float] = field(default_factory=list)
+    submits_answered: float = 0.0  # when the last submit was answered
     finished: float = 0.0
 
     @property
@@ -158,6 +159,7 @@ async def run_burst(
                     seen = count
 
         ids = [t for t in await asyncio.gather(*(submit(b) for b in bodies)) if t]
+        result.submits_answered = time.time()
         watchers = [asyncio.create_task(watch(t)) for t in ids[-watch_last:]] if watch_last else []
         deadline = time.monotonic() + deadline_seconds
         base_done = sum(before[k] for k in TERMINAL)
@@ -182,6 +184,7 @@ async def run_burst(
 
 
 def bound_seconds(users: int, slots: int, latency: float, rpm_total: float) -> float:
-    """The lower bound on makespan: N / min(slots / latency, ΣRPM / 60) + latency."""
-    rate = min(slots / latency, rpm_total / 60.0)
+    """The lower bound on makespan: N / min(slots / latency, ΣRPM / 60) + latency (slots do not
+    bind calls that take no time)."""
+    rate = min(slots / latency, rpm_total / 60.0) if latency > 0 else rpm_total / 60.0
     return users / rate + latency

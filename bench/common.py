@@ -1,0 +1,139 @@
+"""What the benchmark scripts share: a genqueue config for a run, the emulator as a process, ports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from actors.config import Config, KeyPoolConfig, PoolConfig, ProviderConfig, Secret
+from tests.helpers import make_config
+
+
+def free_port() -> int:
+    """A TCP port free right now on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def own_serve_ports() -> None:
+    """Give this run's HAProxy (Serve's direct ingress) its own metrics and stats ports.
+
+    Its defaults (9101, 8404) are fixed, so a second genqueue on the machine, a test run
+    for instance, would fail to start while a benchmark runs.
+    """
+    for name in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):
+        os.environ.setdefault(name, str(free_port()))
+
+
+def bench_pools(count: int, rpm: int, window: float, keys: int = 1) -> tuple[PoolConfig, ...]:
+    """`count` pools at `rpm` over a `window`-second window, each with `keys` keys."""
+    return tuple(
+        PoolConfig(
+            name=f"pool-{i + 1}",
+            rpm=rpm,
+            keys=tuple(Secret(f"bench-key-{i + 1}-{j + 1:012d}") for j in range(keys)),
+            window_seconds=window,
+        )
+        for i in range(count)
+    )
+
+
+def bench_config(
+    pools: tuple[PoolConfig, ...],
+    slots: int,
+    provider: ProviderConfig,
+    keypool: KeyPoolConfig | None = None,
+    replicas: int = 1,
+    workers: int = 2,
+) -> Config:
+    """A whole instance for one run: embedded Valkey, a fresh namespace and data directory, a
+    free port; tokens, credits and per-user caps off (the benchmarks measure the scheduler)."""
+    config = make_config(
+        "",
+        tempfile.mkdtemp(prefix="genqueue-bench-"),
+        slots=slots,
+        lease_seconds=120,
+        max_attempts=3,
+        workers=workers,
+        port=free_port(),
+        provider=provider,
+        pool_configs=pools,
+        keypool=keypool,
+    )
+    return replace(config, server=replace(config.server, replicas=replicas))
+
+
+@contextlib.contextmanager
+def emulator_process(
+    pools: Sequence[PoolConfig],
+    window: float,
+    latency: float,
+    jitter: float,
+    real_rpm: int = 0,
+    day_quota: int = 0,
+) -> Iterator[str]:
+    """`genqueue emulator` in its own process, one project per pool at `real_rpm` (default: the
+    pool's RPM); `day_quota` requests a day for the first project. Yields its base URL."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "genqueue"), "emulator", "--port", str(port)]
+    for i, pool in enumerate(pools):
+        rpd = f":{day_quota}" if day_quota and i == 0 else ""
+        keys = ",".join(k.reveal() for k in pool.keys)
+        command += ["--pool", f"{pool.name}:{real_rpm or pool.rpm}:{keys}{rpd}"]
+    command += ["--window-seconds", str(window), "--latency", str(latency)]
+    command += ["--jitter", str(jitter), "--seed", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/stats", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("the emulator did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def print_figures(figures: dict[str, Any], as_json: bool) -> None:
+    """A script's figures: one JSON line (for `bench/suite.py`), or one figure a line."""
+    if as_json:
+        print(json.dumps(figures))
+        return
+    width = max(map(len, figures), default=0)
+    for key, value in figures.items():
+        print(f"{key:>{width}}  {value}")
+
+
+def upstream_counts(url: str) -> dict[str, object]:
+    """What the emulator counted: calls, 429s and the most calls any project saw in a window."""
+    stats = httpx.get(f"{url}/stats", timeout=5).json()
+    projects = stats["projects"]
+    accepted = sum(p["accepted"] for p in projects.values())
+    throttled = sum(p["throttled"] for p in projects.values())
+    calls = accepted + throttled
+    return {
+        "upstream_calls": calls,
+        "upstream_429s": throttled,
+        "upstream_429_share": round(throttled / calls, 4) if calls else 0.0,
+        "upstream_max_window_calls": {n: p["max_window_calls"] for n, p in projects.items()},
+        "upstream_capacity": {n: p["capacity"] for n, p in projects.items()},
+    }
