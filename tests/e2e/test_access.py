@@ -126,7 +126,7 @@ def test_users_take_turns_and_a_cancelled_task_is_refunded(live: Running) -> Non
     service = token(live, "app", "service")
     append_to(
         live.config,
-        [CreditsGranted(user_id=u, amount=100, by="test", at=0.0) for u in ("heavy", "light", "other")],
+        [CreditsGranted(user_id=u, amount=100, by="test", at=0.0) for u in ("heavy", "light")],
     )
 
     async def submit_all(user: str, n: int) -> list[str]:
@@ -142,14 +142,19 @@ def test_users_take_turns_and_a_cancelled_task_is_refunded(live: Running) -> Non
     with httpx.Client(base_url=live.api_url, timeout=30) as client:
         light = client.post("/v1/tasks", json=body("light"), headers=service).json()
         assert light["position"] <= 2, light  # behind at most one task per other user
-        doomed = client.post("/v1/tasks", json=body("other", "fitting"), headers=service).json()
-        assert client.get("/v1/me", params={"user_id": "other"}, headers=service).json()["balance"] == 98
+        # The heavy user's newest task waits a turn behind each of its others: still queued.
+        before = client.get("/v1/me", params={"user_id": "heavy"}, headers=service).json()["balance"]
+        doomed = client.post("/v1/tasks", json=body("heavy", "fitting"), headers=service).json()
+        assert doomed["position"] > 10, doomed
+        assert (
+            client.get("/v1/me", params={"user_id": "heavy"}, headers=service).json()["balance"] == before - 2
+        )
         cancelled = client.delete(f"/v1/tasks/{doomed['task_id']}", headers=service)
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json() == {"task_id": doomed["task_id"], "status": "cancelled", "refunded": 2}
         again = client.delete(f"/v1/tasks/{doomed['task_id']}", headers=service)
         assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
-        assert client.get("/v1/me", params={"user_id": "other"}, headers=service).json()["balance"] == 100
+        assert client.get("/v1/me", params={"user_id": "heavy"}, headers=service).json()["balance"] == before
 
         def views() -> dict[str, dict[str, Any]] | None:
             found = {
