@@ -327,9 +327,9 @@ def create_app(
         """
         user_id = caller.acts_for(body.user_id)
         key = idempotency_key(body, idempotency_header)
+        await c.check_rate(caller)  # before the images are decoded: a flood costs little
         decoded = check_request(body, c.config.limits)
         webhook_url = await webhook_for(body.webhook_url, caller, c.config.webhooks)
-        await c.check_rate(caller)
         task_id = uuid.uuid4().hex
         refs = {role: task_blob(task_id, f"{role}.{_EXT[mime]}") for role, (_, mime) in decoded.items()}
         await asyncio.to_thread(c.blobs.put_many, {refs[role]: data for role, (data, _) in decoded.items()})
