@@ -131,16 +131,20 @@ def add_worker_node(address: str, tmp: Path, groups: list[int]) -> int:
     return pgid
 
 
-def worker_resource_in_use(address: str) -> float:
-    """How much `genqueue_worker` the cluster's actors hold (each worker actor holds 1)."""
+def resources_in_use(address: str) -> dict[str, float]:
+    """How much of each placement resource the cluster's actors hold: a worker actor holds one
+    `genqueue_worker` (only the worker node has it), each singleton and Serve replica 0.1
+    `genqueue_head` (only the head has it)."""
     code = (
         "import ray, json;"
         f"ray.init(address='{address}', logging_level='ERROR', log_to_driver=False);"
-        "t=ray.cluster_resources().get('genqueue_worker',0);a=ray.available_resources().get('genqueue_worker',0);"
-        "print(json.dumps(t-a))"
+        "t, a = ray.cluster_resources(), ray.available_resources();"
+        "names = ('genqueue_worker', 'genqueue_head');"
+        "print(json.dumps({k: round(t.get(k, 0) - a.get(k, 0), 2) for k in names}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=120)
-    return float(out.stdout.strip().splitlines()[-1])
+    used: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return used
 
 
 def main() -> None:
@@ -177,7 +181,9 @@ def main() -> None:
         )
         if up.poll() is not None:
             raise SystemExit(f"genqueue up failed: {log.read_text()[-3000:]}")
-        figures["workers_on_worker_node"] = worker_resource_in_use(address)
+        used = resources_in_use(address)
+        figures["workers_on_worker_node"] = used["genqueue_worker"]
+        figures["head_resource_in_use"] = used["genqueue_head"]
         url = f"http://127.0.0.1:{api_port}"
         with httpx.Client(base_url=url, timeout=60) as client:
             ids = [

@@ -22,6 +22,8 @@ def test_a_burst_survives_its_worker_node_on_a_ray_start_cluster() -> None:
     figures = json.loads(lines[-1])
     print(figures)
     assert figures["workers_on_worker_node"] == 2.0  # both workers hold the worker node's resource
+    # Queue, key pool, janitor and the Serve replica each hold 0.1 of the head's resource.
+    assert figures["head_resource_in_use"] >= 0.4
     assert figures["succeeded_before_kill"] < figures["tasks"]
     assert (figures["succeeded"], figures["lost"], figures["ended_twice"]) == (figures["tasks"], 0, 0)
     assert figures["violations"] == [] and run.returncode == 0
