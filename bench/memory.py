@@ -136,7 +136,9 @@ def main() -> None:
             )
         )
         ray_environment()
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False
+        )
         try:
             figures = measure(config, args.waiting, args.rounds)
         finally:

@@ -141,7 +141,9 @@ def main() -> None:
             f"(written in {time.perf_counter() - t0:.1f} s)"
         )
         ray_environment()
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False
+        )
         try:
             handles = factory.start(config)
             queue = handles["queue"]

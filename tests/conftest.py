@@ -59,6 +59,9 @@ def ray_session() -> Iterator[None]:
 
     ray_environment()
     ray.init(
+        # "local": a Ray of our own, even when another cluster runs on this machine
+        # (a `ray start` cluster would otherwise be joined).
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=100 * 1024 * 1024,
