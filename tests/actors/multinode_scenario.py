@@ -44,6 +44,9 @@ enabled = false
 slots = 6
 workers = 2
 lease_seconds = 6
+# A dead node's attempts expire; until the replacement node's workers are up, retries can
+# expire too: enough attempts that a slow replacement fails no task.
+max_attempts = 8
 per_user_running = 0
 worker_resources = {{ genqueue_worker = 1 }}
 singleton_resources = {{ genqueue_head = 0.1 }}

@@ -205,9 +205,17 @@ def read_sse(
 
 def test_watch_streams_every_change_and_resumes_after_a_reconnect(live: Running) -> None:
     """SSE: queued with a falling position, then running, then succeeded; a reconnect resumes."""
+
+    async def ahead() -> None:  # at once, so a queue forms however slow the machine is
+        async with httpx.AsyncClient(base_url=live.api_url, timeout=60) as client:
+            rs = await asyncio.gather(
+                *(client.post("/v1/tasks", json=payload(i, "photography")) for i in range(40))
+            )
+            assert {r.status_code for r in rs} == {202}
+
+    asyncio.run(ahead())
     with httpx.Client(base_url=live.api_url, timeout=60) as client:
-        ids = [client.post("/v1/tasks", json=payload(i, "photography")).json()["task_id"] for i in range(24)]
-        last = ids[-1]
+        last = client.post("/v1/tasks", json=payload(99, "photography")).json()["task_id"]
         first_two = read_sse(client, f"/v1/tasks/{last}/watch", limit=2)
         rest = read_sse(client, f"/v1/tasks/{last}/watch", headers={"Last-Event-ID": first_two[-1]["id"]})
         assert rest[0]["id"] != first_two[-1]["id"]
