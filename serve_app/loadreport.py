@@ -73,7 +73,7 @@ class LoadReport:
     time_to_image_p99_s: float
     makespan_s: float
     call_mean_s: float  # from start to end of a succeeded task's upstream call
-    hold_mean_s: float  # from dispatch to end: how long a task holds its slot, the latency to plan with
+    hold_p50_s: float  # from dispatch to end, the median: how long a task holds its slot
     succeeded: int
     failures: dict[str, int]
     followed: dict[str, int]
@@ -176,7 +176,7 @@ def summarise(runs: list[UserRun], kind: str, ramp: float, queue_after: dict[str
         time_to_image_p99_s=_s(to_image, 99),
         makespan_s=round(makespan, 3),
         call_mean_s=_mean(calls),
-        hold_mean_s=_mean(holds),
+        hold_p50_s=_s(holds, 50),
         succeeded=len(images),
         failures=dict(Counter(causes).most_common()),
         followed=dict(Counter(r.followed_by for r in accepted if r.followed_by)),
