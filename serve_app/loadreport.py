@@ -26,7 +26,7 @@ class UserRun:
     pressed: float = 0.0  # client wall clock when the user pressed generate
     submit_seconds: float | None = None  # None: no answer
     status: int = 0  # HTTP status of the submit; 0 when there was no answer
-    reason: str = ""  # why a submit was not accepted: "402 Payment required", "no answer: ..."
+    reason: str = ""  # why a submit was not accepted: "402 Insufficient credits", "no answer: ..."
     task_id: str = ""
     view: dict[str, Any] = field(default_factory=dict)  # the newest task view seen
     seen_end: float = 0.0  # client wall clock when the task was seen to end

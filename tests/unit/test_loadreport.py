@@ -52,13 +52,17 @@ def test_rejections_are_counted_by_reason_and_waits_come_from_server_stamps() ->
         done(0, 100.0, 100.0, 101.0),
         done(1, 100.0, 100.5, 101.5),
         done(2, 100.2, 110.0, 111.0),
-        UserRun(3, "fitting", pressed=99.9, submit_seconds=0.01, status=402, reason="402 Payment required"),
-        UserRun(4, "fitting", pressed=99.9, submit_seconds=0.02, status=402, reason="402 Payment required"),
+        UserRun(
+            3, "fitting", pressed=99.9, submit_seconds=0.01, status=402, reason="402 Insufficient credits"
+        ),
+        UserRun(
+            4, "fitting", pressed=99.9, submit_seconds=0.02, status=402, reason="402 Insufficient credits"
+        ),
         UserRun(5, "fitting", pressed=99.9, reason="no answer: ServerDisconnectedError"),
     ]
     report = summarise(runs, "mixed", 0.0, None)
     assert report.accepted == 3 and report.succeeded == 3
-    assert report.rejected == {"402 Payment required": 2, "no answer: ServerDisconnectedError": 1}
+    assert report.rejected == {"402 Insufficient credits": 2, "no answer: ServerDisconnectedError": 1}
     assert (report.wait_p50_s, report.wait_p99_s) == (0.5, 9.8)
     assert report.makespan_s == 11.0  # first acceptance (100.0) to last end (111.0)
     assert report.time_to_image_p99_s == pytest.approx(111.1 - 100.15)
