@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from actors.blobs import BlobNotFoundError, blob_store, task_blob
 from actors.config import Config, LimitsConfig
 from actors.eta import eta_seconds
+from actors.webhooks import task_body
 from events.admission import Admission, Refusal
 from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, CreditsGranted, TaskSubmitted
 from events.redis_store import RedisEventStore
@@ -384,10 +385,6 @@ def create_app(
             raise NotFound(f"no task {task_id}")
         return view
 
-    def _float(view: dict[str, str], key: str) -> float | None:
-        value = view.get(key)
-        return float(value) if value else None
-
     @app.get("/v1/tasks/{task_id}", response_model=TaskViewOut, tags=["tasks"])
     async def get_task(task_id: TaskId, c: Ctx, caller: CallerDep) -> TaskViewOut:
         """The task view: status, position, ETA, attempts, timestamps, error and result URL."""
@@ -428,26 +425,11 @@ def create_app(
     async def task_view_out(
         c: Context, task_id: str, view: dict[str, str], position: int | None
     ) -> TaskViewOut:
-        status = view.get("status", QUEUED)
+        body = task_body(task_id, view)  # the same mapping the completion webhooks send
+        status = body["status"] or QUEUED
         position = position if status == QUEUED else None
-        return TaskViewOut(
-            task_id=task_id,
-            user_id=view.get("user_id", ""),
-            kind=view.get("kind", ""),
-            status=status,
-            position=position,
-            eta_seconds=await eta(c, position, await c.store.counts()) if position is not None else None,
-            attempts=int(view.get("attempts", 0)),
-            submitted_at=_float(view, "submitted_at"),
-            dispatched_at=_float(view, "dispatched_at"),
-            started_at=_float(view, "started_at"),
-            finished_at=_float(view, "finished_at"),
-            error=view.get("error") or None,
-            result_url=f"/v1/tasks/{task_id}/result" if status == SUCCEEDED else None,
-            pool=view.get("pool") or None,
-            price=int(view["price"]) if view.get("price") else None,
-            refunded=int(view["refunded"]) if view.get("refunded") else None,
-        )
+        eta_s = await eta(c, position, await c.store.counts()) if position is not None else None
+        return TaskViewOut(**{**body, "status": status, "position": position, "eta_seconds": eta_s})
 
     @app.get("/v1/tasks/{task_id}/events", tags=["tasks"])
     async def task_events(
