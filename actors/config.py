@@ -121,6 +121,10 @@ class ProviderConfig:
     latency_seconds: float = 2.0
     latency_jitter: float = 0.5
     image_size: str = "1K"
+    # offline only: false answers every call with one stock PNG of `image_size` instead of
+    # rendering with Pillow, so a benchmark on a small machine measures genqueue, not Pillow
+    # (a real upstream renders on its own machines).
+    render: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,8 @@ class ServerConfig:
     # Ray resources each ingress replica needs, e.g. {genqueue_ingress = 1} for the nodes
     # behind the load balancer.
     replica_resources: dict[str, float] = field(default_factory=dict)
+    # Submits each replica handles at once; more wait their turn in arrival order.
+    submit_concurrency: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +443,8 @@ def _check(config: Config) -> None:
     s = config.storage
     if s.retention_seconds < 0 or s.sweep_seconds <= 0:
         raise ConfigError("[storage]: retention_seconds >= 0 (0: kept), sweep_seconds > 0")
+    if config.server.submit_concurrency < 1:
+        raise ConfigError("server.submit_concurrency must be >= 1")
     if config.server.replicas < 1:
         raise ConfigError("server.replicas must be >= 1")
     if q.slots < 1 or q.workers < 1 or q.max_attempts < 1 or q.lease_seconds <= 0:

@@ -205,12 +205,16 @@ class MemoryEventStore:
             stats,
         )
 
-    async def grant_times(self, since: Mapping[str, float]) -> dict[str, list[float]]:
-        """Per pool, grant times after `since`."""
-        return {
-            pool: sorted(s for s in self._zsets.get(self.keys.grants(pool), {}).values() if s > t)
-            for pool, t in since.items()
-        }
+    async def grant_times(
+        self, since: Mapping[str, float], newest: Mapping[str, int] | None = None
+    ) -> dict[str, list[float]]:
+        """Per pool, grant times after `since` (the latest `newest[pool]` of them)."""
+        out = {}
+        for pool, t in since.items():
+            times = sorted(s for s in self._zsets.get(self.keys.grants(pool), {}).values() if s > t)
+            keep = (newest or {}).get(pool)
+            out[pool] = times[-keep:] if keep else times
+        return out
 
     async def pool_states(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
         """Each pool's read model."""

@@ -354,14 +354,24 @@ class RedisEventStore:
             waiting, running, stats = await pipe.execute()
         return QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
 
-    async def grant_times(self, since: Mapping[str, float]) -> dict[str, list[float]]:
-        """ZRANGEBYSCORE per pool, in one round trip."""
+    async def grant_times(
+        self, since: Mapping[str, float], newest: Mapping[str, int] | None = None
+    ) -> dict[str, list[float]]:
+        """ZREVRANGEBYSCORE per pool (LIMIT `newest[pool]`), in one round trip."""
         async with self._r.pipeline(transaction=False) as pipe:
             for pool, t in since.items():
-                pipe.zrangebyscore(self.keys.grants(pool), f"({t}", "+inf", withscores=True)
+                keep = (newest or {}).get(pool)
+                pipe.zrevrangebyscore(
+                    self.keys.grants(pool),
+                    "+inf",
+                    f"({t}",
+                    withscores=True,
+                    **({"start": 0, "num": keep} if keep else {}),
+                )
             replies = await pipe.execute()
         return {
-            pool: [float(score) for _, score in reply] for pool, reply in zip(since, replies, strict=True)
+            pool: [float(score) for _, score in reversed(reply)]
+            for pool, reply in zip(since, replies, strict=True)
         }
 
     async def pool_states(self, names: Sequence[str]) -> dict[str, dict[str, str]]:

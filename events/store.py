@@ -96,8 +96,11 @@ class EventStore(Protocol):
         """Waiting and running counts and the counters."""
         ...
 
-    async def grant_times(self, since: Mapping[str, float]) -> dict[str, list[float]]:
-        """For each pool named, the times of its grants after its `since`, oldest first."""
+    async def grant_times(
+        self, since: Mapping[str, float], newest: Mapping[str, int] | None = None
+    ) -> dict[str, list[float]]:
+        """For each pool named, the times of its grants after its `since`, oldest first; with
+        `newest`, only that many of the latest (a limiter never looks further back)."""
         ...
 
     async def pool_states(self, names: Sequence[str]) -> dict[str, dict[str, str]]:

@@ -35,6 +35,7 @@ from events.store import QueueCounts
 from serve_app import pages, problems
 from serve_app.auth import ADMIN, USER, Caller, authenticate
 from serve_app.bodylimit import BodyLimit
+from serve_app.gate import SubmitGate
 from serve_app.images import ImageRejected, decode_image
 from serve_app.metrics import read_figures, render
 from serve_app.models import Cancelled, Grant, Granted, Me, SubmitTask, Submitted, TaskViewOut
@@ -69,7 +70,8 @@ class Context:
         self.blobs = blob_store(config)
         self._store: RedisEventStore | None = None
         self._hub: Hub | None = None
-        self._pools: tuple[float, list[PoolView]] = (0.0, [])
+        self._pools: tuple[float, list[PoolView]] = (-math.inf, [])
+        self._pools_read: asyncio.Future[list[PoolView]] | None = None
         self._limiter: MovingWindowRateLimiter | None = None
         self._rates = {
             USER: limits.parse(config.limits.user_submit_rate),
@@ -136,11 +138,18 @@ class Context:
 
     async def recent_pools(self) -> list[PoolView]:
         """The pools' views, read at most every POOLS_FRESH_SECONDS: a burst of submits shares
-        one read for its ETAs instead of two round trips each."""
-        now = time.monotonic()
-        if now - self._pools[0] > POOLS_FRESH_SECONDS:
-            self._pools = (now, await read_pools(self.store, self.config))
-        return self._pools[1]
+        one read for its ETAs (and one read in flight) instead of two round trips each."""
+        if time.monotonic() - self._pools[0] <= POOLS_FRESH_SECONDS:
+            return self._pools[1]
+        if self._pools_read is None or self._pools_read.done():
+            self._pools_read = asyncio.ensure_future(self._read_pools())
+        # Shielded: a caller that goes away does not cancel the read the others wait on.
+        return await asyncio.shield(self._pools_read)
+
+    async def _read_pools(self) -> list[PoolView]:
+        views = await read_pools(self.store, self.config)
+        self._pools = (time.monotonic(), views)
+        return views
 
     @property
     def hub(self) -> Hub:
@@ -286,6 +295,8 @@ def create_app(
     )
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes)
+    # Outermost, so a waiting submit has not read its body yet.
+    app.add_middleware(SubmitGate, limit=config.server.submit_concurrency)
     # Pillow's own decompression-bomb limit, for anything in this process that opens images.
     Image.MAX_IMAGE_PIXELS = config.limits.max_image_pixels
     app.state.ctx = Context(config)

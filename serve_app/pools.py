@@ -91,7 +91,10 @@ class PoolView:
 async def read_pools(store: EventStore, config: Config, now: float | None = None) -> list[PoolView]:
     """Every configured pool's view: two pipelined reads, no actor call."""
     at = time.time() if now is None else now
-    grants = await store.grant_times({p.name: at - p.window_seconds for p in config.pools})
+    grants = await store.grant_times(
+        {p.name: at - p.window_seconds for p in config.pools},
+        {p.name: window_capacity(p.rate, p.window_seconds) for p in config.pools},
+    )
     states = await store.pool_states([p.name for p in config.pools])
     today = pacific_day(at)
     views = []

@@ -192,6 +192,11 @@ def test_window_calls_count_only_the_current_window(run: Callable[[Body], None])
         assert times == {"p": [100.5, 101.2, 101.4], "other": []}
         # the grant at 100.0 was trimmed when the one at 101.2 arrived
         assert (await store.grant_times({"p": 0.0}))["p"] == [100.5, 101.2, 101.4]
+        # a limiter of capacity 2 needs only the newest two
+        assert (await store.grant_times({"p": 0.0, "other": 0.0}, {"p": 2})) == {
+            "p": [101.2, 101.4],
+            "other": [],
+        }
 
     run(body)
 
