@@ -68,6 +68,7 @@ def report(
         "efficiency": round(bound / makespan, 3) if makespan else 0.0,
         "ideal_s": round(ideal, 3),
         "efficiency_vs_ideal": round(ideal / makespan, 3) if makespan else 0.0,
+        "submit_first_ms": round(1000 * min(result.submit_latencies, default=0.0), 1),
         "submit_p50_ms": round(1000 * percentile(result.submit_latencies, 50), 1),
         "submit_p99_ms": round(1000 * percentile(result.submit_latencies, 99), 1),
         "wait_p50_s": round(percentile(waits, 50), 3),
@@ -155,6 +156,12 @@ def main() -> None:
     p.add_argument("--window", type=float, default=1.0, help="rolling window, seconds")
     p.add_argument("--kind", default="photography", choices=["photography", "fitting", "mixed"])
     p.add_argument("--image-size", default="1K", choices=["512", "1K", "2K"])
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="offline provider: render each image with Pillow (default: a stock PNG, so that the "
+        "figures are genqueue's and not Pillow's on the same cores)",
+    )
     p.add_argument("--url", help="burst at a running instance instead of starting one")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.add_argument("--provider", default="offline", choices=["offline", "gemini"])
@@ -211,6 +218,7 @@ def burst_here(
                 latency_jitter=args.jitter,
                 image_size=args.image_size,
                 timeout_seconds=30,
+                render=args.render,
             ),
             keypool=replace(
                 base,

@@ -180,6 +180,16 @@ def sample_selfie(seed: int) -> bytes:
     return _png(im.filter(ImageFilter.SMOOTH))
 
 
+@functools.lru_cache(maxsize=4)
+def stock_png(size: tuple[int, int] = _SIZE) -> bytes:
+    """One plain portrait-coloured PNG of `size`, made once: the offline provider's answer
+    when it does not render."""
+    im = Image.new("RGB", size, (214, 196, 178))
+    w, h = size
+    ImageDraw.Draw(im).ellipse((w // 4, h // 6, 3 * w // 4, h // 2), fill=(235, 200, 170))
+    return _png(im)
+
+
 def sample_garment(seed: int) -> bytes:
     """A synthetic 400x400 PNG T-shirt in a seeded colour, maybe striped or logoed, on white."""
     rng = random.Random(seed)

@@ -21,6 +21,7 @@ class OfflineProvider:
         self._jitter = config.latency_jitter
         self._rng = rng or random.Random()
         self._size = images.SIZES[config.image_size]
+        self._stock = b"" if config.render else images.stock_png(self._size)
 
     def prepare(self, keys: Iterable[Secret]) -> None:
         """Nothing to set up: no clients, no network."""
@@ -30,7 +31,15 @@ class OfflineProvider:
         return max(0.0, self._latency + self._rng.uniform(-self._jitter, self._jitter))
 
     async def generate(self, request: ImageRequest, key: Secret) -> ImageResult:
-        """Render in a thread while the simulated latency runs; the call lasts the longer of the two."""
+        """Render in a thread while the simulated latency runs; the call lasts the longer of the two.
+
+        Without rendering (`render = false`), the stock image after the latency."""
+        if self._stock:
+            needed = ("person", "garment") if request.kind == "fitting" else ("person",)
+            if missing := [role for role in needed if role not in request.images]:
+                raise ProviderError(f"missing input image {missing[0]!r}", retryable=False)
+            await asyncio.sleep(self.latency())
+            return ImageResult(data=self._stock, mime_type="image/png")
         render = asyncio.to_thread(self._render, request)
         _, data = await asyncio.gather(asyncio.sleep(self.latency()), render)
         return ImageResult(data=data, mime_type="image/png")

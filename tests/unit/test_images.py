@@ -126,3 +126,28 @@ def test_sample_garment_has_white_corners() -> None:
     im = _open(sample_garment(11))
     for xy in [(0, 0), (399, 0), (0, 399), (399, 399)]:
         assert im.getpixel(xy) == (255, 255, 255)
+
+
+def test_offline_provider_without_render_answers_the_stock_png_of_its_size() -> None:
+    """`render = false`: every call gets the same PNG of the configured size, and a missing
+    input is still a permanent failure."""
+    import asyncio
+
+    from actors.config import ProviderConfig, Secret
+    from actors.providers.base import ImageRequest, ProviderError
+    from actors.providers.offline import OfflineProvider
+
+    provider = OfflineProvider(
+        ProviderConfig(latency_seconds=0, latency_jitter=0, image_size="512", render=False)
+    )
+    key = Secret("k")
+    a = asyncio.run(
+        provider.generate(ImageRequest("t1", "photography", "p", {"person": sample_selfie(1)}), key)
+    )
+    b = asyncio.run(
+        provider.generate(ImageRequest("t2", "photography", "q", {"person": sample_selfie(2)}), key)
+    )
+    assert a.data == b.data and _open(a.data).size == (384, 512)
+    with pytest.raises(ProviderError, match="garment") as info:
+        asyncio.run(provider.generate(ImageRequest("t3", "fitting", "p", {"person": sample_selfie(1)}), key))
+    assert not info.value.retryable
