@@ -19,6 +19,9 @@ from actors.providers.base import Failure
 from events.catalogue import KeyCooledDown, KeyDisabled, KeyEvent, KeyLimitLearned, KeyParked
 from events.days import next_pacific_midnight, pacific_day
 
+# How much of the window a 429 at the right rate adds to the margin.
+MARGIN_STEP = 0.02
+
 
 def window_capacity(rpm: int, window: float) -> int:
     """Calls allowed in one window of `window` seconds at `rpm` requests per minute."""
@@ -33,8 +36,9 @@ class Tuning:
     quotaValue names a lower rate, which is then taken); `probe_after`: windows of clean,
     busy running before the rate is raised; `probe_step`: how much of the configured rate
     each probe adds. `margin`: seconds added to each window, for the spread between a
-    grant and its call reaching upstream; it widens up to `max_margin` (a share of the
-    window) when upstream's quotaValue shows the rate is right and the 429 came from timing.
+    grant and its call reaching upstream; it widens by MARGIN_STEP of the window, up to
+    `max_margin` (a share of the window), when upstream's quotaValue shows the rate is right
+    and the 429 came from timing.
     """
 
     decrease: float = 0.7
@@ -180,7 +184,9 @@ def throttled(
     once per window (the 429s of one overshoot arrive together) the pool learns:
     - upstream's quotaValue is below the rate: the rate becomes quotaValue ("quota");
     - quotaValue equals the rate: the limit is right and the call reached upstream too
-      early after the one whose place it took: the margin doubles ("timing"), up to its cap;
+      early after the one whose place it took: the margin grows by MARGIN_STEP of the
+      window ("timing"), up to its cap. Additive, since every window pays the margin: the
+      429s of one stall (a burst of submits starving the workers of CPU) must not double it;
     - otherwise (no quotaValue, or the margin is at its cap): rate x decrease ("decrease").
     """
     pool.last_throttled = now
@@ -196,7 +202,7 @@ def throttled(
         pool.set_rate(quota_value, now)
         return cooled, "quota"
     if quota_value and pool.margin < cap:
-        pool.set_margin(max(2 * pool.margin, 0.01 * pool.window), now)
+        pool.set_margin(pool.margin + MARGIN_STEP * pool.window, now)
         return cooled, "timing"
     target = max(1, math.floor(pool.rate * pool.tuning.decrease))
     if target < pool.rate:
