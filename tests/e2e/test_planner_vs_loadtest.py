@@ -12,12 +12,13 @@ every call as long as the mean, so the slowest call of the last wave ends a litt
 the planned makespan. Measured runs come out 2-8% slower than planned, more with other load
 on the machine.
 
-The key pool's margin is 0.5 s here, for the planner too. During a burst of submits on 2
-cores, calls granted together reach upstream up to ~0.4 s apart (the worker dates a call's
-send before the SDK has built and sent the request). Below that margin the emulator answers
-a few 429s a window later; each spends a token the limiter had counted, and its retry waits
-for a later place: up to a whole extra window when the budget is tight. At a 60 s window a
-0.5 s margin costs under 1%.
+The key pool's margin is 0.5 s in the scenarios with windows of several seconds, for the
+planner too: during a burst of submits on 2 cores, calls granted together reach upstream up
+to ~0.4 s apart (the worker dates a call's send before the SDK has built and sent the
+request), and below that margin the emulator answers a few 429s a window later, each of
+whose retries waits for a later place. At a 60 s window a 0.5 s margin costs under 1%. The
+600-user burst runs at 1 s windows with the default margin (0.05 s); its first windows' 429s
+widen the margin by 2% of the window each, which the planner does not know of.
 """
 
 from __future__ import annotations
