@@ -97,7 +97,8 @@ class Worker:
         return os.getpid()
 
     async def ping(self) -> int:
-        """Liveness: the worker's index."""
+        """Liveness: the worker's index. The first ping starts the provider's clients."""
+        await self._provider.start()
         return self._index
 
     async def run(self, spec: AttemptSpec) -> str:
@@ -201,9 +202,11 @@ class Worker:
     async def _call(
         self, spec: AttemptSpec, request: ImageRequest, pool: str, key_id: str, t0: float, bound: Any
     ) -> Event:
+        def sent(at: float) -> None:
+            self._keypool.sent.remote(spec.task_id, spec.attempt, at)
+
         try:
-            self._keypool.sent.remote(spec.task_id, spec.attempt, time.time())
-            result = await self._provider.generate(request, self._config.key_secret(key_id))
+            result = await self._provider.generate(request, self._config.key_secret(key_id), sent)
             ext = _EXTENSIONS.get(result.mime_type, "bin")
             ref = task_blob(spec.task_id, f"result-{spec.attempt}.{ext}")
             await asyncio.to_thread(self._blobs.put, ref, result.data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -98,9 +98,17 @@ class Provider(Protocol):
     """Makes one image per call."""
 
     def prepare(self, keys: Iterable[Secret]) -> None:
-        """Set up whatever each key needs (clients, connections) before the first call."""
+        """Note the keys that calls will use."""
         ...
 
-    async def generate(self, request: ImageRequest, key: Secret) -> ImageResult:
-        """The image for `request`, using upstream key `key`; raises ProviderError."""
+    async def start(self) -> None:
+        """Set up, on the loop that will call, what each key needs (clients, connections)."""
+        ...
+
+    async def generate(
+        self, request: ImageRequest, key: Secret, on_sent: Callable[[float], None] | None = None
+    ) -> ImageResult:
+        """The image for `request`, using upstream key `key`; raises ProviderError.
+
+        `on_sent(at)`: the request left for upstream at `at` (epoch seconds)."""
         ...

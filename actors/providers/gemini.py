@@ -6,8 +6,11 @@ no reason built here ever holds a key.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -35,6 +38,20 @@ _KEYLIKE = re.compile(r"AIza[0-9A-Za-z_\-]{10,}|api_key:[^\s'\"]+")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
 _MODEL = re.compile(r"models/([\w.\-]+)")
 _RETRYABLE_STATUSES = {408}
+# Responses can carry several large images in one JSON body: read in big chunks, as the SDK does.
+_READ_BUFFER = 2**22
+# The call in progress in this task: told the time its request went out on the wire.
+_ON_SENT: contextvars.ContextVar[Callable[[float], None] | None] = contextvars.ContextVar(
+    "genqueue_on_sent", default=None
+)
+
+
+async def _headers_sent(session: Any, context: Any, params: Any) -> None:
+    """aiohttp trace hook: the request's headers were written; its body follows at once."""
+    on_sent = _ON_SENT.get()
+    if on_sent is not None:
+        _ON_SENT.set(None)  # once per call
+        on_sent(time.time())
 
 
 def sniff_mime(data: bytes) -> str | None:
@@ -59,11 +76,31 @@ class GeminiProvider:
         )
         self._size = config.image_size
         self._clients: dict[Secret, genai.Client] = {}
+        self._keys: list[Secret] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def prepare(self, keys: Iterable[Secret]) -> None:
-        """Make each key's client now: a client costs ~170 ms of blocking set-up (SSL contexts),
-        which inside the first burst would delay every call of the worker."""
-        for key in keys:
+        """Remember the keys; `start` makes their clients on the loop that will call."""
+        self._keys = list(keys)
+
+    async def start(self) -> None:
+        """On the loop that makes the calls: one HTTP session whose trace hook dates each
+        request when it goes out on the wire, and every key's client on it. A client costs
+        ~170 ms of blocking set-up (SSL contexts), which inside the first burst would delay
+        every call of the worker, so this runs before (a worker's ping) and at most once."""
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is loop:
+            return
+        self._loop = loop
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_headers_sent)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), trace_configs=[trace], read_bufsize=_READ_BUFFER
+        )
+        self._http = self._http.model_copy(update={"aiohttp_client": self._session})
+        self._clients.clear()
+        for key in self._keys:
             self._client(key)
 
     def _client(self, key: Secret) -> genai.Client:
@@ -73,8 +110,14 @@ class GeminiProvider:
             self._clients[key] = client
         return client
 
-    async def generate(self, request: ImageRequest, key: Secret) -> ImageResult:
-        """One image for `request` with `key`; ProviderError (its `failure` sorted) otherwise."""
+    async def generate(
+        self, request: ImageRequest, key: Secret, on_sent: Callable[[float], None] | None = None
+    ) -> ImageResult:
+        """One image for `request` with `key`; ProviderError (its `failure` sorted) otherwise.
+
+        `on_sent` is called with the time the request went out on the wire (after the SDK
+        built it), not called when it never did."""
+        await self.start()
         contents = _contents(request)
         aspect = request.options.get("aspect_ratio")
         config = types.GenerateContentConfig(
@@ -83,6 +126,7 @@ class GeminiProvider:
                 aspect_ratio=aspect if isinstance(aspect, str) else "3:4", image_size=self._size
             ),
         )
+        _ON_SENT.set(on_sent)
         try:
             response = await self._client(key).aio.models.generate_content(
                 model=self._model, contents=contents, config=config
@@ -95,6 +139,8 @@ class GeminiProvider:
             httpx.HTTPError,
         ) as exc:
             raise _scrubbed(classify(exc, self._model), key) from None
+        finally:
+            _ON_SENT.set(None)
         return _image(response)
 
     async def aclose(self) -> None:
@@ -102,6 +148,9 @@ class GeminiProvider:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aio.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
 
 def _contents(request: ImageRequest) -> list[Any]:

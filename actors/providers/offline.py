@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -26,14 +27,21 @@ class OfflineProvider:
     def prepare(self, keys: Iterable[Secret]) -> None:
         """Nothing to set up: no clients, no network."""
 
+    async def start(self) -> None:
+        """Nothing to start."""
+
     def latency(self) -> float:
         """One simulated call duration: the latency plus or minus up to the jitter."""
         return max(0.0, self._latency + self._rng.uniform(-self._jitter, self._jitter))
 
-    async def generate(self, request: ImageRequest, key: Secret) -> ImageResult:
+    async def generate(
+        self, request: ImageRequest, key: Secret, on_sent: Callable[[float], None] | None = None
+    ) -> ImageResult:
         """Render in a thread while the simulated latency runs; the call lasts the longer of the two.
 
         Without rendering (`render = false`), the stock image after the latency."""
+        if on_sent is not None:
+            on_sent(time.time())
         if self._stock:
             needed = ("person", "garment") if request.kind == "fitting" else ("person",)
             if missing := [role for role in needed if role not in request.images]:

@@ -319,3 +319,33 @@ def test_raw_wire_format_success_and_429() -> None:
 
     assert broken.status_code == 400
     assert broken.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_on_sent_is_told_once_when_the_request_leaves_and_not_when_it_never_does() -> None:
+    """The send time comes from the HTTP client's own trace, between the call's start and its
+    answer (0.3 s of upstream latency later); a refused connection reports nothing."""
+    sent: list[float] = []
+    with emulator(latency=0.3) as url:
+        gp = GeminiProvider(ProviderConfig(name="gemini", base_url=url, model=MODEL, image_size="512"))
+
+        async def call() -> tuple[float, float]:
+            try:
+                started = time.time()
+                await gp.generate(photo(), Secret(KEY), sent.append)
+                return started, time.time()
+            finally:
+                await gp.aclose()
+
+        started, answered = asyncio.run(call())
+    assert len(sent) == 1 and started <= sent[0] <= answered - 0.25
+    closed = GeminiProvider(ProviderConfig(name="gemini", base_url=f"http://127.0.0.1:{free_port()}"))
+
+    async def refused() -> None:
+        try:
+            await closed.generate(photo(), Secret(KEY), sent.append)
+        finally:
+            await closed.aclose()
+
+    with pytest.raises(ProviderError):
+        asyncio.run(refused())
+    assert len(sent) == 1
