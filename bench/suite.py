@@ -5,7 +5,7 @@ Each script prints its own figures (run it alone to see them); here each runs wi
 several times where a run is short, and the table gives medians:
 
   capacity         bench/burst.py: tasks per second end to end through HTTP, offline provider
-                   with no latency, a pool whose budget never binds; also dispatch latency and
+                   with no latency and no render, a pool whose budget never binds; also dispatch latency and
                    submit latency at 1,000 simultaneous clients
   submit-200       bench/burst.py with 200 simultaneous clients, same instance set-up
   memory           bench/memory.py: QueueActor RSS growth per 100,000 waiting tasks
@@ -156,8 +156,8 @@ def table(by: dict[str, Step]) -> list[str]:
         (
             "scheduler capacity",
             fmt(med(cap, "tasks_per_second"), " tasks/s"),
-            f"{users} tasks submitted at once through HTTP, offline provider with no latency, "
-            "a budget that never binds. The submits bound it: the last was answered after "
+            f"{users} tasks submitted at once through HTTP, offline provider with no latency "
+            "answering a stock PNG (no Pillow render on the same cores), a budget that never binds. The submits bound it: the last was answered after "
             f"{fmt(med(cap, 'submit_span_s'), ' s')} and the last task ended "
             f"{fmt(med(cap, lambda r: r['makespan_s'] - r['submit_span_s']), ' s', 2)} later" + refused(cap),
         ),
