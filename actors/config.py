@@ -164,12 +164,12 @@ class KeyPoolConfig:
     """How the key pool spends and learns its quota (see `actors.keypool_logic.Tuning`).
 
     `margin_seconds` is added to every window: a call reaches upstream a few milliseconds
-    after its token is granted, and the spread between calls must not let a window
-    upstream hold one call too many.
+    after it goes out, and the network's jitter must not let a window upstream hold one
+    call too many.
     """
 
-    margin_seconds: float = 0.05
-    # Count a grant from when its call left the worker, if that was later than usual.
+    margin_seconds: float = 0.02
+    # Count a grant from when its call went out on the wire.
     redate_late_sends: bool = True
     decrease: float = 0.7
     probe_after_windows: float = 10.0

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +100,6 @@ class KeyPool:
         self._granted: dict[tuple[str, int], tuple[str, str]] = {}
         # Grant times not yet re-dated to their send time (see `sent`).
         self._stamps: dict[tuple[str, int], tuple[PoolState, float]] = {}
-        self._delays: deque[float] = deque(maxlen=200)
         self._store: EventStore | None = None
         self._wake: asyncio.Event | None = None
         self._granter: asyncio.Task[None] | None = None
@@ -295,23 +293,20 @@ class KeyPool:
                 waiter.future.set_result(Token(until=until, reason=reason))
 
     async def sent(self, task_id: str, attempt: int, at: float) -> None:
-        """The call of this grant left the worker at `at`: count it in its window from then on.
+        """The call of this grant went out on the wire at `at`: count it in its window from then on.
 
-        A call reaches upstream some milliseconds after its grant, by a delay that varies
-        with load, and upstream counts it on arrival. A grant is re-dated by how much longer
-        than usual its call took to leave (its delay minus the 10th percentile of recent
-        delays, which the call that reuses its place will most likely add too), so that call
-        stays a full window behind it upstream without every grant paying the whole delay.
+        A call goes out some milliseconds after its grant, by a delay that grows with load
+        (hundreds of milliseconds while a burst of submits takes the CPU), and upstream counts
+        it on arrival. Its grant is re-dated to that time, so the call that reuses its place a
+        window later stays a full window behind it upstream too; the margin then covers only
+        the network's jitter. Every window pays the usual delay, a few milliseconds.
         """
         stamp = self._stamps.pop((task_id, attempt), None)
         if stamp is None or not self._config.keypool.redate_late_sends:
             return
         pool, granted_at = stamp
-        delay = max(0.0, at - granted_at)
-        self._delays.append(delay)
-        usual = sorted(self._delays)[len(self._delays) // 10]
-        if delay > usual:
-            pool.limiter.move(granted_at, granted_at + delay - usual)
+        if at > granted_at:
+            pool.limiter.move(granted_at, at)
 
     async def report(self, pool_name: str, failure: CallFailure) -> None:
         """Learn from a refused call: cool down, park, disable a key or change the rate; writes key events.

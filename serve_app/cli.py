@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from actors.config import Config, PoolConfig, Secret
+from actors.config import Config, KeyPoolConfig, PoolConfig, Secret
 from actors.logs import configure
 from serve_app.access_cli import credits_app, token_app
 from serve_app.cli_options import DataDir, Namespace, RedisUrl, config_or_exit
@@ -247,7 +247,9 @@ def plan(
         float, typer.Option(help="Bursts like this one per day, for the monthly cost.")
     ] = 1.0,
     window: Annotated[float, typer.Option(help="The quota window, seconds.")] = 60.0,
-    margin: Annotated[float, typer.Option(help="The key pool's margin per window, seconds.")] = 0.05,
+    margin: Annotated[
+        float, typer.Option(help="The key pool's margin per window, seconds.")
+    ] = KeyPoolConfig().margin_seconds,
 ) -> None:
     """Predict when each user starts and finishes under the given pools and slots, and what it costs."""
     from actors.planner import arrivals, bands, cheapest, parse_pools, simulate

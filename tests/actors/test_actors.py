@@ -7,6 +7,7 @@ from typing import Any
 
 import ray
 
+from actors.config import KeyPoolConfig
 from events.audit import audit
 from events.catalogue import KeyTokenGranted, TaskDispatched, TaskLateOutcomeIgnored, TaskStarted
 from tests.actors.conftest import Cluster
@@ -137,3 +138,26 @@ def test_restart_loads_the_newest_readable_snapshot_and_replays_only_the_rest(
     eventually(lambda: cluster.ended(late), timeout=60, what="tasks after the restarts ended")
     report = audit(cluster.log())
     assert report.ok and report.ended == {"succeeded": 27}
+
+
+def test_a_grant_counts_in_its_window_from_when_its_call_went_out(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """One call per 1 s window: a call that went out 0.6 s after its grant holds its place
+    until a window (and the margin) after it went out, not after the grant."""
+    margin = KeyPoolConfig().margin_seconds
+    cluster = make_cluster(pools=(("p1", 60, 1.0),), keypool=KeyPoolConfig(margin_seconds=margin))
+    keypool = cluster.handles["keypool"]
+    assert ray.get(keypool.acquire.remote("first", 1, 1.0), timeout=30).granted
+
+    def granted(task_id: str) -> float:
+        return next(
+            e.event.at
+            for e in cluster.log()
+            if isinstance(e.event, KeyTokenGranted) and e.event.task_id == task_id
+        )
+
+    first = granted("first")
+    ray.get(keypool.sent.remote("first", 1, first + 0.6), timeout=30)
+    assert ray.get(keypool.acquire.remote("second", 1, 2.0), timeout=30).granted
+    assert granted("second") >= first + 0.6 + 1.0 + margin
