@@ -157,7 +157,8 @@ def table(by: dict[str, Step]) -> list[str]:
             "scheduler capacity",
             fmt(med(cap, "tasks_per_second"), " tasks/s"),
             f"{users} tasks submitted at once through HTTP, offline provider with no latency "
-            "answering a stock PNG (no Pillow render on the same cores), a budget that never binds. The submits bound it: the last was answered after "
+            "answering a stock PNG (no Pillow render on the same cores), a budget that never "
+            "binds. The submits bound it: the last was answered after "
             f"{fmt(med(cap, 'submit_span_s'), ' s')} and the last task ended "
             f"{fmt(med(cap, lambda r: r['makespan_s'] - r['submit_span_s']), ' s', 2)} later" + refused(cap),
         ),
