@@ -13,12 +13,9 @@ the planned makespan. Measured runs come out 2-8% slower than planned, more with
 on the machine.
 
 The key pool's margin is 0.5 s in the scenarios with windows of several seconds, for the
-planner too: during a burst of submits on 2 cores, calls granted together reach upstream up
-to ~0.4 s apart (the worker dates a call's send before the SDK has built and sent the
-request), and below that margin the emulator answers a few 429s a window later, each of
-whose retries waits for a later place. At a 60 s window a 0.5 s margin costs under 1%. The
-600-user burst runs at 1 s windows with the default margin (0.05 s); its first windows' 429s
-widen the margin by 2% of the window each, which the planner does not know of.
+planner too (at a 60 s window that costs under 1%), and the default 0.02 s in the 600-user
+burst at 1 s windows. A 429 there (rare, now that a grant counts from when its call went out
+on the wire) widens the margin by 2% of the window, which the planner does not know of.
 """
 
 from __future__ import annotations
