@@ -10,6 +10,9 @@ from typing import Any, Protocol
 from actors.config import Secret
 from events.errors import GenqueueError
 
+# The input images each kind of task sends upstream, in order.
+INPUT_ROLES: dict[str, tuple[str, ...]] = {"photography": ("person",), "fitting": ("person", "garment")}
+
 
 @dataclass(frozen=True, slots=True)
 class ImageRequest:

@@ -19,7 +19,7 @@ from google import genai
 from google.genai import errors, types
 
 from actors.config import ProviderConfig, Secret
-from actors.providers.base import Failure, ImageRequest, ImageResult, ProviderError
+from actors.providers.base import INPUT_ROLES, Failure, ImageRequest, ImageResult, ProviderError
 
 _PHOTOGRAPHY = (
     "Turn this selfie into a professional portrait photograph of the same person. Keep the face, "
@@ -154,15 +154,14 @@ class GeminiProvider:
 
 
 def _contents(request: ImageRequest) -> list[Any]:
-    roles: tuple[str, ...]
     if request.kind == "photography":
-        roles, text = ("person",), _PHOTOGRAPHY.format(prompt=request.prompt or "natural, flattering")
+        text = _PHOTOGRAPHY.format(prompt=request.prompt or "natural, flattering")
     elif request.kind == "fitting":
-        roles, text = ("person", "garment"), _FITTING.format(prompt=request.prompt).strip()
+        text = _FITTING.format(prompt=request.prompt).strip()
     else:
         raise ProviderError(f"unknown task kind {request.kind!r}", failure=Failure.PERMANENT)
     parts: list[Any] = []
-    for role in roles:
+    for role in INPUT_ROLES[request.kind]:
         data = request.images.get(role)
         if not data:
             raise ProviderError(f"missing input image {role!r}", failure=Failure.PERMANENT)

@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from actors.config import ProviderConfig, Secret
 from actors.providers import images
-from actors.providers.base import ImageRequest, ImageResult, ProviderError
+from actors.providers.base import INPUT_ROLES, ImageRequest, ImageResult, ProviderError
 
 
 class OfflineProvider:
@@ -43,7 +43,7 @@ class OfflineProvider:
         if on_sent is not None:
             on_sent(time.time())
         if self._stock:
-            needed = ("person", "garment") if request.kind == "fitting" else ("person",)
+            needed = INPUT_ROLES.get(request.kind, ("person",))
             if missing := [role for role in needed if role not in request.images]:
                 raise ProviderError(f"missing input image {missing[0]!r}", retryable=False)
             await asyncio.sleep(self.latency())
