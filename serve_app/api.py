@@ -9,11 +9,12 @@ import json
 import math
 import time
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import limits
 import redis.asyncio as aioredis
+import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request, Response, Security
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -23,6 +24,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
 
 from actors.blobs import BlobNotFoundError, blob_store, task_blob
 from actors.config import Config, LimitsConfig
@@ -30,6 +32,7 @@ from actors.eta import eta_seconds
 from actors.webhooks import task_body
 from events.admission import Admission, Refusal
 from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, CreditsGranted, TaskSubmitted
+from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import QueueCounts
 from serve_app import pages, problems
@@ -59,6 +62,8 @@ TaskId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="A task
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
+log = structlog.get_logger("genqueue.api")
+
 POOLS_FRESH_SECONDS = 0.2
 
 
@@ -78,9 +83,9 @@ class Context:
             "other": limits.parse(config.limits.service_submit_rate),
         }
 
-    async def check_rate(self, caller: Caller) -> None:
-        """A 429 when the caller's token has used its submit rate (a moving window in Redis,
-        shared by every replica)."""
+    @property
+    def limiter(self) -> MovingWindowRateLimiter:
+        """The submit-rate limiter of this replica: a moving window per token in Redis."""
         if self._limiter is None:
             redis = self.config.redis
             # A bounded pool, as for the event store: a burst of submits shares a few
@@ -94,12 +99,36 @@ class Context:
                 connection_pool=pool,  # type: ignore[arg-type]  # typed as scalar options, passed through
             )
             self._limiter = MovingWindowRateLimiter(storage)
+        return self._limiter
+
+    async def warm(self) -> None:
+        """Ready the replica for a burst before its first request.
+
+        Opens as many connections as submits run at once, in the event store's pool and the
+        rate limiter's, loads Pillow's image plugins and reads the pools' views. Otherwise
+        the first submits of a burst pay for all of it (connections, lazy imports, package
+        metadata lookups) while hundreds of other requests arrive, and the first images
+        start later. A store that cannot be reached is no error here: submits then answer
+        503 as they would anyway.
+        """
+        Image.init()
+        width = self.config.server.submit_concurrency
+        try:
+            await asyncio.gather(*(self.store.ping() for _ in range(width)))
+            await asyncio.gather(*(self.limiter.storage.check() for _ in range(width)))
+            await self.recent_pools()
+        except (StoreUnavailableError, RedisError, limits.errors.StorageError, OSError) as exc:
+            log.warning("could not warm up the store connections", error=str(exc))
+
+    async def check_rate(self, caller: Caller) -> None:
+        """A 429 when the caller's token has used its submit rate (a moving window in Redis,
+        shared by every replica)."""
         item = self._rates[USER] if caller.role == USER else self._rates["other"]
         key = caller.token_id or "open"
         try:
-            if await self._limiter.hit(item, key):
+            if await self.limiter.hit(item, key):
                 return
-            stats = await self._limiter.get_window_stats(item, key)
+            stats = await self.limiter.get_window_stats(item, key)
         except limits.errors.StorageError as exc:
             raise Unavailable("the event store is unreachable; try again shortly") from exc
         wait = max(1, math.ceil(stats.reset_time - time.time()))
@@ -288,10 +317,18 @@ def create_app(
     config: Config, readiness: Readiness | None = None, canceller: Canceller | None = None
 ) -> FastAPI:
     """The FastAPI application for one genqueue namespace."""
+    ctx = Context(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ctx.warm()
+        yield
+
     app = FastAPI(
         title="genqueue",
         version="1",
         summary="A queue for AI image generation that absorbs bursts and never overruns upstream quotas.",
+        lifespan=lifespan,
     )
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes)
@@ -299,7 +336,7 @@ def create_app(
     app.add_middleware(SubmitGate, limit=config.server.submit_concurrency)
     # Pillow's own decompression-bomb limit, for anything in this process that opens images.
     Image.MAX_IMAGE_PIXELS = config.limits.max_image_pixels
-    app.state.ctx = Context(config)
+    app.state.ctx = ctx
     pages.install(app)
 
     async def eta(c: Context, position: int | None, counts: QueueCounts) -> float | None:
