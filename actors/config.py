@@ -171,6 +171,9 @@ class KeyPoolConfig:
     margin_seconds: float = 0.02
     # Count a grant from when its call went out on the wire.
     redate_late_sends: bool = True
+    # A place that frees within this many seconds is granted ahead, for a call that waits
+    # until the place is free: the hand-off to the worker then costs no window any time.
+    lead_seconds: float = 0.05
     decrease: float = 0.7
     probe_after_windows: float = 10.0
     probe_step: float = 0.05
@@ -454,9 +457,16 @@ def _check(config: Config) -> None:
     if p.image_size not in ("512", "1K", "2K"):
         raise ConfigError(f"provider.image_size: expected 512, 1K or 2K, got {p.image_size!r}")
     k = config.keypool
-    if k.margin_seconds < 0 or not 0 < k.decrease < 1 or k.probe_after_windows <= 0 or k.probe_step <= 0:
+    if (
+        k.margin_seconds < 0
+        or k.lead_seconds < 0
+        or not 0 < k.decrease < 1
+        or k.probe_after_windows <= 0
+        or k.probe_step <= 0
+    ):
         raise ConfigError(
-            "[keypool]: margin_seconds >= 0, 0 < decrease < 1, probe_after_windows and probe_step > 0"
+            "[keypool]: margin_seconds and lead_seconds >= 0, 0 < decrease < 1, "
+            "probe_after_windows and probe_step > 0"
         )
     if q.per_user_running < 0 or q.per_user_waiting < 1 or q.max_waiting < 1:
         raise ConfigError("[queue]: per_user_running >= 0 (0: no cap), per_user_waiting and max_waiting >= 1")

@@ -25,6 +25,7 @@ from actors.keypool_logic import (
     learn,
     next_free_at,
     probe_all,
+    soonest,
     usable_at,
 )
 from actors.logs import configure
@@ -48,12 +49,17 @@ METRICS_SECONDS = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """A KeyPool answer: a pool and key for one call, or a refusal until `until` (inf: no pool left)."""
+    """A KeyPool answer: a pool and key for one call, or a refusal until `until` (inf: no pool left).
+
+    `not_before`: the time the grant counts from in its window; a grant made ahead (a place
+    about to free) is for a call that goes out no earlier.
+    """
 
     pool: str = ""
     key_id: str = ""
     until: float = 0.0
     reason: str = ""
+    not_before: float = 0.0
 
     @property
     def granted(self) -> bool:
@@ -68,6 +74,16 @@ class _Waiter:
     task_id: str = field(compare=False)
     attempt: int = field(compare=False)
     future: asyncio.Future[Token] = field(compare=False)
+
+
+def _stop_on_crash(granter: asyncio.Task[None]) -> None:
+    """The grant loop never returns; if it raised, no caller would get a token again. The
+    process exits instead, and Ray starts the actor anew (it rebuilds its limiters from the
+    event log and the callers' acquires are retried)."""
+    if granter.cancelled() or granter.exception() is None:
+        return
+    log.critical("the grant loop stopped; restarting the key pool", exc_info=granter.exception())
+    os._exit(1)
 
 
 class KeyPool:
@@ -97,7 +113,7 @@ class KeyPool:
         self._hints = {kid: hint for p in config.pools for kid, hint in p.key_hints.items()}
         self._waiters: list[_Waiter] = []
         self._arrivals = itertools.count()
-        self._granted: dict[tuple[str, int], tuple[str, str]] = {}
+        self._granted: dict[tuple[str, int], Token] = {}
         # Grant times not yet re-dated to their send time (see `sent`).
         self._stamps: dict[tuple[str, int], tuple[PoolState, float]] = {}
         self._store: EventStore | None = None
@@ -124,6 +140,7 @@ class KeyPool:
             await self._load_pool_states(self._store)
             self._wake = asyncio.Event()
             self._granter = asyncio.create_task(self._grant_loop())
+            self._granter.add_done_callback(_stop_on_crash)
 
     async def _replay(self, store: EventStore) -> None:
         """Rebuild the limiters: the newest readable snapshot, then the grants after it.
@@ -143,7 +160,9 @@ class KeyPool:
                 event = stored.event
                 if isinstance(event, KeyTokenGranted) and event.pool in by_name:
                     by_name[event.pool].limiter.record(event.at)
-                    self._granted[(event.task_id, event.attempt)] = (event.pool, event.key_id)
+                    self._granted[(event.task_id, event.attempt)] = Token(
+                        event.pool, event.key_id, not_before=event.at
+                    )
                     self._last_grant_id = stored.id
                     count += 1
             after = page[-1].id
@@ -185,8 +204,11 @@ class KeyPool:
                         for at in saved["log"]:
                             by_name[name].limiter.record(float(at))
                         by_name[name].next_key = int(saved["next_key"])
-                for task_id, attempt, pool, key_id in data["granted"]:
-                    self._granted[(str(task_id), int(attempt))] = (str(pool), str(key_id))
+                for task_id, attempt, pool, key_id, *rest in data["granted"]:
+                    not_before = float(rest[0]) if rest else 0.0
+                    self._granted[(str(task_id), int(attempt))] = Token(
+                        str(pool), str(key_id), not_before=not_before
+                    )
                 self._last_grant_id = str(data["covers"])
                 return self._last_grant_id
             except (ValueError, KeyError, TypeError) as exc:
@@ -210,7 +232,7 @@ class KeyPool:
                 "v": 1,
                 "covers": self._last_grant_id,
                 "pools": {p.name: {"log": list(p.limiter.log), "next_key": p.next_key} for p in self._pools},
-                "granted": [[t, a, pool, key] for (t, a), (pool, key) in recent],
+                "granted": [[t, a, tok.pool, tok.key_id, tok.not_before] for (t, a), tok in recent],
             },
             separators=(",", ":"),
         )
@@ -227,7 +249,7 @@ class KeyPool:
         await self._ensure()
         known = self._granted.get((task_id, attempt))
         if known is not None:
-            return Token(*known)
+            return known
         future: asyncio.Future[Token] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, _Waiter(order, next(self._arrivals), task_id, attempt, future))
         assert self._wake is not None
@@ -236,6 +258,7 @@ class KeyPool:
 
     async def _grant_loop(self) -> None:
         assert self._wake is not None and self._store is not None
+        lead = self._config.keypool.lead_seconds
         while True:
             now = time.time()
             if learned := probe_all(self._pools, now):
@@ -243,11 +266,18 @@ class KeyPool:
             if self._waiters and (back := usable_at(self._pools, now)) > now:
                 self._refuse_all(back)
             batch: list[tuple[_Waiter, KeyTokenGranted]] = []
-            while self._waiters and (pool := choose(self._pools, now)) is not None:
+            while self._waiters:
+                # A pool with a place now; else one whose place frees within the lead, granted
+                # for then (the call waits, built, until its place is free).
+                pool, at = choose(self._pools, now), now
+                if pool is None:
+                    if (ahead := soonest(self._pools, now, lead)) is None:
+                        break
+                    pool, at = ahead
                 waiter = heapq.heappop(self._waiters)
                 if waiter.future.done():
                     continue
-                key_id = grant(pool, now)
+                key_id = grant(pool, at)
                 batch.append(
                     (
                         waiter,
@@ -258,7 +288,7 @@ class KeyPool:
                             attempt=waiter.attempt,
                             capacity=pool.limiter.capacity,
                             window=pool.window,
-                            at=now,
+                            at=at,
                         ),
                     )
                 )
@@ -273,7 +303,7 @@ class KeyPool:
             self._wake.clear()
             timeout = None
             if self._waiters:
-                wake_at = next_free_at(self._pools, now)
+                wake_at = next_free_at(self._pools, now) - lead
                 if any(p.rate < p.rpm for p in self._pools):
                     wake_at = min(wake_at, now + min(p.window for p in self._pools))
                 timeout = None if math.isinf(wake_at) else wake_at - time.time()
@@ -353,10 +383,11 @@ class KeyPool:
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
         for waiter, g in batch:
-            self._granted[(g.task_id, g.attempt)] = (g.pool, g.key_id)
+            token = Token(g.pool, g.key_id, not_before=g.at)
+            self._granted[(g.task_id, g.attempt)] = token
             self._stamps[(g.task_id, g.attempt)] = (self._by_name[g.pool], g.at)
             if not waiter.future.done():
-                waiter.future.set_result(Token(g.pool, g.key_id))
+                waiter.future.set_result(token)
         if len(self._stamps) > 10_000:  # grants whose calls were never reported sent
             for k in list(self._stamps)[: len(self._stamps) // 2]:
                 del self._stamps[k]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -41,7 +42,10 @@ class SlidingWindowLog:
         """The earliest time at or after `now` when one grant is allowed."""
         if len(self.log) < self.capacity:
             return now
-        return max(now, self.log[0] + self.window)
+        at = self.log[0] + self.window
+        if at - self.log[0] < self.window:  # rounding: the time returned must pass `take`
+            at = math.nextafter(at, math.inf)
+        return max(now, at)
 
     def take(self, now: float) -> bool:
         """Record a grant at `now` if allowed; False (and nothing recorded) otherwise."""

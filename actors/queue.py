@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import ray
 import structlog
 
 from actors.alerts import deliver, evaluate, payload
@@ -19,7 +20,7 @@ from actors.decide import Decision, Policy, cancel, decide, next_wakeup, pools_u
 from actors.logs import configure
 from actors.telemetry import QueueMetrics
 from actors.webhook_sender import Deliverer
-from actors.worker import AttemptSpec
+from actors.worker import READY_TIMEOUT, AttemptSpec
 from events.catalogue import (
     AlertRaised,
     AlertResolved,
@@ -71,6 +72,8 @@ class Queue:
         self._alerts_at = 0.0
         self._deliveries: set[asyncio.Task[bool]] = set()
         self._deciding = asyncio.Lock()
+        # The first call to each worker sets up the route to it; made here, not in a burst.
+        ray.wait([w.ping.remote() for w in workers], num_returns=len(workers), timeout=READY_TIMEOUT)
         self._store = self._call(self._connect)
         started = time.monotonic()
         self._call(self._recover)

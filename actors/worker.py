@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import ray.exceptions
 import structlog
 
 from actors.blobs import blob_store, task_blob
@@ -32,6 +34,8 @@ from events.store import EventStore, Expect
 
 log = structlog.get_logger("genqueue.worker")
 
+# How long a worker's first ping waits for the key pool to answer (it carries on without).
+READY_TIMEOUT = 5.0
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
@@ -79,6 +83,7 @@ class Worker:
         self._store: EventStore | None = None
         self._inflight: set[tuple[str, int]] = set()
         self._metrics = WorkerMetrics()
+        self._ready = False
 
     def _events(self) -> EventStore:
         if self._store is None:
@@ -97,8 +102,18 @@ class Worker:
         return os.getpid()
 
     async def ping(self) -> int:
-        """Liveness: the worker's index. The first ping starts the provider's clients."""
-        await self._provider.start()
+        """Liveness: the worker's index.
+
+        The first ping readies the worker for a burst: the provider's clients, the event
+        store's connections and the route to the key pool. Each costs its first use tens to
+        hundreds of milliseconds, which the first calls of a burst would otherwise wait for.
+        """
+        if not self._ready:
+            await self._provider.start()
+            await self._events().ping()
+            with contextlib.suppress(TimeoutError, ray.exceptions.RayError):
+                await asyncio.wait_for(self._keypool.pid.remote(), READY_TIMEOUT)
+            self._ready = True
         return self._index
 
     async def run(self, spec: AttemptSpec) -> str:
@@ -160,7 +175,9 @@ class Worker:
         )
         # The call starts as soon as the token is in hand (the limiter counted it at the
         # grant); the started event is written meanwhile, and a refused one stops the call.
-        call = asyncio.ensure_future(self._call(spec, request, pool, key_id, started.at, bound))
+        call = asyncio.ensure_future(
+            self._call(spec, request, pool, key_id, started.at, bound, token.not_before)
+        )
         if await self._append(store, [started], expect) is None:
             call.cancel()
             return await self._late(store, spec, started.type)
@@ -200,13 +217,20 @@ class Worker:
         )
 
     async def _call(
-        self, spec: AttemptSpec, request: ImageRequest, pool: str, key_id: str, t0: float, bound: Any
+        self,
+        spec: AttemptSpec,
+        request: ImageRequest,
+        pool: str,
+        key_id: str,
+        t0: float,
+        bound: Any,
+        not_before: float = 0.0,
     ) -> Event:
         def sent(at: float) -> None:
             self._keypool.sent.remote(spec.task_id, spec.attempt, at)
 
         try:
-            result = await self._provider.generate(request, self._config.key_secret(key_id), sent)
+            result = await self._provider.generate(request, self._config.key_secret(key_id), sent, not_before)
             ext = _EXTENSIONS.get(result.mime_type, "bin")
             ref = task_blob(spec.task_id, f"result-{spec.attempt}.{ext}")
             await asyncio.to_thread(self._blobs.put, ref, result.data)

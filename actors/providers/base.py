@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -109,9 +111,22 @@ class Provider(Protocol):
         ...
 
     async def generate(
-        self, request: ImageRequest, key: Secret, on_sent: Callable[[float], None] | None = None
+        self,
+        request: ImageRequest,
+        key: Secret,
+        on_sent: Callable[[float], None] | None = None,
+        not_before: float = 0.0,
     ) -> ImageResult:
         """The image for `request`, using upstream key `key`; raises ProviderError.
 
-        `on_sent(at)`: the request left for upstream at `at` (epoch seconds)."""
+        `on_sent(at)`: the request left for upstream at `at` (epoch seconds). `not_before`:
+        the request is built but goes out no earlier than this (epoch seconds), when its
+        rate-limit place frees."""
         ...
+
+
+async def hold_until(at: float) -> None:
+    """Wait until epoch time `at` (at once if it has passed)."""
+    delay = at - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)

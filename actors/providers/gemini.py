@@ -7,6 +7,7 @@ no reason built here ever holds a key.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import re
 import time
@@ -19,7 +20,8 @@ from google import genai
 from google.genai import errors, types
 
 from actors.config import ProviderConfig, Secret
-from actors.providers.base import INPUT_ROLES, Failure, ImageRequest, ImageResult, ProviderError
+from actors.providers import images
+from actors.providers.base import INPUT_ROLES, Failure, ImageRequest, ImageResult, ProviderError, hold_until
 
 _PHOTOGRAPHY = (
     "Turn this selfie into a professional portrait photograph of the same person. Keep the face, "
@@ -40,17 +42,26 @@ _MODEL = re.compile(r"models/([\w.\-]+)")
 _RETRYABLE_STATUSES = {408}
 # Responses can carry several large images in one JSON body: read in big chunks, as the SDK does.
 _READ_BUFFER = 2**22
-# The call in progress in this task: told the time its request went out on the wire.
+# The call in progress in this task: told the time its request went out on the wire, and
+# held until its rate-limit place is free (epoch seconds; 0: at once).
 _ON_SENT: contextvars.ContextVar[Callable[[float], None] | None] = contextvars.ContextVar(
     "genqueue_on_sent", default=None
 )
+_NOT_BEFORE: contextvars.ContextVar[float] = contextvars.ContextVar("genqueue_not_before", default=0.0)
 
 
-async def _headers_sent(session: Any, context: Any, params: Any) -> None:
-    """aiohttp trace hook: the request's headers were written; its body follows at once."""
+async def _body_going_out(session: Any, context: Any, params: Any) -> None:
+    """aiohttp trace hook, called just before the request's first bytes are written: aiohttp
+    holds the headers back to send them with the body, which a task of their own writes
+    once the loop gets to it. A call granted ahead of its place waits here until the place
+    is free; then the call is dated. Once per call: the body goes in one write."""
+    at = _NOT_BEFORE.get()
+    if at:
+        _NOT_BEFORE.set(0.0)
+        await hold_until(at)
     on_sent = _ON_SENT.get()
     if on_sent is not None:
-        _ON_SENT.set(None)  # once per call
+        _ON_SENT.set(None)
         on_sent(time.time())
 
 
@@ -94,7 +105,7 @@ class GeminiProvider:
             return
         self._loop = loop
         trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(_headers_sent)
+        trace.on_request_chunk_sent.append(_body_going_out)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0), trace_configs=[trace], read_bufsize=_READ_BUFFER
         )
@@ -102,6 +113,31 @@ class GeminiProvider:
         self._clients.clear()
         for key in self._keys:
             self._client(key)
+        self._warm_types()
+
+    def _warm_types(self) -> None:
+        """Build each google-genai type a call uses once, with a tiny image. The SDK's pydantic
+        types complete their schemas on first use, ~0.2 s before the first request goes out
+        and again on its answer, which inside a burst would hold up a worker's first calls."""
+        png = images.stock_png((8, 8))
+        for kind, roles in INPUT_ROLES.items():
+            warm = ImageRequest("warm-up", kind, "", dict.fromkeys(roles, png), {})
+            _contents(warm)
+            self._config(warm)
+        data = base64.b64encode(png).decode()
+        part = {"inlineData": {"mimeType": "image/png", "data": data}}
+        types.GenerateContentResponse.model_validate(
+            {"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP"}]}
+        )
+
+    def _config(self, request: ImageRequest) -> types.GenerateContentConfig:
+        aspect = request.options.get("aspect_ratio")
+        return types.GenerateContentConfig(
+            response_modalities=["IMAGE"],
+            image_config=types.ImageConfig(
+                aspect_ratio=aspect if isinstance(aspect, str) else "3:4", image_size=self._size
+            ),
+        )
 
     def _client(self, key: Secret) -> genai.Client:
         client = self._clients.get(key)
@@ -111,22 +147,22 @@ class GeminiProvider:
         return client
 
     async def generate(
-        self, request: ImageRequest, key: Secret, on_sent: Callable[[float], None] | None = None
+        self,
+        request: ImageRequest,
+        key: Secret,
+        on_sent: Callable[[float], None] | None = None,
+        not_before: float = 0.0,
     ) -> ImageResult:
         """One image for `request` with `key`; ProviderError (its `failure` sorted) otherwise.
 
         `on_sent` is called with the time the request went out on the wire (after the SDK
-        built it), not called when it never did."""
+        built it), not called when it never did. With `not_before`, the request, built and
+        connected, waits until then before it goes out."""
         await self.start()
         contents = _contents(request)
-        aspect = request.options.get("aspect_ratio")
-        config = types.GenerateContentConfig(
-            response_modalities=["IMAGE"],
-            image_config=types.ImageConfig(
-                aspect_ratio=aspect if isinstance(aspect, str) else "3:4", image_size=self._size
-            ),
-        )
+        config = self._config(request)
         _ON_SENT.set(on_sent)
+        _NOT_BEFORE.set(not_before)
         try:
             response = await self._client(key).aio.models.generate_content(
                 model=self._model, contents=contents, config=config
@@ -141,6 +177,7 @@ class GeminiProvider:
             raise _scrubbed(classify(exc, self._model), key) from None
         finally:
             _ON_SENT.set(None)
+            _NOT_BEFORE.set(0.0)
         return _image(response)
 
     async def aclose(self) -> None:

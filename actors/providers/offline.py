@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from actors.config import ProviderConfig, Secret
 from actors.providers import images
-from actors.providers.base import INPUT_ROLES, ImageRequest, ImageResult, ProviderError
+from actors.providers.base import INPUT_ROLES, ImageRequest, ImageResult, ProviderError, hold_until
 
 
 class OfflineProvider:
@@ -35,11 +35,16 @@ class OfflineProvider:
         return max(0.0, self._latency + self._rng.uniform(-self._jitter, self._jitter))
 
     async def generate(
-        self, request: ImageRequest, key: Secret, on_sent: Callable[[float], None] | None = None
+        self,
+        request: ImageRequest,
+        key: Secret,
+        on_sent: Callable[[float], None] | None = None,
+        not_before: float = 0.0,
     ) -> ImageResult:
         """Render in a thread while the simulated latency runs; the call lasts the longer of the two.
 
         Without rendering (`render = false`), the stock image after the latency."""
+        await hold_until(not_before)
         if on_sent is not None:
             on_sent(time.time())
         if self._stock:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import ray
 
 from actors.config import KeyPoolConfig
@@ -161,3 +163,22 @@ def test_a_grant_counts_in_its_window_from_when_its_call_went_out(
     ray.get(keypool.sent.remote("first", 1, first + 0.6), timeout=30)
     assert ray.get(keypool.acquire.remote("second", 1, 2.0), timeout=30).granted
     assert granted("second") >= first + 0.6 + 1.0 + margin
+
+
+def test_a_place_about_to_free_is_granted_ahead_for_a_call_that_waits_until_then(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """One call per 1 s window and a lead of 0.3 s: the second token comes before its place
+    frees and names the time it frees (`not_before`), a window and the margin after the first;
+    its grant is dated then."""
+    keypool_config = KeyPoolConfig(lead_seconds=0.3)
+    cluster = make_cluster(pools=(("p1", 60, 1.0),), keypool=keypool_config)
+    keypool = cluster.handles["keypool"]
+    first = ray.get(keypool.acquire.remote("first", 1, 1.0), timeout=30)
+    second = ray.get(keypool.acquire.remote("second", 1, 2.0), timeout=30)
+    received = time.time()
+    assert first.granted and second.granted
+    assert second.not_before >= first.not_before + 1.0 + keypool_config.margin_seconds
+    assert received < second.not_before - 0.1
+    granted = {e.event.task_id: e.event.at for e in cluster.log() if isinstance(e.event, KeyTokenGranted)}
+    assert granted["second"] == pytest.approx(second.not_before)

@@ -349,3 +349,27 @@ def test_on_sent_is_told_once_when_the_request_leaves_and_not_when_it_never_does
     with pytest.raises(ProviderError):
         asyncio.run(refused())
     assert len(sent) == 1
+
+
+def test_a_call_granted_ahead_waits_built_until_its_place_is_free() -> None:
+    """With `not_before`, the request is built at once but goes out at that time: the send
+    time the HTTP client's trace reports is at or just after it, and upstream answers after."""
+    sent: list[float] = []
+    with emulator() as url:
+        gp = GeminiProvider(ProviderConfig(name="gemini", base_url=url, model=MODEL, image_size="512"))
+
+        async def call() -> tuple[float, float, float]:
+            try:
+                await gp.start()
+                called = time.time()
+                not_before = called + 0.5
+                await gp.generate(photo(), Secret(KEY), sent.append, not_before)
+                return called, not_before, time.time()
+            finally:
+                await gp.aclose()
+
+        called, not_before, answered = asyncio.run(call())
+        accepted = stats(url)["projects"]["p"]["accepted"]
+    assert len(sent) == 1 and accepted == 1
+    assert not_before <= sent[0] < not_before + 0.25, (sent[0] - called, not_before - called)
+    assert answered >= sent[0]
