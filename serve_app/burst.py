@@ -165,7 +165,14 @@ async def run_burst(
                             result.sse_delays.append(arrived - max(stamps))
                     seen = count
 
-        ids = [t for t in await asyncio.gather(*(submit(b) for b in bodies)) if t]
+        # One simulated user after another, each request on the wire before the next is built:
+        # with all 600 started at once, aiohttp writes a request body in a task of its own,
+        # queued behind the other users' starts, and the first request would leave last.
+        pending = []
+        for body in bodies:
+            pending.append(asyncio.create_task(submit(body)))
+            await asyncio.sleep(0)
+        ids = [t for t in await asyncio.gather(*pending) if t]
         result.submits_answered = time.time()
         watchers = [asyncio.create_task(watch(t)) for t in ids[-watch_last:]] if watch_last else []
         deadline = time.monotonic() + deadline_seconds
