@@ -165,13 +165,15 @@ class Worker:
             return refused.type
         pool, key_id = token.pool, token.key_id
         bound = bound.bind(pool=pool, key_id=key_id)
+        # A token granted ahead starts its call when its place frees, milliseconds from now.
+        begins = max(now, token.not_before)
         started = TaskStarted(
             task_id=spec.task_id,
             attempt=spec.attempt,
             pool=pool,
             key_id=key_id,
-            waited=max(0.0, now - spec.submitted_at) if spec.submitted_at else 0.0,
-            at=now,
+            waited=max(0.0, begins - spec.submitted_at) if spec.submitted_at else 0.0,
+            at=begins,
         )
         # The call starts as soon as the token is in hand (the limiter counted it at the
         # grant); the started event is written meanwhile, and a refused one stops the call.
