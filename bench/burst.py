@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.config import Config, KeyPoolConfig, PoolConfig, ProviderConfig
 from actors.planner import PoolPlan, arrivals, simulate
 from bench.common import (
+    EMULATOR_NICE,
     bench_config,
     bench_pools,
     emulator_process,
@@ -178,6 +179,13 @@ def main() -> None:
         help="niceness of the burst client: Ray runs its workers at 15, and on a small machine a "
         "client at 0 takes the CPU from the system it measures (0: leave it)",
     )
+    p.add_argument(
+        "--emulator-nice",
+        type=int,
+        default=EMULATOR_NICE,
+        help="niceness of the emulator (gemini): it stands for an upstream on machines of its own "
+        "(0: leave it)",
+    )
     p.add_argument("--watch", type=int, default=0, help="follow the last N tasks over SSE")
     args = p.parse_args()
     count, _, rpm_text = args.pools.partition("x")
@@ -205,7 +213,15 @@ def burst_here(
         emulator_url = ""
         if args.provider == "gemini":
             emulator_url = stack.enter_context(
-                emulator_process(pools, args.window, args.latency, args.jitter, args.real_rpm, args.day_quota)
+                emulator_process(
+                    pools,
+                    args.window,
+                    args.latency,
+                    args.jitter,
+                    args.real_rpm,
+                    args.day_quota,
+                    nice=args.emulator_nice,
+                )
             )
         base = KeyPoolConfig()
         config = bench_config(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -80,7 +81,7 @@ def bench_config(
 EMULATOR_NICE = -10
 
 
-def _upstream_priority() -> None:
+def _upstream_priority(nice: int) -> None:
     """In the emulator's process before it starts: run ahead of the system under test.
 
     The emulator stands for an upstream on machines of its own. On a small machine that it
@@ -90,7 +91,7 @@ def _upstream_priority() -> None:
     give. Without the permission to raise a priority the emulator runs as it is.
     """
     with contextlib.suppress(PermissionError):
-        os.setpriority(os.PRIO_PROCESS, 0, EMULATOR_NICE)
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 @contextlib.contextmanager
@@ -101,9 +102,11 @@ def emulator_process(
     jitter: float,
     real_rpm: int = 0,
     day_quota: int = 0,
+    nice: int = EMULATOR_NICE,
 ) -> Iterator[str]:
     """`genqueue emulator` in its own process, one project per pool at `real_rpm` (default: the
-    pool's RPM); `day_quota` requests a day for the first project. Yields its base URL."""
+    pool's RPM); `day_quota` requests a day for the first project; at niceness `nice` (0: as
+    it is). Yields its base URL."""
     port = free_port()
     command = [str(Path(sys.executable).parent / "genqueue"), "emulator", "--port", str(port)]
     for i, pool in enumerate(pools):
@@ -113,7 +116,10 @@ def emulator_process(
     command += ["--window-seconds", str(window), "--latency", str(latency)]
     command += ["--jitter", str(jitter), "--seed", "1"]
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_upstream_priority
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=functools.partial(_upstream_priority, nice) if nice else None,
     )
     url = f"http://127.0.0.1:{port}"
     try:
