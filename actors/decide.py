@@ -127,11 +127,12 @@ def decide(
     parked or all its keys disabled): the tasks keep their places instead of holding slots.
     """
     decisions: list[Decision] = []
-    unguarded: list[Event] = []
+    batch: list[Event] = []
+    # Each dispatched task must still be waiting at its attempt count when the batch is
+    # written, so the same attempt can never be dispatched twice.
+    guards: dict[str, Expect] = {}
     for task_id, ended in state.to_decide.items():
-        unguarded += _after_attempt(
-            state, task_id, ended.attempt, ended.retryable, ended.error, policy, now, rng
-        )
+        batch += _after_attempt(state, task_id, ended.attempt, ended.retryable, ended.error, policy, now, rng)
     for task_id, lease in state.running.items():
         if lease.deadline <= now:
             expired = TaskLeaseExpired(task_id=task_id, attempt=lease.attempt, at=now)
@@ -157,7 +158,8 @@ def decide(
             worker = min(range(policy.workers), key=load.__getitem__)
             load[worker] += 1
             free -= 1
-            unguarded.append(
+            guards[task_id] = Expect(QUEUED, entry.attempts)
+            batch.append(
                 TaskDispatched(
                     task_id=task_id,
                     attempt=entry.attempts + 1,
@@ -167,8 +169,8 @@ def decide(
                     at=now,
                 )
             )
-    if unguarded:
-        decisions.insert(0, Decision(tuple(unguarded)))
+    if batch:
+        decisions.insert(0, Decision(tuple(batch), guards))
     return decisions
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import ray
 import structlog
 
-from actors.alerts import deliver, evaluate, payload
+from actors.alerts import evaluate
 from actors.config import Config
 from actors.decide import Decision, Policy, cancel, decide, next_wakeup, pools_usable_at
 from actors.logs import configure
@@ -22,16 +22,19 @@ from actors.telemetry import QueueMetrics
 from actors.webhook_sender import Deliverer
 from actors.worker import READY_TIMEOUT, AttemptSpec
 from events.catalogue import (
+    RUNNING,
     AlertRaised,
     AlertResolved,
     SnapshotTaken,
     StoredEvent,
+    TaskAttemptFailed,
     TaskDispatched,
     stream_id_key,
 )
 from events.errors import StoreUnavailableError
 from events.queue_state import QueueState, apply, restore, snapshot
 from events.redis_store import RedisEventStore
+from events.store import Expect
 
 log = structlog.get_logger("genqueue.queue")
 
@@ -70,8 +73,9 @@ class Queue:
         self._recovery: dict[str, Any] = {}
         self._metrics = QueueMetrics()
         self._alerts_at = 0.0
-        self._deliveries: set[asyncio.Task[bool]] = set()
         self._deciding = asyncio.Lock()
+        # Attempts that could not be handed to a worker, to be failed by the next step.
+        self._unsent: list[TaskAttemptFailed] = []
         # The first call to each worker sets up the route to it; made here, not in a burst.
         ray.wait([w.ping.remote() for w in workers], num_returns=len(workers), timeout=READY_TIMEOUT)
         self._store = self._call(self._connect)
@@ -130,8 +134,14 @@ class Queue:
         every, seconds = self._config.queue.snapshot_every, self._config.queue.snapshot_seconds
         elapsed = time.monotonic() - self._snapshot_at
         if self._since_snapshot >= every or (self._since_snapshot and elapsed >= seconds):
-            document = json.dumps(snapshot(self._state), separators=(",", ":"))
-            await self._store.save_snapshot(SNAPSHOT_ACTOR, self._state.last_id, document)
+            try:
+                document = json.dumps(snapshot(self._state), separators=(",", ":"))
+            except (ValueError, TypeError, RecursionError):
+                # A snapshot only shortens recovery: one that cannot be written is skipped
+                # until the next is due, and the queue goes on.
+                log.exception("snapshot skipped: the state could not be serialised")
+            else:
+                await self._store.save_snapshot(SNAPSHOT_ACTOR, self._state.last_id, document)
             self._since_snapshot = 0
             self._snapshot_at = time.monotonic()
 
@@ -148,11 +158,7 @@ class Queue:
     def _notify(self, event: AlertRaised | AlertResolved) -> None:
         """Deliver an alert to every configured webhook, in the background."""
         log.warning("alert " + ("raised" if isinstance(event, AlertRaised) else "resolved"), alert=event.name)
-        body = payload(event, self._config.redis.namespace)
-        for url in self._config.alerts.webhooks:
-            task = asyncio.ensure_future(deliver(url, body, self._config.alerts.webhook_attempts, self._rng))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+        self._webhooks.alert(event)
 
     def _send(self, task_id: str, attempt: int, worker: int, resent: bool = False) -> None:
         entry = self._state.tasks.get(task_id)
@@ -170,7 +176,21 @@ class Queue:
             order=entry.order,
             dispatched_at=lease.since if (lease := self._state.running.get(task_id)) else 0.0,
         )
-        self._workers[worker % len(self._workers)].run.remote(spec)
+        try:
+            self._workers[worker % len(self._workers)].run.remote(spec)
+        except Exception as exc:
+            # The attempt cannot reach a worker (its arguments cannot be serialised, say):
+            # it fails, not the queue step, and sending it again would fail the same way.
+            log.exception("could not hand an attempt to a worker", task_id=task_id, attempt=attempt)
+            self._unsent.append(
+                TaskAttemptFailed(
+                    task_id=task_id,
+                    attempt=attempt,
+                    error=f"could not hand the attempt to a worker: {type(exc).__name__}",
+                    retryable=False,
+                    at=time.time(),
+                )
+            )
 
     def _apply(self, batch: list[StoredEvent]) -> None:
         applied = stream_id_key(self._state.last_id)
@@ -203,6 +223,13 @@ class Queue:
 
     async def _decide(self) -> bool:
         """Decide and append; True when something was appended (and applied)."""
+        if self._unsent:
+            while self._unsent:
+                failed = self._unsent[0]
+                await self._store.append([failed], {failed.task_id: Expect(RUNNING, failed.attempt)})
+                self._unsent.pop(0)
+            self._apply(await self._store.read(self._state.last_id))
+            return True
         now = time.time()
         usable = pools_usable_at(self._state, self._pool_keys, now)
         decisions = decide(self._state, self._policy, now, self._rng, usable)

@@ -53,17 +53,18 @@ class AuditReport:
     # Completion webhooks: outcomes by kind, and tasks recorded delivered more than once.
     webhooks: dict[str, int] = field(default_factory=dict)
     delivered_twice: list[str] = field(default_factory=list)
+    # Attempts recorded dispatched more than once, as "task_id#attempt".
+    dispatched_twice: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Every submitted task ended exactly once, no pool overran its window, no balance went
         below zero, every task that did not succeed was refunded exactly once and no webhook
-        was recorded delivered twice."""
+        was recorded delivered twice, and no attempt was dispatched twice."""
         over = any(self.max_window_calls[p] > self.window_capacity[p] for p in self.max_window_calls)
         credits_ok = not self.overdrawn and not self.refund_errors and not self.delivered_twice
-        return (
-            not self.never_ended and not self.ended_twice and not over and not self.overlapping and credits_ok
-        )
+        once = not self.never_ended and not self.ended_twice and not self.dispatched_twice
+        return once and not over and not self.overlapping and credits_ok
 
 
 def max_in_window(times: list[float], window: float) -> int:
@@ -147,6 +148,7 @@ class Auditor:
         self._refunded: dict[str, list[int]] = defaultdict(list)
         self._outcome: dict[str, str] = {}
         self._delivered: dict[str, int] = defaultdict(int)
+        self._dispatched: set[tuple[str, int]] = set()
 
     def _credits(self, event: Event) -> None:
         """Fold the ledger: balances never below zero, one refund per unsuccessful task."""
@@ -211,6 +213,9 @@ class Auditor:
                 ):
                     self._pending_outcome_ms = stream_id_ms(stored.id)
             case TaskDispatched():
+                if (event.task_id, event.attempt) in self._dispatched:
+                    report.dispatched_twice.append(f"{event.task_id}#{event.attempt}")
+                self._dispatched.add((event.task_id, event.attempt))
                 if self._pending_outcome_ms is not None:
                     report.dispatch_latency_ms.append(stream_id_ms(stored.id) - self._pending_outcome_ms)
                     self._pending_outcome_ms = None

@@ -69,6 +69,9 @@ class AuditResult:
         found = []
         if r.ended_twice:
             found.append(f"{len(r.ended_twice)} task(s) ended twice: {', '.join(r.ended_twice[:10])}")
+        if r.dispatched_twice:
+            twice = ", ".join(r.dispatched_twice[:10])
+            found.append(f"{len(r.dispatched_twice)} attempt(s) dispatched twice: {twice}")
         if r.overlapping:
             found.append(
                 f"{len(r.overlapping)} task(s) ran two attempts at once: {', '.join(r.overlapping[:10])}"

@@ -182,3 +182,60 @@ def test_a_place_about_to_free_is_granted_ahead_for_a_call_that_waits_until_then
     assert received < second.not_before - 0.1
     granted = {e.event.task_id: e.event.at for e in cluster.log() if isinstance(e.event, KeyTokenGranted)}
     assert granted["second"] == pytest.approx(second.not_before)
+
+
+def test_an_attempt_that_cannot_reach_a_worker_fails_alone_and_the_queue_goes_on(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A task whose options nest too deep to hand to a worker fails once with its refund, while
+    the tasks around it succeed, snapshots go on and no attempt is dispatched twice."""
+    import asyncio
+
+    from events.catalogue import CreditsCharged, CreditsGranted, SnapshotTaken, TaskSubmitted
+    from events.redis_store import RedisEventStore
+
+    cluster = make_cluster(slots=2, latency=0.05, snapshot_every=3, pools=(("p1", 6000, 1.0),))
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(900):
+        inner["x"] = {}
+        inner = inner["x"]
+    before = cluster.submit(2)
+    bad = TaskSubmitted(
+        task_id=f"{time.time_ns():x}".ljust(32, "f")[:32],
+        user_id="u",
+        kind="photography",
+        prompt="p",
+        inputs={"person": "tasks/x/person.png"},
+        options=deep,
+        at=time.time(),
+    )
+    charge = CreditsCharged(user_id="u", task_id=bad.task_id, amount=1, at=time.time())
+
+    async def append() -> None:
+        store = RedisEventStore.from_url(cluster.config.redis.url, cluster.config.redis.namespace)
+        try:
+            await store.append([CreditsGranted(user_id="u", amount=1, at=time.time()), bad, charge])
+        finally:
+            await store.close()
+
+    asyncio.run(append())
+    after = cluster.submit(6)
+    ids = [*before, bad.task_id, *after]
+    eventually(lambda: cluster.ended(ids), timeout=60, what="every task ended")
+    views = cluster.views(ids)
+    assert views[bad.task_id]["status"] == "failed"
+    assert "could not hand the attempt to a worker" in views[bad.task_id]["error"]
+    assert views[bad.task_id]["refunded"] == "1"
+    assert all(views[t]["status"] == "succeeded" for t in [*before, *after])
+    log = cluster.log()
+    report = audit(log)
+    assert report.ok and report.dispatched_twice == []
+    assert report.ended == {"succeeded": 8, "failed": 1}
+    failed_at = next(i for i, s in enumerate(log) if s.event.type == "task.failed")
+
+    def snapshot_after_failure() -> bool:
+        return any(isinstance(s.event, SnapshotTaken) for s in cluster.log()[failed_at:])
+
+    cluster.submit(3)  # events enough for the next snapshot to fall due
+    eventually(snapshot_after_failure, timeout=30, what="a snapshot after the failed task")

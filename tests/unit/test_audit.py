@@ -69,3 +69,13 @@ def test_each_grant_is_checked_against_the_capacity_in_force_when_it_was_made() 
     overrun = [(i * 0.01, 10) for i in range(10)] + [(0.5, 7)]
     assert worst_window(overrun, 1.0) == (11, 7)
     assert worst_window([], 1.0) == (0, 0)
+
+
+def test_an_attempt_dispatched_twice_is_reported() -> None:
+    """Two task.dispatched for the same attempt of a task fail the audit and name the attempt."""
+    a = submitted()
+    dispatched = TaskDispatched(task_id=a.task_id, attempt=1, worker=0, lease_deadline=9, at=1)
+    done = TaskSucceeded(task_id=a.task_id, attempt=1, result="r", mime_type="image/png", elapsed=1, at=2)
+    assert audit(stored([a, dispatched, done])).dispatched_twice == []
+    twice = audit(stored([a, dispatched, dispatched, done]))
+    assert not twice.ok and twice.dispatched_twice == [f"{a.task_id}#1"]

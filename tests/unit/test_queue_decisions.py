@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from actors.decide import Decision, Policy, backoff, decide, next_wakeup
 from events.catalogue import (
+    QUEUED,
+    RUNNING,
     Event,
     StoredEvent,
     TaskAttemptFailed,
@@ -22,6 +24,7 @@ from events.catalogue import (
     TaskSucceeded,
 )
 from events.queue_state import QueueState, apply, replay, restore, snapshot
+from events.store import Expect
 from tests.helpers import submitted
 
 Op = tuple[str, int]
@@ -58,9 +61,19 @@ class Sim:
                 self.first_dispatches.append(event.task_id)
 
     def holds(self, decision: Decision) -> bool:
-        return all(
-            (lease := self.state.running.get(t)) is not None and lease.attempt == want.attempt
-            for t, want in decision.expect.items()
+        """Whether the decision's expectations hold, as the store checks them on the task views."""
+        return all(self._holds(t, want) for t, want in decision.expect.items())
+
+    def _holds(self, task_id: str, want: Expect) -> bool:
+        if want.status == RUNNING:
+            lease = self.state.running.get(task_id)
+            return lease is not None and lease.attempt == want.attempt
+        entry = self.state.tasks.get(task_id)
+        return (
+            want.status == QUEUED
+            and entry is not None
+            and self.state.is_waiting(task_id)
+            and entry.attempts == want.attempt
         )
 
     def settle(self) -> None:
@@ -266,3 +279,29 @@ def test_a_malformed_snapshot_raises_value_error() -> None:
     for bad in ({}, {**good, "v": 99}, {**good, "tasks": [{"nope": 1}]}, {**good, "queue": 5}):
         with pytest.raises(ValueError):
             restore(bad)
+
+
+def test_a_dispatch_decided_twice_from_the_same_state_is_written_once() -> None:
+    """Each dispatched task is guarded by its waiting attempt count, so a decision repeated from
+    a state that missed the first one's events appends nothing to the store."""
+    import asyncio
+
+    from events.memory_store import MemoryEventStore
+
+    async def run() -> list[int]:
+        store = MemoryEventStore()
+        state = QueueState()
+        events = [submitted(at=0.0) for _ in range(3)]
+        await store.append(events)
+        for stored in await store.read():
+            apply(state, stored)
+        policy = Policy(slots=2, lease_seconds=10, max_attempts=3, workers=1)
+        (first,) = decide(state, policy, 1.0, random.Random(1))
+        assert set(first.expect) == {e.task_id for e in first.events if isinstance(e, TaskDispatched)}
+        assert all(want == Expect(QUEUED, 0) for want in first.expect.values())
+        written = await store.append(first.events, first.expect)
+        again = await store.append(first.events, first.expect)
+        assert written is not None and again is None
+        return [e.attempt for s in await store.read() if isinstance(e := s.event, TaskDispatched)]
+
+    assert asyncio.run(run()) == [1, 1]
