@@ -1,6 +1,6 @@
 """Task-completion webhooks, the pure part: signing secrets, signed headers, the body, what an
-attempt's outcome records, and which URLs and addresses are refused. No I/O: time, randomness
-and name resolution are parameters.
+attempt's outcome records, which URLs and addresses are refused, and how a URL is logged. No
+I/O: time, randomness and name resolution are parameters.
 
 Signing follows the Standard Webhooks convention: headers `webhook-id`, `webhook-timestamp`
 and `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, with a secret shown
@@ -28,6 +28,7 @@ from events.queue_state import PendingWebhook
 
 MAX_URL_CHARS = 2048
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def webhook_id(task_id: str) -> str:
@@ -154,29 +155,83 @@ def url_target(url: str) -> tuple[str, int] | str:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
+def redacted(url: str) -> str:
+    """`url` cut to scheme://host:port, for logs: a chat webhook carries its secret in the path
+    or query, and credentials would sit before the host."""
+    target = url_target(url)
+    if isinstance(target, str):
+        return "(not a usable URL)"
+    host, port = target
+    return f"{urlsplit(url).scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
     """Parsed `allow_networks`."""
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
-def _kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+# IPv6 blocks that are not global unicast but that `is_global` passes on some Python versions;
+# most carry an IPv4 address that a translator, a tunnel or the host itself would reach. Named
+# so that a refusal says which.
+_SPECIAL_IPV6 = tuple(
+    (ipaddress.IPv6Network(net), kind)
+    for net, kind in (
+        ("::/96", "IPv4-compatible"),
+        ("::ffff:0:0:0/96", "IPv4-translated (SIIT)"),
+        ("64:ff9b:1::/48", "local-use NAT64"),
+        ("2001::/32", "Teredo"),
+        ("fec0::/10", "site-local"),
+    )
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiouAEIOU' else 'a'} {kind} address"
+
+
+def _kind(ip: Address) -> str:
     for name in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
         if getattr(ip, f"is_{name}"):
             return name.replace("_", "-")
     return "non-public"
 
 
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that a NAT64 or 6to4 address leads to."""
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
+def _refusal(ip: Address, allowed: Sequence[Network]) -> str | None:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # the kernel connects to it over IPv4
+    if any(ip in net for net in allowed):
+        return None
+    if not ip.is_global or ip.is_multicast:
+        return f"{ip}, {_a(_kind(ip))}"
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    for net, kind in _SPECIAL_IPV6:
+        if ip in net:
+            return f"{ip}, {_a(kind)}"
+    inner = _embedded_ipv4(ip)
+    if inner is not None:
+        why = _refusal(inner, ())
+        return f"{ip}, which leads to {why}" if why else None
+    return None if ip in _GLOBAL_UNICAST else f"{ip}, {_a('non-public')}"
+
+
 def refused_address(addresses: Iterable[str], allowed: Sequence[Network]) -> str | None:
     """Why one of a host's addresses may not receive webhooks, or None when all may.
 
-    Only public (global unicast) addresses may, and those inside an allowed network.
+    An address inside an allowed network may (an IPv4-mapped one by its IPv4 address). Any
+    other must be global unicast, and so must the IPv4 address inside a NAT64 or 6to4 one.
     """
     for text in addresses:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in allowed):
-            continue
-        if not ip.is_global or ip.is_multicast:
-            return f"resolves to {ip}, a {_kind(ip)} address"
+        why = _refusal(ipaddress.ip_address(text.split("%", 1)[0]), allowed)
+        if why is not None:
+            return f"resolves to {why}"
     return None

@@ -2,7 +2,8 @@
 
 It checks every request's Standard Webhooks signature against the secrets it was given and
 answers each webhook id's n-th request with the n-th code planned for its path (200 once
-the plan runs out, or 503 while the path is `down`).
+the plan runs out, or 503 while the path is `down`). It may listen on another loopback
+address, on a given port, or behind TLS.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 import time
 from collections import defaultdict
@@ -30,6 +32,7 @@ class Hit:
     body: dict[str, Any]
     answered: int
     at: float
+    host: str = ""  # the Host header
 
 
 @dataclass
@@ -40,6 +43,9 @@ class Receiver:
     codes: dict[str, list[int]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     hits: list[Hit] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 0
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -47,11 +53,10 @@ class Receiver:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="receiver", daemon=True)
         self._runner: web.AppRunner | None = None
-        self.port = 0
 
     def url(self, path: str) -> str:
         """The URL of `path` on this receiver."""
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}{path}"
 
     def _verified(self, raw: str, headers: dict[str, str]) -> bool:
         for secret in self.secrets:
@@ -76,7 +81,8 @@ class Receiver:
                 body = json.loads(raw)
             except ValueError:
                 body = {}
-            self.hits.append(Hit(path, msg_id, self._verified(raw, headers), body, code, time.time()))
+            verified = self._verified(raw, headers)
+            self.hits.append(Hit(path, msg_id, verified, body, code, time.time(), request.host))
         return web.Response(status=code, text="ok" if code < 300 else "not now")
 
     def snapshot(self) -> list[Hit]:
@@ -98,9 +104,9 @@ class Receiver:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((self.host, self.port))
         self.port = int(sock.getsockname()[1])
-        await web.SockSite(self._runner, sock).start()
+        await web.SockSite(self._runner, sock, ssl_context=self.tls).start()
 
     def __enter__(self) -> Receiver:
         self._thread.start()

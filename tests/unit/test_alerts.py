@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from actors.alerts import evaluate
-from actors.config import AlertsConfig
+from dataclasses import replace
+
+import pytest
+
+from actors.alerts import alert_webhook_id, evaluate
+from actors.config import AlertsConfig, ConfigError, parse
 from events.catalogue import AlertRaised, AlertResolved, StoredEvent, TaskDispatched
 from events.queue_state import QueueState, apply
 from tests.helpers import submitted
@@ -57,3 +61,25 @@ def test_a_task_processing_too_long_raises_slow_task() -> None:
     assert evaluate(state, AlertsConfig(), now=100.0) == []
     (raised,) = [e for e in evaluate(state, AlertsConfig(), now=205.0) if isinstance(e, AlertRaised)]
     assert raised.name == "slow_task" and s.task_id in raised.detail
+
+
+def test_an_alert_keeps_its_webhook_id_and_raised_and_resolved_differ() -> None:
+    """The same alert event has the same webhook id (retries, receivers); its resolution another."""
+    raised = AlertRaised(name="backlog", value=9.0, threshold=5.0, detail="9 tasks waiting", at=10.0)
+    resolved = AlertResolved(name="backlog", value=3.0, at=10.0)
+    assert alert_webhook_id(raised) == alert_webhook_id(replace(raised)) != alert_webhook_id(resolved)
+    assert alert_webhook_id(raised).startswith("msg_")
+
+
+def test_alert_webhooks_need_the_signing_secret_and_errors_hide_their_urls() -> None:
+    """[alerts] webhooks without a [webhooks] secret, or one that is not http(s), is a config error
+    that does not show the URL (a chat webhook's path is its secret)."""
+    hooks = {"webhooks": ["https://hooks.example.com/services/s3cr3t"]}
+    with pytest.raises(ConfigError, match=r"\[webhooks\] secret"):
+        parse({"alerts": hooks}, {})
+    assert parse({"alerts": hooks, "webhooks": {"secret": "s"}}, {}).alerts.webhooks == tuple(
+        hooks["webhooks"]
+    )
+    with pytest.raises(ConfigError) as bad:
+        parse({"alerts": {"webhooks": ["ftp://example.com/s3cr3t"]}, "webhooks": {"secret": "s"}}, {})
+    assert "s3cr3t" not in str(bad.value)
