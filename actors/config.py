@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import limits
 
@@ -193,6 +195,10 @@ class ServerConfig:
     replica_resources: dict[str, float] = field(default_factory=dict)
     # Submits each replica handles at once; more wait their turn in arrival order.
     submit_concurrency: int = 16
+    # The bundled HAProxy's stats page (/stats) and Prometheus exporter (/metrics), both
+    # on `host` like the API; 0 picks a free port at start, so instances can share a machine.
+    haproxy_stats_port: int = 0
+    haproxy_metrics_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +237,9 @@ class LimitsConfig:
 
     max_image_bytes: int = 10 * 1024 * 1024
     max_prompt_chars: int = 2000
+    # A submit's fields other than its images (prompt, options, ids, webhook URL), as
+    # compact JSON: over this many bytes it is refused (413).
+    max_fields_bytes: int = 16 * 1024
     # A request body larger than this is refused (413) before it is read whole.
     max_body_bytes: int = 30 * 1024 * 1024
     # Decoded images: at most this many pixels (Pillow's decompression-bomb limit) and
@@ -241,6 +250,17 @@ class LimitsConfig:
     # token submits for many users and gets its own rate.
     user_submit_rate: str = "10/second"
     service_submit_rate: str = "1000/second"
+    # A submit's body must arrive whole within this many seconds of its headers (408).
+    body_read_seconds: float = 10.0
+    # Submits one token may have in an ingress replica at once, reading, waiting or being
+    # handled (429 beyond); a service token submits for many users and gets its own cap.
+    max_submits_per_token: int = 8
+    max_submits_per_service_token: int = 1000
+    # Task streams (`GET /v1/tasks/{id}/watch`) one token may hold open at once, counted by
+    # each ingress replica on its own; a service or admin token follows many users' tasks
+    # and gets its own cap. 0: no cap.
+    max_streams_per_token: int = 8
+    max_streams_per_service_token: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,13 +356,84 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _boolean(where: str, value: Any) -> bool:
+    """`value` as a boolean, refusing anything but the spellings of true and false: a typo must
+    not turn a safety setting off."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, str | int) else ""
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ConfigError(f"{where}: expected true or false (or 1/0, yes/no, on/off), got {value!r}")
+
+
+def _hint(name: str, known: Iterable[str], quote: bool = True) -> str:
+    """' (did you mean X?)' for the known name closest to `name`, or nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if not close:
+        return ""
+    return f" (did you mean {close[0]!r}?)" if quote else f" (did you mean {close[0]}?)"
+
+
+def _refuse_unknown(where: str, names: Iterable[str], known: Iterable[str]) -> None:
+    """A misspelt key would be silently ignored and its default used: refuse it instead."""
+    allowed = set(known)
+    unknown = sorted(set(names) - allowed)
+    if unknown:
+        named = ", ".join(f"{name!r}{_hint(name, allowed)}" for name in unknown)
+        raise ConfigError(f"{where}: unknown key {named}; remove or rename it")
+
+
+# GENQUEUE_* variables that are not settings: read by the CLI or by the tests.
+OTHER_ENVIRONMENT = frozenset(
+    {
+        "GENQUEUE_TOKEN",  # the bearer token of `genqueue top` and `genqueue loadtest`
+        "GENQUEUE_TEST_REDIS_URL",  # tests: the optional external Redis of the contract suite
+        "GENQUEUE_CHROMIUM",  # tests: the browser that drives the pages
+        "GENQUEUE_SCREENSHOTS",  # tests: where the pages' screenshots go
+    }
+)
+
+
+def setting_names() -> frozenset[str]:
+    """Every GENQUEUE_<SECTION>_<KEY> that overrides a setting (GENQUEUE_REDIS_URL among them)."""
+    return frozenset(
+        f"GENQUEUE_{section.upper()}_{f.name.upper()}"
+        for section, cls in _SECTIONS.items()
+        for f in fields(cls)
+    )
+
+
+def _referenced(raw: Mapping[str, Any]) -> set[str]:
+    """Variables the file names as `env:VAR` (pool keys, the webhook secret): known, whatever their name."""
+    hooks, pools = raw.get("webhooks"), raw.get("pools")
+    values: list[Any] = [hooks.get("secret")] if isinstance(hooks, dict) else []
+    for pool in pools if isinstance(pools, list) else []:
+        if isinstance(pool, dict) and isinstance(pool.get("keys"), list):
+            values.extend(pool["keys"])
+    return {v[4:] for v in values if isinstance(v, str) and v.startswith("env:")}
+
+
+def _refuse_unknown_environment(raw: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    """A misspelt GENQUEUE_* variable would be silently ignored: refuse it instead."""
+    known = setting_names() | OTHER_ENVIRONMENT | _referenced(raw)
+    unknown = sorted(name for name in env if name.startswith("GENQUEUE_") and name not in known)
+    if unknown:
+        named = ", ".join(f"{name}{_hint(name, known, quote=False)}" for name in unknown)
+        raise ConfigError(f"unknown environment variable {named}; unset or rename it")
+
+
 def _coerce(where: str, value: Any, target: Any) -> Any:
     kind = target if isinstance(target, type) else type(target)
     try:
         if kind is bool:
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
+            return _boolean(where, value)
+        if kind in (int, float) and isinstance(value, bool):
+            raise ValueError("a boolean is not a number")
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError("not a whole number")
         if kind is tuple:
@@ -356,9 +447,7 @@ def _coerce(where: str, value: Any, target: Any) -> Any:
 def _section(name: str, cls: type[Any], raw: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     base = cls()
     known = {f.name for f in fields(cls)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")
+    _refuse_unknown(f"[{name}]", raw, known)
     values = {k: _coerce(f"{name}.{k}", v, getattr(base, k)) for k, v in raw.items()}
     for key in known:
         env_value = env.get(f"GENQUEUE_{name.upper()}_{key.upper()}")
@@ -386,9 +475,7 @@ def _pools(raw: Any, env: Mapping[str, str]) -> tuple[PoolConfig, ...]:
         where = f"pools[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: expected a table")
-        unknown = set(item) - {"name", "rpm", "ipm", "rpd", "keys", "window_seconds"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        _refuse_unknown(where, item, ("name", "rpm", "ipm", "rpd", "keys", "window_seconds"))
         name = str(item.get("name") or f"pool-{i + 1}")
         rpm = _coerce(f"{where}.rpm", item.get("rpm"), int)
         ipm = _coerce(f"{where}.ipm", item.get("ipm", 0), int)
@@ -412,9 +499,11 @@ def _pools(raw: Any, env: Mapping[str, str]) -> tuple[PoolConfig, ...]:
 
 def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     """A Config from a parsed TOML document and an environment."""
-    unknown = set(raw) - set(_SECTIONS) - {"pools"}
+    unknown = sorted(set(raw) - set(_SECTIONS) - {"pools"})
     if unknown:
-        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+        named = ", ".join(f"[{name}]{_hint(name, [*_SECTIONS, 'pools'])}" for name in unknown)
+        raise ConfigError(f"unknown section {named}; remove or rename it")
+    _refuse_unknown_environment(raw, env)
     # The webhook secret is a Secret like a pool key: a literal or env:VAR ("": webhooks off).
     raw_hooks = dict(raw.get("webhooks", {}))
     hook_secret = raw_hooks.pop("secret", None)
@@ -439,9 +528,12 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"redis.durability: expected 'server' or 'waitaof', got {config.redis.durability!r}"
         )
-    for url in config.alerts.webhooks:
+    for i, url in enumerate(config.alerts.webhooks):
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"alerts.webhooks: {url!r} is not an http(s) URL")
+            # Not the URL itself: a chat webhook's path is its secret.
+            raise ConfigError(f"alerts.webhooks[{i}] is not an http(s) URL")
+    if config.alerts.webhooks and not config.webhooks.enabled:
+        raise ConfigError("alerts.webhooks: alerts are signed like task webhooks; set [webhooks] secret")
     q, p = config.queue, config.provider
     s = config.storage
     if s.retention_seconds < 0 or s.sweep_seconds <= 0:
@@ -479,11 +571,78 @@ def _check(config: Config) -> None:
             limits.parse(getattr(lim, name))
         except ValueError as exc:
             raise ConfigError(f"limits.{name}: {exc}") from exc
-    if min(lim.max_body_bytes, lim.max_image_pixels, lim.max_image_side, lim.max_image_bytes) < 1:
+    sizes = (lim.max_body_bytes, lim.max_fields_bytes, lim.max_image_bytes)
+    if min(*sizes, lim.max_image_pixels, lim.max_image_side) < 1:
         raise ConfigError("[limits]: sizes must be >= 1")
+    if lim.body_read_seconds <= 0 or min(lim.max_submits_per_token, lim.max_submits_per_service_token) < 1:
+        raise ConfigError("[limits]: body_read_seconds must be > 0 and max_submits_per_* >= 1")
     if p.latency_seconds < 0 or p.latency_jitter < 0 or p.timeout_seconds <= 0:
         raise ConfigError("[provider]: latencies must be >= 0 and timeout_seconds > 0")
     _check_webhooks(config.webhooks)
+    _check_ports(config.server)
+
+
+def _check_ports(server: ServerConfig) -> None:
+    ports = {
+        "server.port": server.port,
+        "server.haproxy_stats_port": server.haproxy_stats_port,
+        "server.haproxy_metrics_port": server.haproxy_metrics_port,
+    }
+    for name, port in ports.items():
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{name}: expected a port from 0 to 65535, got {port}")
+    chosen = [p for p in ports.values() if p]
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(
+            "[server]: port, haproxy_stats_port and haproxy_metrics_port must differ (0: any free)"
+        )
+
+
+def _loopback(url: str) -> bool:
+    """Whether `url` stays on this machine (a loopback address or a Unix socket)."""
+    parts = urlsplit(url)
+    if parts.scheme.endswith("unix"):
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def relaxed_security(config: Config) -> list[tuple[str, str]]:
+    """Each security-relevant setting that is off or loosened, as (setting, what it means):
+    logged once at start so that a development setting is not carried into production unseen."""
+    found: list[tuple[str, str]] = []
+    if not config.auth.required:
+        found.append(("auth.required", "false: a request without a token acts as an admin"))
+    if not config.credits.enabled:
+        found.append(("credits.enabled", "false: every task is free"))
+    url = config.redis.url
+    if url and not _loopback(url):
+        if not url.startswith("rediss://"):
+            found.append(
+                ("redis.url", "no TLS to a non-loopback host: events and tokens cross the network in clear")
+            )
+        if urlsplit(url).password is None:
+            found.append(("redis.url", "no password for a non-loopback host"))
+    if config.webhooks.allow_networks:
+        nets = ", ".join(config.webhooks.allow_networks)
+        found.append(("webhooks.allow_networks", f"task webhooks may reach {nets}"))
+    base = config.provider.base_url
+    if config.provider.name == "gemini" and base.startswith("http://") and not _loopback(base):
+        found.append(
+            ("provider.base_url", "plain http to a non-loopback host: API keys cross the network in clear")
+        )
+    for i, hook in enumerate(config.alerts.webhooks):
+        if hook.startswith("http://") and not _loopback(hook):
+            # Not the URL itself: a chat webhook's path is its secret.
+            found.append(
+                (f"alerts.webhooks[{i}]", "plain http to a non-loopback host: alerts cross in clear")
+            )
+    return found
 
 
 def _check_webhooks(w: WebhooksConfig) -> None:

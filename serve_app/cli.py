@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from actors.config import Config, KeyPoolConfig, PoolConfig, Secret
+from actors.config import Config, KeyPoolConfig, PoolConfig, Secret, redact_url
 from actors.logs import configure
 from serve_app.access_cli import credits_app, token_app
 from serve_app.cli_options import DataDir, Namespace, RedisUrl, config_or_exit
@@ -47,10 +47,10 @@ def up(
     address: Annotated[str | None, typer.Option(help="Join this Ray cluster (ray://… or auto).")] = None,
 ) -> None:
     """Start genqueue and serve until Ctrl-C or SIGTERM."""
-    from serve_app.runtime import running
+    from serve_app.runtime import log_relaxed_security, running
 
-    configure()
     config = config_or_exit(config_file)
+    configure()
     server = replace(
         config.server,
         host=host or config.server.host,
@@ -58,10 +58,15 @@ def up(
         data_dir=str(data_dir) if data_dir else config.server.data_dir,
     )
     config = replace(config, server=server)
+    log_relaxed_security(config)
     with running(config, address=address) as live:
+        # The store's URL may carry a password: shown with it replaced by ***.
+        console.print(f"Store      {redact_url(live.config.redis.url)}")
         console.print(f"API        {live.api_url}/v1")
         console.print(f"Docs       {live.api_url}/docs")
         console.print(f"Dashboard  {live.dashboard_url or '(not started)'}")
+        if live.stats_url and live.metrics_url:
+            console.print(f"HAProxy    {live.stats_url}  {live.metrics_url}")
         console.print("genqueue ready")
         _wait_for_signal()
         console.print("shutting down")

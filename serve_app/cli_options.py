@@ -23,5 +23,5 @@ def config_or_exit(config_file: Path | None) -> Config:
     try:
         return load(config_file)
     except ConfigError as exc:
-        Console(stderr=True).print(f"[red]config error:[/red] {exc}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]config error:[/red] {exc}")
         raise typer.Exit(2) from exc

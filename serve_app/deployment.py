@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -59,16 +60,24 @@ def app(args: dict[str, str]) -> Any:
     file named by `args["config"]` (and GENQUEUE_* variables), finds or starts the actors,
     and returns the ingress."""
     from actors.config import load
-    from serve_app.runtime import resolve
+    from serve_app.runtime import log_relaxed_security, resolve
 
     config = resolve(load(args.get("config") or None))
     if not config.redis.url:
         raise ValueError("serve deploy needs a Redis: set [redis] url or GENQUEUE_REDIS_URL")
+    log_relaxed_security(config)
     factory.start(config)
     return build(config, config.server.replicas)
 
 
-def run(config: Config, replicas: int = 1) -> None:
-    """Deploy the app on the running Ray and wait until it serves."""
-    serve.start(http_options={"host": config.server.host, "port": config.server.port})
+def run(config: Config, replicas: int = 1, controller_env: Mapping[str, str] | None = None) -> None:
+    """Deploy the app on the running Ray and wait until it serves.
+
+    `controller_env` reaches the Serve controller and the proxies it starts (HAProxy's settings
+    among them); it applies when this call starts the controller.
+    """
+    options = {"runtime_env": {"env_vars": dict(controller_env)}} if controller_env else None
+    serve.start(
+        http_options={"host": config.server.host, "port": config.server.port}, controller_options=options
+    )
     serve.run(build(config, replicas), name=APP_NAME, route_prefix="/", blocking=False)

@@ -1,23 +1,31 @@
-"""A production-like Redis: a password, an ACL user held to genqueue's keys, and TLS, all from the URL."""
+"""A production-like Redis (password, ACL user, TLS, all from the URL), and the embedded one's password."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
+import socket
+import stat
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 from PIL import Image
+from typer.testing import CliRunner
 
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import NO_BOUNDS
 from serve_app.api import create_app
+from serve_app.cli import app
+from serve_app.runtime import embedded_valkey
 from tests.helpers import make_config, submitted
 from tests.secure_valkey import ADMIN_PASSWORD, USER, USER_PASSWORD, SecureValkey
+
+runner = CliRunner()
 
 
 def test_the_server_refuses_what_a_managed_redis_refuses(secure_store: SecureValkey) -> None:
@@ -91,3 +99,61 @@ def test_the_http_app_submits_over_tls_as_the_acl_user(secure_store: SecureValke
             assert (await client.get("/readyz")).status_code in (200, 503)
 
     asyncio.run(main())
+
+
+def _raw_ping(port: int) -> bytes:
+    """What the server answers a PING sent with no login, as any local process could send it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+        return sock.recv(256)
+
+
+def test_the_embedded_valkey_refuses_a_client_without_its_password(store_url: str) -> None:
+    """Without the password a client gets NOAUTH and cannot write; the URL genqueue hands out logs in."""
+    port = urlsplit(store_url).port
+    assert port is not None and urlsplit(store_url).password
+    assert _raw_ping(port).startswith(b"-NOAUTH")
+    with redis.Redis(port=port) as anonymous, pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.hset("genqueue:default:tokens", "forged", "admin")
+    with redis.Redis.from_url(store_url) as client:
+        assert client.ping() is True
+
+
+def _loose(directory: Path) -> dict[str, str]:
+    """What under `directory` is open beyond its owner: a directory not 0700, a file not 0600."""
+    found = {}
+    for path in [directory, *directory.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != (0o700 if path.is_dir() else 0o600):
+            found[str(path)] = oct(mode)
+    return found
+
+
+def test_the_embedded_valkey_keeps_its_files_private_and_its_password(tmp_path: Path) -> None:
+    """The data dir is 0700 and every file 0600, files left looser by an older start included; a
+    restart reads the same password."""
+    data = tmp_path / "valkey"
+    data.mkdir()
+    data.chmod(0o755)
+    (data / "valkey.log").write_text("from an older start\n")
+    (data / "valkey.log").chmod(0o644)
+    with embedded_valkey(data) as url:
+        with redis.Redis.from_url(url) as client:
+            client.set("genqueue:probe", "1")
+        password = urlsplit(url).password
+        assert password and (data / "password").read_text() == password
+        assert any(data.rglob("*.aof")) and _loose(data) == {}
+    with embedded_valkey(data) as again, redis.Redis.from_url(again) as client:
+        assert urlsplit(again).password == password and client.get("genqueue:probe") == b"1"
+
+
+def test_the_cli_opens_the_embedded_store_with_its_password(tmp_path: Path) -> None:
+    """`genqueue token create` and `genqueue audit` on a data dir start the embedded Valkey and log in."""
+    made = runner.invoke(
+        app, ["token", "create", "--user", "ops", "--role", "admin", "--data-dir", str(tmp_path)]
+    )
+    assert made.exit_code == 0, made.output
+    audited = runner.invoke(app, ["audit", "--data-dir", str(tmp_path)])
+    assert audited.exit_code == 0, audited.output
+    password = (tmp_path / "valkey" / "password").read_text()
+    assert password not in made.output + audited.output
