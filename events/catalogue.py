@@ -384,6 +384,9 @@ class TokenCreated:
     role: str
     # A service token's default completion webhook, for tasks that name none.
     webhook_url: str = ""
+    # A service token's scope: the user ids it may act for, each exact or a prefix ending
+    # in "*" ("app1:*"); empty (as in older events): every user.
+    users: list[str] = field(default_factory=list)
     at: float
 
 
@@ -504,7 +507,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     )
 }
 
-ROLES = ("user", "service", "admin")
+# `metrics` reaches only `GET /metrics`, so a scraper holds no credential that can do more.
+ROLES = ("user", "service", "admin", "metrics")
 
 
 @dataclass(frozen=True, slots=True)

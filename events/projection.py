@@ -382,9 +382,16 @@ def _token_ops(event: TokenCreated | TokenRevoked, keys: Keys) -> list[Op]:
     """Token lookup by digest, and the token list without digests."""
     if isinstance(event, TokenRevoked):
         return [Delete(keys.token(event.digest)), HDel(keys.tokens, event.token_id)]
-    about = {"user_id": event.user_id, "role": event.role, "created_at": event.at, "digest": event.digest}
+    about: dict[str, object] = {
+        "user_id": event.user_id,
+        "role": event.role,
+        "created_at": event.at,
+        "digest": event.digest,
+    }
     if event.webhook_url:
         about["webhook_url"] = event.webhook_url
+    if event.users:
+        about["users"] = list(event.users)
     return [
         HSet(
             keys.token(event.digest),
@@ -394,6 +401,8 @@ def _token_ops(event: TokenCreated | TokenRevoked, keys: Keys) -> list[Op]:
                 "user_id": event.user_id,
                 "role": event.role,
                 "webhook_url": event.webhook_url,
+                # JSON: a list of user ids and prefixes; "[]" for every user.
+                "users": json.dumps(list(event.users)),
             },
         ),
         HSet(keys.tokens, {event.token_id: json.dumps(about, separators=(",", ":"))}),

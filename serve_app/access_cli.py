@@ -10,13 +10,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from actors.logs import configure
 from actors.webhooks import signing_secret, url_target
 from events.catalogue import ROLES, CreditsGranted, Event, TokenRevoked
 from events.redis_store import RedisEventStore
-from serve_app.auth import new_token
+from serve_app.auth import SERVICE, new_token, parse_scope
 from serve_app.cli_options import ConfigFile, DataDir, Namespace, RedisUrl, config_or_exit
 from serve_app.models import USER_ID_PATTERN
 
@@ -45,17 +46,28 @@ async def _append(url: str, namespace: str, events: list[Event]) -> None:
 @token_app.command("create")
 def token_create(
     user: Annotated[str, typer.Option("--user", help="The user the token acts as.")],
-    role: Annotated[str, typer.Option(help="user, service (an app backend) or admin.")] = "user",
+    role: Annotated[
+        str, typer.Option(help="user, service (an app backend), admin, or metrics (GET /metrics only).")
+    ] = "user",
     webhook_url: Annotated[
         str, typer.Option("--webhook-url", help="A service token's default completion webhook.")
     ] = "",
+    users: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--users",
+            help="Scope a service token to these users: ids or prefixes ending in *, "
+            "comma-separated or repeated ('app1:*,vip-7'). Default: every user.",
+        ),
+    ] = None,
     config_file: ConfigFile = None,
     redis_url: RedisUrl = None,
     namespace: Namespace = "default",
     data_dir: DataDir = Path(".genqueue"),
 ) -> None:
     """Make a token and print it once; only its SHA-256 digest is stored. A service token's
-    webhook signing secret is printed too (on stderr) when the config has [webhooks] secret."""
+    webhook signing secret is printed too (on stderr) when the config has [webhooks] secret.
+    A metrics token reaches GET /metrics and nothing else: give it to the scraper."""
     from serve_app.ops import store_url
 
     configure("WARNING")
@@ -63,14 +75,23 @@ def token_create(
     if role not in ROLES:
         err.print(f"[red]--role must be one of {', '.join(ROLES)}[/red]")
         raise typer.Exit(2)
-    if webhook_url and (role != "service" or isinstance(url_target(webhook_url), str)):
+    if webhook_url and (role != SERVICE or isinstance(url_target(webhook_url), str)):
         err.print("[red]--webhook-url: an http(s) URL, for a service token[/red]")
         raise typer.Exit(2)
-    hooks = config_or_exit(config_file).webhooks if role == "service" else None
-    token, event = new_token(user, role, webhook_url)
+    try:
+        scope = parse_scope(users or [])
+    except ValueError as exc:
+        err.print(f"[red]--users: {escape(str(exc))}[/red]", highlight=False)
+        raise typer.Exit(2) from exc
+    if scope and role != SERVICE:
+        err.print("[red]--users: only a service token is scoped to users[/red]")
+        raise typer.Exit(2)
+    hooks = config_or_exit(config_file).webhooks if role == SERVICE else None
+    token, event = new_token(user, role, webhook_url, scope)
     with store_url(redis_url, data_dir, create=True) as url:
         asyncio.run(_append(url, namespace, [event]))
-    err.print(f"token {event.token_id} for {user} ({role}); it is shown only now:")
+    within = f", for users {', '.join(scope)}" if scope else ""
+    err.print(f"token {event.token_id} for {user} ({role}{within}); it is shown only now:", markup=False)
     print(token)
     if hooks is not None and hooks.enabled:
         err.print(f"webhook signing secret (again: genqueue token secret {event.token_id}):")
@@ -97,7 +118,8 @@ def token_list(
     namespace: Namespace = "default",
     data_dir: DataDir = Path(".genqueue"),
 ) -> None:
-    """The live tokens: id, user, role, created (never the tokens themselves)."""
+    """The live tokens: id, user, role, created, webhook, a service token's users (never the
+    tokens themselves)."""
     from serve_app.ops import store_url
 
     async def read(url: str) -> dict[str, str]:
@@ -111,14 +133,20 @@ def token_list(
     configure("WARNING")
     with store_url(redis_url, data_dir) as url:
         tokens = asyncio.run(read(url))
-    table = Table("token id", "user", "role", "created", "webhook")
+    table = Table("token id", "user", "role", "created", "webhook", "users")
     for token_id, raw in sorted(tokens.items()):
         about = json.loads(raw)
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(about["created_at"]))
         table.add_row(
-            token_id, about["user_id"], about["role"], created + " UTC", about.get("webhook_url", "")
+            token_id,
+            about["user_id"],
+            about["role"],
+            created + " UTC",
+            about.get("webhook_url", ""),
+            ", ".join(about.get("users", [])) or ("all" if about["role"] == SERVICE else ""),
         )
-    console.print(table)
+    # Piped or captured, the table keeps whole ids and URLs instead of rich's 80 columns.
+    (console if console.is_terminal else Console(width=200)).print(table)
 
 
 @token_app.command("revoke")

@@ -7,6 +7,7 @@ import uuid
 
 from typer.testing import CliRunner
 
+from events.catalogue import ROLES
 from events.redis_store import RedisEventStore
 from serve_app.auth import authenticate, digest
 from serve_app.cli import app
@@ -73,10 +74,46 @@ def test_a_token_is_printed_once_stored_as_a_digest_and_revocable(store_url: str
     assert again.exit_code == 1 and "no live token" in again.output
 
 
+def test_a_metrics_token_and_a_scoped_service_token_are_made_and_listed(store_url: str) -> None:
+    """`--role metrics` makes a scrape token; `--users` scopes a service token, comma-separated
+    or repeated, and the scope is what the API sees and what `token list` shows."""
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    where = ["--redis-url", store_url, "--namespace", ns]
+    made = {
+        role: runner.invoke(app, ["token", "create", "--user", "u", "--role", role, *extra, *where])
+        for role, extra in (
+            ("metrics", []),
+            ("service", ["--users", "app1:*,vip", "--users", "bob"]),
+        )
+    }
+    for result in made.values():
+        assert result.exit_code == 0, result.output
+    assert "for users app1:*, vip, bob" in made["service"].stderr
+
+    async def callers() -> list[tuple[str, tuple[str, ...]]]:
+        store = RedisEventStore.from_url(store_url, ns)
+        try:
+            found = []
+            for result in made.values():
+                header = f"Bearer {result.stdout.strip().splitlines()[-1]}"
+                caller = await authenticate(store, header, required=True, roles=ROLES)
+                found.append((caller.role, caller.users))
+            return found
+        finally:
+            await store.close()
+
+    assert asyncio.run(callers()) == [("metrics", ()), ("service", ("app1:*", "vip", "bob"))]
+    listed = runner.invoke(app, ["token", "list", *where], env={"COLUMNS": "200"})
+    assert "metrics" in listed.stdout and "app1:*, vip, bob" in listed.stdout
+
+
 def test_bad_arguments_are_clear_errors_without_a_traceback(store_url: str) -> None:
     for args in (
         ["token", "create", "--user", "x", "--role", "root"],
         ["token", "create", "--user", "bad user!"],
+        ["token", "create", "--user", "x", "--role", "service", "--users", "bad user!"],
+        ["token", "create", "--user", "x", "--role", "service", "--users", "*"],
+        ["token", "create", "--user", "x", "--role", "user", "--users", "app1:*"],
         ["credits", "grant", "x", "0"],
     ):
         result = runner.invoke(app, [*args, "--redis-url", store_url])

@@ -154,13 +154,18 @@ def test_the_ops_page_shows_a_burst_in_progress(live: Running, browser: Browser,
     page.locator("#token").dispatch_event("change")
     preload(live, 60, "burst")
     expect(page.locator("#pools tbody tr")).to_have_count(2, timeout=10_000)
+    # Predicates as functions: a string expression is evaluated with eval(), which the
+    # page's Content-Security-Policy refuses.
     page.wait_for_function(
-        "['waiting', 'running'].some((id) => Number(document.getElementById(id).textContent) > 0)",
+        "() => ['waiting', 'running'].some((id) => Number(document.getElementById(id).textContent) > 0)",
         timeout=10_000,
     )
-    done = "Number(document.getElementById('succeeded').textContent)"
     before = int(page.locator("#succeeded").text_content() or 0)
-    page.wait_for_function(f"{done} >= {before + 40}", timeout=60_000)
+    page.wait_for_function(
+        "(want) => Number(document.getElementById('succeeded').textContent) >= want",
+        arg=before + 40,
+        timeout=60_000,
+    )
     expect(page.locator("#pools tbody tr").first).to_contain_text("project-a")
     shot(page, tmp_path, "ops-page")
     page.close()
