@@ -8,6 +8,7 @@ several times where a run is short, and the table gives medians:
                    with no latency and no render, a pool whose budget never binds; also dispatch latency and
                    submit latency at 1,000 simultaneous clients
   submit-200       bench/burst.py with 200 simultaneous clients, same instance set-up
+  slow-uploads     bench/slow_uploads.py: submit latency while 100 stalled uploads are open
   memory           bench/memory.py: QueueActor RSS growth per 100,000 waiting tasks
   replay           bench/replay.py: a stream of 1,000,000 events folded and audited
   burst-60/600     bench/burst.py --provider gemini against the emulator, and
@@ -123,6 +124,7 @@ def steps(runs: int, quick: bool) -> list[Step]:
     return [
         Step("capacity", "burst.py", ["--users", users, *CAPACITY], runs, 600),
         Step("submit-200", "burst.py", ["--users", submits, *CAPACITY], runs, 300),
+        Step("slow-uploads", "slow_uploads.py", ["--slow", "100", "--submits", submits], runs, 300),
         Step("memory", "memory.py", ["--waiting", waiting, "--rounds", "3"], 1, 900),
         Step("replay", "replay.py", ["--events", events], 1, 1500),
         Step("burst-60", "burst.py", [*BURST_60, *GEMINI], runs, 300),
@@ -178,6 +180,7 @@ def table(by: dict[str, Step]) -> list[str]:
             f"{fmt(med(cap, 'submit_p50_ms'), ' ms', 0)} / {fmt(med(cap, 'submit_p99_ms'), ' ms', 0)}",
             "the capacity runs",
         ),
+        *slow_rows(by.get("slow-uploads")),
         (
             "memory per waiting task",
             f"{fmt(med(mem, 'mb_per_100k_waiting'), ' MB')} per 100,000",
@@ -209,6 +212,22 @@ def table(by: dict[str, Step]) -> list[str]:
     lines = ["| figure | median | how |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return lines
+
+
+def slow_rows(step: Step | None) -> list[tuple[str, str, str]]:
+    """The row for submits made while slow uploads are open (none before the step existed)."""
+    if step is None:
+        return []
+    return [
+        (
+            f"submit latency p99, {step.args[1]} slow uploads open",
+            f"{fmt(med(step, 'with_slow_p99_ms'), ' ms', 0)} "
+            f"(alone: {fmt(med(step, 'quiet_p99_ms'), ' ms', 0)})",
+            f"{step.args[3]} valid submits one after another while uploads that sent their headers "
+            "and stalled stay open, half with no token and half with a valid one; then the same "
+            "submits with none open",
+        )
+    ]
 
 
 def classic_table(by: dict[str, Step]) -> list[str]:

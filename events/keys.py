@@ -30,8 +30,12 @@ class Keys:
         return f"{self.prefix}:task:{task_id}:log"
 
     def idempotency(self, user_id: str, key: str) -> str:
-        """Hash: the task a user's idempotency key names, and the digest of its request."""
-        return f"{self.prefix}:idem:{user_id}:{key}"
+        """Hash: the task a user's idempotency key names, and the digest of its request.
+
+        Both parts come from the caller and may hold ':', so the user id goes in with its
+        length before it: no other (user, key) pair spells the same name.
+        """
+        return f"{self.prefix}:idempotency:{len(user_id)}:{user_id}:{key}"
 
     def snapshots(self, actor: str) -> str:
         """List: an actor's newest snapshots, newest first."""

@@ -25,6 +25,8 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from actors.blobs import BlobNotFoundError, blob_store, task_blob
 from actors.config import Config, LimitsConfig
@@ -36,9 +38,9 @@ from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import QueueCounts
 from serve_app import pages, problems
-from serve_app.auth import ADMIN, USER, Caller, authenticate
+from serve_app.auth import ADMIN, SCRAPE_ROLES, USER, Caller, authenticate
 from serve_app.bodylimit import BodyLimit
-from serve_app.gate import SubmitGate
+from serve_app.gate import Admitted, SubmitGate
 from serve_app.images import ImageRejected, decode_image
 from serve_app.metrics import read_figures, render
 from serve_app.models import Cancelled, Grant, Granted, Me, SubmitTask, Submitted, TaskViewOut
@@ -51,7 +53,7 @@ from serve_app.problems import (
     Unavailable,
     Unprocessable,
 )
-from serve_app.watch import Hub
+from serve_app.watch import Hub, Stream
 from serve_app.webhook_guard import webhook_for
 
 Readiness = Callable[[], Awaitable[bool]]
@@ -133,6 +135,18 @@ class Context:
             raise Unavailable("the event store is unreachable; try again shortly") from exc
         wait = max(1, math.ceil(stats.reset_time - time.time()))
         raise TooManyRequests(f"this token may submit {item}; try again in {wait} s", wait)
+
+    async def admit(self, scope: Scope) -> Admitted:
+        """A submit checked from its headers alone, before any body byte is read: the caller
+        (kept in the request's state for the route), its submit rate, and its cap on submits
+        in progress."""
+        header = Headers(scope=scope).get("authorization") or None
+        caller = await authenticate(self.store, header, self.config.auth.required)
+        await self.check_rate(caller)
+        scope.setdefault("state", {})["caller"] = caller
+        lim = self.config.limits
+        cap = lim.max_submits_per_token if caller.role == USER else lim.max_submits_per_service_token
+        return Admitted(caller.token_id or "open", cap)
 
     def admission(self, kind: str) -> Admission:
         """What a submit of `kind` must pass."""
@@ -237,6 +251,13 @@ def check_request(body: SubmitTask, limits: LimitsConfig) -> dict[str, tuple[byt
             f"prompt is {len(body.prompt)} characters, the limit is {limits.max_prompt_chars}",
             errors=[{"field": "prompt", "message": "too long"}],
         )
+    size, largest = body.fields_bytes()
+    if size > limits.max_fields_bytes:
+        raise problems.TooLarge(
+            f"the request's fields other than images are {size} bytes as JSON, "
+            f"the limit is {limits.max_fields_bytes} ([limits] max_fields_bytes)",
+            errors=[{"field": largest, "message": "the largest field of a request over max_fields_bytes"}],
+        )
     wanted = {"person": body.images.person}
     if body.kind == "fitting":
         if body.images.garment is None:
@@ -260,15 +281,44 @@ def check_request(body: SubmitTask, limits: LimitsConfig) -> dict[str, tuple[byt
     return decoded
 
 
+async def discard_inputs(c: Context, task_id: str, written: asyncio.Future[None], ask_store: bool) -> None:
+    """Remove the images a submit wrote for a task that was not accepted.
+
+    Waits for the write first: it runs on in its thread even when the request was cancelled.
+    With `ask_store` (the submit failed rather than being refused) the task is looked up,
+    and its images stay if the store accepted it after all and only the answer was lost.
+    """
+    await asyncio.wait([written])
+    if not written.cancelled():
+        written.exception()  # a failed write is the submit's error, already raised
+    if ask_store:
+        try:
+            if await c.store.task_view(task_id) is not None:
+                return
+        except (StoreUnavailableError, RedisError, OSError):
+            pass  # the store cannot say: most likely nothing was accepted
+    try:
+        await asyncio.to_thread(c.blobs.delete_task, task_id)
+    except Exception as exc:  # any backend's failure: the submit's own error is the one to raise
+        log.warning("could not remove a refused submit's images", task_id=task_id, error=str(exc))
+
+
+def authorization(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The Authorization header to authenticate: the bearer credentials, or what else was sent."""
+    if credentials is not None:
+        return f"Bearer {credentials.credentials}"
+    return request.headers.get("authorization") or None  # not a bearer scheme: say so
+
+
 async def get_caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 ) -> Caller:
-    """The authenticated caller, or a 401."""
+    """The authenticated caller, or a 401; a 403 for a metrics token."""
+    admitted = request.scope.get("state", {}).get("caller")
+    if isinstance(admitted, Caller):  # a submit, authenticated from its headers by the gate
+        return admitted
     ctx: Context = request.app.state.ctx
-    header = f"Bearer {credentials.credentials}" if credentials is not None else None
-    if header is None and request.headers.get("authorization"):
-        header = request.headers["authorization"]  # not a bearer scheme: say so
-    return await authenticate(ctx.store, header, ctx.config.auth.required)
+    return await authenticate(ctx.store, authorization(request, credentials), ctx.config.auth.required)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -283,6 +333,18 @@ async def admin(caller: CallerDep) -> Caller:
 AdminDep = Annotated[Caller, Depends(admin)]
 
 
+async def scraper(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+) -> Caller:
+    """The caller of `GET /metrics`: a metrics or admin token; a 401 or 403 otherwise."""
+    ctx: Context = request.app.state.ctx
+    header = authorization(request, credentials)
+    return await authenticate(ctx.store, header, ctx.config.auth.required, SCRAPE_ROLES)
+
+
+ScraperDep = Annotated[Caller, Depends(scraper)]
+
+
 async def existing_task(task_id: TaskId, request: Request, caller: CallerDep) -> dict[str, str]:
     """The task view, or a 404 before any response starts (a dependency, so streams can use
     it). Another user's task is a 404 too, never a 403: a user cannot learn it exists."""
@@ -291,6 +353,33 @@ async def existing_task(task_id: TaskId, request: Request, caller: CallerDep) ->
     if view is None or not caller.may_see(view.get("user_id", "")):
         raise NotFound(f"no task {task_id}")
     return view
+
+
+# When a token holding all the streams it may is told to try again: streams end with their tasks.
+STREAMS_RETRY_SECONDS = 10
+
+
+async def open_stream(
+    task_id: TaskId,
+    request: Request,
+    caller: CallerDep,
+    _exists: Annotated[dict[str, str], Depends(existing_task)],
+) -> AsyncIterator[Stream]:
+    """The hub's stream of the task for the caller's token, held until the response ends; a 429
+    before the response starts when the token holds all the streams it may on this replica."""
+    ctx: Context = request.app.state.ctx
+    lim = ctx.config.limits
+    most = lim.max_streams_per_token if caller.role == USER else lim.max_streams_per_service_token
+    if most > 0 and ctx.hub.streams_of(caller.token_id) >= most:
+        raise TooManyRequests(
+            f"this token has {most} task streams open, the most it may; "
+            f"close one or try again in {STREAMS_RETRY_SECONDS} s",
+            STREAMS_RETRY_SECONDS,
+            streams=most,
+        )
+    # No await between the count and the registration: concurrent requests cannot both pass.
+    with ctx.hub.watch(task_id, caller.token_id) as stream:
+        yield stream
 
 
 def parse_event_id(value: str | None) -> tuple[int, int | None]:
@@ -329,11 +418,24 @@ def create_app(
         version="1",
         summary="A queue for AI image generation that absorbs bursts and never overruns upstream quotas.",
         lifespan=lifespan,
+        # /docs is served from local files by `pages.install`; ReDoc would need a CDN.
+        docs_url=None,
+        redoc_url=None,
+        # Starlette builds a trailing-slash redirect from the Host header, which a client
+        # chooses: no redirect at all, a path is found as written or is a 404.
+        redirect_slashes=False,
     )
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes)
-    # Outermost, so a waiting submit has not read its body yet.
-    app.add_middleware(SubmitGate, limit=config.server.submit_concurrency)
+    # Before the body limit and the app: a submit is admitted from its headers before a byte
+    # of its body is read.
+    app.add_middleware(
+        SubmitGate,
+        limit=config.server.submit_concurrency,
+        admit=ctx.admit,
+        read_seconds=config.limits.body_read_seconds,
+        max_body_bytes=config.limits.max_body_bytes,
+    )
     # Pillow's own decompression-bomb limit, for anything in this process that opens images.
     Image.MAX_IMAGE_PIXELS = config.limits.max_image_pixels
     app.state.ctx = ctx
@@ -376,35 +478,44 @@ def create_app(
         """
         user_id = caller.acts_for(body.user_id)
         key = idempotency_key(body, idempotency_header)
-        await c.check_rate(caller)  # before the images are decoded: a flood costs little
         decoded = check_request(body, c.config.limits)
         webhook_url = await webhook_for(body.webhook_url, caller, c.config.webhooks)
         task_id = uuid.uuid4().hex
         refs = {role: task_blob(task_id, f"{role}.{_EXT[mime]}") for role, (_, mime) in decoded.items()}
-        await asyncio.to_thread(c.blobs.put_many, {refs[role]: data for role, (data, _) in decoded.items()})
         event = TaskSubmitted(
             task_id=task_id,
             user_id=user_id,
             kind=body.kind,
             prompt=body.prompt,
             inputs=refs,
-            options=body.options,
+            options=body.options.model_dump(exclude_none=True),
             idempotency_key=key,
             digest=request_digest(body) if key else "",
             webhook_url=webhook_url,
             token_id=caller.token_id,
             at=time.time(),
         )
-        receipt = await c.store.submit(event, c.admission(body.kind))
-        if receipt.refused is not None:
-            await asyncio.to_thread(c.blobs.delete_many, list(refs.values()))
-            raise c.refused(receipt.refused, receipt.counts, user_id)
-        if receipt.duplicate_of is not None:
-            await asyncio.to_thread(c.blobs.delete_many, list(refs.values()))
-            if receipt.duplicate_digest != event.digest:
+        blobs = {refs[role]: data for role, (data, _) in decoded.items()}
+        written = asyncio.ensure_future(asyncio.to_thread(c.blobs.put_many, blobs))
+        try:
+            await asyncio.shield(written)
+            receipt = await c.store.submit(event, c.admission(body.kind))
+            if receipt.refused is not None:
+                raise c.refused(receipt.refused, receipt.counts, user_id)
+            if receipt.duplicate_of is not None and receipt.duplicate_digest != event.digest:
                 raise problems.Conflict(
-                    f"idempotency key {key!r} was used for a different request (task {receipt.duplicate_of})"
+                    f"idempotency key {key!r} was used for a different request (task {receipt.duplicate_of})",
+                    errors=[{"field": "idempotency_key", "message": "used for a different request"}],
                 )
+        except BaseException as exc:
+            # Nothing a refused or failed submit wrote may outlive it; shielded, so that a
+            # cancelled request still removes its images.
+            failed = not isinstance(exc, problems.ApiProblem)
+            await asyncio.shield(discard_inputs(c, task_id, written, ask_store=failed))
+            raise
+        if receipt.duplicate_of is not None:
+            # The first task holds its own images: this repeat's copies go.
+            await asyncio.shield(discard_inputs(c, task_id, written, ask_store=False))
             response.headers["Idempotent-Replayed"] = "true"
             return await submitted_view(c, receipt.duplicate_of, response)
         position = receipt.position or 0
@@ -445,30 +556,30 @@ def create_app(
     async def watch_task(
         task_id: TaskId,
         c: Ctx,
-        _exists: Annotated[dict[str, str], Depends(existing_task)],
+        stream: Annotated[Stream, Depends(open_stream)],
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
     ) -> AsyncIterable[ServerSentEvent]:
         """Server-Sent Events: the task view after each state change and each move in the queue.
 
         Message ids are `<events seen>-<position>`; a reconnect with `Last-Event-ID` gets only
-        what changed since. The stream ends after the terminal state.
+        what changed since. The stream ends after the terminal state, or when its token is
+        revoked. A token holding `[limits] max_streams_per_token` streams gets a 429.
         """
         seen, last_position = parse_event_id(last_event_id)
-        with c.hub.watch(task_id) as wake:
-            while True:
-                wake.clear()
-                view, position = await c.store.task_view_and_position(task_id)
-                if view is None:
-                    return
-                count = int(view.get("events", 0))
-                out = await task_view_out(c, task_id, view, position)
-                if count != seen or out.position != last_position:
-                    seen, last_position = count, out.position
-                    yield ServerSentEvent(data=out.model_dump(), event="task", id=f"{seen}-{last_position}")
-                if out.status in TERMINAL:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 15)
+        while not stream.revoked:
+            stream.wake.clear()
+            view, position = await c.store.task_view_and_position(task_id)
+            if view is None:
+                return
+            count = int(view.get("events", 0))
+            out = await task_view_out(c, task_id, view, position)
+            if count != seen or out.position != last_position:
+                seen, last_position = count, out.position
+                yield ServerSentEvent(data=out.model_dump(), event="task", id=f"{seen}-{last_position}")
+            if out.status in TERMINAL:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.wake.wait(), 15)
 
     async def task_view_out(
         c: Context, task_id: str, view: dict[str, str], position: int | None
@@ -585,8 +696,9 @@ def create_app(
         }
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    async def metrics(c: Ctx, _admin: AdminDep) -> PlainTextResponse:
-        """Prometheus text: queue, task totals, upstream calls, wait and processing histograms, pools."""
+    async def metrics(c: Ctx, _scraper: ScraperDep) -> PlainTextResponse:
+        """Prometheus text: queue, task totals, upstream calls, wait and processing histograms, pools
+        (a metrics or admin token)."""
         figures = await read_figures(c.store, c.config)
         return PlainTextResponse(render(figures, c.config), media_type=CONTENT_TYPE_LATEST)
 

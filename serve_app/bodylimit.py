@@ -33,24 +33,11 @@ class BodyLimit:
         if declared is not None:
             await self.app(scope, receive, send)
             return
-        messages: list[Message] = []
-        seen = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                await self._refuse(scope, send, "the body is larger")
-                return
-            if not message.get("more_body", False):
-                break
-        pending = iter(messages)
-
-        async def replay() -> Message:
-            return next(pending, None) or await receive()
-
+        try:
+            replay = await read_body(receive, self.max_bytes)
+        except TooLarge:
+            await self._refuse(scope, send, "the body is larger")
+            return
         await self.app(scope, replay, send)
 
     def _detail(self, what: str) -> str:
@@ -73,6 +60,28 @@ class BodyLimit:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Receive, max_bytes: int) -> Receive:
+    """The whole request body, as a receive that replays it; TooLarge once it passes `max_bytes`."""
+    messages: list[Message] = []
+    seen = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        seen += len(message.get("body", b""))
+        if seen > max_bytes:
+            raise TooLarge(f"the body is larger than the limit of {max_bytes} bytes")
+        if not message.get("more_body", False):
+            break
+    pending = iter(messages)
+
+    async def replay() -> Message:
+        return next(pending, None) or await receive()
+
+    return replay
 
 
 def _content_length(scope: Scope) -> int | None:

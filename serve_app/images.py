@@ -1,4 +1,4 @@
-"""Input image checks: base64 of a PNG, JPEG or WebP that Pillow opens, within the size limit."""
+"""Input image checks: base64 of a PNG, JPEG or WebP that decodes whole, within the size limits."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import base64
 import binascii
 import io
 import warnings
+import zlib
 
 from PIL import Image, UnidentifiedImageError
 
@@ -23,7 +24,8 @@ def decode_image(
 
     An image of more than `max_pixels` (a decompression bomb: a small file that would
     decode to a huge bitmap) or more than `max_side` pixels on a side is refused from its
-    header, before any pixel is decoded.
+    header, before any pixel is decoded; any other is decoded whole, so one that is cut
+    short or corrupt is refused here.
     """
     if len(text) > (max_bytes * 4) // 3 + 8:
         raise ImageRejected(f"{field}: image is larger than {max_bytes} bytes")
@@ -40,31 +42,34 @@ def decode_image(
         raise ImageRejected(f"{field}: empty image")
     if len(data) > max_bytes:
         raise ImageRejected(f"{field}: image is {len(data)} bytes, the limit is {max_bytes}")
+    fmt = ""
     try:
         with warnings.catch_warnings():
             # Pillow warns between its limit and twice it, and raises beyond: refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            # Only the allowed formats' decoders ever see the bytes.
+            with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as img:
                 fmt = img.format or ""
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ImageRejected(
                         f"{field}: image is {width}x{height} pixels, the limit is {max_pixels}"
                     )
-                img.verify()
+                if max(width, height) > max_side:
+                    raise ImageRejected(
+                        f"{field}: image is {width}x{height}, the limit is {max_side} pixels a side"
+                    )
+                # Decode every pixel now: a cut-short or corrupt image would otherwise pass
+                # here and fail only after an upstream call was spent on it.
+                img.load()
     except ImageRejected:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageRejected(f"{field}: image has too many pixels (limit {max_pixels})") from exc
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-    ) as exc:
-        raise ImageRejected(f"{field}: not a readable image") from exc
-    if max(width, height) > max_side:
-        raise ImageRejected(f"{field}: image is {width}x{height}, the limit is {max_side} pixels a side")
+    except UnidentifiedImageError as exc:
+        raise ImageRejected(f"{field}: not a readable image, or not PNG, JPEG or WebP") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
+        raise ImageRejected(f"{field}: the {fmt or 'image'} data does not decode ({exc})") from exc
     if fmt not in ALLOWED_FORMATS:
         raise ImageRejected(f"{field}: format {fmt or 'unknown'} is not PNG, JPEG or WebP")
     return data, ALLOWED_FORMATS[fmt]

@@ -6,6 +6,7 @@ ApiProblem                 an HTTP error with a status, a title and a detail
 ├── PaymentRequired       402: the balance does not cover the price
 ├── Forbidden             403: the token's role may not do this
 ├── NotFound              404: no such task for this caller
+├── RequestTimeout        408: the request body did not arrive in time
 ├── Conflict              409: the task is not in a state that allows this
 ├── TooLarge              413: the request body is over the size limit
 ├── Unprocessable         422: well-formed, but the content is unusable
@@ -91,6 +92,12 @@ class NotFound(ApiProblem):
     """No such resource for this caller."""
 
     status, title = 404, "Not found"
+
+
+class RequestTimeout(ApiProblem):
+    """The request body did not arrive within the deadline."""
+
+    status, title = 408, "Request timeout"
 
 
 class Conflict(ApiProblem):

@@ -132,8 +132,10 @@ class GeminiProvider:
 
     def _config(self, request: ImageRequest) -> types.GenerateContentConfig:
         aspect = request.options.get("aspect_ratio")
+        seed = request.options.get("seed")
         return types.GenerateContentConfig(
             response_modalities=["IMAGE"],
+            seed=seed if isinstance(seed, int) else None,
             image_config=types.ImageConfig(
                 aspect_ratio=aspect if isinstance(aspect, str) else "3:4", image_size=self._size
             ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 
@@ -197,6 +198,20 @@ def test_window_calls_count_only_the_current_window(run: Callable[[Body], None])
             "p": [101.2, 101.4],
             "other": [],
         }
+
+    run(body)
+
+
+def test_idempotency_keys_of_different_users_never_meet(run: Callable[[Body], None]) -> None:
+    """User "ua:x" with key "k1" and user "ua" with key "x:k1" each get a task; a repeat gets its own."""
+
+    async def body(store: EventStore) -> None:
+        first = replace(submitted(user="ua:x"), idempotency_key="k1", digest="d")
+        second = replace(submitted(user="ua"), idempotency_key="x:k1", digest="d")
+        assert (await store.submit(first)).duplicate_of is None
+        assert (await store.submit(second)).duplicate_of is None
+        again = await store.submit(replace(submitted(user="ua"), idempotency_key="x:k1", digest="d"))
+        assert again.duplicate_of == second.task_id
 
     run(body)
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 from PIL import Image
 
+from actors.config import CreditsConfig
+from events.catalogue import CreditsGranted
 from events.redis_store import RedisEventStore
 from serve_app.api import create_app
-from tests.helpers import make_config
+from tests.helpers import append_to, make_config
 
 
 def _body(prompt: str = "p", **extra: Any) -> dict[str, Any]:
@@ -64,3 +67,27 @@ def test_repeats_return_the_first_task_and_conflicts_are_409(store_url: str, tmp
             assert len(submitted) == 3
 
     asyncio.run(scenario())
+
+
+def test_keys_of_different_users_never_meet(store_url: str, tmp_path: Path) -> None:
+    """User "ua" with key "x:k1" gets a task of its own, charged, not that of user "ua:x" with key "k1"."""
+    config = make_config(store_url, str(tmp_path), credits=CreditsConfig(default_grant=0))
+    append_to(
+        config, [CreditsGranted(user_id=u, amount=5, by="test", at=time.time()) for u in ("ua:x", "ua")]
+    )
+    app = create_app(config)
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, list[str]]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            first = await client.post("/v1/tasks", json=_body(user_id="ua:x", idempotency_key="k1"))
+            second = await client.post("/v1/tasks", json=_body("other", user_id="ua", idempotency_key="x:k1"))
+        store = RedisEventStore.from_url(config.redis.url, config.redis.namespace)
+        balances = [(await store.user(user, entries=0))[0]["balance"] for user in ("ua:x", "ua")]
+        await store.close()
+        return first, second, balances
+
+    first, second, balances = asyncio.run(scenario())
+    assert first.status_code == second.status_code == 202, second.text
+    assert first.json()["task_id"] != second.json()["task_id"]
+    assert "idempotent-replayed" not in second.headers
+    assert balances == ["4", "4"]

@@ -10,7 +10,7 @@ from serve_app.gate import SubmitGate
 
 
 def _scope(method: str, path: str) -> dict[str, Any]:
-    return {"type": "http", "method": method, "path": path}
+    return {"type": "http", "method": method, "path": path, "headers": []}
 
 
 async def _nothing() -> dict[str, Any]:

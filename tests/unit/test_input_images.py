@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 
 import pytest
 from PIL import Image
@@ -65,3 +67,33 @@ def test_blob_refs_cannot_escape_the_root(tmp_path: object) -> None:
     for bad in ("../x", "tasks/../../etc/passwd", "/etc/passwd", ""):
         with pytest.raises(BlobNotFoundError):
             store.get(bad)
+
+
+def _png_with_garbage_pixels() -> bytes:
+    """A PNG whose chunks all carry valid CRCs but whose pixel data is not a zlib stream."""
+    data = encoded("PNG", (32, 32))
+    start = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[start : start + 4])
+    junk = b"\x78\x9c" + b"\xff" * 64
+    chunk = struct.pack(">I", len(junk)) + b"IDAT" + junk + struct.pack(">I", zlib.crc32(b"IDAT" + junk))
+    return data[:start] + chunk + data[start + 12 + length :]
+
+
+def _jpeg_cut_short() -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise((64, 64), 60).convert("RGB").save(buf, format="JPEG")
+    return buf.getvalue()[: buf.tell() * 4 // 5]
+
+
+@pytest.mark.parametrize("data", [_png_with_garbage_pixels(), _jpeg_cut_short()], ids=["png", "jpeg"])
+def test_images_that_do_not_decode_whole_are_refused(data: bytes) -> None:
+    """A PNG with garbage pixel data or a JPEG cut short is refused, naming the field."""
+    with pytest.raises(ImageRejected, match=r"^images\.person: .* does not decode"):
+        decode_image("images.person", base64.b64encode(data).decode(), 1_000_000)
+
+
+def test_other_formats_are_never_decoded() -> None:
+    """A GIF is refused as a format, before its decoder reads its header (which here is over the bounds)."""
+    wide = base64.b64encode(encoded("GIF", (2000, 10))).decode()
+    with pytest.raises(ImageRejected, match="not PNG, JPEG or WebP"):
+        decode_image("images.person", wide, 1_000_000, max_side=1500)
