@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import json
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,23 +18,19 @@ import structlog
 from actors.config import Config
 from actors.keypool_logic import (
     CallFailure,
-    PoolState,
     Tuning,
-    choose,
-    grant,
+    grant_round,
     learn,
-    next_free_at,
     probe_all,
-    soonest,
+    recovered_sends,
+    reported_sends,
     usable_at,
 )
+from actors.keypool_state import KeyPoolEvent, KeyPoolState, PoolState, apply, call_name, restore, snapshot
 from actors.logs import configure
+from actors.shell import Cadence, recover, retrying, take_snapshot
 from actors.telemetry import PoolMetrics
-from events.catalogue import (
-    Event,
-    KeyTokenGranted,
-    stream_id_key,
-)
+from events.catalogue import KeyTokenGranted, StoredEvent
 from events.days import pacific_day
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
@@ -44,7 +40,11 @@ log = structlog.get_logger("genqueue.keypool")
 
 SNAPSHOT_ACTOR = "keypool"
 SNAPSHOT_SECONDS = 10.0
+SNAPSHOT_EVENTS = 20_000
 METRICS_SECONDS = 0.5
+# Reported sends that found no grants to ride with for this long are written alone, so
+# that a restart dates few grants at its own time (each such date holds a place longer).
+FLUSH_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ class _Waiter:
 
 def _stop_on_crash(granter: asyncio.Task[None]) -> None:
     """The grant loop never returns; if it raised, no caller would get a token again. The
-    process exits instead, and Ray starts the actor anew (it rebuilds its limiters from the
+    process exits instead, and Ray starts the actor anew (it rebuilds its state from the
     event log and the callers' acquires are retried)."""
     if granter.cancelled() or granter.exception() is None:
         return
@@ -87,7 +87,7 @@ def _stop_on_crash(granter: asyncio.Task[None]) -> None:
 
 
 class KeyPool:
-    """Async actor; limiter state changes happen on one event loop, tokens go in task order.
+    """Async actor; its state is a fold over the key events, changed under one lock, tokens in task order.
 
     Waiters are served by their task's queue order (then arrival), so a task that went
     back to its place after a 429 gets the next token before later tasks.
@@ -96,36 +96,50 @@ class KeyPool:
     def __init__(self, config: Config) -> None:
         configure()
         self._config = config
-        k = config.keypool
+        self._state = self._fresh()
+        self._waiters: list[_Waiter] = []
+        self._arrivals = itertools.count()
+        # Sends reported by workers (call name -> wire time), written with the next grants, and
+        # since when (monotonic) the oldest of them waits.
+        self._reported: dict[str, float] = {}
+        self._reported_since = 0.0
+        self._store: EventStore | None = None
+        self._wake: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+        self._granter: asyncio.Task[None] | None = None
+        self._init_lock: asyncio.Lock | None = None
+        self._cadence = Cadence(every=SNAPSHOT_EVENTS, seconds=SNAPSHOT_SECONDS, at=time.monotonic())
+        self._recovery: dict[str, Any] = {}
+        self._metrics = PoolMetrics()
+        self._metrics_at = 0.0
+
+    def _fresh(self) -> KeyPoolState:
+        """The state before any event: the configured pools."""
+        k = self._config.keypool
         tuning = Tuning(
             decrease=k.decrease,
             probe_after=k.probe_after_windows,
             probe_step=k.probe_step,
             margin=k.margin_seconds,
         )
-        self._pools = [
-            PoolState(
-                name=p.name, rpm=p.rate, window=p.window_seconds, key_ids=p.key_ids, rpd=p.rpd, tuning=tuning
-            )
-            for p in config.pools
-        ]
-        self._by_name = {p.name: p for p in self._pools}
-        self._hints = {kid: hint for p in config.pools for kid, hint in p.key_hints.items()}
-        self._waiters: list[_Waiter] = []
-        self._arrivals = itertools.count()
-        self._granted: dict[tuple[str, int], Token] = {}
-        # Grant times not yet re-dated to their send time (see `sent`).
-        self._stamps: dict[tuple[str, int], tuple[PoolState, float]] = {}
-        self._store: EventStore | None = None
-        self._wake: asyncio.Event | None = None
-        self._granter: asyncio.Task[None] | None = None
-        self._init_lock: asyncio.Lock | None = None
-        self._last_grant_id = "0-0"
-        self._snapshot_covers = "0-0"
-        self._snapshot_at = time.monotonic()
-        self._recovery: dict[str, Any] = {}
-        self._metrics = PoolMetrics()
-        self._metrics_at = 0.0
+        return KeyPoolState(
+            pools={
+                p.name: PoolState(
+                    name=p.name,
+                    rpm=p.rate,
+                    window=p.window_seconds,
+                    key_ids=p.key_ids,
+                    rpd=p.rpd,
+                    tuning=tuning,
+                    hints=p.key_hints,
+                )
+                for p in self._config.pools
+            }
+        )
+
+    @property
+    def _pools(self) -> list[PoolState]:
+        return list(self._state.pools.values())
 
     async def _ensure(self) -> None:
         if self._granter is not None:
@@ -136,109 +150,56 @@ class KeyPool:
             if self._granter is not None:
                 return
             self._store = RedisEventStore.from_url(self._config.redis.url, self._config.redis.namespace)
-            await self._replay(self._store)
-            await self._load_pool_states(self._store)
-            self._wake = asyncio.Event()
+            await self._recover(self._store)
+            self._wake, self._lock = asyncio.Event(), asyncio.Lock()
             self._granter = asyncio.create_task(self._grant_loop())
             self._granter.add_done_callback(_stop_on_crash)
 
-    async def _replay(self, store: EventStore) -> None:
-        """Rebuild the limiters: the newest readable snapshot, then the grants after it.
-
-        Nothing older than the longest window matters, so the replay never starts
-        earlier than that (stream ids are milliseconds).
-        """
-        longest = max(p.window for p in self._pools)
-        after = f"{int((time.time() - longest) * 1000) - 1}-{2**64 - 1}"
-        covers = await self._load_snapshot(store)
-        if covers is not None and stream_id_key(covers) >= stream_id_key(after):
-            after = covers
-        by_name = {p.name: p for p in self._pools}
-        count = 0
-        while page := await store.read(after, count=10_000):
-            for stored in page:
-                event = stored.event
-                if isinstance(event, KeyTokenGranted) and event.pool in by_name:
-                    by_name[event.pool].limiter.record(event.at)
-                    self._granted[(event.task_id, event.attempt)] = Token(
-                        event.pool, event.key_id, not_before=event.at
-                    )
-                    self._last_grant_id = stored.id
-                    count += 1
-            after = page[-1].id
-        self._recovery = {"snapshot": covers or "0-0", "grants_replayed": count}
-        log.info("key pools recovered", snapshot=covers, grants_replayed=count)
-
-    async def _load_pool_states(self, store: EventStore) -> None:
-        """Cooldowns, parking, disabled keys, learned rates and today's calls, from the pool read model."""
-        now = time.time()
-        states = await store.pool_states([p.name for p in self._pools])
-        for pool in self._pools:
-            fields = states.get(pool.name, {})
-            pool.cooldown_until = float(fields.get("cooldown_until", 0.0))
-            pool.parked_until = float(fields.get("parked_until", 0.0))
-            if "learned_rpm" in fields:
-                pool.set_rate(int(fields["learned_rpm"]), float(fields.get("learned_at", 0.0)))
-                pool.set_margin(float(fields.get("learned_margin", 0.0)), pool.last_change)
-            for name, value in fields.items():
-                key_id = name.removeprefix("disabled:")
-                if name.startswith("disabled:") and self._hints.get(key_id) == json.loads(value).get("hint"):
-                    pool.disabled.add(key_id)
-            pool.day = pacific_day(now)
-            pool.day_calls = int(fields.get(f"day:{pool.day}", 0))
-        self._recovery["pools"] = {
-            p.name: {"rate": p.rate, "parked_until": p.parked_until, "disabled": sorted(p.disabled)}
-            for p in self._pools
+    async def _recover(self, store: EventStore) -> None:
+        """The newest readable snapshot and every event after it; then the grants whose sending
+        the log lacks are dated now (see `actors.keypool_state`)."""
+        recovered = await recover(
+            store,
+            SNAPSHOT_ACTOR,
+            load=lambda data: restore(data, self._fresh()),
+            empty=self._fresh,
+            covers=lambda state: state.last_id,
+            fold=apply,
+            log=log,
+        )
+        self._state = recovered.state
+        dated = recovered_sends(self._state, time.time()) if self._config.keypool.redate_late_sends else None
+        if dated is not None:
+            await self._append([dated])
+        self._cadence.since = recovered.replayed
+        self._recovery = {
+            **recovered.summary(),
+            "dated_at_start": len(dated.calls) if dated else 0,
+            "pools": {
+                p.name: {"rate": p.rate, "parked_until": p.parked_until, "disabled": sorted(p.disabled)}
+                for p in self._pools
+            },
         }
+        log.info("key pools recovered", **{k: v for k, v in self._recovery.items() if k != "pools"})
 
-    async def _load_snapshot(self, store: EventStore) -> str | None:
-        """Restore the newest readable snapshot; returns the stream id it covers."""
-        by_name = {p.name: p for p in self._pools}
-        for document in await store.load_snapshots(SNAPSHOT_ACTOR):
-            try:
-                data = json.loads(document)
-                if data["v"] != 1:
-                    raise ValueError(f"version {data['v']}")
-                for name, saved in data["pools"].items():
-                    if name in by_name:
-                        for at in saved["log"]:
-                            by_name[name].limiter.record(float(at))
-                        by_name[name].next_key = int(saved["next_key"])
-                for task_id, attempt, pool, key_id, *rest in data["granted"]:
-                    not_before = float(rest[0]) if rest else 0.0
-                    self._granted[(str(task_id), int(attempt))] = Token(
-                        str(pool), str(key_id), not_before=not_before
-                    )
-                self._last_grant_id = str(data["covers"])
-                return self._last_grant_id
-            except (ValueError, KeyError, TypeError) as exc:
-                for pool in self._pools:
-                    pool.limiter.log.clear()
-                self._granted.clear()
-                log.warning("key pool snapshot skipped", error=str(exc)[:200])
-        return None
+    async def _append(self, events: Sequence[KeyPoolEvent]) -> None:
+        """Write key events, riding out a store outage, then fold them in as a replay would."""
+        assert self._store is not None
+        store = self._store
+        ids = await retrying("cannot record key events; retrying", lambda: store.append(events), log)
+        assert ids is not None  # None only for an append with expectations
+        for stored_id, event in zip(ids, events, strict=True):
+            apply(self._state, StoredEvent(stored_id, event))
+        self._cadence.count(len(events))
 
     async def _maybe_snapshot(self) -> None:
-        """Every SNAPSHOT_SECONDS with new grants: the limiters' logs and the recent grants."""
+        """Every SNAPSHOT_SECONDS with new events (or SNAPSHOT_EVENTS of them): the whole state."""
         assert self._store is not None
-        if (
-            self._last_grant_id == self._snapshot_covers
-            or time.monotonic() - self._snapshot_at < SNAPSHOT_SECONDS
-        ):
-            return
-        recent = list(self._granted.items())[-10_000:]
-        document = json.dumps(
-            {
-                "v": 1,
-                "covers": self._last_grant_id,
-                "pools": {p.name: {"log": list(p.limiter.log), "next_key": p.next_key} for p in self._pools},
-                "granted": [[t, a, tok.pool, tok.key_id, tok.not_before] for (t, a), tok in recent],
-            },
-            separators=(",", ":"),
-        )
-        await self._store.save_snapshot(SNAPSHOT_ACTOR, self._last_grant_id, document)
-        self._snapshot_covers = self._last_grant_id
-        self._snapshot_at = time.monotonic()
+        if self._cadence.due(time.monotonic()):
+            with contextlib.suppress(StoreUnavailableError):
+                state = self._state
+                await take_snapshot(self._store, SNAPSHOT_ACTOR, state.last_id, lambda: snapshot(state), log)
+                self._cadence.taken(time.monotonic())
 
     async def acquire(self, task_id: str, attempt: int, order: float = 0.0) -> Token:
         """Wait for a token, served in task `order`; a repeated call gets the same grant.
@@ -247,8 +208,7 @@ class KeyPool:
         for the day or out of keys. Cooldowns are short and are waited out.
         """
         await self._ensure()
-        known = self._granted.get((task_id, attempt))
-        if known is not None:
+        if (known := self._known(task_id, attempt)) is not None:
             return known
         future: asyncio.Future[Token] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, _Waiter(order, next(self._arrivals), task_id, attempt, future))
@@ -256,59 +216,80 @@ class KeyPool:
         self._wake.set()
         return await future
 
+    def _known(self, task_id: str, attempt: int) -> Token | None:
+        known = self._state.grants.get((task_id, attempt))
+        return None if known is None else Token(known.pool, known.key_id, not_before=known.at)
+
+    def _next_waiters(self, served: list[_Waiter], again: list[_Waiter]) -> Iterator[tuple[str, int]]:
+        """The waiting attempts in order, each taken off the heap only when a token is there for it.
+
+        An attempt already granted (a repeated acquire) gets its grant and takes no token; one
+        served in this very turn waits for the next, which finds its grant.
+        """
+        taken = set()
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            key = (waiter.task_id, waiter.attempt)
+            if waiter.future.done():
+                continue
+            if (known := self._known(*key)) is not None:
+                waiter.future.set_result(known)
+            elif key in taken:
+                again.append(waiter)
+            else:
+                taken.add(key)
+                served.append(waiter)
+                yield key
+
     async def _grant_loop(self) -> None:
-        assert self._wake is not None and self._store is not None
+        assert self._wake is not None and self._lock is not None
         lead = self._config.keypool.lead_seconds
         while True:
-            now = time.time()
-            if learned := probe_all(self._pools, now):
-                await self._append_key_events(list(learned))
-            if self._waiters and (back := usable_at(self._pools, now)) > now:
-                self._refuse_all(back)
-            batch: list[tuple[_Waiter, KeyTokenGranted]] = []
-            while self._waiters:
-                # A pool with a place now; else one whose place frees within the lead, granted
-                # for then (the call waits, built, until its place is free).
-                pool, at = choose(self._pools, now), now
-                if pool is None:
-                    if (ahead := soonest(self._pools, now, lead)) is None:
-                        break
-                    pool, at = ahead
-                waiter = heapq.heappop(self._waiters)
-                if waiter.future.done():
-                    continue
-                key_id = grant(pool, at)
-                batch.append(
-                    (
-                        waiter,
-                        KeyTokenGranted(
-                            pool=pool.name,
-                            key_id=key_id,
-                            task_id=waiter.task_id,
-                            attempt=waiter.attempt,
-                            capacity=pool.limiter.capacity,
-                            window=pool.window,
-                            at=at,
-                        ),
-                    )
-                )
+            async with self._lock:
+                now = time.time()
+                if learned := probe_all(self._pools, now):
+                    await self._append(learned)
+                if self._waiters and (back := usable_at(self._pools, now)) > now:
+                    self._refuse_all(back)
+                reported = dict(self._reported)
+                served: list[_Waiter] = []
+                again: list[_Waiter] = []
+                turn = grant_round(self._state, reported, self._next_waiters(served, again), now, lead)
+                events = turn.events
+                waited = time.monotonic() - self._reported_since
+                flush = not events and bool(reported) and waited >= FLUSH_SECONDS
+                if flush and (record := reported_sends(self._state, reported, now)) is not None:
+                    events = [record]
+                if events:
+                    await self._append(events)
+                if events or flush:
+                    self._reported = {k: v for k, v in self._reported.items() if reported.get(k) != v}
+                    self._reported_since = time.monotonic()
+                self._hand_out(served + again, turn.grants)
             if now - self._metrics_at >= METRICS_SECONDS:
                 self._metrics_at = now
                 for pool in self._pools:
                     self._metrics.update(pool.name, pool.available(now), pool.rate, pool.state(now))
-            if batch:
-                await self._record(batch)
-                with contextlib.suppress(StoreUnavailableError):
-                    await self._maybe_snapshot()
+            await self._maybe_snapshot()
             self._wake.clear()
-            timeout = None
+            wake_at = math.inf
             if self._waiters:
-                wake_at = next_free_at(self._pools, now) - lead
+                wake_at = turn.next_free - lead
                 if any(p.rate < p.rpm for p in self._pools):
                     wake_at = min(wake_at, now + min(p.window for p in self._pools))
-                timeout = None if math.isinf(wake_at) else wake_at - time.time()
+            if self._reported:
+                wake_at = min(wake_at, now + FLUSH_SECONDS)
+            timeout = None if math.isinf(wake_at) else wake_at - time.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), None if timeout is None else max(0.0, timeout))
+
+    def _hand_out(self, served: list[_Waiter], grants: list[KeyTokenGranted]) -> None:
+        """Answer the waiters given tokens (their grants are written); the others wait again."""
+        for waiter, g in zip(served, grants, strict=False):
+            if not waiter.future.done():
+                waiter.future.set_result(Token(g.pool, g.key_id, not_before=g.at))
+        for waiter in served[len(grants) :]:
+            heapq.heappush(self._waiters, waiter)
 
     def _refuse_all(self, until: float) -> None:
         reason = (
@@ -329,14 +310,16 @@ class KeyPool:
         (hundreds of milliseconds while a burst of submits takes the CPU), and upstream counts
         it on arrival. Its grant is re-dated to that time, so the call that reuses its place a
         window later stays a full window behind it upstream too; the margin then covers only
-        the network's jitter. Every window pays the usual delay, a few milliseconds.
+        the network's jitter. The report is written with the next grants (`key.grants_redated`),
+        which are decided with it, or alone within FLUSH_SECONDS.
         """
-        stamp = self._stamps.pop((task_id, attempt), None)
-        if stamp is None or not self._config.keypool.redate_late_sends:
-            return
-        pool, granted_at = stamp
-        if at > granted_at:
-            pool.limiter.move(granted_at, at)
+        if self._config.keypool.redate_late_sends:
+            if not self._reported:
+                self._reported_since = time.monotonic()
+                if self._wake is not None:
+                    self._wake.set()  # the loop then sets the deadline of the flush
+            name = call_name(task_id, attempt)
+            self._reported[name] = max(at, self._reported.get(name, at))
 
     async def report(self, pool_name: str, failure: CallFailure) -> None:
         """Learn from a refused call: cool down, park, disable a key or change the rate; writes key events.
@@ -345,62 +328,25 @@ class KeyPool:
         next token already respects it.
         """
         await self._ensure()
-        pool = self._by_name.get(pool_name)
-        if pool is None:
-            return
-        events = learn(pool, failure, self._hints.get(failure.key_id, ""), time.time())
-        for event in events:
-            log.warning("key pool changed", key_event=event.type, pool=pool.name, key_id=failure.key_id)
-        if events:
-            await self._append_key_events(list(events))
-        assert self._wake is not None
-        self._wake.set()
-
-    async def _append_key_events(self, events: list[Event]) -> None:
-        assert self._store is not None
-        delay = 0.05
-        while True:
-            try:
-                await self._store.append(events)
+        assert self._lock is not None and self._wake is not None
+        async with self._lock:
+            pool = self._state.pools.get(pool_name)
+            if pool is None:
                 return
-            except StoreUnavailableError as exc:
-                log.warning("cannot record key events; retrying", error=str(exc), delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
-
-    async def _record(self, batch: list[tuple[_Waiter, KeyTokenGranted]]) -> None:
-        """Write the grants before handing them out, so a restart still counts them."""
-        assert self._store is not None
-        delay = 0.05
-        while True:
-            try:
-                ids = await self._store.append([g for _, g in batch])
-                if ids:
-                    self._last_grant_id = ids[-1]
-                break
-            except StoreUnavailableError as exc:
-                log.warning("cannot record grants; retrying", error=str(exc), delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
-        for waiter, g in batch:
-            token = Token(g.pool, g.key_id, not_before=g.at)
-            self._granted[(g.task_id, g.attempt)] = token
-            self._stamps[(g.task_id, g.attempt)] = (self._by_name[g.pool], g.at)
-            if not waiter.future.done():
-                waiter.future.set_result(token)
-        if len(self._stamps) > 10_000:  # grants whose calls were never reported sent
-            for k in list(self._stamps)[: len(self._stamps) // 2]:
-                del self._stamps[k]
-        if len(self._granted) > 100_000:
-            for k in list(self._granted)[: len(self._granted) // 2]:
-                del self._granted[k]
+            events = learn(pool, failure, time.time())
+            for event in events:
+                log.warning("key pool changed", key_event=event.type, pool=pool_name, key_id=failure.key_id)
+            if events:
+                await self._append(events)
+        self._wake.set()
 
     async def pid(self) -> int:
         """The actor's process id (tests watch it change across a restart)."""
         return os.getpid()
 
     async def recovery(self) -> dict[str, Any]:
-        """Where the last start-up took its state from: the snapshot's stream id and grants replayed."""
+        """Where the last start-up took its state from: the snapshot's stream id, events replayed,
+        grants dated at the start, and the pools as recovered."""
         await self._ensure()
         return dict(self._recovery)
 

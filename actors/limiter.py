@@ -78,6 +78,10 @@ class SlidingWindowLog:
         while len(self.log) > capacity:
             self.log.popleft()
 
+    def copy(self) -> SlidingWindowLog:
+        """An independent limiter with the same grants (a decision tries grants on a copy)."""
+        return SlidingWindowLog(self.capacity, self.window, deque(self.log))
+
     def move(self, old: float, new: float) -> None:
         """Re-date the grant logged at `old` to `new` (later: when its call was really sent).
 

@@ -9,9 +9,12 @@ With --url it bursts at a running instance instead (no log audit).
 With --provider gemini the calls go through the google-genai client to a `genqueue emulator`
 started as its own process, whose projects enforce --real-rpm (default: the configured
 RPM) over the same window; the emulator's own counts of calls and 429s are reported.
+With --kill-keypool-at the KeyPoolActor is crashed (Ray restarts it) at those seconds after the
+burst's first submit.
 
     python bench/burst.py --users 600 --slots 20 --latency 0.5 --pools 3x600 --window 1
     python bench/burst.py --provider gemini --pools 3x900 --real-rpm 600 --image-size 512
+    python bench/burst.py --provider gemini --pools 3x600 --image-size 512 --kill-keypool-at 4,9,14
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -146,6 +151,34 @@ async def audit_log(config: Config) -> dict[str, object]:
     }
 
 
+def kill_keypool_at(config: Config, seconds: list[float]) -> tuple[threading.Thread, list[float]]:
+    """Crash the KeyPoolActor at each of `seconds` after the burst's first submit, in a
+    background thread; the list it returns fills with the times (from that submit) the kills
+    were made."""
+    import ray
+    import redis
+
+    from actors import factory
+    from events.keys import Keys
+
+    done: list[float] = []
+
+    def run() -> None:
+        stats = Keys(config.redis.namespace).stats
+        with redis.Redis.from_url(config.redis.url) as client:
+            while not client.hget(stats, "submitted"):
+                time.sleep(0.005)
+        start = time.monotonic()
+        for at in sorted(seconds):
+            time.sleep(max(0.0, start + at - time.monotonic()))
+            ray.kill(factory.get(config, factory.KEYPOOL_NAME), no_restart=False)
+            done.append(round(time.monotonic() - start, 2))
+
+    thread = threading.Thread(target=run, name="kill-keypool", daemon=True)
+    thread.start()
+    return thread, done
+
+
 def main() -> None:
     """Parse arguments, run the burst, print the figures."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +205,11 @@ def main() -> None:
     p.add_argument("--margin", type=float, default=None, help="keypool.margin_seconds")
     p.add_argument("--replicas", type=int, default=1, help="Serve ingress replicas")
     p.add_argument("--no-redate", action="store_true", help="keypool.redate_late_sends = false")
+    p.add_argument(
+        "--kill-keypool-at",
+        default="",
+        help="comma-separated seconds into the burst at which to crash the KeyPoolActor, e.g. 4,9,14",
+    )
     p.add_argument(
         "--client-nice",
         type=int,
@@ -246,10 +284,16 @@ def burst_here(
         with running(config, dashboard=False) as live:
             if args.client_nice:
                 os.nice(args.client_nice)
+            kills = [float(s) for s in args.kill_keypool_at.split(",") if s.strip()]
+            killer, killed = kill_keypool_at(live.config, kills) if kills else (None, [])
             result = asyncio.run(
                 run_burst(live.api_url, args.users, args.kind, poll=0.25, watch_last=args.watch)
             )
+            if killer is not None:
+                killer.join()
             figures = report(result, args.users, args.slots, args.latency, rpm_total, ideal)
+            if kills:
+                figures["keypool_killed_at_s"] = killed
             figures.update(asyncio.run(audit_log(live.config)))
             if emulator_url:
                 figures.update(upstream_counts(emulator_url))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 # Statuses a task view can show.
 QUEUED = "queued"
@@ -195,6 +195,23 @@ class KeyTokenGranted:
     attempt: int
     capacity: int
     window: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyGrantsRedated:
+    """Grants whose calls went out on the wire count in their pools' windows from then on.
+
+    `calls` maps "<task id>:<attempt>" to the time its call went out (a grant is only ever
+    re-dated later). Workers' reports are written with the next grants, ahead of them in one
+    transaction. `recovered`: written at a start, with the start's time, for the grants of
+    the window whose sending the log did not hold.
+    """
+
+    type: ClassVar[str] = "key.grants_redated"
+    version: ClassVar[int] = 1
+    calls: dict[str, float]
+    recovered: bool = False
     at: float
 
 
@@ -463,6 +480,7 @@ WebhookEvent = WebhookAttempted | WebhookDelivered | WebhookFailed
 Event = (
     TaskEvent
     | KeyTokenGranted
+    | KeyGrantsRedated
     | KeyEvent
     | SnapshotTaken
     | BlobsExpired
@@ -473,39 +491,7 @@ Event = (
     | WebhookEvent
 )
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls
-    for cls in (
-        TaskSubmitted,
-        TaskDispatched,
-        TaskStarted,
-        TaskSucceeded,
-        TaskAttemptFailed,
-        TaskLeaseExpired,
-        TaskRetryScheduled,
-        TaskFailed,
-        TaskCancelled,
-        TaskLateOutcomeIgnored,
-        TaskUpstreamThrottled,
-        KeyTokenGranted,
-        KeyCooledDown,
-        KeyParked,
-        KeyDisabled,
-        KeyLimitLearned,
-        SnapshotTaken,
-        BlobsExpired,
-        AlertRaised,
-        AlertResolved,
-        CreditsGranted,
-        CreditsCharged,
-        CreditsRefunded,
-        TokenCreated,
-        TokenRevoked,
-        WebhookAttempted,
-        WebhookDelivered,
-        WebhookFailed,
-    )
-}
+EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in get_args(Event)}
 
 # `metrics` reaches only `GET /metrics`, so a scraper holds no credential that can do more.
 ROLES = ("user", "service", "admin", "metrics")

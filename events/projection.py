@@ -25,6 +25,7 @@ from events.catalogue import (
     Event,
     KeyCooledDown,
     KeyDisabled,
+    KeyGrantsRedated,
     KeyLimitLearned,
     KeyParked,
     KeyTokenGranted,
@@ -213,6 +214,7 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             | TokenRevoked()
             | TaskLateOutcomeIgnored()
             | KeyTokenGranted()
+            | KeyGrantsRedated()
             | KeyCooledDown()
             | KeyParked()
             | KeyDisabled()
@@ -242,7 +244,7 @@ def project(event: Event, keys: Keys) -> list[Op]:
         return [HSet(keys.alerts, {event.name: json.dumps({**detail, "since": event.at})})]
     if isinstance(event, AlertResolved):
         return [HDel(keys.alerts, event.name)]
-    if isinstance(event, SnapshotTaken):
+    if isinstance(event, SnapshotTaken | KeyGrantsRedated):
         return ops
     if isinstance(event, KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned):
         return _pool_ops(event, keys)
@@ -347,7 +349,8 @@ def project(event: Event, keys: Keys) -> list[Op]:
         case WebhookFailed():
             ops += [HIncr(keys.stats, "webhooks_failed", 1)]
         case (
-            KeyCooledDown()
+            KeyGrantsRedated()
+            | KeyCooledDown()
             | KeyParked()
             | KeyDisabled()
             | KeyLimitLearned()

@@ -18,6 +18,7 @@ from events.catalogue import (
     Event,
     KeyCooledDown,
     KeyDisabled,
+    KeyGrantsRedated,
     KeyLimitLearned,
     KeyParked,
     KeyTokenGranted,
@@ -212,7 +213,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
     if isinstance(event, KeyDisabled):
         state.disabled[event.key_id] = event.hint
         return
-    if isinstance(event, SnapshotTaken | KeyCooledDown | KeyLimitLearned | CreditsGranted):
+    if isinstance(event, SnapshotTaken | KeyGrantsRedated | KeyCooledDown | KeyLimitLearned | CreditsGranted):
         return
     if isinstance(event, TokenCreated | TokenRevoked | CreditsRefunded | BlobsExpired):
         return

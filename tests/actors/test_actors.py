@@ -11,7 +11,13 @@ import ray
 
 from actors.config import KeyPoolConfig
 from events.audit import audit
-from events.catalogue import KeyTokenGranted, TaskDispatched, TaskLateOutcomeIgnored, TaskStarted
+from events.catalogue import (
+    KeyGrantsRedated,
+    KeyTokenGranted,
+    TaskDispatched,
+    TaskLateOutcomeIgnored,
+    TaskStarted,
+)
 from tests.actors.conftest import Cluster
 from tests.helpers import eventually
 
@@ -163,6 +169,35 @@ def test_a_grant_counts_in_its_window_from_when_its_call_went_out(
     ray.get(keypool.sent.remote("first", 1, first + 0.6), timeout=30)
     assert ray.get(keypool.acquire.remote("second", 1, 2.0), timeout=30).granted
     assert granted("second") >= first + 0.6 + 1.0 + margin
+
+
+def test_a_restarted_key_pool_counts_a_grant_from_when_its_call_went_out(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Two calls per 5 s window: the first call went out 0.5 s after its grant, written with the
+    second grant; after a KeyPool crash only the second (its send unknown) is dated at the
+    start, and the third token comes a window (and the margin) after the first call went out."""
+    margin = KeyPoolConfig().margin_seconds
+    cluster = make_cluster(pools=(("p1", 24, 5.0),), keypool=KeyPoolConfig(margin_seconds=margin))
+    keypool = cluster.handles["keypool"]
+
+    def granted(task_id: str) -> float:
+        return next(
+            e.event.at
+            for e in cluster.log()
+            if isinstance(e.event, KeyTokenGranted) and e.event.task_id == task_id
+        )
+
+    assert ray.get(keypool.acquire.remote("first", 1, 1.0), timeout=30).granted
+    went_out = granted("first") + 0.5
+    ray.get(keypool.sent.remote("first", 1, went_out), timeout=30)
+    assert ray.get(keypool.acquire.remote("second", 1, 2.0), timeout=30).granted
+    redated = [e.event for e in cluster.log() if isinstance(e.event, KeyGrantsRedated)]
+    assert [r.calls for r in redated] == [{"first:1": went_out}]
+    cluster.crash(keypool)
+    assert ray.get(keypool.recovery.remote(), timeout=30)["dated_at_start"] == 1
+    assert ray.get(keypool.acquire.remote("third", 1, 3.0), timeout=30).granted
+    assert granted("third") >= went_out + 5.0 + margin
 
 
 def test_a_place_about_to_free_is_granted_ahead_for_a_call_that_waits_until_then(

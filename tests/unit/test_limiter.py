@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.keypool_logic import PoolState, choose, grant, next_free_at, window_capacity
+from actors.keypool_logic import choose, grant, next_free_at
+from actors.keypool_state import PoolState, apply_pool, window_capacity
 from actors.limiter import SlidingWindowLog
 from events.audit import max_in_window
 
@@ -71,14 +72,21 @@ def test_window_capacity_scales_rpm_to_the_window() -> None:
     assert window_capacity(1, 1.0) == 1
 
 
+def take(pool: PoolState, at: float) -> str:
+    """One token decided and folded in; its key id."""
+    event = grant(pool, "t", pool.granted + 1, at)
+    apply_pool(pool, event)
+    return event.key_id
+
+
 def test_choose_prefers_the_pool_with_most_budget_and_rotates_keys() -> None:
     """Tokens come from the fullest pool; a pool's keys take turns."""
     a = PoolState(name="a", rpm=120, window=1.0, key_ids=("a#1", "a#2"))
     b = PoolState(name="b", rpm=60, window=1.0, key_ids=("b#1",))
     pool = choose([a, b], 0.0)
     assert pool is a
-    assert [grant(a, 0.0), grant(a, 0.0)] == ["a#1", "a#2"]
+    assert [take(a, 0.0), take(a, 0.0)] == ["a#1", "a#2"]
     assert choose([a, b], 0.0) is b
-    grant(b, 0.0)
+    take(b, 0.0)
     assert choose([a, b], 0.5) is None
     assert next_free_at([a, b], 0.5) == 1.0
