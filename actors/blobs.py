@@ -12,9 +12,10 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from actors.config import Config
+from events.errors import GenqueueError
 
 
-class BlobNotFoundError(LookupError):
+class BlobNotFoundError(GenqueueError, LookupError):
     """No blob under that reference."""
 
 

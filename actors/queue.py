@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import threading
@@ -15,12 +14,14 @@ import ray
 import structlog
 
 from actors.alerts import evaluate
+from actors.attempt import AttemptSpec
 from actors.config import Config
 from actors.decide import Decision, Policy, cancel, decide, next_wakeup, pools_usable_at
 from actors.logs import configure
+from actors.shell import Backoff, Cadence, recover, take_snapshot
 from actors.telemetry import QueueMetrics
 from actors.webhook_sender import Deliverer
-from actors.worker import READY_TIMEOUT, AttemptSpec
+from actors.worker import READY_TIMEOUT
 from events.catalogue import (
     RUNNING,
     AlertRaised,
@@ -68,8 +69,7 @@ class Queue:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="queue-pump", daemon=True)
         self._thread.start()
-        self._since_snapshot = 0
-        self._snapshot_at = time.monotonic()
+        self._cadence = Cadence(config.queue.snapshot_every, config.queue.snapshot_seconds, time.monotonic())
         self._recovery: dict[str, Any] = {}
         self._metrics = QueueMetrics()
         self._alerts_at = 0.0
@@ -102,58 +102,26 @@ class Queue:
 
     async def _recover(self) -> None:
         """The newest readable snapshot plus the events after it; waits out a store outage."""
-        delay = 0.05
-        while True:
-            try:
-                started = time.perf_counter()
-                self._state = await self._load_snapshot()
-                covers = self._state.last_id
-                replayed = await self._replay()
-                self._recovery = {
-                    "snapshot": covers,
-                    "replayed": replayed,
-                    "seconds": round(time.perf_counter() - started, 3),
-                }
-                # A long replay is worth a snapshot right away.
-                self._since_snapshot = replayed
-                return
-            except StoreUnavailableError as exc:
-                log.warning("event store unavailable during recovery; retrying", error=str(exc), delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
-
-    async def _load_snapshot(self) -> QueueState:
-        for document in await self._store.load_snapshots(SNAPSHOT_ACTOR):
-            try:
-                return restore(json.loads(document))
-            except ValueError as exc:  # json.JSONDecodeError is a ValueError too
-                log.warning("snapshot skipped", error=str(exc)[:200])
-        return QueueState()
+        recovered = await recover(
+            self._store,
+            SNAPSHOT_ACTOR,
+            load=restore,
+            empty=QueueState,
+            covers=lambda state: state.last_id,
+            fold=apply,
+            log=log,
+        )
+        self._state = recovered.state
+        self._recovery = recovered.summary()
+        # A long replay is worth a snapshot right away.
+        self._cadence.since = recovered.replayed
 
     async def _maybe_snapshot(self) -> None:
-        every, seconds = self._config.queue.snapshot_every, self._config.queue.snapshot_seconds
-        elapsed = time.monotonic() - self._snapshot_at
-        if self._since_snapshot >= every or (self._since_snapshot and elapsed >= seconds):
-            try:
-                document = json.dumps(snapshot(self._state), separators=(",", ":"))
-            except (ValueError, TypeError, RecursionError):
-                # A snapshot only shortens recovery: one that cannot be written is skipped
-                # until the next is due, and the queue goes on.
-                log.exception("snapshot skipped: the state could not be serialised")
-            else:
-                await self._store.save_snapshot(SNAPSHOT_ACTOR, self._state.last_id, document)
-            self._since_snapshot = 0
-            self._snapshot_at = time.monotonic()
-
-    async def _replay(self) -> int:
-        replayed = 0
-        while True:
-            batch = await self._store.read(self._state.last_id, count=10_000)
-            if not batch:
-                return replayed
-            for stored in batch:
-                apply(self._state, stored)
-            replayed += len(batch)
+        if self._cadence.due(time.monotonic()):
+            await take_snapshot(
+                self._store, SNAPSHOT_ACTOR, self._state.last_id, lambda: snapshot(self._state), log
+            )
+            self._cadence.taken(time.monotonic())
 
     def _notify(self, event: AlertRaised | AlertResolved) -> None:
         """Deliver an alert to every configured webhook, in the background."""
@@ -200,7 +168,7 @@ class Queue:
             apply(self._state, stored)
             event = stored.event
             if not isinstance(event, SnapshotTaken):
-                self._since_snapshot += 1
+                self._cadence.count()
             if isinstance(event, TaskDispatched) and self._state.running.get(event.task_id):
                 self._send(event.task_id, event.attempt, event.worker)
             elif isinstance(event, AlertRaised | AlertResolved):
@@ -264,25 +232,23 @@ class Queue:
         return result
 
     async def _pump(self) -> None:
-        delay = 0.05
+        backoff = Backoff()
         while not self._stopping:
             try:
                 await self._step()
-                delay = 0.05
+                backoff.reset()
             except StoreUnavailableError as exc:
-                log.warning("event store unavailable; retrying", error=str(exc), delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+                log.warning("event store unavailable; retrying", error=str(exc), delay=backoff.delay)
+                await backoff.wait()
             except Exception:
                 log.exception("queue step failed")
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+                await backoff.wait()
 
     def take_snapshot(self) -> str:
         """Snapshot now (operators, benchmarks); returns the stream id it covers."""
 
         async def take() -> str:
-            self._since_snapshot = max(self._since_snapshot, self._config.queue.snapshot_every)
+            self._cadence.force()
             await self._maybe_snapshot()
             return self._state.last_id
 

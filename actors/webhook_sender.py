@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ipaddress
 import json
 import random
@@ -30,6 +31,7 @@ import structlog
 
 from actors.alerts import SIGNER, alert_webhook_id, payload
 from actors.config import Config
+from actors.shell import Backoff, retrying
 from actors.webhooks import (
     Network,
     advance,
@@ -259,16 +261,15 @@ class Deliverer:
             current = after
 
     async def _body(self, store: RedisEventStore, task_id: str) -> dict[str, object]:
-        delay = 0.05
+        # The view turns terminal in the transaction that ended the task; it is polled
+        # until then, and through a store outage, on the same backoff.
+        backoff = Backoff()
         while True:
-            try:
+            with contextlib.suppress(StoreUnavailableError):
                 view = await store.task_view(task_id) or {}
                 if view.get("status") in TERMINAL:
                     return task_body(task_id, view)
-            except StoreUnavailableError:
-                pass
-            await asyncio.sleep(delay)
-            delay = min(2.0, delay * 2)
+            await backoff.wait()
 
     async def _alert(self, url: str, body: str, event: AlertRaised | AlertResolved) -> None:
         """POST an alert until a 2xx answers, at most `[alerts] webhook_attempts` times."""
@@ -305,15 +306,7 @@ class Deliverer:
 
     async def _append(self, store: RedisEventStore, events: list[Event]) -> None:
         """Append, waiting out a store outage: the attempt happened and must be recorded."""
-        delay = 0.05
-        while True:
-            try:
-                await store.append(events)
-                return
-            except StoreUnavailableError as exc:
-                log.warning("event store unavailable; webhook events wait", error=str(exc), delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+        await retrying("event store unavailable; webhook events wait", lambda: store.append(events), log)
 
     def stop(self) -> None:
         """Cancel every delivery and stop the thread (they resume from the stream on restart)."""

@@ -10,10 +10,12 @@ import zlib
 
 from PIL import Image, UnidentifiedImageError
 
+from events.errors import GenqueueError
+
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 
-class ImageRejected(ValueError):
+class ImageRejected(GenqueueError, ValueError):
     """An input image that cannot be used; the message says why."""
 
 

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from events.errors import GenqueueError
 from serve_app.burst import payload, sse_messages, user_kind
 from serve_app.loadreport import LoadReport, UserRun, render, summarise
 
@@ -28,7 +29,7 @@ KINDS = ("photography", "fitting", "mixed")
 FOLLOW = ("sse", "poll")
 
 
-class LoadtestError(Exception):
+class LoadtestError(GenqueueError):
     """The load test could not run at all (the instance is unreachable or answers nonsense)."""
 
 

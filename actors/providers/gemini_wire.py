@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from actors.keypool_logic import window_capacity
 from events.days import next_pacific_midnight, pacific_day
+from events.errors import GenqueueError
 
 DEFAULT_MODELS = ("gemini-3.1-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-lite-image")
 PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel"
@@ -208,7 +209,7 @@ def answer_body(parts: list[dict[str, Any]]) -> bytes:
     return json.dumps({"candidates": [candidate], "usageMetadata": _USAGE}).encode()
 
 
-class BadRequest(ValueError):
+class BadRequest(GenqueueError, ValueError):
     """A request body the real API would refuse with 400 INVALID_ARGUMENT."""
 
 
