@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actors.config import AlertsConfig
+from actors.pool_status import pool_status
 from events.catalogue import AlertRaised, AlertResolved, Event
 from events.queue_state import OUTCOME_BUCKET_SECONDS, QueueState
 
@@ -71,17 +72,17 @@ def evaluate(
         ),
     ]
     for pool, hints in pools:
-        parked = state.parked.get(pool, 0.0)
+        status = pool_status(pool, hints, state.disabled, state.parked.get(pool, 0.0), 0.0, now)
         checks.append(
             (
                 f"pool_parked:{pool}",
-                1.0 if parked > now else 0.0,
+                1.0 if status.parked else 0.0,
                 0.5,
-                f"pool {pool} is parked until its daily quota resets at {_utc(parked)}",
+                f"pool {pool} is parked until its daily quota resets at {_utc(status.parked_until)}",
             )
         )
-        for key_id, hint in hints.items():
-            off = state.disabled.get(key_id) == hint
+        for key_id in hints:
+            off = key_id in status.disabled_keys
             detail = f"key {key_id} was rejected by upstream and is disabled; replace it in the config"
             checks.append((f"key_disabled:{key_id}", 1.0 if off else 0.0, 0.5, detail))
     gone = state.last_not_found > state.last_success

@@ -7,6 +7,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from actors.pool_status import earliest_usable, pool_status
 from events.catalogue import (
     QUEUED,
     RUNNING,
@@ -107,15 +108,14 @@ def pools_usable_at(state: QueueState, pools: Sequence[tuple[str, Mapping[str, s
     """The earliest time at or after `now` when some pool may serve a call; inf when none ever will.
 
     `pools` gives each pool's name and its keys (key id -> hint). A pool serves once its
-    daily quota is back and while one of its keys is not disabled (a disabled key whose
-    hint changed was replaced in the config and counts again).
+    daily quota is back and while one of its keys is not disabled (`pool_status`).
     """
-    earliest = math.inf
-    for name, key_hints in pools:
-        if all(state.disabled.get(key_id) == hint for key_id, hint in key_hints.items()):
-            continue
-        earliest = min(earliest, max(now, state.parked.get(name, 0.0)))
-    return earliest
+    return earliest_usable(
+        [
+            pool_status(name, hints, state.disabled, state.parked.get(name, 0.0), 0.0, now)
+            for name, hints in pools
+        ]
+    )
 
 
 def decide(

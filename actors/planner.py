@@ -1,15 +1,16 @@
 """Capacity planning: when each of N users starts and finishes, for a given set of pools and slots.
 
-Pure arithmetic that follows what genqueue does: users are served in arrival order (FIFO);
-each needs a slot, held for the call's latency, and a token from a pool whose sliding-window
-log lets a place be reused one window (plus the key pool's margin) after its last grant;
-the token comes from whichever pool frees a place first.
+The schedule is the forecast's (`actors.forecast.start_times`): users are served in arrival
+order (FIFO); each needs a slot, held for the call's latency, and a token from whichever
+pool frees a place first, a place being reused one window (plus the key pool's margin)
+after the call that took it.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
+
+from actors.forecast import PoolWindow, start_times, window_capacity
 
 WINDOW_SECONDS = 60.0
 
@@ -87,18 +88,10 @@ def simulate(
     """Start and finish of each user, served in arrival order under slots and sliding windows."""
     if slots < 1 or latency < 0 or not pools:
         raise ValueError("slots must be >= 1, latency >= 0 and at least one pool given")
-    places = [0.0 for p in pools for _ in range(max(1, int(p.rpm * window / 60 + 1e-9)))]
-    heapq.heapify(places)
-    slot_free = [0.0] * slots
-    starts, finishes = [], []
-    for arrived in sorted(arrival_times):
-        ready = max(arrived, heapq.heappop(slot_free))
-        start = max(ready, heapq.heappop(places))
-        heapq.heappush(places, start + window + margin)
-        heapq.heappush(slot_free, start + latency)
-        starts.append(start)
-        finishes.append(start + latency)
-    return Schedule(tuple(sorted(arrival_times)), tuple(starts), tuple(finishes))
+    ordered = sorted(arrival_times)
+    windows = [PoolWindow(window_capacity(p.rpm, window), window + margin) for p in pools]
+    starts = start_times(ordered, [0.0] * slots, latency, windows)
+    return Schedule(tuple(ordered), tuple(starts), tuple(s + latency for s in starts))
 
 
 def bands(schedule: Schedule, window: float = WINDOW_SECONDS) -> list[tuple[int, int, float, float]]:

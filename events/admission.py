@@ -11,6 +11,9 @@ from dataclasses import dataclass, replace
 from events.catalogue import CreditsCharged, CreditsGranted, Event, TaskSubmitted, fair_order
 
 DEFAULT_GRANT_REASON = "default grant"
+# The newest round of a user who never had a task, and the current round before any dispatch.
+NO_ROUND = -1
+FIRST_ROUND = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,9 @@ def place_round(current_round: int, last_round: int) -> int:
 
     So users take turns: a user with 500 waiting tasks holds rounds r..r+499, and another
     user's first task goes into round r, behind at most one task of each other user.
+
+    The Redis store's script runs this very function, translated by `events.lua`: keep its
+    body one `return` of arithmetic, comparisons and `max`/`min` on the two rounds.
     """
     return last_round + 1 if last_round >= current_round else current_round
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from events.admission import Admission, Refusal, Seen, admit, place_round
+from events.admission import FIRST_ROUND, NO_ROUND, Admission, Refusal, Seen, admit, place_round
 from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted, round_of, stream_id_key
 from events.codec import decode, encode, log_entry
 from events.keys import Keys
@@ -112,11 +112,11 @@ class MemoryEventStore:
         if waiting:
             current = round_of(min(waiting.values()))
         else:
-            current = int(self._hashes.get(self.keys.stats, {}).get("dispatched_round", 0))
+            current = int(self._hashes.get(self.keys.stats, {}).get("dispatched_round", FIRST_ROUND))
         seen = Seen(
             int(user.get("balance", 0)),
             bool(int(user.get("welcomed", 0))),
-            int(user.get("last_round", -1)),
+            int(user.get("last_round", NO_ROUND)),
             current,
             len(waiting),
         )

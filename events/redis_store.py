@@ -16,11 +16,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.admission import Admission, Refusal, Seen, admit
+from events.admission import FIRST_ROUND, NO_ROUND, Admission, Refusal, Seen, admit, place_round
 from events.catalogue import ROUND_SPAN, Event, SnapshotTaken, StoredEvent, TaskSubmitted
 from events.codec import decode, encode, log_entry
 from events.errors import StoreUnavailableError
 from events.keys import Keys
+from events.lua import lua_expression
 from events.projection import (
     Delete,
     Expire,
@@ -47,25 +48,25 @@ USER_STRIPES = 64
 ROUND_COUNTER_SECONDS = 24 * 3600
 
 # KEYS: user hash, waiting set, stats hash. ARGV: round counter prefix, ROUND_SPAN, TTL.
-# The round rule is `events.admission.place_round`.
-_SEEN_SCRIPT = """
+# The round rule itself is `events.admission.place_round`, translated into Lua here, so the
+# script and the in-memory store cannot place a task differently.
+_SEEN_SCRIPT = f"""
 local u = redis.call('HMGET', KEYS[1], 'balance', 'welcomed', 'last_round')
 local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local waiting = redis.call('ZCARD', KEYS[2])
 local span = tonumber(ARGV[2])
-local current
+local current_round
 if head[2] then
-  current = math.floor(tonumber(head[2]) / span)
+  current_round = math.floor(tonumber(head[2]) / span)
 else
-  current = tonumber(redis.call('HGET', KEYS[3], 'dispatched_round') or '0')
+  current_round = tonumber(redis.call('HGET', KEYS[3], 'dispatched_round') or '{FIRST_ROUND}')
 end
-local last = tonumber(u[3] or '-1')
-local round = current
-if last >= current then round = last + 1 end
+local last_round = tonumber(u[3] or '{NO_ROUND}')
+local round = {lua_expression(place_round)}
 local counter = ARGV[1] .. round
 local n = redis.call('INCR', counter)
 redis.call('EXPIRE', counter, tonumber(ARGV[3]))
-return {tonumber(u[1] or '0'), tonumber(u[2] or '0'), last, current, round, n, waiting}
+return {{tonumber(u[1] or '0'), tonumber(u[2] or '0'), last_round, current_round, round, n, waiting}}
 """
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from actors.forecast import makespan_at_rate, throughput_bound
 from actors.providers.images import sample_garment, sample_selfie
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -200,5 +201,4 @@ async def run_burst(
 def bound_seconds(users: int, slots: int, latency: float, rpm_total: float) -> float:
     """The lower bound on makespan: N / min(slots / latency, ΣRPM / 60) + latency (slots do not
     bind calls that take no time)."""
-    rate = min(slots / latency, rpm_total / 60.0) if latency > 0 else rpm_total / 60.0
-    return users / rate + latency
+    return makespan_at_rate(users, throughput_bound(slots, latency, rpm_total), latency)

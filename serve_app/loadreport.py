@@ -13,7 +13,9 @@ from typing import Any
 
 from rich.table import Table
 
+from actors.forecast import makespan_at_rate
 from actors.planner import PoolPlan, simulate
+from actors.pool_status import OK, SERVING
 from serve_app.burst import TERMINAL, percentile
 
 
@@ -100,7 +102,7 @@ def bound_from_queue(queue: dict[str, Any], arrival_times: list[float]) -> Bound
     margin (a burst may take each window's whole budget at once); otherwise N divided by the
     throughput bound, plus one call. None when no pool can serve.
     """
-    pools = [p for p in queue.get("pools", []) if p.get("state", "ok") in ("ok", "cooling")]
+    pools = [p for p in queue.get("pools", []) if p.get("state", OK) in SERVING]
     slots, latency = int(queue["slots"]), float(queue["mean_latency_seconds"])
     rate = float(queue["throughput_bound_per_second"])
     if not pools or rate <= 0 or not arrival_times:
@@ -111,7 +113,7 @@ def bound_from_queue(queue: dict[str, Any], arrival_times: list[float]) -> Bound
         plans = tuple(PoolPlan(p["name"], int(p["learned_rpm"])) for p in pools)
         seconds = simulate(arrival_times, slots, latency, plans, window).makespan
         return Bound(slots, latency, rate, round(seconds, 3), "windows")
-    seconds = max(len(arrival_times) / rate, max(arrival_times)) + latency
+    seconds = makespan_at_rate(len(arrival_times), rate, latency, max(arrival_times))
     return Bound(slots, latency, rate, round(seconds, 3), "rate")
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from actors.config import Config
-from actors.eta import PoolWindow
-from actors.keypool_logic import window_capacity
+from actors.forecast import PoolWindow, window_capacity
+from actors.pool_status import PoolStatus, pool_status
 from events.days import pacific_day
 from events.store import EventStore
 
@@ -27,12 +26,9 @@ class PoolView:
     margin: float
     keys: int
     grants: tuple[float, ...]
-    cooldown_until: float
-    parked_until: float
-    disabled: tuple[str, ...]
+    status: PoolStatus
     calls_today: int
     throttled: int
-    now: float
 
     @property
     def capacity(self) -> int:
@@ -42,13 +38,17 @@ class PoolView:
     @property
     def state(self) -> str:
         """ok, cooling (a per-minute 429), parked (daily quota) or no keys."""
-        if len(self.disabled) >= self.keys:
-            return "no keys"
-        if self.parked_until > self.now:
-            return "parked"
-        if self.cooldown_until > self.now:
-            return "cooling"
-        return "ok"
+        return self.status.state
+
+    @property
+    def serving(self) -> bool:
+        """Whether the pool serves calls now or after a cooldown: its rate counts."""
+        return self.status.serving
+
+    @property
+    def disabled(self) -> tuple[str, ...]:
+        """The ids of its keys that upstream rejected and that were not replaced since."""
+        return self.status.disabled_keys
 
     @property
     def window_left(self) -> int:
@@ -58,9 +58,7 @@ class PoolView:
     @property
     def available_from(self) -> float:
         """When the pool may grant again (inf: never, until its keys are replaced)."""
-        if self.state == "no keys":
-            return math.inf
-        return max(self.now, self.cooldown_until, self.parked_until)
+        return self.status.available_from
 
     def eta_window(self) -> PoolWindow:
         """The pool as the ETA simulation sees it: a place frees a window and the margin after its grant."""
@@ -80,8 +78,8 @@ class PoolView:
             "capacity": self.capacity,
             "window_used": len(self.grants),
             "window_left": self.window_left,
-            "cooldown_seconds": round(max(0.0, self.cooldown_until - self.now), 3),
-            "parked_until": self.parked_until if self.parked_until > self.now else None,
+            "cooldown_seconds": round(max(0.0, self.status.cooldown_until - self.status.now), 3),
+            "parked_until": self.status.parked_until if self.status.parked else None,
             "disabled_keys": list(self.disabled),
             "calls_today": self.calls_today,
             "throttled": self.throttled,
@@ -100,12 +98,18 @@ async def read_pools(store: EventStore, config: Config, now: float | None = None
     views = []
     for p in config.pools:
         fields = states.get(p.name, {})
-        hints = p.key_hints
-        disabled = tuple(
-            key_id
-            for name, value in sorted(fields.items())
+        disabled = {
+            name.removeprefix("disabled:"): json.loads(value).get("hint")
+            for name, value in fields.items()
             if name.startswith("disabled:")
-            and hints.get(key_id := name.removeprefix("disabled:")) == json.loads(value).get("hint")
+        }
+        status = pool_status(
+            p.name,
+            p.key_hints,
+            disabled,
+            parked_until=float(fields.get("parked_until", 0.0)),
+            cooldown_until=float(fields.get("cooldown_until", 0.0)),
+            now=at,
         )
         views.append(
             PoolView(
@@ -117,12 +121,9 @@ async def read_pools(store: EventStore, config: Config, now: float | None = None
                 margin=float(fields.get("learned_margin", config.keypool.margin_seconds)),
                 keys=len(p.keys),
                 grants=tuple(grants[p.name]),
-                cooldown_until=float(fields.get("cooldown_until", 0.0)),
-                parked_until=float(fields.get("parked_until", 0.0)),
-                disabled=disabled,
+                status=status,
                 calls_today=int(fields.get(f"day:{today}", 0)),
                 throttled=int(fields.get("throttled", 0)),
-                now=at,
             )
         )
     return views

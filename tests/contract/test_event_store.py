@@ -9,13 +9,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from events.admission import FIRST_ROUND, NO_ROUND, place_round
 from events.catalogue import (
     KeyTokenGranted,
     TaskDispatched,
     TaskLateOutcomeIgnored,
     TaskStarted,
+    TaskSubmitted,
     TaskSucceeded,
+    round_of,
 )
 from events.errors import StoreUnavailableError
 from events.memory_store import MemoryEventStore
@@ -29,13 +34,15 @@ Body = Callable[[EventStore], Awaitable[None]]
 
 @pytest.fixture(params=["memory", "valkey", "valkey-acl", "valkey-acl-tls", "redis"])
 def run(request: pytest.FixtureRequest) -> Callable[[Body], None]:
-    """Runs a test body against a fresh namespace of one backend."""
+    """Runs a test body against a fresh namespace of one backend (a new one on every call, so a
+    property test's examples do not see each other's tasks)."""
     backend = request.param
     if backend == "redis" and not external_redis_available():
         pytest.skip("no Redis at 127.0.0.1:6379")
-    namespace = f"c{uuid.uuid4().hex[:10]}"
 
     def runner(body: Body) -> None:
+        namespace = f"c{uuid.uuid4().hex[:10]}"
+
         async def main() -> None:
             store: EventStore
             if backend == "memory":
@@ -212,6 +219,52 @@ def test_idempotency_keys_of_different_users_never_meet(run: Callable[[Body], No
         assert (await store.submit(second)).duplicate_of is None
         again = await store.submit(replace(submitted(user="ua"), idempotency_key="x:k1", digest="d"))
         assert again.duplicate_of == second.task_id
+
+    run(body)
+
+
+# One step of a queue's life: a submit by one of a few users, or the dispatch of the head.
+Step = tuple[str, str]
+STEPS = st.lists(
+    st.one_of(st.sampled_from("abcd").map(lambda user: ("submit", user)), st.just(("dispatch", ""))),
+    max_size=40,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=STEPS)
+def test_every_store_places_tasks_in_the_rounds_the_python_rule_gives(
+    run: Callable[[Body], None], steps: list[Step]
+) -> None:
+    """Over any sequence of submits and dispatches, each submitted task's round is `place_round`
+    of the current round and its user's newest round, and its position follows (round, arrival)."""
+
+    async def body(store: EventStore) -> None:
+        waiting: dict[str, tuple[int, int, float]] = {}  # task id -> (round, arrival, stored order)
+        newest: dict[str, int] = {}  # user -> round of its newest task
+        dispatched = FIRST_ROUND
+        for arrival, (action, user) in enumerate(steps):
+            if action == "dispatch":
+                if waiting:
+                    head = min(waiting, key=lambda t: waiting[t][:2])
+                    round_, _, order = waiting.pop(head)
+                    dispatch = TaskDispatched(
+                        task_id=head, attempt=1, worker=0, lease_deadline=9e9, order=order, at=1.0
+                    )
+                    assert await store.append([dispatch]) is not None
+                    dispatched = round_
+                continue
+            current = min(waiting.values())[0] if waiting else dispatched
+            expected = place_round(current, newest.get(user, NO_ROUND))
+            event = submitted(user=user, at=float(arrival))
+            receipt = await store.submit(event)
+            (stored,) = await store.read_range(receipt.id, receipt.id)
+            assert isinstance(stored.event, TaskSubmitted) and stored.event.task_id == event.task_id
+            assert round_of(stored.event.order) == expected, (steps[: arrival + 1], stored.event.order)
+            waiting[event.task_id] = (expected, arrival, stored.event.order)
+            newest[user] = expected
+            ahead = sum(1 for r, a, _ in waiting.values() if (r, a) < (expected, arrival))
+            assert receipt.position == ahead
 
     run(body)
 

@@ -11,6 +11,7 @@ from actors.decide import Policy, cancel, decide
 from events.admission import Admission, Refusal, Seen, admit, place_round
 from events.audit import audit
 from events.catalogue import (
+    ROUND_SPAN,
     CreditsCharged,
     CreditsGranted,
     CreditsRefunded,
@@ -22,8 +23,10 @@ from events.catalogue import (
     fair_order,
     round_of,
 )
+from events.lua import lua_expression
 from events.memory_store import MemoryEventStore
 from events.queue_state import QueueState, apply, replay, restore, snapshot
+from events.redis_store import _SEEN_SCRIPT
 from tests.helpers import submitted
 
 PRICED = Admission(price=2)
@@ -36,6 +39,35 @@ def test_a_new_task_takes_the_current_round_or_the_one_after_its_users_newest() 
     assert place_round(current_round=3, last_round=9) == 10
     assert round_of(fair_order(7, 5)) == 7
     assert fair_order(7, 2**20 - 1) < fair_order(8, 1)
+
+
+def test_the_redis_script_runs_the_round_rule_translated_from_python() -> None:
+    """The store's script holds `place_round` as Lua; a rule Lua could not run is refused."""
+    expected = "(last_round >= current_round and (last_round + 1) or current_round)"
+    assert lua_expression(place_round) == expected
+    assert f"local round = {expected}" in _SEEN_SCRIPT
+
+    def floor_division(a: int, b: int) -> int:
+        return a // b
+
+    def two_steps(a: int) -> int:
+        b = a + 1
+        return b
+
+    def unknown_name(a: int) -> int:
+        return a + ROUND_SPAN
+
+    for rule in (floor_division, two_steps, unknown_name):
+        with pytest.raises(ValueError, match=rule.__name__):
+            lua_expression(rule)
+
+    def every_form(a: int, b: int) -> int:
+        """A docstring is no part of the rule."""
+        return min(a * 2 - 1, max(a, b, 0)) if a < b else (a if a == b else 0 - b)
+
+    assert lua_expression(every_form) == (
+        "(a < b and math.min(((a * 2) - 1), math.max(a, b, 0)) or (a == b and a or (0 - b)))"
+    )
 
 
 def test_admission_refuses_a_full_queue_a_full_user_and_a_short_balance_in_that_order() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.eta import PoolWindow, eta_seconds, predict_starts, token_times
+from actors.forecast import PoolWindow, eta_seconds, predict_starts, token_times
 
 
 def test_an_idle_pool_hands_out_its_budget_now_then_a_window_later() -> None:
