@@ -121,7 +121,8 @@ def main() -> None:
 
     import ray
 
-    from serve_app.runtime import embedded_valkey, ray_environment, resolve
+    from serve_app.runtime import ray_environment, resolve
+    from serve_app.valkey import embedded_valkey
 
     with embedded_valkey(Path(tempfile.mkdtemp(prefix="genqueue-memory-"))) as url:
         config = bench_config(

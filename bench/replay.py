@@ -24,7 +24,7 @@ from bench.common import print_figures
 from bench.recovery import audit_rate, write_history
 from events.queue_state import QueueState, apply
 from events.redis_store import RedisEventStore
-from serve_app.runtime import embedded_valkey
+from serve_app.valkey import embedded_valkey
 
 
 async def fold_rate(url: str, namespace: str) -> tuple[int, float, QueueState]:

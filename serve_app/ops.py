@@ -31,7 +31,7 @@ def store_url(redis_url: str | None, data_dir: Path, create: bool = False) -> It
     if running.exists():
         yield running.read_text().strip()
         return
-    from serve_app.runtime import embedded_valkey
+    from serve_app.valkey import embedded_valkey
 
     if create:
         (data_dir / "valkey").mkdir(parents=True, exist_ok=True)

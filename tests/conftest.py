@@ -25,7 +25,7 @@ def _reachable(host: str, port: int) -> bool:
 @pytest.fixture(scope="session")
 def store_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An embedded Valkey server (the project's default store) for the session."""
-    from serve_app.runtime import embedded_valkey
+    from serve_app.valkey import embedded_valkey
 
     with embedded_valkey(tmp_path_factory.mktemp("valkey")) as url:
         yield url

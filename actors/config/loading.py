@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import ipaddress
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import limits
 
-
 from actors.config.sections import (
-    _SECTIONS,
-    AlertsConfig,
-    AuthConfig,
+    SECTIONS,
     Config,
     ConfigError,
-    CreditsConfig,
-    KeyPoolConfig,
-    LimitsConfig,
     PoolConfig,
-    ProviderConfig,
-    QueueConfig,
-    RedisConfig,
     Secret,
     ServerConfig,
-    StorageConfig,
     WebhooksConfig,
-    redact_url,
+    default_pools,
 )
 
 _TRUE = ("true", "1", "yes", "on")
@@ -83,7 +72,7 @@ def setting_names() -> frozenset[str]:
     """Every GENQUEUE_<SECTION>_<KEY> that overrides a setting (GENQUEUE_REDIS_URL among them)."""
     return frozenset(
         f"GENQUEUE_{section.upper()}_{f.name.upper()}"
-        for section, cls in _SECTIONS.items()
+        for section, cls in SECTIONS.items()
         for f in fields(cls)
     )
 
@@ -179,9 +168,9 @@ def _pools(raw: Any, env: Mapping[str, str]) -> tuple[PoolConfig, ...]:
 
 def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     """A Config from a parsed TOML document and an environment."""
-    unknown = sorted(set(raw) - set(_SECTIONS) - {"pools"})
+    unknown = sorted(set(raw) - set(SECTIONS) - {"pools"})
     if unknown:
-        named = ", ".join(f"[{name}]{_hint(name, [*_SECTIONS, 'pools'])}" for name in unknown)
+        named = ", ".join(f"[{name}]{_hint(name, [*SECTIONS, 'pools'])}" for name in unknown)
         raise ConfigError(f"unknown section {named}; remove or rename it")
     _refuse_unknown_environment(raw, env)
     # The webhook secret is a Secret like a pool key: a literal or env:VAR ("": webhooks off).
@@ -189,7 +178,7 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     hook_secret = raw_hooks.pop("secret", None)
     sections = {
         name: _section(name, cls, raw_hooks if name == "webhooks" else raw.get(name, {}), env)
-        for name, cls in _SECTIONS.items()
+        for name, cls in SECTIONS.items()
     }
     if hook_secret not in (None, "") and "GENQUEUE_WEBHOOKS_SECRET" not in env:
         secret = _secret("webhooks.secret", hook_secret, env)
@@ -197,7 +186,7 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     env_url = env.get("GENQUEUE_REDIS_URL")
     if env_url is not None:
         sections["redis"] = replace(sections["redis"], url=env_url)
-    pools = _pools(raw["pools"], env) if "pools" in raw else _default_pools()
+    pools = _pools(raw["pools"], env) if "pools" in raw else default_pools()
     config = Config(pools=pools, **sections)
     _check(config)
     return config

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import ipaddress
-import os
-import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
-
-import limits
 
 from events.errors import GenqueueError
 
@@ -309,7 +300,7 @@ class WebhooksConfig:
         return bool(self.secret.reveal())
 
 
-def _default_pools() -> tuple[PoolConfig, ...]:
+def default_pools() -> tuple[PoolConfig, ...]:
     return tuple(
         PoolConfig(name=n, rpm=15, keys=(Secret(f"offline-{n}"),)) for n in ("pool-a", "pool-b", "pool-c")
     )
@@ -322,7 +313,7 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     provider: ProviderConfig = field(default_factory=ProviderConfig)
-    pools: tuple[PoolConfig, ...] = field(default_factory=_default_pools)
+    pools: tuple[PoolConfig, ...] = field(default_factory=default_pools)
     server: ServerConfig = field(default_factory=ServerConfig)
     keypool: KeyPoolConfig = field(default_factory=KeyPoolConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -341,7 +332,7 @@ class Config:
         raise ConfigError(f"unknown key id {key_id!r}")
 
 
-_SECTIONS: dict[str, type[Any]] = {
+SECTIONS: dict[str, type[Any]] = {
     "redis": RedisConfig,
     "queue": QueueConfig,
     "provider": ProviderConfig,
@@ -354,4 +345,3 @@ _SECTIONS: dict[str, type[Any]] = {
     "credits": CreditsConfig,
     "webhooks": WebhooksConfig,
 }
-

@@ -25,7 +25,8 @@ def main() -> None:
 
     from actors import factory
     from events.audit import audit
-    from serve_app.runtime import embedded_valkey, ray_environment, resolve
+    from serve_app.runtime import ray_environment, resolve
+    from serve_app.valkey import embedded_valkey
     from tests.actors.conftest import Cluster as Genqueue
     from tests.helpers import eventually, make_config
 

@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from serve_app.api import Context
+from serve_app.http.context import Context
 from tests.helpers import make_config
 
 

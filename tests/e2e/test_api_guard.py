@@ -27,9 +27,9 @@ from schemathesis.checks import not_a_server_error
 
 from actors.config import Config, CreditsConfig, LimitsConfig
 from events.catalogue import CreditsGranted
-from serve_app.api import create_app
 from serve_app.auth import new_token
 from serve_app.burst import payload
+from serve_app.http.app import create_app
 from tests.conftest import free_port
 from tests.helpers import append_to, eventually, make_config
 

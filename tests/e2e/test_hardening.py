@@ -19,9 +19,9 @@ import uvicorn
 from actors.config import Config, CreditsConfig
 from events.catalogue import TokenCreated, TokenRevoked
 from events.redis_store import RedisEventStore
-from serve_app.api import create_app
 from serve_app.auth import new_token
 from serve_app.burst import payload
+from serve_app.http.app import create_app
 from serve_app.watch import Hub
 from tests.conftest import free_port
 from tests.helpers import append_to, eventually, make_config

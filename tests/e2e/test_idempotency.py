@@ -15,7 +15,7 @@ from PIL import Image
 from actors.config import CreditsConfig
 from events.catalogue import CreditsGranted
 from events.redis_store import RedisEventStore
-from serve_app.api import create_app
+from serve_app.http.app import create_app
 from tests.helpers import append_to, make_config
 
 

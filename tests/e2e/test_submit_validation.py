@@ -29,8 +29,8 @@ from PIL import Image
 from actors.config import Config, CreditsConfig, LimitsConfig
 from events.catalogue import CreditsGranted, TaskSubmitted
 from events.keys import Keys
-from serve_app.api import create_app
 from serve_app.auth import new_token
+from serve_app.http.app import create_app
 from tests.conftest import free_port
 from tests.helpers import append_to, eventually, log_of, make_config, with_store
 

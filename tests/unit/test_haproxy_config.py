@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.runtime import harden_haproxy_config
+from serve_app.haproxy import harden_haproxy_config
 
 
 def _ray_config(directory: Path, stats_port: int, metrics_port: int) -> str:

@@ -1,0 +1,121 @@
+"""The clients of one ingress replica: event store, watch hub, rate limiter, blob store, pools cache."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+import limits
+import redis.asyncio as aioredis
+import structlog
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from PIL import Image
+from redis.exceptions import RedisError
+
+from actors.blobs import blob_store
+from actors.config import Config
+from events.errors import StoreUnavailableError
+from events.redis_store import RedisEventStore
+from serve_app.pools import PoolView, read_pools
+from serve_app.watch import Hub
+
+# Whether the actors answer, given by the deployment that runs them.
+Readiness = Callable[[], Awaitable[bool]]
+# Asks the QueueActor to cancel a waiting task: "cancelled", "running" or "ended".
+Canceller = Callable[[str], Awaitable[str]]
+
+POOLS_FRESH_SECONDS = 0.2
+
+log = structlog.get_logger("genqueue.api")
+
+
+class Context:
+    """Per-replica clients, made on first use inside the replica's event loop.
+
+    `readiness` and `canceller` reach the actors; None where no actors run (the app alone).
+    """
+
+    def __init__(
+        self, config: Config, readiness: Readiness | None = None, canceller: Canceller | None = None
+    ) -> None:
+        self.config = config
+        self.readiness = readiness
+        self.canceller = canceller
+        self.blobs = blob_store(config)
+        self._store: RedisEventStore | None = None
+        self._hub: Hub | None = None
+        self._pools: tuple[float, list[PoolView]] = (-math.inf, [])
+        self._pools_read: asyncio.Future[list[PoolView]] | None = None
+        self._limiter: MovingWindowRateLimiter | None = None
+
+    @property
+    def store(self) -> RedisEventStore:
+        """The event store client of this replica."""
+        if self._store is None:
+            redis = self.config.redis
+            self._store = RedisEventStore.from_url(
+                redis.url, redis.namespace, max_connections=64, waitaof=redis.durability == "waitaof"
+            )
+        return self._store
+
+    @property
+    def hub(self) -> Hub:
+        """The replica's stream tailer for watchers."""
+        if self._hub is None:
+            self._hub = Hub(self.store)
+        return self._hub
+
+    @property
+    def limiter(self) -> MovingWindowRateLimiter:
+        """The submit-rate limiter of this replica: a moving window per token in Redis."""
+        if self._limiter is None:
+            redis = self.config.redis
+            # A bounded pool, as for the event store: a burst of submits shares a few
+            # connections instead of overflowing the server's accept backlog.
+            pool = aioredis.BlockingConnectionPool.from_url(redis.url, max_connections=32, timeout=10)
+            storage = RedisStorage(
+                "async+" + redis.url,
+                implementation="redispy",
+                key_prefix=f"genqueue:{redis.namespace}:rate",
+                wrap_exceptions=True,
+                connection_pool=pool,  # type: ignore[arg-type]  # typed as scalar options, passed through
+            )
+            self._limiter = MovingWindowRateLimiter(storage)
+        return self._limiter
+
+    async def recent_pools(self) -> list[PoolView]:
+        """The pools' views, read at most every POOLS_FRESH_SECONDS: a burst of submits shares
+        one read for its ETAs (and one read in flight) instead of two round trips each."""
+        if time.monotonic() - self._pools[0] <= POOLS_FRESH_SECONDS:
+            return self._pools[1]
+        if self._pools_read is None or self._pools_read.done():
+            self._pools_read = asyncio.ensure_future(self._read_pools())
+        # Shielded: a caller that goes away does not cancel the read the others wait on.
+        return await asyncio.shield(self._pools_read)
+
+    async def _read_pools(self) -> list[PoolView]:
+        views = await read_pools(self.store, self.config)
+        self._pools = (time.monotonic(), views)
+        return views
+
+    async def warm(self) -> None:
+        """Ready the replica for a burst before its first request.
+
+        Opens as many connections as submits run at once, in the event store's pool and the
+        rate limiter's, loads Pillow's image plugins and reads the pools' views. Otherwise
+        the first submits of a burst pay for all of it (connections, lazy imports, package
+        metadata lookups) while hundreds of other requests arrive, and the first images
+        start later. A store that cannot be reached is no error here: submits then answer
+        503 as they would anyway.
+        """
+        Image.init()
+        width = self.config.server.submit_concurrency
+        try:
+            await asyncio.gather(*(self.store.ping() for _ in range(width)))
+            await asyncio.gather(*(self.limiter.storage.check() for _ in range(width)))
+            await self.recent_pools()
+        except (StoreUnavailableError, RedisError, limits.errors.StorageError, OSError) as exc:
+            log.warning("could not warm up the store connections", error=str(exc))

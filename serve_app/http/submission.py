@@ -1,0 +1,96 @@
+"""A submit's request checked and keyed before it is queued, and its images removed if it is not."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+
+import structlog
+from redis.exceptions import RedisError
+
+from actors.config import LimitsConfig
+from events.errors import StoreUnavailableError
+from serve_app.http.context import Context
+from serve_app.images import ImageRejected, decode_image
+from serve_app.models import SubmitTask
+from serve_app.problems import BadRequest, TooLarge, Unprocessable
+
+IDEMPOTENCY_PATTERN = r"^[A-Za-z0-9._:-]{1,200}$"
+
+log = structlog.get_logger("genqueue.api")
+
+
+def idempotency_key(body: SubmitTask, header: str | None) -> str:
+    """The request's idempotency key from the body or the header; both must agree."""
+    if body.idempotency_key and header and body.idempotency_key != header:
+        raise BadRequest(
+            "idempotency_key and the Idempotency-Key header differ",
+            errors=[{"field": "idempotency_key", "message": "differs from the Idempotency-Key header"}],
+        )
+    return body.idempotency_key or header or ""
+
+
+def request_digest(body: SubmitTask) -> str:
+    """A digest of what the request asks for, to tell a repeat from a different request."""
+    canonical = json.dumps(body.model_dump(mode="json", exclude={"idempotency_key"}), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_request(body: SubmitTask, limits: LimitsConfig) -> dict[str, tuple[bytes, str]]:
+    """The decoded input images by role, or a 422 naming the field at fault."""
+    if len(body.prompt) > limits.max_prompt_chars:
+        raise Unprocessable(
+            f"prompt is {len(body.prompt)} characters, the limit is {limits.max_prompt_chars}",
+            errors=[{"field": "prompt", "message": "too long"}],
+        )
+    size, largest = body.fields_bytes()
+    if size > limits.max_fields_bytes:
+        raise TooLarge(
+            f"the request's fields other than images are {size} bytes as JSON, "
+            f"the limit is {limits.max_fields_bytes} ([limits] max_fields_bytes)",
+            errors=[{"field": largest, "message": "the largest field of a request over max_fields_bytes"}],
+        )
+    wanted = {"person": body.images.person}
+    if body.kind == "fitting":
+        if body.images.garment is None:
+            raise Unprocessable(
+                "fitting needs images.garment", errors=[{"field": "images.garment", "message": "required"}]
+            )
+        wanted["garment"] = body.images.garment
+    elif body.images.garment is not None:
+        raise Unprocessable(
+            "photography takes only images.person",
+            errors=[{"field": "images.garment", "message": "not allowed for photography"}],
+        )
+    decoded: dict[str, tuple[bytes, str]] = {}
+    for role, text in wanted.items():
+        try:
+            decoded[role] = decode_image(
+                f"images.{role}", text, limits.max_image_bytes, limits.max_image_pixels, limits.max_image_side
+            )
+        except ImageRejected as exc:
+            raise Unprocessable(str(exc), errors=[{"field": f"images.{role}", "message": str(exc)}]) from exc
+    return decoded
+
+
+async def discard_inputs(ctx: Context, task_id: str, written: asyncio.Future[None], ask_store: bool) -> None:
+    """Remove the images a submit wrote for a task that was not accepted.
+
+    Waits for the write first: it runs on in its thread even when the request was cancelled.
+    With `ask_store` (the submit failed rather than being refused) the task is looked up,
+    and its images stay if the store accepted it after all and only the answer was lost.
+    """
+    await asyncio.wait([written])
+    if not written.cancelled():
+        written.exception()  # a failed write is the submit's error, already raised
+    if ask_store:
+        try:
+            if await ctx.store.task_view(task_id) is not None:
+                return
+        except (StoreUnavailableError, RedisError, OSError):
+            pass  # the store cannot say: most likely nothing was accepted
+    try:
+        await asyncio.to_thread(ctx.blobs.delete_task, task_id)
+    except Exception as exc:  # any backend's failure: the submit's own error is the one to raise
+        log.warning("could not remove a refused submit's images", task_id=task_id, error=str(exc))

@@ -1,0 +1,225 @@
+"""The task routes: submit, read, watch, audit trail, result, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from actors.blobs import BlobNotFoundError, task_blob
+from actors.webhooks import task_body
+from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, TaskSubmitted
+from serve_app.http.admission import admission, refused
+from serve_app.http.context import Context
+from serve_app.http.deps import CallerDep, Ctx, TaskId, TaskView, WatchedStream
+from serve_app.http.estimates import eta
+from serve_app.http.submission import (
+    IDEMPOTENCY_PATTERN,
+    check_request,
+    discard_inputs,
+    idempotency_key,
+    request_digest,
+)
+from serve_app.models import Cancelled, SubmitTask, Submitted, TaskViewOut
+from serve_app.problems import ApiProblem, Conflict, NotFound, Unavailable
+from serve_app.webhook_guard import webhook_for
+
+router = APIRouter()
+
+_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+@router.post("/v1/tasks", status_code=202, response_model=Submitted, tags=["tasks"])
+async def submit(
+    body: SubmitTask,
+    c: Ctx,
+    caller: CallerDep,
+    response: Response,
+    idempotency_header: Annotated[
+        str | None, Header(alias="Idempotency-Key", max_length=200, pattern=IDEMPOTENCY_PATTERN)
+    ] = None,
+) -> Submitted:
+    """Queue a generation task; answers at once with its id, position and ETA.
+
+    With an idempotency key (body field or `Idempotency-Key` header) a repeat of the
+    same request by the same user returns the first task; a different request under
+    the same key is a 409.
+
+    The task's price is charged at once (402 when the balance does not cover it) and
+    refunded if it does not succeed. A full backlog or a token over its submit rate is a
+    429 with Retry-After.
+    """
+    user_id = caller.acts_for(body.user_id)
+    key = idempotency_key(body, idempotency_header)
+    decoded = check_request(body, c.config.limits)
+    webhook_url = await webhook_for(body.webhook_url, caller, c.config.webhooks)
+    task_id = uuid.uuid4().hex
+    refs = {role: task_blob(task_id, f"{role}.{_EXT[mime]}") for role, (_, mime) in decoded.items()}
+    event = TaskSubmitted(
+        task_id=task_id,
+        user_id=user_id,
+        kind=body.kind,
+        prompt=body.prompt,
+        inputs=refs,
+        options=body.options.model_dump(exclude_none=True),
+        idempotency_key=key,
+        digest=request_digest(body) if key else "",
+        webhook_url=webhook_url,
+        token_id=caller.token_id,
+        at=time.time(),
+    )
+    blobs = {refs[role]: data for role, (data, _) in decoded.items()}
+    written = asyncio.ensure_future(asyncio.to_thread(c.blobs.put_many, blobs))
+    try:
+        await asyncio.shield(written)
+        receipt = await c.store.submit(event, admission(c.config, body.kind))
+        if receipt.refused is not None:
+            raise refused(c.config, receipt.refused, receipt.counts, user_id)
+        if receipt.duplicate_of is not None and receipt.duplicate_digest != event.digest:
+            raise Conflict(
+                f"idempotency key {key!r} was used for a different request (task {receipt.duplicate_of})",
+                errors=[{"field": "idempotency_key", "message": "used for a different request"}],
+            )
+    except BaseException as exc:
+        # Nothing a refused or failed submit wrote may outlive it; shielded, so that a
+        # cancelled request still removes its images.
+        failed = not isinstance(exc, ApiProblem)
+        await asyncio.shield(discard_inputs(c, task_id, written, ask_store=failed))
+        raise
+    if receipt.duplicate_of is not None:
+        # The first task holds its own images: this repeat's copies go.
+        await asyncio.shield(discard_inputs(c, task_id, written, ask_store=False))
+        response.headers["Idempotent-Replayed"] = "true"
+        return await submitted_view(c, receipt.duplicate_of, response)
+    position = receipt.position or 0
+    response.headers["Location"] = f"/v1/tasks/{task_id}"
+    return Submitted(
+        task_id=task_id,
+        status=QUEUED,
+        position=position,
+        eta_seconds=await eta(c, position, receipt.counts),
+        balance=receipt.balance if c.config.credits.enabled else None,
+    )
+
+
+async def submitted_view(c: Context, task_id: str, response: Response) -> Submitted:
+    """The answer to a repeated submit: the first task as it stands now."""
+    view = await load_view(c, task_id)
+    status = view.get("status", QUEUED)
+    position = await c.store.position(task_id) if status == QUEUED else None
+    response.headers["Location"] = f"/v1/tasks/{task_id}"
+    counts = await c.store.counts()
+    return Submitted(
+        task_id=task_id, status=status, position=position, eta_seconds=await eta(c, position, counts)
+    )
+
+
+async def load_view(c: Context, task_id: str) -> dict[str, str]:
+    """The task's view, or a 404."""
+    view = await c.store.task_view(task_id)
+    if view is None:
+        raise NotFound(f"no task {task_id}")
+    return view
+
+
+@router.get("/v1/tasks/{task_id}", response_model=TaskViewOut, tags=["tasks"])
+async def get_task(task_id: TaskId, c: Ctx, caller: CallerDep) -> TaskViewOut:
+    """The task view: status, position, ETA, attempts, timestamps, error and result URL."""
+    view, position = await c.store.task_view_and_position(task_id)
+    if view is None or not caller.may_see(view.get("user_id", "")):
+        raise NotFound(f"no task {task_id}")
+    return await task_view_out(c, task_id, view, position)
+
+
+@router.get("/v1/tasks/{task_id}/watch", response_class=EventSourceResponse, tags=["tasks"])
+async def watch_task(
+    task_id: TaskId,
+    c: Ctx,
+    stream: WatchedStream,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> AsyncIterable[ServerSentEvent]:
+    """Server-Sent Events: the task view after each state change and each move in the queue.
+
+    Message ids are `<events seen>-<position>`; a reconnect with `Last-Event-ID` gets only
+    what changed since. The stream ends after the terminal state, or when its token is
+    revoked. A token holding `[limits] max_streams_per_token` streams gets a 429.
+    """
+    seen, last_position = parse_event_id(last_event_id)
+    while not stream.revoked:
+        stream.wake.clear()
+        view, position = await c.store.task_view_and_position(task_id)
+        if view is None:
+            return
+        count = int(view.get("events", 0))
+        out = await task_view_out(c, task_id, view, position)
+        if count != seen or out.position != last_position:
+            seen, last_position = count, out.position
+            yield ServerSentEvent(data=out.model_dump(), event="task", id=f"{seen}-{last_position}")
+        if out.status in TERMINAL:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stream.wake.wait(), 15)
+
+
+def parse_event_id(value: str | None) -> tuple[int, int | None]:
+    """(task events seen, position) from a Last-Event-ID; (0, None) when absent or unreadable."""
+    if not value:
+        return 0, None
+    seen, _, position = value.partition("-")
+    try:
+        return int(seen), (int(position) if position not in ("", "None") else None)
+    except ValueError:
+        return 0, None
+
+
+async def task_view_out(c: Context, task_id: str, view: dict[str, str], position: int | None) -> TaskViewOut:
+    """The task view as the API shows it, with its position and ETA while it waits."""
+    body = task_body(task_id, view)  # the same mapping the completion webhooks send
+    status = body["status"] or QUEUED
+    position = position if status == QUEUED else None
+    eta_s = await eta(c, position, await c.store.counts()) if position is not None else None
+    return TaskViewOut(**{**body, "status": status, "position": position, "eta_seconds": eta_s})
+
+
+@router.get("/v1/tasks/{task_id}/events", tags=["tasks"])
+async def task_events(task_id: TaskId, c: Ctx, _view: TaskView) -> dict[str, Any]:
+    """The task's audit trail: its events in stream order."""
+    return {"task_id": task_id, "events": await c.store.task_log(task_id)}
+
+
+@router.get(
+    "/v1/tasks/{task_id}/result",
+    tags=["tasks"],
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+)
+async def task_result(task_id: TaskId, c: Ctx, view: TaskView) -> Response:
+    """The generated image."""
+    if view.get("status") != SUCCEEDED:
+        raise Conflict(f"task {task_id} has no result: it is {view.get('status')}")
+    try:
+        data = await asyncio.to_thread(c.blobs.get, view["result"])
+    except BlobNotFoundError as exc:
+        raise NotFound(f"the result of task {task_id} is no longer stored") from exc
+    return Response(data, media_type=view.get("mime_type", "application/octet-stream"))
+
+
+@router.delete("/v1/tasks/{task_id}", response_model=Cancelled, tags=["tasks"], responses={409: {}, 503: {}})
+async def cancel_task(task_id: TaskId, c: Ctx, view: TaskView) -> Cancelled:
+    """Cancel a waiting task and refund its credits; a running or ended task is a 409."""
+    status = view.get("status", QUEUED)
+    if status != QUEUED:
+        raise Conflict(f"task {task_id} is {status}; only a queued task can be cancelled")
+    if c.canceller is None:
+        raise Unavailable("the queue is not running here; try again shortly")
+    outcome = await c.canceller(task_id)
+    if outcome != "cancelled":
+        now = await load_view(c, task_id)
+        raise Conflict(f"task {task_id} is {now.get('status', outcome)}; it can no longer be cancelled")
+    after = await load_view(c, task_id)
+    return Cancelled(task_id=task_id, status=after.get("status", ""), refunded=int(after.get("refunded", 0)))
