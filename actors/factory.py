@@ -8,10 +8,10 @@ from typing import Any
 import ray
 
 from actors.config import Config
-from actors.janitor import Janitor
-from actors.keypool import KeyPool
-from actors.queue import Queue
-from actors.worker import Worker
+from actors.janitor.actor import Janitor
+from actors.keypool.actor import KeyPool
+from actors.queue.actor import Queue
+from actors.worker.actor import Worker
 
 
 def ray_namespace(config: Config) -> str:

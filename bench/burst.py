@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from actors.audit import audit
 from actors.config import Config, KeyPoolConfig, PoolConfig, ProviderConfig
 from actors.planner import PoolPlan, arrivals, simulate
 from bench.common import (
@@ -42,10 +43,9 @@ from bench.common import (
     print_figures,
     upstream_counts,
 )
-from events.audit import audit
 from events.catalogue import KeyLimitLearned, KeyTokenGranted
 from events.redis_store import RedisEventStore
-from serve_app.burst import BurstResult, bound_seconds, percentile, run_burst
+from serve_app.cli.burst import BurstResult, bound_seconds, percentile, run_burst
 
 
 def ideal_seconds(users: int, slots: int, latency: float, rpm: int, pools: int, window: float) -> float:

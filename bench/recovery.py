@@ -95,7 +95,7 @@ def time_restart(queue: Any) -> tuple[float, dict[str, Any]]:
 
 async def audit_rate(url: str, namespace: str) -> tuple[int, float]:
     """(events, seconds) for the audit of a namespace."""
-    from serve_app.ops import run_audit
+    from serve_app.cli.ops import run_audit
 
     t0 = time.perf_counter()
     result = await run_audit(url, namespace)

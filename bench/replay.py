@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from actors.queue.state import QueueState, apply
 from bench.common import print_figures
 from bench.recovery import audit_rate, write_history
-from events.queue_state import QueueState, apply
 from events.redis_store import RedisEventStore
 from serve_app.valkey import embedded_valkey
 

@@ -24,8 +24,8 @@ import httpx
 
 from actors.config import AuthConfig, CreditsConfig, ProviderConfig
 from bench.common import bench_config, bench_pools, own_serve_ports, print_figures
-from serve_app.auth import new_token
-from serve_app.burst import payload, percentile
+from serve_app.cli.burst import payload, percentile
+from serve_app.http.auth import new_token
 from tests.helpers import append_to
 
 

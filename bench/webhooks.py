@@ -31,11 +31,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.config import Config, PoolConfig, ProviderConfig, Secret, WebhooksConfig
-from actors.webhooks import signing_secret, webhook_id
+from actors.webhooks.rules import signing_secret, webhook_id
 from events.catalogue import stream_id_ms
 from events.redis_store import RedisEventStore
-from serve_app.auth import new_token
-from serve_app.burst import payload, percentile
+from serve_app.cli.burst import payload, percentile
+from serve_app.http.auth import new_token
 from serve_app.runtime import Running, running
 from tests.helpers import make_config
 from tests.webhook_receiver import Receiver

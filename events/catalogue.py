@@ -5,6 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, get_args
 
+# The key pool's and the ledger's events live in modules of their own; this is their catalogue too.
+from events.key_events import KeyCooledDown as KeyCooledDown
+from events.key_events import KeyDisabled as KeyDisabled
+from events.key_events import KeyGrantsRedated as KeyGrantsRedated
+from events.key_events import KeyLimitLearned as KeyLimitLearned
+from events.key_events import KeyParked as KeyParked
+from events.key_events import KeyTokenGranted as KeyTokenGranted
+from events.ledger_events import CreditsCharged as CreditsCharged
+from events.ledger_events import CreditsGranted as CreditsGranted
+from events.ledger_events import CreditsRefunded as CreditsRefunded
+from events.ledger_events import TokenCreated as TokenCreated
+from events.ledger_events import TokenRevoked as TokenRevoked
+
 # Statuses a task view can show.
 QUEUED = "queued"
 RUNNING = "running"
@@ -184,38 +197,6 @@ class TaskLateOutcomeIgnored:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class KeyTokenGranted:
-    """A quota pool handed one rate-limit token (one upstream call) to an attempt."""
-
-    type: ClassVar[str] = "key.token_granted"
-    version: ClassVar[int] = 1
-    pool: str
-    key_id: str
-    task_id: str
-    attempt: int
-    capacity: int
-    window: float
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeyGrantsRedated:
-    """Grants whose calls went out on the wire count in their pools' windows from then on.
-
-    `calls` maps "<task id>:<attempt>" to the time its call went out (a grant is only ever
-    re-dated later). Workers' reports are written with the next grants, ahead of them in one
-    transaction. `recovered`: written at a start, with the start's time, for the grants of
-    the window whose sending the log did not hold.
-    """
-
-    type: ClassVar[str] = "key.grants_redated"
-    version: ClassVar[int] = 1
-    calls: dict[str, float]
-    recovered: bool = False
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskUpstreamThrottled:
     """An attempt ended for a reason that is not the task's: upstream quota or key, or no pool.
 
@@ -235,70 +216,6 @@ class TaskUpstreamThrottled:
     quota: str
     retry_after: float
     order: float
-    reason: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeyCooledDown:
-    """A pool got a per-minute 429: it grants nothing until `until`."""
-
-    type: ClassVar[str] = "key.cooled_down"
-    version: ClassVar[int] = 1
-    pool: str
-    key_id: str
-    until: float
-    retry_after: float
-    quota_id: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeyParked:
-    """A pool's daily quota ran out: it grants nothing until `until` (midnight Pacific)."""
-
-    type: ClassVar[str] = "key.parked"
-    version: ClassVar[int] = 1
-    pool: str
-    key_id: str
-    until: float
-    quota_id: str
-    reason: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeyDisabled:
-    """Upstream rejected a key (invalid, unauthorised or forbidden): the pool stops using it.
-
-    `hint` is the key's last four characters, so a replaced key is not held disabled.
-    """
-
-    type: ClassVar[str] = "key.disabled"
-    version: ClassVar[int] = 1
-    pool: str
-    key_id: str
-    hint: str
-    code: int
-    reason: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KeyLimitLearned:
-    """A pool's effective rate or margin changed: lowered after 429s it had room for, or probed back up.
-
-    `margin` is the seconds the pool keeps between a grant and the one that reuses its
-    place a window later.
-    """
-
-    type: ClassVar[str] = "key.limit_learned"
-    version: ClassVar[int] = 1
-    pool: str
-    rpm: int
-    previous: int
-    configured: int
-    margin: float = 0.0
     reason: str
     at: float
 
@@ -348,73 +265,6 @@ class AlertResolved:
     version: ClassVar[int] = 1
     name: str
     value: float
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CreditsGranted:
-    """Credits were added to a user's balance (an admin grant, or the default for a new user)."""
-
-    type: ClassVar[str] = "credits.granted"
-    version: ClassVar[int] = 1
-    user_id: str
-    amount: int
-    reason: str = ""
-    by: str = ""
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CreditsCharged:
-    """A task's price was taken from its user's balance when it was accepted."""
-
-    type: ClassVar[str] = "credits.charged"
-    version: ClassVar[int] = 1
-    user_id: str
-    task_id: str
-    amount: int
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CreditsRefunded:
-    """A task that did not succeed gave its charge back; once per task."""
-
-    type: ClassVar[str] = "credits.refunded"
-    version: ClassVar[int] = 1
-    user_id: str
-    task_id: str
-    amount: int
-    reason: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TokenCreated:
-    """An API token was issued; only its SHA-256 `digest` is kept, never the token."""
-
-    type: ClassVar[str] = "token.created"
-    version: ClassVar[int] = 1
-    token_id: str
-    digest: str
-    user_id: str
-    role: str
-    # A service token's default completion webhook, for tasks that name none.
-    webhook_url: str = ""
-    # A service token's scope: the user ids it may act for, each exact or a prefix ending
-    # in "*" ("app1:*"); empty (as in older events): every user.
-    users: list[str] = field(default_factory=list)
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TokenRevoked:
-    """An API token stopped working."""
-
-    type: ClassVar[str] = "token.revoked"
-    version: ClassVar[int] = 1
-    token_id: str
-    digest: str
     at: float
 
 

@@ -11,21 +11,8 @@ from events.admission import FIRST_ROUND, NO_ROUND, Admission, Refusal, Seen, ad
 from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted, round_of, stream_id_key
 from events.codec import decode, encode, log_entry
 from events.keys import Keys
-from events.projection import (
-    Delete,
-    Expire,
-    HDel,
-    HIncr,
-    HSet,
-    LPush,
-    Op,
-    SAdd,
-    SRem,
-    ZAdd,
-    ZRem,
-    ZTrim,
-    project,
-)
+from events.projection import project
+from events.read_ops import Delete, Expire, HDel, HIncr, HSet, LPush, Op, SAdd, SRem, ZAdd, ZRem, ZTrim
 from events.store import NO_BOUNDS, Expect, QueueCounts, SubmitReceipt
 
 

@@ -12,7 +12,7 @@ from ray import serve
 from actors import factory
 from actors.config import Config
 from serve_app.http.app import create_app
-from serve_app.problems import Unavailable
+from serve_app.http.problems import Unavailable
 
 APP_NAME = "genqueue"
 

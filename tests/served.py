@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import uvicorn
 
 from actors.config import Config
-from serve_app.auth import new_token
 from serve_app.http.app import create_app
+from serve_app.http.auth import new_token
 from tests.conftest import free_port
 from tests.helpers import append_to, eventually
 

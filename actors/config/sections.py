@@ -154,7 +154,7 @@ class PoolConfig:
 
 @dataclass(frozen=True, slots=True)
 class KeyPoolConfig:
-    """How the key pool spends and learns its quota (see `actors.keypool_logic.Tuning`).
+    """How the key pool spends and learns its quota (see `actors.keypool.decide.Tuning`).
 
     `margin_seconds` is added to every window: a call reaches upstream a few milliseconds
     after it goes out, and the network's jitter must not let a window upstream hold one

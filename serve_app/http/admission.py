@@ -13,11 +13,11 @@ from starlette.types import Scope
 from actors.config import Config, LimitsConfig
 from events.admission import Admission, Refusal
 from events.store import QueueCounts
-from serve_app.auth import USER, Caller, authenticate
-from serve_app.gate import Admitted
+from serve_app.http.auth import USER, Caller, authenticate
 from serve_app.http.context import Context
 from serve_app.http.estimates import refusal_wait
-from serve_app.problems import ApiProblem, PaymentRequired, TooManyRequests, Unavailable
+from serve_app.http.gate import Admitted
+from serve_app.http.problems import ApiProblem, PaymentRequired, TooManyRequests, Unavailable
 
 # Each role's submit rate, parsed once: USER for user tokens, "other" for the rest.
 Rates = dict[str, limits.RateLimitItem]

@@ -10,12 +10,11 @@ from fastapi import FastAPI
 from PIL import Image
 
 from actors.config import Config
-from serve_app import pages, problems
-from serve_app.bodylimit import BodyLimit
-from serve_app.gate import SubmitGate
-from serve_app.http import credits, ops, tasks
+from serve_app.http import credits, ops, pages, problems, tasks
 from serve_app.http.admission import admit, submit_rates
+from serve_app.http.bodylimit import BodyLimit
 from serve_app.http.context import Canceller, Context, Readiness
+from serve_app.http.gate import SubmitGate
 
 
 @contextlib.asynccontextmanager

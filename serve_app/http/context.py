@@ -19,8 +19,8 @@ from actors.blobs import blob_store
 from actors.config import Config
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
-from serve_app.pools import PoolView, read_pools
-from serve_app.watch import Hub
+from serve_app.http.pools import PoolView, read_pools
+from serve_app.http.watch import Hub
 
 # Whether the actors answer, given by the deployment that runs them.
 Readiness = Callable[[], Awaitable[bool]]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from events.catalogue import CreditsGranted
 from serve_app.http.deps import AdminDep, CallerDep, Ctx
-from serve_app.models import Grant, Granted, Me
+from serve_app.http.models import Grant, Granted, Me
 
 router = APIRouter()
 

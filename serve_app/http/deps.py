@@ -9,10 +9,10 @@ from fastapi import Depends, Request, Security
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serve_app.auth import ADMIN, SCRAPE_ROLES, USER, Caller, authenticate
+from serve_app.http.auth import ADMIN, SCRAPE_ROLES, USER, Caller, authenticate
 from serve_app.http.context import Context
-from serve_app.problems import NotFound, TooManyRequests
-from serve_app.watch import Stream
+from serve_app.http.problems import NotFound, TooManyRequests
+from serve_app.http.watch import Stream
 
 bearer = HTTPBearer(auto_error=False, description="A genqueue token, from `genqueue token create`.")
 TaskId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="A task id.")]

@@ -10,7 +10,7 @@ from actors.config import Config
 from events.admission import Refusal
 from events.store import QueueCounts
 from serve_app.http.context import Context
-from serve_app.pools import PoolView
+from serve_app.http.pools import PoolView
 
 # Every figure of throughput, every Retry-After of a refused submit and every ETA comes from
 # the one forecast in `actors.forecast`; this module only reads the figures it needs.

@@ -10,9 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from serve_app.http.deps import AdminDep, Ctx, ScraperDep
 from serve_app.http.estimates import throughput
-from serve_app.metrics import read_figures, render
-from serve_app.pools import read_pools
-from serve_app.problems import problem
+from serve_app.http.metrics import read_figures, render
+from serve_app.http.pools import read_pools
+from serve_app.http.problems import problem
 
 router = APIRouter()
 

@@ -12,9 +12,9 @@ from redis.exceptions import RedisError
 from actors.config import LimitsConfig
 from events.errors import StoreUnavailableError
 from serve_app.http.context import Context
-from serve_app.images import ImageRejected, decode_image
-from serve_app.models import SubmitTask
-from serve_app.problems import BadRequest, TooLarge, Unprocessable
+from serve_app.http.images import ImageRejected, decode_image
+from serve_app.http.models import SubmitTask
+from serve_app.http.problems import BadRequest, TooLarge, Unprocessable
 
 IDEMPOTENCY_PATTERN = r"^[A-Za-z0-9._:-]{1,200}$"
 

@@ -13,12 +13,14 @@ from fastapi import APIRouter, Header, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from actors.blobs import BlobNotFoundError, task_blob
-from actors.webhooks import task_body
+from actors.webhooks.rules import task_body
 from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, TaskSubmitted
 from serve_app.http.admission import admission, refused
 from serve_app.http.context import Context
 from serve_app.http.deps import CallerDep, Ctx, TaskId, TaskView, WatchedStream
 from serve_app.http.estimates import eta
+from serve_app.http.models import Cancelled, SubmitTask, Submitted, TaskViewOut
+from serve_app.http.problems import ApiProblem, Conflict, NotFound, Unavailable
 from serve_app.http.submission import (
     IDEMPOTENCY_PATTERN,
     check_request,
@@ -26,9 +28,7 @@ from serve_app.http.submission import (
     idempotency_key,
     request_digest,
 )
-from serve_app.models import Cancelled, SubmitTask, Submitted, TaskViewOut
-from serve_app.problems import ApiProblem, Conflict, NotFound, Unavailable
-from serve_app.webhook_guard import webhook_for
+from serve_app.http.webhook_guard import webhook_for
 
 router = APIRouter()
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import httpx
 
 from events.catalogue import TaskSucceeded
-from serve_app.burst import payload
-from serve_app.ops import run_audit
+from serve_app.cli.burst import payload
+from serve_app.cli.ops import run_audit
 from tests.conftest import free_port
 from tests.helpers import eventually
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import ray
 
+from actors.audit import audit
 from actors.config import KeyPoolConfig
-from events.audit import audit
 from events.catalogue import (
     KeyGrantsRedated,
     KeyTokenGranted,

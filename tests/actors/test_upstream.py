@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from actors.config import PoolConfig, ProviderConfig, Secret
-from actors.providers.emulator import running
-from actors.providers.gemini_wire import EmulatorConfig, PoolSpec
+from emulator.server import running
+from emulator.wire import EmulatorConfig, PoolSpec
 from events.catalogue import (
     AlertRaised,
     KeyCooledDown,

@@ -8,11 +8,11 @@ from dataclasses import replace
 import ray
 
 from actors import factory
+from actors.audit import audit
 from actors.blobs import task_blob
 from actors.config import Secret, WebhooksConfig
 from actors.providers.images import sample_selfie
-from actors.webhooks import signing_secret, webhook_id
-from events.audit import audit
+from actors.webhooks.rules import signing_secret, webhook_id
 from events.catalogue import TaskSubmitted
 from serve_app.runtime import resolve
 from tests.actors.conftest import Cluster

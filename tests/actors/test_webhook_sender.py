@@ -17,12 +17,12 @@ import httpx
 import pytest
 import structlog
 
-from actors.alerts import SIGNER, alert_webhook_id, payload
 from actors.config import AlertsConfig, Config, Secret, WebhooksConfig
-from actors.webhook_sender import Deliverer, post_checked
-from actors.webhooks import signing_secret
+from actors.queue.alerts import SIGNER, alert_webhook_id, payload
+from actors.queue.state import PendingWebhook
+from actors.webhooks.rules import signing_secret
+from actors.webhooks.sender import Deliverer, post_checked
 from events.catalogue import AlertRaised, TaskDispatched, TaskSucceeded, WebhookAttempted
-from events.queue_state import PendingWebhook
 from tests.helpers import append_to, eventually, log_of, make_config, submitted
 from tests.webhook_receiver import Receiver
 

@@ -24,7 +24,7 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     from actors import factory
-    from events.audit import audit
+    from actors.audit import audit
     from serve_app.runtime import ray_environment, resolve
     from serve_app.valkey import embedded_valkey
     from tests.actors.conftest import Cluster as Genqueue

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from actors.blobs import BlobStore, task_blob
-from actors.janitor import sweep
+from actors.janitor.actor import sweep
 from events.catalogue import BlobsExpired, TaskDispatched, TaskStarted, TaskSucceeded
 from events.redis_store import RedisEventStore
 from tests.helpers import submitted

@@ -22,9 +22,9 @@ from PIL import Image
 from actors.config import ProviderConfig, Secret
 from actors.providers import images
 from actors.providers.base import Failure, ImageRequest, ImageResult, ProviderError
-from actors.providers.emulator import running
 from actors.providers.gemini import GeminiProvider
-from actors.providers.gemini_wire import PER_DAY, PER_MINUTE, EmulatorConfig, parse_pool
+from emulator.server import running
+from emulator.wire import PER_DAY, PER_MINUTE, EmulatorConfig, parse_pool
 from tests.conftest import free_port
 
 KEY = "test-key-EmulatorKeyOne000000000000000001"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import NO_BOUNDS
-from serve_app.cli import app
+from serve_app.cli.main import app
 from serve_app.http.app import create_app
 from serve_app.valkey import embedded_valkey
 from tests.helpers import make_config, submitted

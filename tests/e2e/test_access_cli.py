@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from events.catalogue import ROLES
 from events.redis_store import RedisEventStore
-from serve_app.auth import authenticate, digest
-from serve_app.cli import app
-from serve_app.problems import Unauthorized
+from serve_app.cli.main import app
+from serve_app.http.auth import authenticate, digest
+from serve_app.http.problems import Unauthorized
 
 runner = CliRunner()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,20 +17,17 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from actors.config import Config, CreditsConfig, LimitsConfig
+from actors.config import CreditsConfig, LimitsConfig
 from events.catalogue import CreditsGranted
-from serve_app.auth import new_token
-from serve_app.burst import payload
-from serve_app.http.app import create_app
-from tests.conftest import free_port
-from tests.helpers import append_to, eventually, make_config
+from serve_app.cli.burst import payload
+from tests.helpers import append_to, make_config
+from tests.served import App, served
 
 LIMITS = LimitsConfig(
     max_body_bytes=400_000,
@@ -40,18 +36,6 @@ LIMITS = LimitsConfig(
     max_image_side=1500,
     user_submit_rate="4/minute",
 )
-
-
-class App:
-    """A served app and tokens on it."""
-
-    def __init__(self, config: Config, url: str) -> None:
-        self.config, self.url = config, url
-
-    def token(self, user: str, role: str) -> dict[str, str]:
-        secret, event = new_token(user, role)
-        append_to(self.config, [event])
-        return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +48,8 @@ def app(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
         per_user_waiting=3,
     )
     config = replace(base, limits=LIMITS, queue=replace(base.queue, max_waiting=2000))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    eventually(lambda: server.started, timeout=30, what="uvicorn started")
-    yield App(config, f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(config) as running:
+        yield running
 
 
 def png(width: int, height: int) -> str:

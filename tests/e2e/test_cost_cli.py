@@ -23,8 +23,8 @@ from events.catalogue import (
 )
 from events.codec import encode
 from events.redis_store import RedisEventStore
-from serve_app.cli import app
-from serve_app.cost import read_ledger
+from serve_app.cli.cost import read_ledger
+from serve_app.cli.main import app
 from tests.helpers import submitted
 
 runner = CliRunner()

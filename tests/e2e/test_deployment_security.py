@@ -107,7 +107,7 @@ def test_genqueue_up_listens_on_its_host_only_and_keeps_its_files_private(tmp_pa
     config, data, port, log = tmp_path / "c.toml", tmp_path / "data", free_port(), tmp_path / "up.log"
     config.write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    argv = [sys.executable, "-m", "serve_app.cli", "up", "--config", str(config), "--port", str(port)]
+    argv = [sys.executable, "-m", "serve_app.cli.main", "up", "--config", str(config), "--port", str(port)]
     with _taken(RAY_FIXED_PORTS), log.open("ab") as out:
         process = subprocess.Popen(
             [*argv, "--data-dir", str(data)], stdout=out, stderr=subprocess.STDOUT, env=env

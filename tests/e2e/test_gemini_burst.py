@@ -14,9 +14,9 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import PoolConfig, ProviderConfig, Secret
-from actors.providers.emulator import running as emulator
-from actors.providers.gemini_wire import EmulatorConfig, PoolSpec
-from serve_app.burst import payload
+from emulator.server import running as emulator
+from emulator.wire import EmulatorConfig, PoolSpec
+from serve_app.cli.burst import payload
 from serve_app.runtime import Running, running
 from tests.conftest import free_port
 from tests.helpers import eventually, make_config

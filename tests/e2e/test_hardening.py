@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,17 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from actors.config import Config, CreditsConfig
 from events.catalogue import TokenCreated, TokenRevoked
 from events.redis_store import RedisEventStore
-from serve_app.auth import new_token
-from serve_app.burst import payload
-from serve_app.http.app import create_app
-from serve_app.watch import Hub
-from tests.conftest import free_port
+from serve_app.cli.burst import payload
+from serve_app.http.auth import new_token
+from serve_app.http.watch import Hub
 from tests.helpers import append_to, eventually, make_config
+from tests.served import served
 
 USER_STREAMS, SERVICE_STREAMS = 2, 3
 
@@ -60,16 +57,8 @@ def app(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
         base.limits, max_streams_per_token=USER_STREAMS, max_streams_per_service_token=SERVICE_STREAMS
     )
     config = replace(base, limits=limits)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    eventually(lambda: server.started, timeout=30, what="uvicorn started")
-    yield App(config, f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(config) as running:
+        yield App(config, running.url)
 
 
 def submit(client: httpx.Client, headers: dict[str, str], user: str | None = None) -> str:

@@ -22,9 +22,9 @@ from PIL import Image
 
 from actors.config import CreditsConfig, Secret
 from events.catalogue import CreditsGranted, TokenRevoked
-from serve_app.auth import new_token
-from serve_app.burst import payload
-from serve_app.ops import run_audit
+from serve_app.cli.burst import payload
+from serve_app.cli.ops import run_audit
+from serve_app.http.auth import new_token
 from serve_app.runtime import Running, running
 from tests.conftest import free_port
 from tests.helpers import append_to, eventually, make_config, run_async

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from events.audit import audit
+from actors.audit import audit
 from events.redis_store import RedisEventStore
-from serve_app.burst import payload
+from serve_app.cli.burst import payload
 from serve_app.runtime import Running, running
 from tests.conftest import free_port
 from tests.helpers import eventually, make_config
@@ -286,7 +286,7 @@ def test_top_prints_a_frame_of_the_running_instance(live: Running) -> None:
     """genqueue top --once shows the queue, the pools and the alerts of a live instance."""
     from typer.testing import CliRunner
 
-    from serve_app.cli import app
+    from serve_app.cli.main import app
 
     result = CliRunner().invoke(app, ["top", live.api_url, "--once"])
     assert result.exit_code == 0, result.output

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from serve_app.auth import new_token
-from serve_app.cli import app
+from serve_app.cli.main import app
+from serve_app.http.auth import new_token
 from serve_app.runtime import Running, running
 from tests.conftest import free_port
 from tests.helpers import append_to, make_config

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from events.catalogue import Event, KeyTokenGranted, TaskDispatched, TaskStarted, TaskSucceeded
 from events.redis_store import RedisEventStore
-from serve_app.cli import app
+from serve_app.cli.main import app
 from tests.helpers import submitted
 
 runner = CliRunner()

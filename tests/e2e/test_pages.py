@@ -18,8 +18,8 @@ import pytest
 from actors.config import CreditsConfig
 from actors.providers.images import sample_selfie
 from events.catalogue import CreditsGranted
-from serve_app.auth import new_token
-from serve_app.burst import payload
+from serve_app.cli.burst import payload
+from serve_app.http.auth import new_token
 from serve_app.runtime import Running, running
 from tests.conftest import free_port
 from tests.helpers import append_to, make_config, run_async

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from actors.config import Config
-from serve_app.auth import new_token
-from serve_app.http.app import create_app
-from tests.conftest import free_port
-from tests.helpers import append_to, eventually, make_config
+from serve_app.http.auth import new_token
+from tests.helpers import append_to, make_config
+from tests.served import served
 
 CHROMIUM = os.environ.get("GENQUEUE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
@@ -50,16 +47,8 @@ def app(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     """The app under uvicorn in a thread, with no actors: the pages need only load, run their
     scripts and read the API."""
     config = make_config(store_url, str(tmp_path_factory.mktemp("policy")), auth=True, slots=4)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    eventually(lambda: server.started, timeout=30, what="uvicorn started")
-    yield config, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(config) as running:
+        yield config, running.url
 
 
 @pytest.fixture(scope="module")

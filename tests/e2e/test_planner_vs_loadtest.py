@@ -28,11 +28,11 @@ import pytest
 
 from actors.config import KeyPoolConfig, PoolConfig, ProviderConfig, Secret
 from actors.planner import PoolPlan, simulate
-from actors.providers.emulator import running as emulator
-from actors.providers.gemini_wire import EmulatorConfig, PoolSpec
-from serve_app.burst import percentile
-from serve_app.loadreport import LoadReport, arrival_offsets
-from serve_app.loadtest import LoadTest
+from emulator.server import running as emulator
+from emulator.wire import EmulatorConfig, PoolSpec
+from serve_app.cli.burst import percentile
+from serve_app.cli.loadreport import LoadReport, arrival_offsets
+from serve_app.cli.loadtest import LoadTest
 from serve_app.runtime import running
 from tests.conftest import free_port
 from tests.helpers import make_config

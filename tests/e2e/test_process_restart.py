@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from serve_app.burst import payload
-from serve_app.ops import run_audit
+from serve_app.cli.burst import payload
+from serve_app.cli.ops import run_audit
 from tests.conftest import free_port
 from tests.helpers import eventually
 
@@ -44,7 +44,7 @@ def _start(config: Path, data: Path, port: int, log: Path) -> subprocess.Popen[b
             [
                 sys.executable,
                 "-m",
-                "serve_app.cli",
+                "serve_app.cli.main",
                 "up",
                 "--config",
                 str(config),

@@ -8,11 +8,11 @@ import asyncio
 import httpx
 import pytest
 
+from actors.audit import audit
 from actors.config import CreditsConfig, PoolConfig, ProviderConfig, Secret
-from actors.providers.emulator import running as emulator
-from actors.providers.gemini_wire import EmulatorConfig, PoolSpec
-from events.audit import audit
-from serve_app.burst import payload
+from emulator.server import running as emulator
+from emulator.wire import EmulatorConfig, PoolSpec
+from serve_app.cli.burst import payload
 from serve_app.runtime import running
 from tests.conftest import free_port
 from tests.helpers import eventually, log_of, make_config

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from actors.config import CreditsConfig, ServerConfig
-from serve_app.burst import payload
+from serve_app.cli.burst import payload
 from tests.helpers import make_config
 from tests.served import App, served
 

@@ -11,7 +11,6 @@ import base64
 import io
 import json
 import struct
-import threading
 import time
 import uuid
 import zlib
@@ -23,16 +22,14 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
 from PIL import Image
 
 from actors.config import Config, CreditsConfig, LimitsConfig
 from events.catalogue import CreditsGranted, TaskSubmitted
 from events.keys import Keys
-from serve_app.auth import new_token
-from serve_app.http.app import create_app
-from tests.conftest import free_port
-from tests.helpers import append_to, eventually, log_of, make_config, with_store
+from serve_app.http.auth import new_token
+from tests.helpers import append_to, log_of, make_config, with_store
+from tests.served import served
 
 LIMITS = LimitsConfig(max_fields_bytes=4096, max_image_pixels=1_000_000, max_image_side=1500)
 
@@ -74,20 +71,12 @@ def app(store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
         per_user_waiting=2,
     )
     config = replace(base, limits=LIMITS)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    eventually(lambda: server.started, timeout=30, what="uvicorn started")
-    served = App(config, f"http://127.0.0.1:{port}")
-    with httpx.Client(base_url=served.url, timeout=30, headers=served.admin) as client:
-        # One accepted task, so that the blob root exists before any test looks at it.
-        assert client.post("/v1/tasks", json=body(user_id=served.user(credits=1))).status_code == 202
-    yield served
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(config) as running:
+        app = App(config, running.url)
+        with httpx.Client(base_url=app.url, timeout=30, headers=app.admin) as client:
+            # One accepted task, so that the blob root exists before any test looks at it.
+            assert client.post("/v1/tasks", json=body(user_id=app.user(credits=1))).status_code == 202
+        yield app
 
 
 def encoded(fmt: str, size: tuple[int, int] = (64, 64), noise: bool = False) -> bytes:

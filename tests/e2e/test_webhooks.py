@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from actors.config import Secret, WebhooksConfig
-from actors.webhooks import signing_secret, webhook_id
-from serve_app.auth import new_token
-from serve_app.burst import payload
-from serve_app.cli import app
-from serve_app.models import TaskViewOut
+from actors.webhooks.rules import signing_secret, webhook_id
+from serve_app.cli.burst import payload
+from serve_app.cli.main import app
+from serve_app.http.auth import new_token
+from serve_app.http.models import TaskViewOut
 from serve_app.runtime import Running, running
 from tests.conftest import free_port
 from tests.helpers import append_to, eventually, log_of, make_config

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from actors.alerts import alert_webhook_id, evaluate
 from actors.config import AlertsConfig, ConfigError, parse
+from actors.queue.alerts import alert_webhook_id, evaluate
+from actors.queue.state import QueueState, apply
 from events.catalogue import AlertRaised, AlertResolved, StoredEvent, TaskDispatched
-from events.queue_state import QueueState, apply
 from tests.helpers import submitted
 
 

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.attempt import (
+from actors.messages import CallFailure
+from actors.providers.base import Failure, ProviderError
+from actors.worker.decide import (
     QUOTA,
     AttemptSpec,
     Crashed,
@@ -23,8 +25,6 @@ from actors.attempt import (
     report,
     started,
 )
-from actors.keypool_logic import CallFailure
-from actors.providers.base import Failure, ProviderError
 from events.catalogue import (
     TaskAttemptFailed,
     TaskLateOutcomeIgnored,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events.audit import audit, max_in_window
+from actors.audit import audit, max_in_window
 from events.catalogue import Event, KeyTokenGranted, StoredEvent, TaskDispatched, TaskSucceeded
 from tests.helpers import submitted
 
@@ -60,7 +60,7 @@ def test_two_attempts_running_at_once_are_reported() -> None:
 
 
 def test_each_grant_is_checked_against_the_capacity_in_force_when_it_was_made() -> None:
-    from events.audit import worst_window
+    from actors.audit import worst_window
 
     # Ten calls under a capacity of 10, then the pool learns 7 and waits for the window to pass.
     learned = [(i * 0.01, 10) for i in range(10)] + [(1.1 + i * 0.01, 7) for i in range(7)]

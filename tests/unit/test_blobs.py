@@ -9,7 +9,7 @@ import pytest
 
 from actors.blobs import BlobNotFoundError, BlobStore, blob_url, task_blob
 from actors.config import Config, StorageConfig
-from actors.janitor import due
+from actors.janitor.actor import due
 
 
 @pytest.fixture(params=["file", "memory"])

@@ -19,7 +19,7 @@ from actors.config import (
     relaxed_security,
     setting_names,
 )
-from serve_app import cli
+from serve_app.cli import main as cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "genqueue.example.toml"
 

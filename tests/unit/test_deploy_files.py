@@ -19,8 +19,8 @@ def _exported() -> set[str]:
     from actors.config import Config
     from events.memory_store import MemoryEventStore
     from events.store import QueueCounts
-    from serve_app.metrics import Figures, render
-    from serve_app.pools import read_pools
+    from serve_app.http.metrics import Figures, render
+    from serve_app.http.pools import read_pools
 
     stats = {"submitted:photography": 1.0, "completed:photography:succeeded": 1.0, "upstream:pool-a:200": 1.0}
     pools = asyncio.run(read_pools(MemoryEventStore(), Config()))

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from actors.providers.gemini_wire import (
+from emulator.wire import (
     PER_DAY,
     PER_MINUTE,
     BadRequest,

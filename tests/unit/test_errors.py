@@ -11,7 +11,7 @@ import pytest
 
 import events.errors
 from events.errors import GenqueueError
-from serve_app.problems import ApiProblem
+from serve_app.http.problems import ApiProblem
 
 
 def defined_exceptions() -> list[type[BaseException]]:

@@ -39,7 +39,7 @@ def test_slots_bound_when_tokens_are_plenty() -> None:
 
 def test_histogram_quantiles_interpolate_within_buckets() -> None:
     """Quantiles of cumulative buckets interpolate like Prometheus's histogram_quantile."""
-    from serve_app.top import histogram_quantile
+    from serve_app.cli.top import histogram_quantile
 
     buckets = [(1.0, 0.0), (2.0, 10.0), (4.0, 20.0), (float("inf"), 20.0)]
     assert histogram_quantile(buckets, 0.5) == pytest.approx(2.0)

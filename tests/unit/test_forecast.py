@@ -22,7 +22,7 @@ from actors.forecast import (
     window_capacity,
 )
 from actors.planner import PoolPlan, simulate
-from serve_app.burst import bound_seconds
+from serve_app.cli.burst import bound_seconds
 
 rates = st.lists(st.sampled_from([1, 2, 15, 60, 600]), min_size=1, max_size=3)
 windows = st.sampled_from([1.0, 10.0, 60.0])

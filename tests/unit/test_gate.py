@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from serve_app.gate import SubmitGate
+from serve_app.http.gate import SubmitGate
 
 
 def _scope(method: str, path: str) -> dict[str, Any]:

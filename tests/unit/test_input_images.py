@@ -10,7 +10,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from serve_app.images import ImageRejected, decode_image
+from serve_app.http.images import ImageRejected, decode_image
 
 
 def encoded(fmt: str, size: tuple[int, int] = (8, 8)) -> bytes:

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.keypool_logic import CallFailure, grant_round, learn, probe_all, recovered_sends, reported_sends
-from actors.keypool_state import (
+from actors.audit import max_in_window
+from actors.keypool.decide import grant_round, learn, probe_all, recovered_sends, reported_sends
+from actors.keypool.state import (
     KeyPoolEvent,
     KeyPoolState,
     PoolState,
@@ -24,8 +25,8 @@ from actors.keypool_state import (
     snapshot,
     window_capacity,
 )
+from actors.messages import CallFailure
 from actors.providers.base import Failure
-from events.audit import max_in_window
 from events.catalogue import KeyGrantsRedated, KeyTokenGranted, StoredEvent
 from events.codec import decode, encode
 from events.days import PACIFIC

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.keypool_logic import (
+from actors.audit import max_in_window
+from actors.keypool.decide import (
     CallFailure,
     choose,
     grant,
@@ -19,10 +20,9 @@ from actors.keypool_logic import (
     throttled,
     usable_at,
 )
-from actors.keypool_state import PoolState, Tuning, apply_pool
-from actors.limiter import SlidingWindowLog
+from actors.keypool.limiter import SlidingWindowLog
+from actors.keypool.state import PoolState, Tuning, apply_pool
 from actors.providers.base import Failure
-from events.audit import max_in_window
 from events.catalogue import KeyCooledDown, KeyDisabled, KeyEvent, KeyLimitLearned, KeyParked
 from events.days import PACIFIC, next_pacific_midnight, pacific_day
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.keypool_logic import choose, grant, next_free_at
-from actors.keypool_state import PoolState, apply_pool, window_capacity
-from actors.limiter import SlidingWindowLog
-from events.audit import max_in_window
+from actors.audit import max_in_window
+from actors.forecast import window_capacity
+from actors.keypool.decide import choose, grant, next_free_at
+from actors.keypool.limiter import SlidingWindowLog
+from actors.keypool.state import PoolState, apply_pool
 
 times = st.lists(st.floats(min_value=0, max_value=50, allow_nan=False), min_size=1, max_size=300).map(sorted)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from serve_app.loadreport import UserRun, arrival_offsets, bound_from_queue, render, summarise
+from serve_app.cli.loadreport import UserRun, arrival_offsets, bound_from_queue, render, summarise
 
 
 def done(i: int, submitted: float, started: float, finished: float, status: str = "succeeded") -> UserRun:

@@ -71,7 +71,7 @@ def test_the_plan_command_prints_the_bands_the_cost_and_the_cheapest_setup() -> 
     """`genqueue plan` for the origin scenario; a bad spec exits 2 with the reason."""
     from typer.testing import CliRunner
 
-    from serve_app.cli import app
+    from serve_app.cli.main import app
 
     runner = CliRunner()
     args = ["plan", "--users", "60", "--pools", "3x15", "--slots", "40", "--latency", "20"]

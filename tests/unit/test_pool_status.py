@@ -10,14 +10,14 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.alerts import evaluate
 from actors.config import AlertsConfig, Config, PoolConfig, Secret
-from actors.decide import pools_usable_at
-from actors.pool_status import pool_status
+from actors.keypool.status import pool_status
+from actors.queue.alerts import evaluate
+from actors.queue.decide import pools_usable_at
+from actors.queue.state import QueueState, apply
 from events.catalogue import AlertRaised, Event, KeyCooledDown, KeyDisabled, KeyParked, StoredEvent
 from events.memory_store import MemoryEventStore
-from events.queue_state import QueueState, apply
-from serve_app.pools import read_pools
+from serve_app.http.pools import read_pools
 
 HINTS = {"p#1": "aaaa", "p#2": "bbbb"}
 

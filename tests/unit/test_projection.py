@@ -48,7 +48,8 @@ def test_slot_hold_time_is_counted_only_when_known() -> None:
     """A success that knows its dispatch time adds to held_sum/held_count; an old one does not."""
     from events.catalogue import TaskSucceeded
     from events.keys import Keys
-    from events.projection import HIncr, project
+    from events.projection import project
+    from events.read_ops import HIncr
 
     keys = Keys("t")
 

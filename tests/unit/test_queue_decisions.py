@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.decide import Decision, Policy, backoff, decide, next_wakeup
+from actors.queue.decide import Decision, Policy, backoff, decide, next_wakeup
+from actors.queue.state import QueueState, apply, replay, restore, snapshot
 from events.catalogue import (
     QUEUED,
     RUNNING,
@@ -23,7 +24,6 @@ from events.catalogue import (
     TaskRetryScheduled,
     TaskSucceeded,
 )
-from events.queue_state import QueueState, apply, replay, restore, snapshot
 from events.store import Expect
 from tests.helpers import submitted
 

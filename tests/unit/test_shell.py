@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from actors.queue.state import QueueState, apply, restore, snapshot
 from actors.shell import (
     FIRST_DELAY,
     MAX_DELAY,
@@ -26,7 +27,6 @@ from actors.shell import (
 from events.catalogue import Event, TaskDispatched
 from events.errors import StoreUnavailableError
 from events.memory_store import MemoryEventStore
-from events.queue_state import QueueState, apply, restore, snapshot
 from tests.helpers import submitted
 
 log = structlog.get_logger("test.shell")

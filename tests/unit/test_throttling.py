@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 import random
 
-from actors.alerts import evaluate
 from actors.config import AlertsConfig
-from actors.decide import Policy, decide, next_wakeup, pools_usable_at
+from actors.queue.alerts import evaluate
+from actors.queue.decide import Policy, decide, next_wakeup, pools_usable_at
+from actors.queue.state import QueueState, apply, restore, snapshot
 from events.catalogue import (
     AlertRaised,
     AlertResolved,
@@ -22,7 +23,6 @@ from events.catalogue import (
     TaskSucceeded,
     TaskUpstreamThrottled,
 )
-from events.queue_state import QueueState, apply, restore, snapshot
 from tests.helpers import submitted
 
 POLICY = Policy(slots=1, lease_seconds=100.0, max_attempts=2, workers=1, backoff_base=0.0)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from events.catalogue import TokenCreated
 from events.codec import decode, encode
-from serve_app.auth import Caller, in_scope, new_token, parse_scope
-from serve_app.problems import Forbidden
+from serve_app.http.auth import Caller, in_scope, new_token, parse_scope
+from serve_app.http.problems import Forbidden
 
 user_ids = st.text(alphabet="abcxyz019._@:-", min_size=1, max_size=20)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.webhooks import networks, redacted, refused_address
+from actors.webhooks.rules import networks, redacted, refused_address
 
 PUBLIC = "93.184.215.14"
 

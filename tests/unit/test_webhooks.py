@@ -11,8 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from actors.audit import audit
 from actors.config import ConfigError, Secret, WebhooksConfig, parse
-from actors.webhooks import (
+from actors.queue.state import PendingWebhook, QueueState, apply, replay, restore, snapshot
+from actors.webhooks.rules import (
     advance,
     after_attempt,
     networks,
@@ -24,7 +26,6 @@ from actors.webhooks import (
     url_target,
     webhook_id,
 )
-from events.audit import audit
 from events.catalogue import (
     Event,
     StoredEvent,
@@ -38,8 +39,7 @@ from events.catalogue import (
 )
 from events.codec import decode, encode
 from events.projection import fold_task_view
-from events.queue_state import PendingWebhook, QueueState, apply, replay, restore, snapshot
-from serve_app.models import TaskViewOut
+from serve_app.http.models import TaskViewOut
 from tests.helpers import submitted
 
 POLICY = WebhooksConfig(secret=Secret("server"), max_seconds=60.0, backoff_base=1.0, backoff_cap=8.0)

@@ -1,0 +1,1 @@
+"""The janitor actor: deletes the blobs of tasks that ended longer ago than their retention."""

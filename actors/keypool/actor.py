@@ -1,0 +1,357 @@
+"""The KeyPoolActor: rate-limit tokens from quota pools in FIFO order, never overrunning a window."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from actors.config import Config
+from actors.keypool.decide import (
+    Tuning,
+    grant_round,
+    learn,
+    probe_all,
+    recovered_sends,
+    reported_sends,
+    usable_at,
+)
+from actors.keypool.state import KeyPoolEvent, KeyPoolState, PoolState, apply, call_name, restore, snapshot
+from actors.logs import configure
+from actors.messages import CallFailure, Token
+from actors.shell import Cadence, recover, retrying, take_snapshot
+from actors.telemetry import PoolMetrics
+from events.catalogue import KeyTokenGranted, StoredEvent
+from events.days import pacific_day
+from events.errors import StoreUnavailableError
+from events.redis_store import RedisEventStore
+from events.store import EventStore
+
+log = structlog.get_logger("genqueue.keypool")
+
+SNAPSHOT_ACTOR = "keypool"
+SNAPSHOT_SECONDS = 10.0
+SNAPSHOT_EVENTS = 20_000
+METRICS_SECONDS = 0.5
+# Reported sends that found no grants to ride with for this long are written alone, so
+# that a restart dates few grants at its own time (each such date holds a place longer).
+FLUSH_SECONDS = 0.1
+
+
+@dataclass(order=True, slots=True)
+class _Waiter:
+    order: float
+    seq: int
+    task_id: str = field(compare=False)
+    attempt: int = field(compare=False)
+    future: asyncio.Future[Token] = field(compare=False)
+
+
+def _stop_on_crash(granter: asyncio.Task[None]) -> None:
+    """The grant loop never returns; if it raised, no caller would get a token again. The
+    process exits instead, and Ray starts the actor anew (it rebuilds its state from the
+    event log and the callers' acquires are retried)."""
+    if granter.cancelled() or granter.exception() is None:
+        return
+    log.critical("the grant loop stopped; restarting the key pool", exc_info=granter.exception())
+    os._exit(1)
+
+
+class KeyPool:
+    """Async actor; its state is a fold over the key events, changed under one lock, tokens in task order.
+
+    Waiters are served by their task's queue order (then arrival), so a task that went
+    back to its place after a 429 gets the next token before later tasks.
+    """
+
+    def __init__(self, config: Config) -> None:
+        configure()
+        self._config = config
+        self._state = self._fresh()
+        self._waiters: list[_Waiter] = []
+        self._arrivals = itertools.count()
+        # Sends reported by workers (call name -> wire time), written with the next grants, and
+        # since when (monotonic) the oldest of them waits.
+        self._reported: dict[str, float] = {}
+        self._reported_since = 0.0
+        self._store: EventStore | None = None
+        self._wake: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+        self._granter: asyncio.Task[None] | None = None
+        self._init_lock: asyncio.Lock | None = None
+        self._cadence = Cadence(every=SNAPSHOT_EVENTS, seconds=SNAPSHOT_SECONDS, at=time.monotonic())
+        self._recovery: dict[str, Any] = {}
+        self._metrics = PoolMetrics()
+        self._metrics_at = 0.0
+
+    def _fresh(self) -> KeyPoolState:
+        """The state before any event: the configured pools."""
+        k = self._config.keypool
+        tuning = Tuning(
+            decrease=k.decrease,
+            probe_after=k.probe_after_windows,
+            probe_step=k.probe_step,
+            margin=k.margin_seconds,
+        )
+        return KeyPoolState(
+            pools={
+                p.name: PoolState(
+                    name=p.name,
+                    rpm=p.rate,
+                    window=p.window_seconds,
+                    key_ids=p.key_ids,
+                    rpd=p.rpd,
+                    tuning=tuning,
+                    hints=p.key_hints,
+                )
+                for p in self._config.pools
+            }
+        )
+
+    @property
+    def _pools(self) -> list[PoolState]:
+        return list(self._state.pools.values())
+
+    async def _ensure(self) -> None:
+        if self._granter is not None:
+            return
+        if self._init_lock is None:
+            self._init_lock = asyncio.Lock()
+        async with self._init_lock:
+            if self._granter is not None:
+                return
+            self._store = RedisEventStore.from_url(self._config.redis.url, self._config.redis.namespace)
+            await self._recover(self._store)
+            self._wake, self._lock = asyncio.Event(), asyncio.Lock()
+            self._granter = asyncio.create_task(self._grant_loop())
+            self._granter.add_done_callback(_stop_on_crash)
+
+    async def _recover(self, store: EventStore) -> None:
+        """The newest readable snapshot and every event after it; then the grants whose sending
+        the log lacks are dated now (see `actors.keypool.state`)."""
+        recovered = await recover(
+            store,
+            SNAPSHOT_ACTOR,
+            load=lambda data: restore(data, self._fresh()),
+            empty=self._fresh,
+            covers=lambda state: state.last_id,
+            fold=apply,
+            log=log,
+        )
+        self._state = recovered.state
+        dated = recovered_sends(self._state, time.time()) if self._config.keypool.redate_late_sends else None
+        if dated is not None:
+            await self._append([dated])
+        self._cadence.since = recovered.replayed
+        self._recovery = {
+            **recovered.summary(),
+            "dated_at_start": len(dated.calls) if dated else 0,
+            "pools": {
+                p.name: {"rate": p.rate, "parked_until": p.parked_until, "disabled": sorted(p.disabled)}
+                for p in self._pools
+            },
+        }
+        log.info("key pools recovered", **{k: v for k, v in self._recovery.items() if k != "pools"})
+
+    async def _append(self, events: Sequence[KeyPoolEvent]) -> None:
+        """Write key events, riding out a store outage, then fold them in as a replay would."""
+        assert self._store is not None
+        store = self._store
+        ids = await retrying("cannot record key events; retrying", lambda: store.append(events), log)
+        assert ids is not None  # None only for an append with expectations
+        for stored_id, event in zip(ids, events, strict=True):
+            apply(self._state, StoredEvent(stored_id, event))
+        self._cadence.count(len(events))
+
+    async def _maybe_snapshot(self) -> None:
+        """Every SNAPSHOT_SECONDS with new events (or SNAPSHOT_EVENTS of them): the whole state."""
+        assert self._store is not None
+        if self._cadence.due(time.monotonic()):
+            with contextlib.suppress(StoreUnavailableError):
+                state = self._state
+                await take_snapshot(self._store, SNAPSHOT_ACTOR, state.last_id, lambda: snapshot(state), log)
+                self._cadence.taken(time.monotonic())
+
+    async def acquire(self, task_id: str, attempt: int, order: float = 0.0) -> Token:
+        """Wait for a token, served in task `order`; a repeated call gets the same grant.
+
+        Refused (a Token without a pool) when no pool can serve at all: every pool parked
+        for the day or out of keys. Cooldowns are short and are waited out.
+        """
+        await self._ensure()
+        if (known := self._known(task_id, attempt)) is not None:
+            return known
+        future: asyncio.Future[Token] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, _Waiter(order, next(self._arrivals), task_id, attempt, future))
+        assert self._wake is not None
+        self._wake.set()
+        return await future
+
+    def _known(self, task_id: str, attempt: int) -> Token | None:
+        known = self._state.grants.get((task_id, attempt))
+        return None if known is None else Token(known.pool, known.key_id, not_before=known.at)
+
+    def _next_waiters(self, served: list[_Waiter], again: list[_Waiter]) -> Iterator[tuple[str, int]]:
+        """The waiting attempts in order, each taken off the heap only when a token is there for it.
+
+        An attempt already granted (a repeated acquire) gets its grant and takes no token; one
+        served in this very turn waits for the next, which finds its grant.
+        """
+        taken = set()
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            key = (waiter.task_id, waiter.attempt)
+            if waiter.future.done():
+                continue
+            if (known := self._known(*key)) is not None:
+                waiter.future.set_result(known)
+            elif key in taken:
+                again.append(waiter)
+            else:
+                taken.add(key)
+                served.append(waiter)
+                yield key
+
+    async def _grant_loop(self) -> None:
+        assert self._wake is not None and self._lock is not None
+        lead = self._config.keypool.lead_seconds
+        while True:
+            async with self._lock:
+                now = time.time()
+                if learned := probe_all(self._pools, now):
+                    await self._append(learned)
+                if self._waiters and (back := usable_at(self._pools, now)) > now:
+                    self._refuse_all(back)
+                reported = dict(self._reported)
+                served: list[_Waiter] = []
+                again: list[_Waiter] = []
+                turn = grant_round(self._state, reported, self._next_waiters(served, again), now, lead)
+                events = turn.events
+                waited = time.monotonic() - self._reported_since
+                flush = not events and bool(reported) and waited >= FLUSH_SECONDS
+                if flush and (record := reported_sends(self._state, reported, now)) is not None:
+                    events = [record]
+                if events:
+                    await self._append(events)
+                if events or flush:
+                    self._reported = {k: v for k, v in self._reported.items() if reported.get(k) != v}
+                    self._reported_since = time.monotonic()
+                self._hand_out(served + again, turn.grants)
+            if now - self._metrics_at >= METRICS_SECONDS:
+                self._metrics_at = now
+                for pool in self._pools:
+                    self._metrics.update(pool.name, pool.available(now), pool.rate, pool.state(now))
+            await self._maybe_snapshot()
+            self._wake.clear()
+            wake_at = math.inf
+            if self._waiters:
+                wake_at = turn.next_free - lead
+                if any(p.rate < p.rpm for p in self._pools):
+                    wake_at = min(wake_at, now + min(p.window for p in self._pools))
+            if self._reported:
+                wake_at = min(wake_at, now + FLUSH_SECONDS)
+            timeout = None if math.isinf(wake_at) else wake_at - time.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), None if timeout is None else max(0.0, timeout))
+
+    def _hand_out(self, served: list[_Waiter], grants: list[KeyTokenGranted]) -> None:
+        """Answer the waiters given tokens (their grants are written); the others wait again."""
+        for waiter, g in zip(served, grants, strict=False):
+            if not waiter.future.done():
+                waiter.future.set_result(Token(g.pool, g.key_id, not_before=g.at))
+        for waiter in served[len(grants) :]:
+            heapq.heappush(self._waiters, waiter)
+
+    def _refuse_all(self, until: float) -> None:
+        reason = (
+            "every pool is out of keys"
+            if math.isinf(until)
+            else "every pool is parked (daily quota) or out of keys until "
+            + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+        )
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            if not waiter.future.done():
+                waiter.future.set_result(Token(until=until, reason=reason))
+
+    async def sent(self, task_id: str, attempt: int, at: float) -> None:
+        """The call of this grant went out on the wire at `at`: count it in its window from then on.
+
+        A call goes out some milliseconds after its grant, by a delay that grows with load
+        (hundreds of milliseconds while a burst of submits takes the CPU), and upstream counts
+        it on arrival. Its grant is re-dated to that time, so the call that reuses its place a
+        window later stays a full window behind it upstream too; the margin then covers only
+        the network's jitter. The report is written with the next grants (`key.grants_redated`),
+        which are decided with it, or alone within FLUSH_SECONDS.
+        """
+        if self._config.keypool.redate_late_sends:
+            if not self._reported:
+                self._reported_since = time.monotonic()
+                if self._wake is not None:
+                    self._wake.set()  # the loop then sets the deadline of the flush
+            name = call_name(task_id, attempt)
+            self._reported[name] = max(at, self._reported.get(name, at))
+
+    async def report(self, pool_name: str, failure: CallFailure) -> None:
+        """Learn from a refused call: cool down, park, disable a key or change the rate; writes key events.
+
+        Returns once the events are written and the pool's state changed, so the caller's
+        next token already respects it.
+        """
+        await self._ensure()
+        assert self._lock is not None and self._wake is not None
+        async with self._lock:
+            pool = self._state.pools.get(pool_name)
+            if pool is None:
+                return
+            events = learn(pool, failure, time.time())
+            for event in events:
+                log.warning("key pool changed", key_event=event.type, pool=pool_name, key_id=failure.key_id)
+            if events:
+                await self._append(events)
+        self._wake.set()
+
+    async def pid(self) -> int:
+        """The actor's process id (tests watch it change across a restart)."""
+        return os.getpid()
+
+    async def recovery(self) -> dict[str, Any]:
+        """Where the last start-up took its state from: the snapshot's stream id, events replayed,
+        grants dated at the start, and the pools as recovered."""
+        await self._ensure()
+        return dict(self._recovery)
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Each pool's limits, learned rate, tokens left, cooldown, parking and disabled keys."""
+        await self._ensure()
+        now = time.time()
+        return [
+            {
+                "name": p.name,
+                "rpm": p.rpm,
+                "rate": p.rate,
+                "margin": p.margin,
+                "rpd": p.rpd,
+                "window_seconds": p.window,
+                "capacity": p.limiter.capacity,
+                "available": p.available(now),
+                "next_free_in": max(0.0, min(p.next_free_at(now), now + 10**9) - now),
+                "cooldown_in": max(0.0, p.cooldown_until - now),
+                "parked_until": p.parked_until if p.parked_until > now else 0.0,
+                "disabled": sorted(p.disabled),
+                "day_calls": p.day_calls if p.day == pacific_day(now) else 0,
+                "granted": p.granted,
+                "keys": len(p.key_ids),
+                "waiting": len(self._waiters),
+            }
+            for p in self._pools
+        ]

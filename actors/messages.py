@@ -1,0 +1,57 @@
+"""The messages the actors exchange: an attempt to run, a token to call with, a failed call to learn from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.providers.base import Failure
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSpec:
+    """What a worker needs to run one attempt; built by the QueueActor from its state."""
+
+    task_id: str
+    attempt: int
+    kind: str
+    prompt: str
+    inputs: dict[str, str]
+    options: dict[str, Any] = field(default_factory=dict)
+    resent: bool = False
+    submitted_at: float = 0.0
+    dispatched_at: float = 0.0
+    order: float = 0.0  # the task's place in the queue: tokens go out in this order too
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A KeyPool answer: a pool and key for one call, or a refusal until `until` (inf: no pool left).
+
+    `not_before`: the time the grant counts from in its window; a grant made ahead (a place
+    about to free) is for a call that goes out no earlier.
+    """
+
+    pool: str = ""
+    key_id: str = ""
+    until: float = 0.0
+    reason: str = ""
+    not_before: float = 0.0
+
+    @property
+    def granted(self) -> bool:
+        """Whether this is a token (else a refusal)."""
+        return bool(self.pool)
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailure:
+    """What a worker reports of a call that upstream refused: never the key, only its id."""
+
+    key_id: str
+    failure: Failure
+    code: int = 0
+    retry_after: float | None = None
+    quota_id: str = ""
+    quota_value: int | None = None
+    reason: str = ""

@@ -1,0 +1,94 @@
+"""A request body over the size limit is refused with a 413 before it is read whole.
+
+A declared Content-Length over the limit is answered at once, without reading the body
+(the server enforces the declared length). A body without one (chunked) is read here as it
+streams in, and refused as soon as it passes the limit; one within it is handed on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve_app.http.problems import PROBLEM, TooLarge
+
+
+class BodyLimit:
+    """ASGI middleware refusing request bodies larger than `max_bytes`."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, send, f"the body is {declared} bytes")
+            return
+        if declared is not None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            replay = await read_body(receive, self.max_bytes)
+        except TooLarge:
+            await self._refuse(scope, send, "the body is larger")
+            return
+        await self.app(scope, replay, send)
+
+    def _detail(self, what: str) -> str:
+        return f"{what}; the limit is {self.max_bytes} bytes"
+
+    async def _refuse(self, scope: Scope, send: Send, what: str) -> None:
+        body = json.dumps(
+            {
+                "type": "about:blank",
+                "title": TooLarge.title,
+                "status": 413,
+                "detail": self._detail(what),
+                "instance": scope.get("path", ""),
+            }
+        ).encode()
+        headers: list[Any] = [
+            (b"content-type", PROBLEM.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Receive, max_bytes: int) -> Receive:
+    """The whole request body, as a receive that replays it; TooLarge once it passes `max_bytes`."""
+    messages: list[Message] = []
+    seen = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        seen += len(message.get("body", b""))
+        if seen > max_bytes:
+            raise TooLarge(f"the body is larger than the limit of {max_bytes} bytes")
+        if not message.get("more_body", False):
+            break
+    pending = iter(messages)
+
+    async def replay() -> Message:
+        return next(pending, None) or await receive()
+
+    return replay
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

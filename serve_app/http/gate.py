@@ -1,0 +1,117 @@
+"""Submits are admitted from their headers, read whole, then handled a bounded number at a time.
+
+A burst of hundreds of submits, all handled at once on one event loop, interleaves their
+steps so that every one of them finishes late (the first image waits for the last submit
+to be parsed). Through this gate the first submits are queued within milliseconds and the
+rest follow at the same total rate; reads, watchers and pages never wait on it.
+
+Nothing a caller sends can hold a gate place without being admitted and without having
+sent its whole body: the token and its submit rate are checked from the headers alone, one
+token may have only so many submits in the replica at once, and the body must arrive
+within a deadline before the submit waits for a place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serve_app.http.bodylimit import read_body
+from serve_app.http.problems import ApiProblem, RequestTimeout, TooLarge, TooManyRequests, problem
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """Who a submit counts against (a token id, or "" for none) and how many it may have at once."""
+
+    key: str
+    cap: int
+
+
+# Checks a submit from its headers: an Admitted, or raises an ApiProblem (401, 429, 503).
+Admit = Callable[[Scope], Awaitable[Admitted]]
+
+
+class SubmitGate:
+    """ASGI middleware: `POST /v1/tasks` is admitted by `admit`, its body read within
+    `read_seconds` and at most `max_body_bytes`, then at most `limit` run at once, first come
+    first served."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        admit: Admit | None = None,
+        read_seconds: float = 10.0,
+        max_body_bytes: int = 30 * 1024 * 1024,
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.admit = admit
+        self.read_seconds = read_seconds
+        self.max_body_bytes = max_body_bytes
+        self._slots: asyncio.Semaphore | None = None
+        self._in_flight: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != "/v1/tasks":
+            await self.app(scope, receive, send)
+            return
+        if self._slots is None:  # made on the serving loop
+            self._slots = asyncio.Semaphore(self.limit)
+        try:
+            admitted = await self.admit(scope) if self.admit is not None else Admitted("", 0)
+        except ApiProblem as exc:
+            await _answer(exc, scope, receive, send)
+            return
+        key = admitted.key
+        if admitted.cap and self._in_flight[key] >= admitted.cap:
+            busy = TooManyRequests(
+                f"this token already has {admitted.cap} submits in progress, its limit; "
+                "wait for one to be answered",
+                1,
+            )
+            await _answer(busy, scope, receive, send)
+            return
+        self._in_flight[key] += 1
+        try:
+            try:
+                declared = Headers(scope=scope).get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_body_bytes:
+                    raise TooLarge(f"the body is {declared} bytes; the limit is {self.max_body_bytes} bytes")
+                replay = await self._read(receive)
+            except ApiProblem as exc:
+                await _answer(exc, scope, receive, send, close=True)
+                return
+            async with self._slots:
+                await self.app(scope, replay, send)
+        finally:
+            self._in_flight[key] -= 1
+            if not self._in_flight[key]:
+                del self._in_flight[key]
+
+    async def _read(self, receive: Receive) -> Receive:
+        """The whole body, read within the deadline and the size limit, as a replayable receive."""
+        try:
+            async with asyncio.timeout(self.read_seconds):
+                return await read_body(receive, self.max_body_bytes)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.read_seconds:g} s; send it whole and promptly"
+            ) from None
+
+
+async def _answer(exc: ApiProblem, scope: Scope, receive: Receive, send: Send, close: bool = False) -> None:
+    """Send `exc` as problem+json; `close` ends the connection (its body was not read whole)."""
+    headers = dict(exc.headers)
+    if close:
+        headers["Connection"] = "close"
+    response = problem(
+        exc.status, exc.title, exc.detail, scope.get("path", ""), headers, errors=exc.errors, **exc.extra
+    )
+    await response(scope, receive, send)

@@ -1,0 +1,183 @@
+"""The request and response shapes of the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+USER_ID_PATTERN = r"^[A-Za-z0-9._@:-]+$"
+
+# Control characters (C0, DEL, C1) other than tab, line feed and carriage return (multi-line
+# prompts from some clients end their lines with CRLF), and UTF-16 surrogates: JSON's "\ud800"
+# escape decodes to a lone surrogate, which no UTF-8 writer (the event store, a response) can
+# encode.
+_UNWANTED = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def plain_text(value: str) -> str:
+    """`value` if it is valid Unicode without control characters other than tab, line feed and
+    carriage return; a ValueError saying which character and where otherwise."""
+    found = _UNWANTED.search(value)
+    if found is None:
+        return value
+    char = found.group()
+    what = "a lone surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+    raise ValueError(f"{what} (U+{ord(char):04X}) at character {found.start()}")
+
+
+Text = Annotated[str, AfterValidator(plain_text)]
+"""Text a request may carry: valid Unicode, no control characters but tab and line breaks."""
+
+# The aspect ratios the Gemini image models accept (`ImageConfig.aspect_ratio`).
+AspectRatio = Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
+
+
+class RequestBody(BaseModel):
+    """A request body: unknown fields are refused, and so are field names that are not text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_are_text(cls, data: Any) -> Any:
+        # An unknown name is echoed in the 422 problem; one with a lone surrogate could not be.
+        if isinstance(data, dict) and any(isinstance(k, str) and _UNWANTED.search(k) for k in data):
+            raise ValueError("a field name holds a control character or a lone surrogate")
+        return data
+
+
+class Images(RequestBody):
+    """Input images, base64 (standard or URL-safe) of PNG, JPEG or WebP."""
+
+    # Plain str, not Text: `serve_app.http.images.decode_image` admits only the base64 alphabet
+    # (after whitespace), and its 422 names the field.
+
+    person: str = Field(description="The selfie (photography) or the person photo (fitting).")
+    garment: str | None = Field(default=None, description="The garment photo; required for fitting.")
+
+
+class Options(RequestBody):
+    """How to generate: each option may be left out, for the provider's default."""
+
+    aspect_ratio: AspectRatio | None = Field(
+        default=None, description="The generated image's width:height; 3:4 when left out."
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        strict=True,
+        description="Asks the model for the same image on a repeat (best effort).",
+    )
+
+
+class SubmitTask(RequestBody):
+    """A generation request."""
+
+    kind: Literal["photography", "fitting"]
+    prompt: Text = Field(default="", description="Style or try-on instructions.")
+    images: Images
+    options: Options = Field(default_factory=Options)
+    user_id: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=USER_ID_PATTERN,
+        description="Whose task it is: a service or admin token submits on behalf of this user; "
+        "a user token may leave it out (or give its own).",
+    )
+    idempotency_key: Text | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:-]{1,200}$",
+        description="A repeat with the same key and body returns the first task.",
+    )
+    webhook_url: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        # URL parsers drop tabs and line breaks, so the URL checked would not be the one kept.
+        pattern=r"^\S+$",
+        description="http(s) URL that gets the task view (POST, signed as Standard Webhooks) when "
+        "the task ends; a service token's default when left out. Service and admin tokens only.",
+    )
+
+    def fields_bytes(self) -> tuple[int, str]:
+        """(UTF-8 bytes of the request as JSON without its images, its largest field): what the
+        task's event carries besides the images' references."""
+        fields = self.model_dump(mode="json", exclude={"images"}, exclude_none=True)
+        sizes = {name: len(_json(value)) for name, value in fields.items()}
+        return len(_json(fields)), max(sizes, key=sizes.__getitem__, default="body")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Submitted(BaseModel):
+    """The answer to a submit."""
+
+    task_id: str
+    status: str
+    position: int | None
+    eta_seconds: float | None
+    balance: int | None = Field(default=None, description="The user's credits after the charge.")
+
+
+class Grant(RequestBody):
+    """Credits to add to a user's balance."""
+
+    user_id: Text = Field(min_length=1, max_length=128, pattern=USER_ID_PATTERN)
+    amount: int = Field(ge=1, le=1_000_000_000)
+    reason: Text = Field(default="", max_length=200)
+
+
+class Granted(BaseModel):
+    """A grant's result."""
+
+    user_id: str
+    amount: int
+    balance: int
+
+
+class Me(BaseModel):
+    """A user's balance and newest ledger entries."""
+
+    user_id: str
+    role: str
+    balance: int
+    granted: int
+    charged: int
+    refunded: int
+    ledger: list[dict[str, Any]]
+
+
+class Cancelled(BaseModel):
+    """A cancellation's result."""
+
+    task_id: str
+    status: str
+    refunded: int
+
+
+class TaskViewOut(BaseModel):
+    """Everything a caller may know about a task."""
+
+    task_id: str
+    user_id: str
+    kind: str
+    status: str
+    position: int | None = None
+    eta_seconds: float | None = None
+    attempts: int = 0
+    submitted_at: float | None = None
+    dispatched_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    result_url: str | None = None
+    pool: str | None = None
+    price: int | None = Field(default=None, description="Credits charged at submit.")
+    refunded: int | None = Field(default=None, description="Credits given back: the task did not succeed.")

@@ -1,0 +1,129 @@
+"""What each quota pool looks like right now, from the read models: for /v1/queue, ETAs and /metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from actors.config import Config
+from actors.forecast import PoolWindow, window_capacity
+from actors.keypool.status import PoolStatus, pool_status
+from events.days import pacific_day
+from events.store import EventStore
+
+
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    """One pool: its configured and learned rate, its window, and what upstream told it."""
+
+    name: str
+    rpm: int
+    rate: int
+    rpd: int
+    window_seconds: float
+    margin: float
+    keys: int
+    grants: tuple[float, ...]
+    status: PoolStatus
+    calls_today: int
+    throttled: int
+
+    @property
+    def capacity(self) -> int:
+        """Calls allowed per window at the learned rate."""
+        return window_capacity(self.rate, self.window_seconds)
+
+    @property
+    def state(self) -> str:
+        """ok, cooling (a per-minute 429), parked (daily quota) or no keys."""
+        return self.status.state
+
+    @property
+    def serving(self) -> bool:
+        """Whether the pool serves calls now or after a cooldown: its rate counts."""
+        return self.status.serving
+
+    @property
+    def disabled(self) -> tuple[str, ...]:
+        """The ids of its keys that upstream rejected and that were not replaced since."""
+        return self.status.disabled_keys
+
+    @property
+    def window_left(self) -> int:
+        """Calls the pool may still make in its current window."""
+        return max(0, self.capacity - len(self.grants))
+
+    @property
+    def available_from(self) -> float:
+        """When the pool may grant again (inf: never, until its keys are replaced)."""
+        return self.status.available_from
+
+    def eta_window(self) -> PoolWindow:
+        """The pool as the ETA simulation sees it: a place frees a window and the margin after its grant."""
+        return PoolWindow(self.capacity, self.window_seconds + self.margin, self.grants, self.available_from)
+
+    def as_json(self) -> dict[str, Any]:
+        """The pool as `/v1/queue` shows it: key ids only, never a key."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "rpm": self.rpm,
+            "learned_rpm": self.rate,
+            "rpd": self.rpd,
+            "window_seconds": self.window_seconds,
+            "margin_seconds": self.margin,
+            "keys": self.keys,
+            "capacity": self.capacity,
+            "window_used": len(self.grants),
+            "window_left": self.window_left,
+            "cooldown_seconds": round(max(0.0, self.status.cooldown_until - self.status.now), 3),
+            "parked_until": self.status.parked_until if self.status.parked else None,
+            "disabled_keys": list(self.disabled),
+            "calls_today": self.calls_today,
+            "throttled": self.throttled,
+        }
+
+
+async def read_pools(store: EventStore, config: Config, now: float | None = None) -> list[PoolView]:
+    """Every configured pool's view: two pipelined reads, no actor call."""
+    at = time.time() if now is None else now
+    grants = await store.grant_times(
+        {p.name: at - p.window_seconds for p in config.pools},
+        {p.name: window_capacity(p.rate, p.window_seconds) for p in config.pools},
+    )
+    states = await store.pool_states([p.name for p in config.pools])
+    today = pacific_day(at)
+    views = []
+    for p in config.pools:
+        fields = states.get(p.name, {})
+        disabled = {
+            name.removeprefix("disabled:"): json.loads(value).get("hint")
+            for name, value in fields.items()
+            if name.startswith("disabled:")
+        }
+        status = pool_status(
+            p.name,
+            p.key_hints,
+            disabled,
+            parked_until=float(fields.get("parked_until", 0.0)),
+            cooldown_until=float(fields.get("cooldown_until", 0.0)),
+            now=at,
+        )
+        views.append(
+            PoolView(
+                name=p.name,
+                rpm=p.rate,
+                rate=min(p.rate, int(fields.get("learned_rpm", p.rate))),
+                rpd=p.rpd,
+                window_seconds=p.window_seconds,
+                margin=float(fields.get("learned_margin", config.keypool.margin_seconds)),
+                keys=len(p.keys),
+                grants=tuple(grants[p.name]),
+                status=status,
+                calls_today=int(fields.get(f"day:{today}", 0)),
+                throttled=int(fields.get("throttled", 0)),
+            )
+        )
+    return views
