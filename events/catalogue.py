@@ -269,6 +269,24 @@ class AlertResolved:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AlertNotified:
+    """An alert's delivery to one `[alerts] webhooks` receiver ended: answered with a 2xx
+    (`delivered`), or given up after `attempts`. `receiver` is the URL's scheme, host and
+    port only: a chat webhook's path is its secret."""
+
+    type: ClassVar[str] = "alert.notified"
+    version: ClassVar[int] = 1
+    name: str
+    webhook_id: str
+    receiver: str
+    delivered: bool
+    attempts: int
+    code: int = 0
+    error: str = ""
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookAttempted:
     """One POST of a task's completion webhook. `code` is the HTTP status, 0 when none came
     (`error` says why); `next_at` is when the next attempt is due, 0 when none follows."""
@@ -336,6 +354,7 @@ Event = (
     | BlobsExpired
     | AlertRaised
     | AlertResolved
+    | AlertNotified
     | CreditEvent
     | TokenEvent
     | WebhookEvent

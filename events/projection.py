@@ -15,6 +15,7 @@ from events.catalogue import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    AlertNotified,
     AlertRaised,
     AlertResolved,
     BlobsExpired,
@@ -141,6 +142,7 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             | SnapshotTaken()
             | AlertRaised()
             | AlertResolved()
+            | AlertNotified()
             | WebhookAttempted()
             | WebhookDelivered()
             | WebhookFailed()
@@ -163,7 +165,7 @@ def project(event: Event, keys: Keys) -> list[Op]:
         return [HSet(keys.alerts, {event.name: json.dumps({**detail, "since": event.at})})]
     if isinstance(event, AlertResolved):
         return [HDel(keys.alerts, event.name)]
-    if isinstance(event, SnapshotTaken | KeyGrantsRedated):
+    if isinstance(event, SnapshotTaken | KeyGrantsRedated | AlertNotified):
         return ops
     if isinstance(event, KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned):
         return _pool_ops(event, keys)

@@ -9,6 +9,7 @@ from typing import Any, assert_never
 from sortedcontainers import SortedList
 
 from events.catalogue import (
+    AlertNotified,
     AlertRaised,
     AlertResolved,
     BlobsExpired,
@@ -206,6 +207,8 @@ def _apply_event(state: QueueState, event: Event) -> None:
         return
     if isinstance(event, AlertResolved):
         state.alerts.pop(event.name, None)
+        return
+    if isinstance(event, AlertNotified):
         return
     if isinstance(event, KeyParked):
         state.parked[event.pool] = max(event.until, state.parked.get(event.pool, 0.0))

@@ -50,6 +50,7 @@ from actors.webhooks.rules import (
 )
 from events.catalogue import (
     TERMINAL,
+    AlertNotified,
     AlertRaised,
     AlertResolved,
     Event,
@@ -280,14 +281,29 @@ class Deliverer:
             return
         secret = signing_secret(self._policy.secret, SIGNER)
         attempts = self._config.alerts.webhook_attempts
+        code, error, delivered, attempt = 0, "", False, 0
         for attempt in range(1, attempts + 1):
             code, error = await self._post(url, body, secret, msg_id)
             if 200 <= code < 300:
                 bound.info("alert delivered", attempt=attempt, code=code)
-                return
+                delivered = True
+                break
             bound.warning("alert delivery failed", attempt=attempt, code=code, error=error)
             if attempt < attempts:
                 await asyncio.sleep(retry_delay(attempt, self._policy, self._rng.random()))
+        # Recorded like a task webhook's end, so the log shows whether each receiver heard.
+        sent = AlertNotified(
+            name=event.name,
+            webhook_id=msg_id,
+            receiver=redacted(url),
+            delivered=delivered,
+            attempts=attempt,
+            code=code,
+            error=error[:200],
+            at=time.time(),
+        )
+        store, _, _ = self._resources()
+        await self._append(store, [sent])
 
     async def _post(self, url: str, body: str, secret: str, msg_id: str) -> tuple[int, str]:
         """One signed attempt: (status code, "") for an answer, or (0, why) when none came or

@@ -22,7 +22,7 @@ from actors.queue.alerts import SIGNER, alert_webhook_id, payload
 from actors.queue.state import PendingWebhook
 from actors.webhooks.rules import signing_secret
 from actors.webhooks.sender import Deliverer, post_checked
-from events.catalogue import AlertRaised, TaskDispatched, TaskSucceeded, WebhookAttempted
+from events.catalogue import AlertNotified, AlertRaised, TaskDispatched, TaskSucceeded, WebhookAttempted
 from tests.helpers import append_to, eventually, log_of, make_config, submitted
 from tests.webhook_receiver import Receiver
 
@@ -150,8 +150,9 @@ def test_alerts_are_checked_signed_retried_and_logged_without_their_path(
     store_url: str, data_dir: str, logs: list[MutableMapping[str, Any]]
 ) -> None:
     """An alert reaches a loopback receiver (allowed) signed with the `alerts` secret, again after
-    a 503 under the same webhook id; a private URL is refused on each attempt; the logs name each
-    receiver as scheme://host:port and never show a path or query."""
+    a 503 under the same webhook id; a private URL is refused on each attempt; each receiver's
+    outcome is recorded in the log; the logs and events name each receiver as
+    scheme://host:port and never show a path or query."""
     with Receiver(codes={"/services/T0/s3cr3t": [503]}) as receiver:
         receiver.secrets.append(signing_secret(SECRET, SIGNER))
         alerts = AlertsConfig(
@@ -167,14 +168,16 @@ def test_alerts_are_checked_signed_retried_and_logged_without_their_path(
         try:
             deliverer.alert(event)
 
-            def done() -> bool:
-                refused = [e for e in logs if e.get("receiver") == "http://10.1.2.3:80"]
-                return len(refused) == 2 and len(receiver.snapshot()) == 2
+            def recorded() -> list[AlertNotified]:
+                return [s.event for s in log_of(config) if isinstance(s.event, AlertNotified)]
 
-            eventually(done, timeout=30, what="one alert delivered and one refused twice")
+            eventually(lambda: len(recorded()) == 2, timeout=30, what="both deliveries recorded")
         finally:
             deliverer.stop()
         hits = receiver.snapshot()
+        sent = {e.receiver: e for e in recorded()}
+    assert sent[f"http://127.0.0.1:{receiver.port}"].delivered and sent["http://10.1.2.3:80"].attempts == 2
+    assert not sent["http://10.1.2.3:80"].delivered and "s3cr3t" not in repr(sent)
     assert [h.answered for h in hits] == [503, 200] and all(h.verified for h in hits)
     assert {h.webhook_id for h in hits} == {alert_webhook_id(event)}
     assert hits[-1].body == json.loads(json.dumps(payload(event, config.redis.namespace)))
