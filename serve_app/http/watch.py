@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import structlog
 from redis.exceptions import RedisError
 
+from actors.shell import Backoff
 from events.catalogue import (
     TaskCancelled,
     TaskDispatched,
@@ -116,7 +117,7 @@ class Hub:
 
     async def _tail(self) -> None:
         after = await self._store.last_id()
-        delay = 0.05
+        backoff = Backoff()
         check_at = self._clock() + self._token_check_seconds
         while not self._closed:
             if self._clock() >= check_at:
@@ -124,11 +125,10 @@ class Hub:
                 await self._check_tokens()
             try:
                 batch = await self._store.tail(after, 1000)
-                delay = 0.05
+                backoff.reset()
             except StoreUnavailableError as exc:
                 log.warning("watch tail: store unavailable", error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+                await backoff.wait()
                 continue
             moved = False
             for stored in batch:
