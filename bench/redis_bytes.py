@@ -38,7 +38,7 @@ def kind_of(key: str, prefix: str) -> str:
     if rest.startswith("task:"):
         return "task log" if rest.endswith(":log") else "task view"
     head = rest.split(":", 1)[0]
-    return {"user": "users", "ledger": "users", "round": "round counters", "idem": "idempotency"}.get(
+    return {"user": "users", "ledger": "users", "round": "round counters", "idempotency": "idempotency"}.get(
         head, "fixed (queue sets, stats, histograms, grants)"
     )
 
