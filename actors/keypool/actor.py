@@ -249,7 +249,7 @@ class KeyPool:
             if now - self._metrics_at >= METRICS_SECONDS:
                 self._metrics_at = now
                 for pool in self._pools:
-                    self._metrics.update(pool.name, pool.available(now), pool.rate, pool.state(now))
+                    self._metrics.update(pool.name, pool.available(now), pool.rate, pool.status(now).state)
             await self._maybe_snapshot()
             self._wake.clear()
             wake_at = math.inf

@@ -25,6 +25,7 @@ from typing import Any, assert_never
 
 from actors.forecast import window_capacity
 from actors.keypool.limiter import SlidingWindowLog
+from actors.keypool.status import PoolStatus, pool_status
 from events.catalogue import (
     KeyCooledDown,
     KeyDisabled,
@@ -111,9 +112,17 @@ class PoolState:
         """The keys not disabled, in configured order."""
         return tuple(k for k in self.key_ids if k not in self.disabled)
 
+    def status(self, now: float) -> PoolStatus:
+        """The pool as the page, the queue and the alerts see it (its `disabled` set already
+        holds only the keys rejected under their configured hint)."""
+        keys = dict.fromkeys(self.key_ids, "")
+        return pool_status(
+            self.name, keys, dict.fromkeys(self.disabled, ""), self.parked_until, self.cooldown_until, now
+        )
+
     def usable(self, now: float) -> bool:
         """Whether the pool may serve calls at all at `now` (a cooldown is a short wait, not this)."""
-        return now >= self.parked_until and bool(self.healthy_keys)
+        return self.status(now).usable_from <= now
 
     def day_left(self, now: float) -> float:
         """Calls left today (inf without a daily limit)."""
@@ -126,14 +135,6 @@ class PoolState:
         if not self.usable(now) or now < self.cooldown_until:
             return 0
         return int(min(self.limiter.available(now), self.day_left(now)))
-
-    def state(self, now: float) -> str:
-        """ok, cooling (a per-minute 429), parked (daily quota) or no keys."""
-        if not self.healthy_keys:
-            return "no keys"
-        if now < self.parked_until:
-            return "parked"
-        return "cooling" if now < self.cooldown_until else "ok"
 
     def next_free_at(self, now: float) -> float:
         """The earliest time at or after `now` when the pool may grant (inf when unusable)."""
