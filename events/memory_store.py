@@ -7,7 +7,17 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from events.admission import FIRST_ROUND, NO_ROUND, Admission, Refusal, Seen, admit, place_round
+from events.admission import (
+    FIRST_ROUND,
+    NO_ROUND,
+    Admission,
+    Refusal,
+    Seen,
+    admit,
+    place_round,
+    rate_wait,
+    refuse,
+)
 from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted, round_of, stream_id_key
 from events.codec import decode, encode, log_entry
 from events.keys import Keys
@@ -79,7 +89,7 @@ class MemoryEventStore:
             fields = encode(event)
             self._entries.append((eid, fields))
             if fields["task"]:
-                self._lists.setdefault(self.keys.task_log(fields["task"]), []).append(log_entry(fields))
+                self._lists.setdefault(self.keys.task_log(fields["task"]), []).append(eid)
             for op in project(event, self.keys):
                 self._apply(op)
             ids.append(eid)
@@ -87,9 +97,56 @@ class MemoryEventStore:
             self._changed.notify_all()
         return ids
 
+    async def append_many(
+        self, groups: Sequence[tuple[Sequence[Event], Mapping[str, Expect] | None]]
+    ) -> list[list[str] | None]:
+        """Append each group in turn, as `append` does."""
+        return [await self.append(events, expect) for events, expect in groups]
+
     async def submit(self, event: TaskSubmitted, admission: Admission = NO_BOUNDS) -> SubmitReceipt:
-        """Admit, append and read position and counts in one step (as the Redis store's script
-        and transaction do)."""
+        """The token's rate, the idempotency key, admission, append, and position and counts, in
+        one step (as the Redis store's script does)."""
+        (done,) = await self.submit_many([event], [admission])
+        return done
+
+    async def submit_many(
+        self, events: Sequence[TaskSubmitted], admissions: Sequence[Admission]
+    ) -> list[SubmitReceipt]:
+        """Each submit in turn; submits that share a rate count once against it (the first
+        takes the hit, the others pass exactly when it did), as in the Redis store."""
+        first: dict[str, str] = {}
+        out = []
+        for event, admission in zip(events, admissions, strict=True):
+            token = admission.rate.token if admission.rate else ""
+            named = first.setdefault(token, event.task_id)
+            out.append(await self._submit(event, admission, named == event.task_id, named))
+        return out
+
+    def _rate(self, admission: Admission, hit: bool, member: str, now: int) -> Refusal | None:
+        """The moving window of `admission.rate`: a hit named `member`, or (not `hit`) a look
+        whether the hit named `member` was taken."""
+        rate = admission.rate
+        if rate is None:
+            return None
+        window = self._zsets.setdefault(self.keys.rate(rate.token), {})
+        for old in [m for m, at in window.items() if at <= now - rate.window_ms]:
+            del window[old]
+        oldest = int(min(window.values(), default=now))
+        wait = rate_wait(len(window), 1, rate.limit, oldest, rate.window_ms, now)
+        if not hit:
+            wait = 0 if member in window else max(1, wait)
+        if wait:
+            return Refusal("rate", 0, admission.price, 0, wait_ms=wait, rate=rate)
+        if hit:
+            window[member] = now
+        return None
+
+    async def _submit(
+        self, event: TaskSubmitted, admission: Admission, hit: bool, member: str
+    ) -> SubmitReceipt:
+        limited = self._rate(admission, hit, member, int(event.at * 1000))
+        if limited is not None:
+            return SubmitReceipt("", None, QueueCounts(0, 0, {}), refused=limited)
         if event.idempotency_key:
             first = self._hashes.get(self.keys.idempotency(event.user_id, event.idempotency_key))
             if first:
@@ -107,11 +164,13 @@ class MemoryEventStore:
             current,
             len(waiting),
         )
+        refusal = refuse(admission, seen)
+        if refusal is not None:
+            return SubmitReceipt("", None, await self.counts(), refused=refusal)
         round_ = place_round(seen.current_round, seen.last_round)
         self._rounds[round_] = n = self._rounds.get(round_, 0) + 1
         admitted = admit(event, admission, seen, round_, n)
-        if isinstance(admitted, Refusal):
-            return SubmitReceipt("", None, await self.counts(), refused=admitted)
+        assert not isinstance(admitted, Refusal)
         ids = await self.append(admitted)
         assert ids is not None
         balance = int(self._hashes.get(self.keys.user(event.user_id), {}).get("balance", 0))
@@ -173,7 +232,8 @@ class MemoryEventStore:
 
     async def task_log(self, task_id: str) -> list[dict[str, str]]:
         """The task's events."""
-        return [json.loads(r) for r in self._lists.get(self.keys.task_log(task_id), [])]
+        entries = dict(self._entries)
+        return [json.loads(log_entry(entries[r])) for r in self._lists.get(self.keys.task_log(task_id), [])]
 
     async def position(self, task_id: str) -> int | None:
         """Rank in the waiting set."""
@@ -207,8 +267,9 @@ class MemoryEventStore:
         """Each pool's read model."""
         return {name: dict(self._hashes.get(self.keys.pool(name), {})) for name in names}
 
-    async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
+    async def save_snapshot(self, actor: str, covers: str, document: str | list[str], keep: int = 3) -> None:
         """Keep the newest `keep` snapshots and append snapshot.taken."""
+        document = document if isinstance(document, str) else "".join(document)
         docs = self._lists.setdefault(self.keys.snapshots(actor), [])
         docs.insert(0, document)
         del docs[keep:]
@@ -228,6 +289,9 @@ class MemoryEventStore:
         """The active alerts."""
         raw = self._hashes.get(self.keys.alerts, {}).values()
         return sorted((json.loads(r) for r in raw), key=lambda a: str(a["name"]))
+
+    async def load_scripts(self) -> None:
+        """Nothing to load."""
 
     async def ping(self) -> bool:
         """Always answers."""

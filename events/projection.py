@@ -209,10 +209,10 @@ def project(event: Event, keys: Keys) -> list[Op]:
                 HIncr(keys.stats, "succeeded", 1),
                 HIncr(keys.stats, f"completed:{event.kind}:succeeded", 1),
                 HIncr(keys.stats, f"upstream:{event.pool}:200", 1),
-                HIncr(keys.stats, "elapsed_sum", event.elapsed),
+                HIncr(keys.stats, "elapsed_sum", float(event.elapsed)),
                 HIncr(keys.stats, "elapsed_count", 1),
                 *(
-                    [HIncr(keys.stats, "held_sum", event.held), HIncr(keys.stats, "held_count", 1)]
+                    [HIncr(keys.stats, "held_sum", float(event.held)), HIncr(keys.stats, "held_count", 1)]
                     if event.held
                     else []
                 ),

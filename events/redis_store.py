@@ -4,34 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.admission import Admission, Refusal, Seen, admit
-from events.catalogue import ROUND_SPAN, Event, SnapshotTaken, StoredEvent, TaskSubmitted
-from events.codec import decode, encode, log_entry
+from events.admission import Admission
+from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted
+from events.codec import decode, encode
 from events.errors import StoreUnavailableError
 from events.keys import Keys
 from events.projection import project
-from events.redis_commands import ROUND_COUNTER_SECONDS, SEEN_SCRIPT, queue_op
-from events.store import NO_BOUNDS, Expect, QueueCounts, SubmitReceipt
+from events.redis_append import APPEND_SCRIPT, Batch
+from events.redis_commands import queue_op
+from events.redis_reads import ReadModels
+from events.redis_submit import SUBMIT_SCRIPT, calls, receipt, run_calls
+from events.store import NO_BOUNDS, Expect, SubmitReceipt
+
+# KEYS: the scratch string, the snapshot list: the string becomes the list's newest entry.
+_MOVE_SCRATCH = "redis.call('LPUSH', KEYS[2], redis.call('GET', KEYS[1])) redis.call('DEL', KEYS[1])"
+
+# Parts sent per round trip: each send holds the caller's loop only for its own few megabytes.
+_PARTS_PER_CALL = 16
 
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
-# Locks that keep one user's submits in turn within a replica.
-USER_STRIPES = 64
 
-
-class RedisEventStore:
+class RedisEventStore(ReadModels):
     """EventStore on `redis.asyncio`; any Redis >= 6.2 or Valkey."""
 
     def __init__(self, client: aioredis.Redis, namespace: str, waitaof: bool = False) -> None:
@@ -42,9 +46,8 @@ class RedisEventStore:
         self._waitaof = waitaof
         self._lane_count = 32
         self._lanes: asyncio.Queue[Any] | None = None
-        # Submits of one user take turns within a replica (so they do not keep aborting each
-        # other's WATCH); submits of different users run side by side.
-        self._user_turns = [asyncio.Lock() for _ in range(USER_STRIPES)]
+        self._submit_script = client.register_script(SUBMIT_SCRIPT)
+        self._append_script = client.register_script(APPEND_SCRIPT)
 
     @classmethod
     def from_url(
@@ -69,99 +72,63 @@ class RedisEventStore:
     async def append(
         self, events: Sequence[Event], expect: Mapping[str, Expect] | None = None
     ) -> list[str] | None:
-        """Append events and their read-model writes in one MULTI/EXEC."""
+        """Append events and their read-model writes atomically, in one round trip."""
+        (ids,) = await self.append_many([(events, expect)])
+        return ids
+
+    async def append_many(
+        self, groups: Sequence[tuple[Sequence[Event], Mapping[str, Expect] | None]]
+    ) -> list[list[str] | None]:
+        """Append several groups in one script call, as if appended one after another: each group
+        is written whole if its expectations hold (after the groups before it), else not at
+        all (None for it). See `events.redis_append`."""
+        batch = Batch()
+        for events, expect in groups:
+            batch.add(self.keys, events, expect)
         try:
-            async with self._r.pipeline(transaction=True) as pipe:
-                if expect:
-                    watched = [self.keys.task(t) for t in expect]
-                    await pipe.watch(*watched)
-                    for task_id, want in expect.items():
-                        status, attempts = await pipe.hmget(self.keys.task(task_id), "status", "attempts")
-                        if status != want.status or int(attempts or -1) != want.attempt:
-                            await pipe.reset()
-                            return None
-                    pipe.multi()
-                xadds = [self._queue_event(pipe, event) for event in events]
-                try:
-                    results = await pipe.execute()
-                except WatchError:
-                    return None
+            replies = await self._append_script(keys=batch.keys, args=[batch.argument()])
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
-        return [str(results[i]) for i in xadds]
+        return [
+            [str(i) for i in reply] if reply or not events else None
+            for reply, (events, _) in zip(replies, groups, strict=True)
+        ]
 
     async def submit(self, event: TaskSubmitted, admission: Admission = NO_BOUNDS) -> SubmitReceipt:
-        """WATCH, read what admission needs, then one MULTI/EXEC: the events, their read models,
-        then ZRANK and the counts.
+        """The whole submit in one script call (`events.redis_submit`): the token's rate, the
+        idempotency key, admission, the round counter, the events and their read models, then
+        the task's rank, the counts and the balance.
 
-        The user's hash is watched, so a concurrent charge, refund or grant of the same user
-        (from any replica) makes this transaction retry on fresh figures: a balance never
-        goes below zero. The task's round counter is taken with INCR before the transaction;
-        a retried or refused submit leaves a gap in it, which orders nothing wrongly.
-
-        A task's place is its (round, n), n from INCR: the QueueActor and the waiting set
-        order tasks by it, whatever order their transactions reach the stream in.
+        A task's place is its (round, n), n from INCR: the QueueActor and the waiting set order
+        tasks by it, whatever order their submits reach the stream in.
 
         With `waitaof`, WAITAOF on the same connection then waits until the server's
         append-only file holds the write; a server that cannot confirm it is unavailable.
         """
-        idem = self.keys.idempotency(event.user_id, event.idempotency_key) if event.idempotency_key else None
-        user = self.keys.user(event.user_id)
+        (done,) = await self.submit_many([event], [admission])
+        return done
+
+    async def submit_many(
+        self, events: Sequence[TaskSubmitted], admissions: Sequence[Admission]
+    ) -> list[SubmitReceipt]:
+        """Each submit as `submit` makes it, pipelined in one round trip, each with its own receipt.
+
+        Submits that share a rate count once against it: the first takes the hit, and the
+        others pass exactly when it did (a batch is one request against its token's rate).
+        """
+        now = time.time()
+        stamped = [replace(e, at=now) for e in events]
+        batch = calls(self.keys, stamped, admissions)
+        if not batch:
+            return []
         try:
             async with self._lane() as conn:
-                while True:
-                    turn = self._user_turns[zlib.crc32(event.user_id.encode()) % USER_STRIPES]
-                    async with turn, conn.pipeline(transaction=True) as pipe:
-                        event = replace(event, at=time.time())
-                        await pipe.watch(user, *([idem] if idem else []))
-                        if idem is not None:
-                            first = await pipe.hgetall(idem)
-                            if first:
-                                await pipe.reset()
-                                return SubmitReceipt(
-                                    "", None, await self.counts(), first["task_id"], first["digest"]
-                                )
-                        seen, round_, n = await self._seen(pipe, user)
-                        admitted = admit(event, admission, seen, round_, n)
-                        if isinstance(admitted, Refusal):
-                            await pipe.reset()
-                            return SubmitReceipt("", None, await self.counts(), refused=admitted)
-                        pipe.multi()
-                        at = [self._queue_event(pipe, e) for e in admitted]
-                        submitted = at[[e.type for e in admitted].index(TaskSubmitted.type)]
-                        pipe.zrank(self.keys.waiting, event.task_id)
-                        pipe.zcard(self.keys.waiting)
-                        pipe.scard(self.keys.running)
-                        pipe.hgetall(self.keys.stats)
-                        pipe.hget(user, "balance")
-                        try:
-                            results = await pipe.execute()
-                        except WatchError:
-                            continue  # the user's balance or key changed meanwhile: read again
-                    break
+                replies = await run_calls(conn, self._submit_script, batch)
                 if self._waitaof:
                     await self._wait_aof(conn)
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
-        rank, waiting, running, stats, balance = results[-5:]
-        counts = QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
-        return SubmitReceipt(str(results[submitted]), rank, counts, balance=int(balance or 0))
-
-    async def _seen(self, pipe: Any, user: str) -> tuple[Seen, int, int]:
-        """One script call: the user's balance and newest round, the current round and the
-        waiting count; then the new task's round and its number within that round (INCR)."""
-        reply = await pipe.eval(
-            SEEN_SCRIPT,
-            3,
-            user,
-            self.keys.waiting,
-            self.keys.stats,
-            self.keys.round_counters,
-            ROUND_SPAN,
-            ROUND_COUNTER_SECONDS,
-        )
-        balance, welcomed, last, current, round_, n, waiting = (int(x) for x in reply)
-        return Seen(balance, bool(welcomed), last, current, waiting), round_, n
+        return [receipt(r, a) for r, a in zip(replies, admissions, strict=True)]
 
     @contextlib.asynccontextmanager
     async def _lane(self) -> AsyncIterator[Any]:
@@ -198,12 +165,15 @@ class RedisEventStore:
             raise StoreUnavailableError("the append-only file did not confirm the write within 5 s")
 
     def _queue_event(self, pipe: Any, event: Event) -> int:
-        """Queue one event's XADD and read-model writes; returns the XADD's index in the pipeline."""
+        """Queue one event's XADD and read-model writes; returns the XADD's index in the pipeline.
+
+        For events of no task only: a task's audit list takes the XADD's id, which only the
+        scripts (`append`) know before the transaction ends."""
         fields = encode(event)
+        if fields["task"]:
+            raise ValueError(f"{event.type} is a task's event: append it with `append`")
         index = len(pipe.command_stack)
         pipe.xadd(self.keys.events, fields)
-        if fields["task"]:
-            pipe.rpush(self.keys.task_log(fields["task"]), log_entry(fields))
         for op in project(event, self.keys):
             queue_op(pipe, op)
         return index
@@ -254,101 +224,30 @@ class RedisEventStore:
         entries = await self._r.xrevrange(self.keys.events, count=1)
         return str(entries[0][0]) if entries else "0-0"
 
-    async def task_view(self, task_id: str) -> dict[str, str] | None:
-        """The task view hash."""
-        view: dict[str, str] = await self._r.hgetall(self.keys.task(task_id))
-        return view or None
+    async def save_snapshot(self, actor: str, covers: str, document: str | list[str], keep: int = 3) -> None:
+        """LPUSH, LTRIM and the snapshot.taken event in one MULTI/EXEC.
 
-    async def task_view_and_position(self, task_id: str) -> tuple[dict[str, str] | None, int | None]:
-        """The task view and its rank in the waiting set, read in one MULTI/EXEC so they agree."""
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.task(task_id))
-            pipe.zrank(self.keys.waiting, task_id)
-            view, rank = await pipe.execute()
-        return (view or None), rank
-
-    async def task_log(self, task_id: str) -> list[dict[str, str]]:
-        """The task's events, in stream order."""
-        raw: list[str] = await self._r.lrange(self.keys.task_log(task_id), 0, -1)
-        return [json.loads(r) for r in raw]
-
-    async def position(self, task_id: str) -> int | None:
-        """ZRANK in the waiting set."""
-        rank: int | None = await self._r.zrank(self.keys.waiting, task_id)
-        return rank
-
-    async def counts(self) -> QueueCounts:
-        """ZCARD, SCARD and the counters, in one round trip."""
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.keys.waiting)
-            pipe.scard(self.keys.running)
-            pipe.hgetall(self.keys.stats)
-            waiting, running, stats = await pipe.execute()
-        return QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
-
-    async def grant_times(
-        self, since: Mapping[str, float], newest: Mapping[str, int] | None = None
-    ) -> dict[str, list[float]]:
-        """ZREVRANGEBYSCORE per pool (LIMIT `newest[pool]`), in one round trip."""
-        async with self._r.pipeline(transaction=False) as pipe:
-            for pool, t in since.items():
-                keep = (newest or {}).get(pool)
-                pipe.zrevrangebyscore(
-                    self.keys.grants(pool),
-                    "+inf",
-                    f"({t}",
-                    withscores=True,
-                    **({"start": 0, "num": keep} if keep else {}),
-                )
-            replies = await pipe.execute()
-        return {
-            pool: [float(score) for _, score in reversed(reply)]
-            for pool, reply in zip(since, replies, strict=True)
-        }
-
-    async def pool_states(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
-        """HGETALL of each pool's read model, in one round trip."""
-        async with self._r.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hgetall(self.keys.pool(name))
-            replies = await pipe.execute()
-        return {name: dict(reply) for name, reply in zip(names, replies, strict=True)}
-
-    async def user(self, user_id: str, entries: int = 20) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        """HGETALL of the user's hash and LRANGE of its ledger, in one round trip."""
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.user(user_id))
-            pipe.lrange(self.keys.ledger(user_id), 0, max(0, entries - 1))
-            totals, ledger = await pipe.execute()
-        return dict(totals), [json.loads(e) for e in ledger]
-
-    async def token(self, digest: str) -> dict[str, str] | None:
-        """HGETALL of the token read model."""
-        found: dict[str, str] = await self._r.hgetall(self.keys.token(digest))
-        return found or None
-
-    async def recent_failures(self) -> list[dict[str, Any]]:
-        """The newest failed tasks, newest first."""
-        raw: list[str] = await self._r.lrange(self.keys.failures, 0, -1)
-        return [json.loads(r) for r in raw]
-
-    async def tokens(self) -> dict[str, str]:
-        """Token id -> JSON of its user, role and creation time."""
-        found: dict[str, str] = await self._r.hgetall(self.keys.tokens)
-        return found
-
-    async def token_digest(self, token_id: str) -> str | None:
-        """The digest of a live token, found by its id."""
-        about = await self._r.hget(self.keys.tokens, token_id)
-        return str(json.loads(about)["digest"]) if about else None
-
-    async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
-        """LPUSH, LTRIM and the snapshot.taken event in one MULTI/EXEC."""
+        A document in parts is first APPENDed part by part to a scratch key, and the
+        transaction moves it into the list: the server joins the parts, so no client builds
+        (or holds its loop for) one string of tens of megabytes.
+        """
         key = self.keys.snapshots(actor)
-        event = SnapshotTaken(actor=actor, covers=covers, bytes=len(document), at=time.time())
+        scratch = f"{key}:writing"
+        size = len(document) if isinstance(document, str) else sum(len(p) for p in document)
+        event = SnapshotTaken(actor=actor, covers=covers, bytes=size, at=time.time())
         try:
+            if not isinstance(document, str):
+                await self._r.delete(scratch)
+                for start in range(0, len(document), _PARTS_PER_CALL):
+                    async with self._r.pipeline(transaction=False) as pipe:
+                        for part in document[start : start + _PARTS_PER_CALL]:
+                            pipe.append(scratch, part)
+                        await pipe.execute()
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.lpush(key, document)
+                if isinstance(document, str):
+                    pipe.lpush(key, document)
+                else:
+                    pipe.eval(_MOVE_SCRATCH, 2, scratch, key)
                 pipe.ltrim(key, 0, keep - 1)
                 self._queue_event(pipe, event)
                 await pipe.execute()
@@ -363,18 +262,14 @@ class RedisEventStore:
             raise StoreUnavailableError(str(exc)) from exc
         return docs
 
-    async def histograms(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
-        """HGETALL of each histogram hash, in one round trip."""
-        async with self._r.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hgetall(self.keys.histogram(name))
-            replies = await pipe.execute()
-        return {n: {k: float(v) for k, v in r.items()} for n, r in zip(names, replies, strict=True)}
-
-    async def alerts(self) -> list[dict[str, Any]]:
-        """HVALS of the active-alerts hash."""
-        raw: list[str] = await self._r.hvals(self.keys.alerts)
-        return sorted((json.loads(r) for r in raw), key=lambda a: str(a["name"]))
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD of the submit's and the append's scripts, so that the first calls of a
+        burst find them (else each concurrent first call loads its own copy)."""
+        try:
+            for script in (self._submit_script, self._append_script):
+                await self._r.script_load(script.script)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
 
     async def ping(self) -> bool:
         """PING."""

@@ -55,9 +55,25 @@ class EventStore(Protocol):
         """
         ...
 
+    async def append_many(
+        self, groups: Sequence[tuple[Sequence[Event], Mapping[str, Expect] | None]]
+    ) -> list[list[str] | None]:
+        """Append several groups in one step, each as `append` would after the ones before it:
+        its events' ids, or None when its expectations did not hold."""
+        ...
+
     async def submit(self, event: TaskSubmitted, admission: Admission = NO_BOUNDS) -> SubmitReceipt:
-        """Admit and append a task.submitted (with its charge) and read its position and the
-        queue counts, all in one transaction; or refuse it and write nothing."""
+        """Check the token's rate and the idempotency key, admit and append a task.submitted
+        (with its charge) and read its position and the queue counts, all in one atomic step;
+        or refuse it (or name the first task of its idempotency key) and write nothing."""
+        ...
+
+    async def submit_many(
+        self, events: Sequence[TaskSubmitted], admissions: Sequence[Admission]
+    ) -> list[SubmitReceipt]:
+        """Each submit with its admission, as `submit` makes it, in one round trip, each with its
+        own receipt, in order. Submits that share a rate (its token) count once against it: the
+        first takes the hit and the others pass exactly when it did."""
         ...
 
     async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:
@@ -119,8 +135,11 @@ class EventStore(Protocol):
         """The token read model (token_id, user_id, role) for a token's SHA-256 digest."""
         ...
 
-    async def save_snapshot(self, actor: str, covers: str, document: str, keep: int = 3) -> None:
-        """Store an actor's snapshot (covering the stream up to `covers`) and append snapshot.taken."""
+    async def save_snapshot(self, actor: str, covers: str, document: str | list[str], keep: int = 3) -> None:
+        """Store an actor's snapshot (covering the stream up to `covers`) and append snapshot.taken.
+
+        A list is the document in parts, stored as their concatenation (no client joins them).
+        """
         ...
 
     async def load_snapshots(self, actor: str) -> list[str]:
@@ -133,6 +152,10 @@ class EventStore(Protocol):
 
     async def alerts(self) -> list[dict[str, Any]]:
         """The active alerts."""
+        ...
+
+    async def load_scripts(self) -> None:
+        """Make the store ready to run its server-side scripts (no-op where there are none)."""
         ...
 
     async def ping(self) -> bool:

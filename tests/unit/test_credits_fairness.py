@@ -26,7 +26,7 @@ from events.catalogue import (
 )
 from events.lua import lua_expression
 from events.memory_store import MemoryEventStore
-from events.redis_commands import SEEN_SCRIPT
+from events.redis_submit import SUBMIT_SCRIPT
 from tests.helpers import submitted
 
 PRICED = Admission(price=2)
@@ -45,7 +45,7 @@ def test_the_redis_script_runs_the_round_rule_translated_from_python() -> None:
     """The store's script holds `place_round` as Lua; a rule Lua could not run is refused."""
     expected = "(last_round >= current_round and (last_round + 1) or current_round)"
     assert lua_expression(place_round) == expected
-    assert f"local round = {expected}" in SEEN_SCRIPT
+    assert f"local function place_round(current_round, last_round) return {expected} end" in SUBMIT_SCRIPT
 
     def floor_division(a: int, b: int) -> int:
         return a // b

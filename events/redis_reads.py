@@ -1,0 +1,159 @@
+"""The Redis store's reads of its read models: task views and positions, counts, users, tokens,
+grant windows, histograms and alerts (what the HTTP layer and the tools show; the stream
+itself is read in `events.redis_store`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from events.codec import log_entry
+from events.keys import Keys
+from events.store import QueueCounts
+
+
+def _line(entry: list[tuple[str, dict[str, str]]]) -> dict[str, Any]:
+    """One audit line from XRANGE's reply for one stream id."""
+    ((_, fields),) = entry
+    parsed: dict[str, Any] = json.loads(log_entry(fields))
+    return parsed
+
+
+class ReadModels:
+    """Reads of the read models, for `RedisEventStore` (which sets `_r` and `keys`)."""
+
+    _r: Any
+    keys: Keys
+
+    async def task_view(self, task_id: str) -> dict[str, str] | None:
+        """The task view hash."""
+        view: dict[str, str] = await self._r.hgetall(self.keys.task(task_id))
+        return view or None
+
+    async def task_view_and_position(self, task_id: str) -> tuple[dict[str, str] | None, int | None]:
+        """The task view and its rank in the waiting set, read in one MULTI/EXEC so they agree."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.task(task_id))
+            pipe.zrank(self.keys.waiting, task_id)
+            view, rank = await pipe.execute()
+        return (view or None), rank
+
+    async def task_log(self, task_id: str) -> list[dict[str, str]]:
+        """The task's events, in stream order: its audit list holds their stream ids, read here
+        from the stream in one round trip (an entry written before the list held ids is the
+        event's JSON line itself)."""
+        raw: list[str] = await self._r.lrange(self.keys.task_log(task_id), 0, -1)
+        ids = [r for r in raw if not r.startswith("{")]
+        async with self._r.pipeline(transaction=False) as pipe:
+            for stream_id in ids:
+                pipe.xrange(self.keys.events, stream_id, stream_id)
+            entries = dict(zip(ids, await pipe.execute(), strict=True))
+        return [
+            json.loads(r) if r.startswith("{") else _line(entries[r]) for r in raw if entries.get(r, True)
+        ]
+
+    async def watched(
+        self, views: Sequence[str], ranks: Sequence[str], head: int
+    ) -> tuple[list[dict[str, str]], list[int | None], list[str], QueueCounts]:
+        """One MULTI/EXEC for the SSE fan-out, so that all it reads agrees: the view of each task
+        in `views`, the rank of each in `ranks`, the first `head` waiting task ids (none for
+        0), and the queue's counts."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            for task_id in views:
+                pipe.hgetall(self.keys.task(task_id))
+            for task_id in ranks:
+                pipe.zrank(self.keys.waiting, task_id)
+            if head > 0:
+                pipe.zrange(self.keys.waiting, 0, head - 1)
+            pipe.zcard(self.keys.waiting)
+            pipe.scard(self.keys.running)
+            pipe.hgetall(self.keys.stats)
+            replies: list[Any] = await pipe.execute()
+        n, m = len(views), len(views) + len(ranks)
+        waiting, running, stats = replies[-3:]
+        counts = QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
+        return replies[:n], replies[n:m], (replies[m] if head > 0 else []), counts
+
+    async def position(self, task_id: str) -> int | None:
+        """ZRANK in the waiting set."""
+        rank: int | None = await self._r.zrank(self.keys.waiting, task_id)
+        return rank
+
+    async def counts(self) -> QueueCounts:
+        """ZCARD, SCARD and the counters, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys.waiting)
+            pipe.scard(self.keys.running)
+            pipe.hgetall(self.keys.stats)
+            waiting, running, stats = await pipe.execute()
+        return QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
+
+    async def grant_times(
+        self, since: Mapping[str, float], newest: Mapping[str, int] | None = None
+    ) -> dict[str, list[float]]:
+        """ZREVRANGEBYSCORE per pool (LIMIT `newest[pool]`), in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for pool, t in since.items():
+                keep = (newest or {}).get(pool)
+                pipe.zrevrangebyscore(
+                    self.keys.grants(pool),
+                    "+inf",
+                    f"({t}",
+                    withscores=True,
+                    **({"start": 0, "num": keep} if keep else {}),
+                )
+            replies = await pipe.execute()
+        return {
+            pool: [float(score) for _, score in reversed(reply)]
+            for pool, reply in zip(since, replies, strict=True)
+        }
+
+    async def pool_states(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
+        """HGETALL of each pool's read model, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.keys.pool(name))
+            replies = await pipe.execute()
+        return {name: dict(reply) for name, reply in zip(names, replies, strict=True)}
+
+    async def user(self, user_id: str, entries: int = 20) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """HGETALL of the user's hash and LRANGE of its ledger, in one round trip."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.user(user_id))
+            pipe.lrange(self.keys.ledger(user_id), 0, max(0, entries - 1))
+            totals, ledger = await pipe.execute()
+        return dict(totals), [json.loads(e) for e in ledger]
+
+    async def token(self, digest: str) -> dict[str, str] | None:
+        """HGETALL of the token read model."""
+        found: dict[str, str] = await self._r.hgetall(self.keys.token(digest))
+        return found or None
+
+    async def recent_failures(self) -> list[dict[str, Any]]:
+        """The newest failed tasks, newest first."""
+        raw: list[str] = await self._r.lrange(self.keys.failures, 0, -1)
+        return [json.loads(r) for r in raw]
+
+    async def tokens(self) -> dict[str, str]:
+        """Token id -> JSON of its user, role and creation time."""
+        found: dict[str, str] = await self._r.hgetall(self.keys.tokens)
+        return found
+
+    async def token_digest(self, token_id: str) -> str | None:
+        """The digest of a live token, found by its id."""
+        about = await self._r.hget(self.keys.tokens, token_id)
+        return str(json.loads(about)["digest"]) if about else None
+
+    async def histograms(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
+        """HGETALL of each histogram hash, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(self.keys.histogram(name))
+            replies = await pipe.execute()
+        return {n: {k: float(v) for k, v in r.items()} for n, r in zip(names, replies, strict=True)}
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        """HVALS of the active-alerts hash."""
+        raw: list[str] = await self._r.hvals(self.keys.alerts)
+        return sorted((json.loads(r) for r in raw), key=lambda a: str(a["name"]))
