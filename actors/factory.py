@@ -56,7 +56,9 @@ def start(config: Config) -> dict[str, Any]:
         ).remote(config, i, keypool)
         for i in range(config.queue.workers)
     ]
-    queue = _singleton(Queue, QUEUE_NAME, config, max_task_retries=-1, **on_head).remote(config, workers)
+    queue = _singleton(Queue, QUEUE_NAME, config, max_task_retries=-1, **on_head).remote(
+        config, workers, keypool=keypool
+    )
     janitor = _singleton(Janitor, JANITOR_NAME, config, **on_head).remote(config)
     ray.get(
         [

@@ -22,6 +22,11 @@ class AttemptSpec:
     submitted_at: float = 0.0
     dispatched_at: float = 0.0
     order: float = 0.0  # the task's place in the queue: tokens go out in this order too
+    # The token the QueueActor took for this attempt before dispatching it (no pool: the worker
+    # asks the key pool itself, as after a QueueActor restart).
+    pool: str = ""
+    key_id: str = ""
+    not_before: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,16 @@ class Token:
     def granted(self) -> bool:
         """Whether this is a token (else a refusal)."""
         return bool(self.pool)
+
+
+@dataclass(frozen=True, slots=True)
+class Grants:
+    """The key pool's answer to one round's requests: tokens for the first `len(tokens)` of them,
+    in their order, and when a pool can grant again (inf: no pool can serve; see `until`)."""
+
+    tokens: tuple[Token, ...]
+    next_free: float
+    until: float = 0.0  # while every pool is parked or out of keys: the earliest one is back
 
 
 @dataclass(frozen=True, slots=True)

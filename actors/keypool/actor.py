@@ -9,6 +9,7 @@ import itertools
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +28,10 @@ from actors.keypool.decide import (
 )
 from actors.keypool.state import KeyPoolEvent, KeyPoolState, PoolState, apply, call_name, restore, snapshot
 from actors.logs import configure
-from actors.messages import CallFailure, Token
+from actors.messages import CallFailure, Grants, Token
 from actors.shell import Cadence, recover, retrying, take_snapshot
 from actors.telemetry import PoolMetrics
 from events.catalogue import KeyTokenGranted, StoredEvent
-from events.days import pacific_day
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import EventStore
@@ -92,6 +92,7 @@ class KeyPool:
         self._recovery: dict[str, Any] = {}
         self._metrics = PoolMetrics()
         self._metrics_at = 0.0
+        self._calls: Counter[str] = Counter()  # calls per method of the hot path
 
     def _fresh(self) -> KeyPoolState:
         """The state before any event: the configured pools."""
@@ -188,6 +189,7 @@ class KeyPool:
         for the day or out of keys. Cooldowns are short and are waited out.
         """
         await self._ensure()
+        self._calls["acquire"] += 1
         if (known := self._known(task_id, attempt)) is not None:
             return known
         future: asyncio.Future[Token] = asyncio.get_running_loop().create_future()
@@ -246,10 +248,7 @@ class KeyPool:
                     self._reported = {k: v for k, v in self._reported.items() if reported.get(k) != v}
                     self._reported_since = time.monotonic()
                 self._hand_out(served + again, turn.grants)
-            if now - self._metrics_at >= METRICS_SECONDS:
-                self._metrics_at = now
-                for pool in self._pools:
-                    self._metrics.update(pool.name, pool.available(now), pool.rate, pool.status(now).state)
+            self._update_metrics(now)
             await self._maybe_snapshot()
             self._wake.clear()
             wake_at = math.inf
@@ -262,6 +261,61 @@ class KeyPool:
             timeout = None if math.isinf(wake_at) else wake_at - time.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), None if timeout is None else max(0.0, timeout))
+
+    def _update_metrics(self, now: float) -> None:
+        if now - self._metrics_at >= METRICS_SECONDS:
+            self._metrics_at = now
+            for pool in self._pools:
+                self._metrics.update(pool.name, pool.available(now), pool.rate, pool.status(now).state)
+
+    async def grant_many(self, wanted: list[tuple[str, int]]) -> Grants:
+        """Tokens for one round of the QueueActor's dispatches, (task id, attempt) in queue order:
+        granted in that order while a pool has a place now or within the lead, so the answer
+        covers a prefix of `wanted`. An attempt granted before gets its grant again.
+
+        The QueueActor dispatches only the attempts given tokens, so a task waits for quota in
+        its place in the queue, not in a slot.
+        """
+        await self._ensure()
+        assert self._lock is not None
+        self._calls["grant_many"] += 1
+        async with self._lock:
+            now = time.time()
+            if learned := probe_all(self._pools, now):
+                await self._append(learned)
+            back = usable_at(self._pools, now)
+            if back > now:
+                return Grants((), back, until=back)
+            known: dict[tuple[str, int], Token] = {}
+            fresh: list[tuple[str, int]] = []
+            for key in wanted:
+                if (token := self._known(*key)) is not None:
+                    known[key] = token
+                else:
+                    fresh.append(key)
+            reported = dict(self._reported)
+            turn = grant_round(self._state, reported, iter(fresh), now, self._config.keypool.lead_seconds)
+            if turn.events:
+                await self._append(turn.events)
+                self._reported = {k: v for k, v in self._reported.items() if reported.get(k) != v}
+                self._reported_since = time.monotonic()
+        granted = {(g.task_id, g.attempt): Token(g.pool, g.key_id, not_before=g.at) for g in turn.grants}
+        tokens: list[Token] = []
+        for key in wanted:
+            token = known.get(key) or granted.get(key)
+            if token is None:
+                break
+            tokens.append(token)
+        self._update_metrics(now)
+        await self._maybe_snapshot()
+        return Grants(tuple(tokens), turn.next_free)
+
+    async def sent_many(self, sends: list[tuple[str, int, float]]) -> None:
+        """Several `sent` reports, (task id, attempt, wire time), in one call."""
+        self._calls["sent_many"] += 1
+        self._calls["sends"] += len(sends)
+        for task_id, attempt, at in sends:
+            await self.sent(task_id, attempt, at)
 
     def _hand_out(self, served: list[_Waiter], grants: list[KeyTokenGranted]) -> None:
         """Answer the waiters given tokens (their grants are written); the others wait again."""
@@ -320,6 +374,10 @@ class KeyPool:
                 await self._append(events)
         self._wake.set()
 
+    async def calls(self) -> dict[str, int]:
+        """How often each hot-path method was called since the start (and `sends`: reports carried)."""
+        return dict(self._calls)
+
     async def pid(self) -> int:
         """The actor's process id (tests watch it change across a restart)."""
         return os.getpid()
@@ -334,24 +392,4 @@ class KeyPool:
         """Each pool's limits, learned rate, tokens left, cooldown, parking and disabled keys."""
         await self._ensure()
         now = time.time()
-        return [
-            {
-                "name": p.name,
-                "rpm": p.rpm,
-                "rate": p.rate,
-                "margin": p.margin,
-                "rpd": p.rpd,
-                "window_seconds": p.window,
-                "capacity": p.limiter.capacity,
-                "available": p.available(now),
-                "next_free_in": max(0.0, min(p.next_free_at(now), now + 10**9) - now),
-                "cooldown_in": max(0.0, p.cooldown_until - now),
-                "parked_until": p.parked_until if p.parked_until > now else 0.0,
-                "disabled": sorted(p.disabled),
-                "day_calls": p.day_calls if p.day == pacific_day(now) else 0,
-                "granted": p.granted,
-                "keys": len(p.key_ids),
-                "waiting": len(self._waiters),
-            }
-            for p in self._pools
-        ]
+        return [p.describe(now, len(self._waiters)) for p in self._pools]

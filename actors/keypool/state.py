@@ -100,6 +100,28 @@ class PoolState:
             capacity=window_capacity(self.rate, self.window), window=self.window + self.margin
         )
 
+    def describe(self, now: float, waiting: int) -> dict[str, Any]:
+        """The pool as `KeyPool.status` shows it: limits, learned rate, tokens left, cooldown,
+        parking, disabled keys and today's calls."""
+        return {
+            "name": self.name,
+            "rpm": self.rpm,
+            "rate": self.rate,
+            "margin": self.margin,
+            "rpd": self.rpd,
+            "window_seconds": self.window,
+            "capacity": self.limiter.capacity,
+            "available": self.available(now),
+            "next_free_in": max(0.0, min(self.next_free_at(now), now + 10**9) - now),
+            "cooldown_in": max(0.0, self.cooldown_until - now),
+            "parked_until": self.parked_until if self.parked_until > now else 0.0,
+            "disabled": sorted(self.disabled),
+            "day_calls": self.day_calls if self.day == pacific_day(now) else 0,
+            "granted": self.granted,
+            "keys": len(self.key_ids),
+            "waiting": waiting,
+        }
+
     def copy(self) -> PoolState:
         """An independent copy (a decision tries its grants on one)."""
         twin = copy.copy(self)

@@ -7,7 +7,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ray
@@ -15,11 +15,12 @@ import structlog
 
 from actors.config import Config
 from actors.logs import configure
-from actors.messages import AttemptSpec
+from actors.messages import AttemptSpec, Grants, Token
 from actors.queue.alerts import evaluate
 from actors.queue.decide import Decision, Policy, cancel, decide, next_wakeup, pools_usable_at
-from actors.queue.state import QueueState, apply, restore, snapshot
-from actors.shell import Backoff, Cadence, recover, take_snapshot
+from actors.queue.snapshots import frozen_copy, places, write
+from actors.queue.state import QueueState, apply, restore
+from actors.shell import Backoff, Cadence, recover
 from actors.telemetry import QueueMetrics
 from actors.webhooks.sender import Deliverer
 from actors.worker.actor import READY_TIMEOUT
@@ -27,6 +28,8 @@ from events.catalogue import (
     RUNNING,
     AlertRaised,
     AlertResolved,
+    Event,
+    KeyLimitLearned,
     SnapshotTaken,
     StoredEvent,
     TaskAttemptFailed,
@@ -51,10 +54,21 @@ class Queue:
     by the loop thread, so a call's arrival order never affects queue order.
     """
 
-    def __init__(self, config: Config, workers: list[Any], rng_seed: int | None = None) -> None:
+    def __init__(
+        self, config: Config, workers: list[Any], rng_seed: int | None = None, keypool: Any = None
+    ) -> None:
         configure()
         self._config = config
         self._workers = workers
+        # With the key pool, each round's dispatches take their tokens first (one call a round)
+        # and a task waits for quota in its place; without, each worker asks for its own.
+        self._keypool = keypool
+        self._tokens: dict[tuple[str, int], Token] = {}
+        self._tokens_at = 0.0  # no token to be had before this (epoch seconds)
+        self._outbox: dict[int, list[AttemptSpec]] = {}
+        # Stream ids of the queue's own events, applied when appended, skipped when tailed.
+        self._own: set[str] = set()
+        self._snapshotting: asyncio.Future[str] | None = None
         self._policy = Policy(
             slots=config.queue.slots,
             lease_seconds=config.queue.lease_seconds,
@@ -90,6 +104,7 @@ class Queue:
         )
         for task_id, lease in self._state.running.items():
             self._send(task_id, lease.attempt, lease.worker, resent=True)
+        self._flush_outbox()
         self._webhooks = Deliverer(config, random.Random(rng_seed))
         self._webhooks.resume(self._state)
         self._pump_future = asyncio.run_coroutine_threadsafe(self._pump(), self._loop)
@@ -116,12 +131,36 @@ class Queue:
         # A long replay is worth a snapshot right away.
         self._cadence.since = recovered.replayed
 
-    async def _maybe_snapshot(self) -> None:
-        if self._cadence.due(time.monotonic()):
-            await take_snapshot(
-                self._store, SNAPSHOT_ACTOR, self._state.last_id, lambda: snapshot(self._state), log
-            )
+    def _maybe_snapshot(self) -> asyncio.Future[str] | None:
+        """Start a snapshot when one is due and none is being written: the state is copied here
+        (milliseconds), then written out in a thread while the loop goes on. The running
+        snapshot's future (its covering id, "" if skipped), or None."""
+        if self._snapshotting is not None and not self._snapshotting.done():
+            return self._snapshotting
+        # With own events applied ahead of the tail, the state is not yet a prefix of the stream.
+        if self._own or not self._cadence.due(time.monotonic()):
+            return None
+        covers = self._state.last_id
+        job = self._save_snapshot(frozen_copy(self._state), places(self._state), covers)
+        self._snapshotting = asyncio.ensure_future(job)
+        return self._snapshotting
+
+    async def _save_snapshot(
+        self, copy: QueueState, waiting: list[tuple[float, int, str]], covers: str
+    ) -> str:
+        try:
+            text = await asyncio.to_thread(write, copy, waiting)
+        except (ValueError, TypeError, RecursionError):
+            log.exception("snapshot skipped: the state could not be serialised", actor=SNAPSHOT_ACTOR)
             self._cadence.taken(time.monotonic())
+            return ""
+        try:
+            await self._store.save_snapshot(SNAPSHOT_ACTOR, covers, text)
+        except StoreUnavailableError as exc:
+            log.warning("snapshot not saved: the event store is unavailable", error=str(exc))
+            return ""
+        self._cadence.taken(time.monotonic())
+        return covers
 
     def _notify(self, event: AlertRaised | AlertResolved) -> None:
         """Deliver an alert to every configured webhook, in the background."""
@@ -129,9 +168,11 @@ class Queue:
         self._webhooks.alert(event)
 
     def _send(self, task_id: str, attempt: int, worker: int, resent: bool = False) -> None:
+        """Put the attempt in its worker's outbox (sent by `_flush_outbox`, one call per worker)."""
         entry = self._state.tasks.get(task_id)
         if entry is None:
             return
+        token = self._tokens.pop((task_id, attempt), Token())
         spec = AttemptSpec(
             task_id=task_id,
             attempt=attempt,
@@ -143,17 +184,34 @@ class Queue:
             submitted_at=entry.at,
             order=entry.order,
             dispatched_at=lease.since if (lease := self._state.running.get(task_id)) else 0.0,
+            pool=token.pool,
+            key_id=token.key_id,
+            not_before=token.not_before,
         )
+        self._outbox.setdefault(worker % len(self._workers), []).append(spec)
+
+    def _flush_outbox(self) -> None:
+        """One `run_many` call per worker with all its attempts of this round."""
+        outbox, self._outbox = self._outbox, {}
+        for worker, specs in outbox.items():
+            try:
+                self._workers[worker].run_many.remote(specs)
+            except Exception:
+                # An attempt cannot reach a worker (its arguments cannot be serialised, say):
+                # the others go one by one, and that one fails alone.
+                for spec in specs:
+                    self._send_alone(worker, spec)
+
+    def _send_alone(self, worker: int, spec: AttemptSpec) -> None:
         try:
-            self._workers[worker % len(self._workers)].run.remote(spec)
+            self._workers[worker].run_many.remote([spec])
         except Exception as exc:
-            # The attempt cannot reach a worker (its arguments cannot be serialised, say):
-            # it fails, not the queue step, and sending it again would fail the same way.
-            log.exception("could not hand an attempt to a worker", task_id=task_id, attempt=attempt)
+            # Sending it again would fail the same way: it fails, not the queue step.
+            log.exception("could not hand an attempt to a worker", task_id=spec.task_id, attempt=spec.attempt)
             self._unsent.append(
                 TaskAttemptFailed(
-                    task_id=task_id,
-                    attempt=attempt,
+                    task_id=spec.task_id,
+                    attempt=spec.attempt,
                     error=f"could not hand the attempt to a worker: {type(exc).__name__}",
                     retryable=False,
                     at=time.time(),
@@ -161,19 +219,51 @@ class Queue:
             )
 
     def _apply(self, batch: list[StoredEvent]) -> None:
+        """Fold tailed events in stream order, skipping the queue's own (applied when appended)."""
         applied = stream_id_key(self._state.last_id)
         for stored in batch:
             if stream_id_key(stored.id) <= applied:
                 continue  # a cancel already read it
-            apply(self._state, stored)
-            event = stored.event
-            if not isinstance(event, SnapshotTaken):
-                self._cadence.count()
-            if isinstance(event, TaskDispatched) and self._state.running.get(event.task_id):
-                self._send(event.task_id, event.attempt, event.worker)
-            elif isinstance(event, AlertRaised | AlertResolved):
-                self._notify(event)
-            self._webhooks.follow(self._state, event)
+            if stored.id in self._own:
+                self._own.discard(stored.id)
+                self._state.last_id = stored.id
+                continue
+            self._fold(stored)
+        self._flush_outbox()
+
+    def _fold(self, stored: StoredEvent) -> None:
+        apply(self._state, stored)
+        event = stored.event
+        if not isinstance(event, SnapshotTaken):
+            self._cadence.count()
+        if isinstance(event, TaskDispatched) and self._state.running.get(event.task_id):
+            self._send(event.task_id, event.attempt, event.worker)
+        elif isinstance(event, AlertRaised | AlertResolved):
+            self._notify(event)
+        elif isinstance(event, KeyLimitLearned):
+            self._tokens_at = 0.0  # a pool's rate changed: ask again
+        self._webhooks.follow(self._state, event)
+
+    async def _append_own(
+        self, events: tuple[Event, ...] | list[Event], expect: Mapping[str, Expect] | None
+    ) -> list[str] | None:
+        """Append the queue's own decision and fold it in at once, without reading it back.
+
+        The tail still delivers it later, in stream order, and skips it then. Events between
+        the last one applied and these are folded when tailed: a decision's guards (or the
+        queue being their only writer) make its events independent of them, and the fold of
+        each of the queue's own events is idempotent.
+        """
+        ids: list[str] | None = await self._store.append(events, expect or None)
+        if ids is None:
+            return None
+        last = self._state.last_id
+        for stored_id, event in zip(ids, events, strict=True):
+            self._own.add(stored_id)
+            self._fold(StoredEvent(stored_id, event))
+        self._state.last_id = last
+        self._flush_outbox()
+        return ids
 
     async def _step(self) -> None:
         async with self._deciding:
@@ -182,36 +272,63 @@ class Queue:
         now = time.time()
         usable = pools_usable_at(self._state, self._pool_keys, now)
         wake = next_wakeup(self._state, usable if usable > now else 0.0)
+        if self._tokens_at > now and self._state.waiting and len(self._state.running) < self._policy.slots:
+            wake = self._tokens_at if wake is None else min(wake, self._tokens_at)
         block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
         batch = await self._store.tail(self._state.last_id, block)
         async with self._deciding:
             self._apply(batch)
         self._metrics.update(self._state.waiting, len(self._state.running))
-        await self._maybe_snapshot()
+        self._maybe_snapshot()
 
     async def _decide(self) -> bool:
         """Decide and append; True when something was appended (and applied)."""
         if self._unsent:
             while self._unsent:
                 failed = self._unsent[0]
-                await self._store.append([failed], {failed.task_id: Expect(RUNNING, failed.attempt)})
+                await self._append_own([failed], {failed.task_id: Expect(RUNNING, failed.attempt)})
                 self._unsent.pop(0)
-            self._apply(await self._store.read(self._state.last_id))
             return True
         now = time.time()
         usable = pools_usable_at(self._state, self._pool_keys, now)
         decisions = decide(self._state, self._policy, now, self._rng, usable)
+        if decisions and self._keypool is not None:
+            decisions = await self._with_tokens(decisions, now)
         if now - self._alerts_at >= ALERT_EVERY_SECONDS:
             self._alerts_at = now
             alerts = evaluate(self._state, self._config.alerts, now, self._pool_keys)
             if alerts:
                 decisions.append(Decision(tuple(alerts)))
         for decision in decisions:
-            await self._store.append(decision.events, decision.expect or None)
-        if decisions:
-            self._apply(await self._store.read(self._state.last_id))
-            return True
-        return False
+            await self._append_own(decision.events, decision.expect)
+        return bool(decisions)
+
+    async def _with_tokens(self, decisions: list[Decision], now: float) -> list[Decision]:
+        """The decisions with only the dispatches the key pool gave tokens to (one call a round).
+
+        Dispatches come in queue order and tokens cover a prefix of them; the rest wait in
+        their places until a pool has a place again (`_tokens_at`).
+        """
+        first = decisions[0]
+        wanted = [e for e in first.events if isinstance(e, TaskDispatched)]
+        if not wanted:
+            return decisions
+        tokens: tuple[Token, ...] = ()
+        if now >= self._tokens_at:
+            grants: Grants = await self._keypool.grant_many.remote([(e.task_id, e.attempt) for e in wanted])
+            tokens = grants.tokens
+            if len(tokens) < len(wanted):
+                lead = self._config.keypool.lead_seconds
+                # Asked again at least once a second, whatever the pools said.
+                self._tokens_at = min(now + 1.0, grants.until or max(now, grants.next_free - lead))
+        kept = {e.task_id for e in wanted[: len(tokens)]}
+        for event, token in zip(wanted, tokens, strict=False):
+            self._tokens[(event.task_id, event.attempt)] = token
+        events = tuple(e for e in first.events if not isinstance(e, TaskDispatched) or e.task_id in kept)
+        dropped = {e.task_id for e in wanted} - kept
+        expect = {t: want for t, want in first.expect.items() if t not in dropped}
+        rest = decisions[1:]
+        return [Decision(events, expect), *rest] if events else rest
 
     def cancel(self, task_id: str, reason: str = "cancelled by the caller") -> str:
         """Cancel a waiting task and refund it: "cancelled", or "running" / "ended" when it
@@ -224,8 +341,7 @@ class Queue:
                 outcome = cancel(self._state, task_id, time.time(), reason)
                 if isinstance(outcome, str):
                     return outcome
-                ids = await self._store.append(outcome.events, outcome.expect)
-                self._apply(await self._store.read(self._state.last_id))
+                ids = await self._append_own(outcome.events, outcome.expect)
                 return "cancelled" if ids is not None else "running"
 
         result: str = self._call(run, timeout=30)
@@ -248,9 +364,13 @@ class Queue:
         """Snapshot now (operators, benchmarks); returns the stream id it covers."""
 
         async def take() -> str:
+            async with self._deciding:
+                self._apply(await self._store.read(self._state.last_id))
+            if self._snapshotting is not None:
+                await asyncio.wait([self._snapshotting])
             self._cadence.force()
-            await self._maybe_snapshot()
-            return self._state.last_id
+            running = self._maybe_snapshot()
+            return await running if running is not None else ""
 
         result: str = self._call(take, timeout=60)
         return result

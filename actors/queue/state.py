@@ -47,9 +47,10 @@ OUTCOME_BUCKET_SECONDS = 10
 OUTCOME_BUCKETS = 60  # ten minutes: the longest error-rate window an alert rule may use
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TaskEntry:
-    """What the queue keeps of a live (not yet ended) task."""
+    """What the queue keeps of a live (not yet ended) task; replaced, never changed, so that a
+    shallow copy of the state is a consistent one (see `frozen_copy`)."""
 
     task_id: str
     user_id: str
@@ -223,7 +224,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
     if isinstance(event, CreditsCharged):
         charged = state.tasks.get(event.task_id)
         if charged is not None:
-            charged.price += event.amount
+            state.tasks[event.task_id] = replace(charged, price=charged.price + event.amount)
         return
     t = event.task_id
     match event:
@@ -250,7 +251,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
             if entry is None or t in state.running:
                 return
             state._unqueue(t)
-            entry.attempts = event.attempt
+            state.tasks[t] = replace(entry, attempts=event.attempt)
             state.running[t] = Lease(event.attempt, event.worker, event.lease_deadline, event.at)
         case TaskSucceeded():
             state.record_outcome(event.at, ok=True)
@@ -288,7 +289,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
             if entry is None or not state._holds(t, event.attempt):
                 return
             del state.running[t]
-            entry.throttled += 1
+            state.tasks[t] = replace(entry, throttled=entry.throttled + 1)
             state.throttled += 1
             state.queue.add(entry.place)
         case TaskLateOutcomeIgnored():

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import ray.exceptions
@@ -16,8 +17,8 @@ from actors.config import Config
 from actors.logs import configure
 from actors.messages import AttemptSpec, Token
 from actors.providers.base import ImageRequest, Provider, ProviderError
-from actors.shell import retrying
 from actors.telemetry import WorkerMetrics
+from actors.worker.batching import Appender, SendReports
 from actors.worker.decide import (
     Crashed,
     Generated,
@@ -32,6 +33,7 @@ from actors.worker.decide import (
     started,
 )
 from events.catalogue import RUNNING, Event, TaskAttemptFailed, TaskSucceeded, TaskUpstreamThrottled
+from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import EventStore, Expect
 
@@ -68,6 +70,11 @@ class Worker:
         self._inflight: set[tuple[str, int]] = set()
         self._metrics = WorkerMetrics()
         self._ready = False
+        self._appender: Appender | None = None
+        self._sends: SendReports | None = None
+        # The attempts sent with run_many, held until they end (the loop keeps only weak refs).
+        self._running: set[asyncio.Task[str]] = set()
+        self._calls: Counter[str] = Counter()  # calls received per method, and attempts sent with them
 
     def _events(self) -> EventStore:
         if self._store is None:
@@ -80,6 +87,10 @@ class Worker:
 
         node_id: str = ray.get_runtime_context().get_node_id()
         return node_id
+
+    async def calls(self) -> dict[str, int]:
+        """How often `run_many` was called since the start, and how many attempts it carried."""
+        return dict(self._calls)
 
     async def pid(self) -> int:
         """The actor's process id (tests watch it change across a restart)."""
@@ -95,10 +106,27 @@ class Worker:
         if not self._ready:
             await self._provider.start()
             await self._events().ping()
+            with contextlib.suppress(StoreUnavailableError):
+                await self._events().load_scripts()
             with contextlib.suppress(TimeoutError, ray.exceptions.RayError):
                 await asyncio.wait_for(self._keypool.pid.remote(), READY_TIMEOUT)
             self._ready = True
         return self._index
+
+    async def run_many(self, specs: list[AttemptSpec]) -> int:
+        """Start every attempt of one QueueActor round and return at once: how many started
+        (an attempt this worker already runs is not started twice). Each runs to its outcome event."""
+        self._calls["run_many"] += 1
+        self._calls["attempts"] += len(specs)
+        started = 0
+        for spec in specs:
+            if (spec.task_id, spec.attempt) in self._inflight:
+                continue
+            task = asyncio.ensure_future(self.run(spec))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            started += 1
+        return started
 
     async def run(self, spec: AttemptSpec) -> str:
         """Run one attempt to its outcome event; returns the outcome's type (or why it did nothing)."""
@@ -122,7 +150,11 @@ class Worker:
         except Exception as exc:
             return await self._record(store, spec, outcome(spec, Unreadable(type(exc).__name__), time.time()))
         request = ImageRequest(spec.task_id, spec.kind, spec.prompt, images, spec.options)
-        token: Token = await self._keypool.acquire.remote(spec.task_id, spec.attempt, spec.order)
+        token: Token = (
+            Token(spec.pool, spec.key_id, not_before=spec.not_before)
+            if spec.pool
+            else await self._keypool.acquire.remote(spec.task_id, spec.attempt, spec.order)
+        )
         now = time.time()
         if not token.granted:
             recorded = await self._record(store, spec, outcome(spec, NoPool(token.reason), now))
@@ -155,7 +187,7 @@ class Worker:
 
     async def _inputs(self, spec: AttemptSpec) -> dict[str, bytes]:
         """The task's input images, read from the blob store."""
-        return {role: await asyncio.to_thread(self._blobs.get, ref) for role, ref in spec.inputs.items()}
+        return {role: await self._blobs.read(ref) for role, ref in spec.inputs.items()}
 
     async def _call(
         self,
@@ -169,14 +201,18 @@ class Worker:
     ) -> Generated | Refused | Crashed:
         """Call the provider and store its image; a quota or key refusal is reported to the key pool."""
 
+        if self._sends is None:
+            self._sends = SendReports(self._keypool)
+        reports = self._sends
+
         def sent(at: float) -> None:
-            self._keypool.sent.remote(spec.task_id, spec.attempt, at)
+            reports.sent(spec.task_id, spec.attempt, at)
 
         try:
             result = await self._provider.generate(request, self._config.key_secret(key_id), sent, not_before)
             ext = _EXTENSIONS.get(result.mime_type, "bin")
             ref = task_blob(spec.task_id, f"result-{spec.attempt}.{ext}")
-            await asyncio.to_thread(self._blobs.put, ref, result.data)
+            await self._blobs.write({ref: result.data})
         except ProviderError as exc:
             bound.warning("attempt failed", error=exc.reason, failure=exc.failure.value, code=exc.code)
             refused = Refused(pool, key_id, exc, t0)
@@ -203,17 +239,14 @@ class Worker:
     async def _append(
         self, store: EventStore, events: list[Event], expect: dict[str, Expect] | None
     ) -> list[str] | None:
-        """Append, riding out a store outage for up to the lease: an outcome is never dropped early.
+        """Append with the other attempts' events in one script call, riding out a store outage
+        for up to the lease: an outcome is never dropped early.
 
         Retrying is safe: the guard refuses a second copy once the first one landed.
         """
-        deadline = time.monotonic() + self._config.queue.lease_seconds
-        return await retrying(
-            "event store unavailable; retrying append",
-            lambda: store.append(events, expect),
-            log,
-            deadline=deadline,
-        )
+        if self._appender is None:
+            self._appender = Appender(store, self._config.queue.lease_seconds, log)
+        return await self._appender.append(events, expect)
 
     async def _late(self, store: EventStore, spec: AttemptSpec, refused: str) -> str:
         late = outcome(spec, Superseded(refused), time.time())

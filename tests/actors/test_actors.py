@@ -274,3 +274,25 @@ def test_an_attempt_that_cannot_reach_a_worker_fails_alone_and_the_queue_goes_on
 
     cluster.submit(3)  # events enough for the next snapshot to fall due
     eventually(snapshot_after_failure, timeout=30, what="a snapshot after the failed task")
+
+
+def test_a_round_costs_one_token_call_and_one_call_per_worker_not_three_calls_per_task(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """200 tasks on 40 slots: the QueueActor takes each round's tokens in one key-pool call and
+    hands each worker its attempts of the round in one call; no worker asks for a token, and
+    the calls' send times reach the key pool in batches."""
+    cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),))
+    ids = cluster.submit(200)
+    eventually(lambda: cluster.ended(ids), timeout=120, what="all tasks ended")
+    log = cluster.log()
+    assert audit(log).ended == {"succeeded": 200}
+    # A round's dispatches are decided at one instant, so they share their `at`.
+    rounds = {s.event.at for s in log if isinstance(s.event, TaskDispatched)}
+    keypool = ray.get(cluster.handles["keypool"].calls.remote(), timeout=30)
+    workers = [ray.get(w.calls.remote(), timeout=30) for w in cluster.handles["workers"]]
+    assert keypool.get("acquire", 0) == 0
+    assert keypool["grant_many"] <= len(rounds) < 200
+    assert sum(w["attempts"] for w in workers) == 200
+    assert sum(w["run_many"] for w in workers) <= len(rounds) * len(workers)
+    assert keypool["sends"] == 200 and keypool["sent_many"] < 200
