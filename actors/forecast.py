@@ -5,12 +5,18 @@ for its call, and a place in a pool's window. A sliding-window pool that granted
 can grant again one window (plus the key pool's margin) after g, so a place taken by a task
 that starts at s comes back at s + window. The ETA, the capacity planner, the load test's
 bound and a refused submit's Retry-After all come from here, so they cannot disagree.
+
+`start_table` gives the same starts as `predict_starts` for every queue position at once,
+computed over groups of places and slots that free together (its cost follows the number of
+distinct times, never a pool's capacity) and, where the schedule repeats, closed beyond its
+end by that period: an ETA is then one lookup whatever the position.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -109,6 +115,204 @@ def eta_seconds(
 ) -> float:
     """Seconds until the task at `position` (0: next to start) is expected to start."""
     return predict_starts(position + 1, now, slots, running, latency, pools)[-1] - now
+
+
+# A start table simulates at most this many groups, and compares states (to find the period)
+# of at most STATE_GROUPS groups, keeping at most STATES of them: together they bound a
+# table's time and memory, whatever the positions asked and the pools' capacity.
+TABLE_STEPS = 8192
+STATE_GROUPS = 48
+STATES = 512
+# A pool's logged grants count as at most this many groups, each place free at the end of its
+# 1/GRANT_GROUPS of the window (a 60 s window: 59 ms late at most, below the ETA's rounding).
+GRANT_GROUPS = 1024
+# Offsets (seconds after the table's `now`) closer than this count as equal when states compare.
+_QUANTUM = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class StartTable:
+    """Predicted starts by queue position, as `predict_starts` gives them, in seconds after `now`.
+
+    Runs of positions start together: run i starts `offsets[i]` after `now` from position
+    `firsts[i]` on; the runs cover positions below `end`. Beyond `end`: when the schedule
+    repeats (from position `period_from` on, `period` positions later every task starts
+    `period_seconds` later) the repeat, exactly; otherwise (pools of different windows, or a
+    state too large to compare) one start every 1/`rate` seconds after the last: the
+    throughput bound, an estimate within a window or two of the simulation. A lookup is one
+    bisection over at most TABLE_STEPS runs, whatever the position.
+    """
+
+    now: float
+    firsts: tuple[int, ...]
+    offsets: tuple[float, ...]
+    end: int
+    period_from: int = 0
+    period: int = 0
+    period_seconds: float = 0.0
+    rate: float = 0.0
+
+    def offset(self, position: int) -> float:
+        """Seconds after `now` when the task at `position` (0: next to start) starts; inf: never."""
+        if position < self.end:
+            return self.offsets[bisect_right(self.firsts, max(0, position)) - 1]
+        if self.period:
+            shifts = (position - self.period_from) // self.period
+            return self.offset(position - shifts * self.period) + shifts * self.period_seconds
+        if self.rate <= 0:
+            return math.inf
+        return self.offsets[-1] + (position - self.end + 1) / self.rate
+
+    def eta(self, position: int, now: float) -> float:
+        """Seconds from `now` until the task at `position` starts (negative once due; inf: never)."""
+        return self.now + self.offset(position) - now
+
+
+class _Groups:
+    """A multiset of (time, pool) pairs: a heap of the distinct pairs and a count of each."""
+
+    __slots__ = ("counts", "heap")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[float, int], int] = {}
+        self.heap: list[tuple[float, int]] = []
+
+    def add(self, key: tuple[float, int], n: int) -> None:
+        if n <= 0:
+            return
+        if key in self.counts:
+            self.counts[key] += n
+        else:
+            self.counts[key] = n
+            heapq.heappush(self.heap, key)
+
+    def take(self, n: int) -> None:
+        """Remove `n` of the smallest pair (which holds at least `n`)."""
+        key = self.heap[0]
+        left = self.counts[key] - n
+        if left:
+            self.counts[key] = left
+        else:
+            del self.counts[key]
+            heapq.heappop(self.heap)
+
+    def settle(self, front: float) -> None:
+        """Count everything free by `front` as free at `front` (one pool key only).
+
+        Starts never go back in time, so the next start is at least `front`, and a slot or a
+        place free earlier gives the same starts as one free at `front`.
+        """
+        n = 0
+        while self.heap and self.heap[0][0] <= front:
+            n += self.counts.pop(heapq.heappop(self.heap))
+        self.add((front, 0), n)
+
+
+def _state(front: float, slots: _Groups, places: _Groups) -> tuple[object, ...] | None:
+    """What decides every later start, relative to the last start `front` (None when too large
+    to compare): slots free by then are alike; places free by then matter only in the order
+    they are taken (their pools); later ones by their offsets."""
+    if len(slots.counts) + len(places.counts) > STATE_GROUPS:
+        return None
+    idle_slots = 0
+    later_slots = []
+    for (t, _), n in sorted(slots.counts.items()):
+        if t > front:
+            later_slots.append((round((t - front) / _QUANTUM), n))
+        else:
+            idle_slots += n
+    idle: list[tuple[int, int]] = []
+    later: list[tuple[int, int, int]] = []
+    for (t, pool), n in sorted(places.counts.items()):
+        if t > front:
+            later.append((round((t - front) / _QUANTUM), pool, n))
+        elif idle and idle[-1][0] == pool:
+            idle[-1] = (pool, idle[-1][1] + n)
+        else:
+            idle.append((pool, n))
+    return idle_slots, tuple(later_slots), tuple(idle), tuple(later)
+
+
+def _add_places(places: _Groups, pool: PoolWindow, now: float, key: int) -> None:
+    """The pool's places as `_places` gives them, as offsets from `now`, grouped by time: one
+    group for the budget left, one per logged grant, or one per 1/GRANT_GROUPS of the window
+    when more grants are logged (each place then counts as free at the end of its part)."""
+    opens = max(0.0, pool.available_from - now)
+    grants = sorted(pool.grants)
+    first = max(bisect_right(grants, now - pool.window), len(grants) - pool.capacity)
+    places.add((opens, key), pool.capacity - (len(grants) - first))
+    if len(grants) - first <= GRANT_GROUPS:
+        for g in grants[first:]:
+            places.add((max(g - now + pool.window, opens), key), 1)
+        return
+    width = pool.window / GRANT_GROUPS
+    for part in range(1, GRANT_GROUPS + 1):
+        edge = now - pool.window + part * width
+        upto = bisect_right(grants, edge, first) if part < GRANT_GROUPS else len(grants)
+        places.add((max(part * width, opens), key), upto - first)
+        first = upto
+
+
+def start_table(
+    now: float,
+    slots: int,
+    running: int,
+    latency: float,
+    pools: Sequence[PoolWindow],
+    horizon: int = 1 << 62,
+    max_steps: int = TABLE_STEPS,
+) -> StartTable:
+    """The starts `predict_starts(count, now, slots, running, latency, pools)` gives, for every
+    position at once, simulated group by group: the tasks that take slots and one pool's
+    places free at the same time start together. It stops when the state repeats (the
+    period), when `horizon` positions are covered, or after `max_steps` groups.
+
+    Times are kept as offsets from `now`, exact to far below a millisecond.
+    """
+    serving = [(i, p) for i, p in enumerate(pools) if not math.isinf(p.available_from)]
+    rate = throughput_bound(slots, latency, sum(60.0 * p.capacity / p.window for _, p in serving))
+    if slots < 1 or not serving:
+        return StartTable(now, (0,), (math.inf,), 1)
+    # With one window for every pool, which pool a place belongs to changes nothing: one key.
+    same = len({p.window for _, p in serving}) == 1
+    windows = {(0 if same else i): p.window for i, p in serving}
+    free, places = _Groups(), _Groups()
+    free.add((latency / 2, 0), min(running, slots))
+    free.add((0.0, 0), slots - running)
+    for i, pool in serving:
+        _add_places(places, pool, now, 0 if same else i)
+    firsts: list[int] = []
+    offsets: list[float] = []
+    seen: dict[tuple[object, ...], tuple[int, float]] = {}
+    position = 0
+    for _ in range(max_steps):
+        slot, place = free.heap[0], places.heap[0]
+        n = min(free.counts[slot], places.counts[place])
+        start = max(slot[0], place[0])
+        if not offsets or offsets[-1] != start:
+            firsts.append(position)
+            offsets.append(start)
+        position += n
+        free.take(n)
+        places.take(n)
+        free.add((start + latency, 0), n)
+        places.add((start + windows[place[1]], place[1]), n)
+        if position >= horizon:
+            break
+        free.settle(start)
+        if same:
+            places.settle(start)
+        state = _state(start, free, places) if len(seen) < STATES else None
+        if state is None:
+            continue
+        if state in seen:
+            since, at = seen[state]
+            return StartTable(
+                now, tuple(firsts), tuple(offsets), position, since, position - since, start - at
+            )
+        if len(seen) < STATES:
+            seen[state] = (position, start)
+    return StartTable(now, tuple(firsts), tuple(offsets), position, rate=rate)
 
 
 def call_latency(stats: Mapping[str, float], configured: float) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.serve.schema import LoggingConfig
 
 from actors import factory
 from actors.config import Config
@@ -18,7 +19,8 @@ APP_NAME = "genqueue"
 
 
 def build(config: Config, replicas: int = 1) -> Any:
-    """The bound Serve application for `config`."""
+    """The bound Serve application for `config`: `replicas` ingress replicas, each reserving
+    `[server] replica_cpus` CPUs, without Serve's per-request access log."""
 
     async def actors_alive() -> bool:
         try:
@@ -46,7 +48,13 @@ def build(config: Config, replicas: int = 1) -> Any:
         # A submit finishes in milliseconds; do not hold a shutdown for long.
         graceful_shutdown_wait_loop_s=0.5,
         graceful_shutdown_timeout_s=5,
-        ray_actor_options={"num_cpus": 0.1, "resources": dict(config.server.replica_resources)},
+        ray_actor_options={
+            "num_cpus": config.server.replica_cpus,
+            "resources": dict(config.server.replica_resources),
+        },
+        # No access log line per request (formatted and written for every submit); Serve's
+        # own warnings and errors, genqueue's logs and the problem bodies stay.
+        logging_config=LoggingConfig(enable_access_log=False),
     )
     @serve.ingress(app)
     class Ingress:

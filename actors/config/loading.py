@@ -211,6 +211,8 @@ def _check(config: Config) -> None:
         raise ConfigError("server.submit_concurrency must be >= 1")
     if config.server.replicas < 1:
         raise ConfigError("server.replicas must be >= 1")
+    if not (config.server.replica_cpus == 0 or 0.0001 <= config.server.replica_cpus <= 1024):
+        raise ConfigError("server.replica_cpus must be 0 (no reservation) or from 0.0001 to 1024")
     if q.slots < 1 or q.workers < 1 or q.max_attempts < 1 or q.lease_seconds <= 0:
         raise ConfigError("[queue]: slots, workers and max_attempts must be >= 1, lease_seconds > 0")
     if p.name not in ("offline", "gemini"):
@@ -240,9 +242,11 @@ def _check(config: Config) -> None:
             limits.parse(getattr(lim, name))
         except ValueError as exc:
             raise ConfigError(f"limits.{name}: {exc}") from exc
-    sizes = (lim.max_body_bytes, lim.max_fields_bytes, lim.max_image_bytes)
+    sizes = (lim.max_body_bytes, lim.max_fields_bytes, lim.max_image_bytes, lim.max_batch_tasks)
     if min(*sizes, lim.max_image_pixels, lim.max_image_side) < 1:
         raise ConfigError("[limits]: sizes must be >= 1")
+    if lim.max_batch_body_bytes < lim.max_body_bytes:
+        raise ConfigError("[limits]: max_batch_body_bytes must be >= max_body_bytes")
     if lim.body_read_seconds <= 0 or min(lim.max_submits_per_token, lim.max_submits_per_service_token) < 1:
         raise ConfigError("[limits]: body_read_seconds must be > 0 and max_submits_per_* >= 1")
     if p.latency_seconds < 0 or p.latency_jitter < 0 or p.timeout_seconds <= 0:

@@ -181,6 +181,9 @@ class ServerConfig:
     data_dir: str = ".genqueue"
     # Serve ingress replicas: each is one process taking submits and reads.
     replicas: int = 1
+    # CPUs Ray reserves for each replica (a share; 0: none). A replica waits on the store
+    # most of the time: a small share leaves a 2-core machine's CPUs to the actors.
+    replica_cpus: float = 0.1
     # Ray resources each ingress replica needs, e.g. {genqueue_ingress = 1} for the nodes
     # behind the load balancer.
     replica_resources: dict[str, float] = field(default_factory=dict)
@@ -233,6 +236,10 @@ class LimitsConfig:
     max_fields_bytes: int = 16 * 1024
     # A request body larger than this is refused (413) before it is read whole.
     max_body_bytes: int = 30 * 1024 * 1024
+    # A batch submit (`POST /v1/tasks/batch`) holds at most this many tasks, in a body of at
+    # most this many bytes (413 beyond either): more tasks of larger images go in more batches.
+    max_batch_tasks: int = 500
+    max_batch_body_bytes: int = 128 * 1024 * 1024
     # Decoded images: at most this many pixels (Pillow's decompression-bomb limit) and
     # this many pixels on a side.
     max_image_pixels: int = 40_000_000

@@ -1,80 +1,83 @@
-"""Whether a submit may enter: from its headers (token, submit rate, cap), then in the store
-(credits, backlog bounds), and the problem that answers a refusal."""
+"""Whether a submit may enter: from its headers (token, role, cap on submits in progress), then in
+the store's one script call (the token's submit rate, credits, backlog bounds), and the problem
+that answers a refusal."""
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 
 import limits
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from actors.config import Config, LimitsConfig
-from events.admission import Admission, Refusal
+from events.admission import Admission, Rate, Refusal
 from events.store import QueueCounts
 from serve_app.http.auth import USER, Caller, authenticate
 from serve_app.http.context import Context
+from serve_app.http.deps import tokens
 from serve_app.http.estimates import refusal_wait
-from serve_app.http.gate import Admitted
-from serve_app.http.problems import ApiProblem, PaymentRequired, TooManyRequests, Unavailable
-
-# Each role's submit rate, parsed once: USER for user tokens, "other" for the rest.
-Rates = dict[str, limits.RateLimitItem]
+from serve_app.http.gate import BATCH_PATH, Admitted
+from serve_app.http.problems import ApiProblem, Forbidden, PaymentRequired, TooManyRequests
 
 
-def submit_rates(lim: LimitsConfig) -> Rates:
-    """The submit rates of [limits], parsed."""
-    return {USER: limits.parse(lim.user_submit_rate), "other": limits.parse(lim.service_submit_rate)}
+@functools.lru_cache(maxsize=16)
+def parse_rate(text: str) -> tuple[int, int]:
+    """(submits, window in ms) of a `limits` rate string such as "10/second"."""
+    item = limits.parse(text)
+    return item.amount, item.get_expiry() * 1000
 
 
-async def check_rate(ctx: Context, rates: Rates, caller: Caller) -> None:
-    """A 429 when the caller's token has used its submit rate (a moving window in Redis,
-    shared by every replica)."""
-    item = rates[USER] if caller.role == USER else rates["other"]
-    key = caller.token_id or "open"
-    try:
-        if await ctx.limiter.hit(item, key):
-            return
-        stats = await ctx.limiter.get_window_stats(item, key)
-    except limits.errors.StorageError as exc:
-        raise Unavailable("the event store is unreachable; try again shortly") from exc
-    wait = max(1, math.ceil(stats.reset_time - time.time()))
-    raise TooManyRequests(f"this token may submit {item}; try again in {wait} s", wait)
+def submit_rate(lim: LimitsConfig, caller: Caller) -> Rate:
+    """The caller's token's submit rate: `user_submit_rate` for user tokens, else
+    `service_submit_rate`; a moving window per token, shared by every replica."""
+    text = lim.user_submit_rate if caller.role == USER else lim.service_submit_rate
+    limit, window_ms = parse_rate(text)
+    return Rate(caller.token_id or "open", limit, window_ms)
 
 
-async def admit(ctx: Context, rates: Rates, scope: Scope) -> Admitted:
+async def admit(ctx: Context, scope: Scope) -> Admitted:
     """A submit checked from its headers alone, before any body byte is read: the caller
-    (kept in the request's state for the route), its submit rate, and its cap on submits
-    in progress."""
+    (kept in the request's state for the route), its role (a batch acts for users: service
+    and admin tokens only) and its cap on submits in progress. Its rate is checked with the
+    submit itself, in the store's script."""
     header = Headers(scope=scope).get("authorization") or None
-    caller = await authenticate(ctx.store, header, ctx.config.auth.required)
-    await check_rate(ctx, rates, caller)
+    caller = await authenticate(ctx.store, header, ctx.config.auth.required, cache=tokens(ctx))
+    if caller.role == USER and scope["path"].rstrip("/") == BATCH_PATH:
+        raise Forbidden("a batch submits on behalf of users: it needs a service or admin token")
     scope.setdefault("state", {})["caller"] = caller
     lim = ctx.config.limits
     cap = lim.max_submits_per_token if caller.role == USER else lim.max_submits_per_service_token
     return Admitted(caller.token_id or "open", cap)
 
 
-def admission(config: Config, kind: str) -> Admission:
-    """What a submit of `kind` must pass."""
+def admission(config: Config, kind: str, caller: Caller) -> Admission:
+    """What a submit of `kind` by `caller` must pass."""
     credits, queue = config.credits, config.queue
     return Admission(
         price=credits.price(kind),
         default_grant=credits.default_grant if credits.enabled else 0,
         per_user_waiting=queue.per_user_waiting,
         max_waiting=queue.max_waiting,
+        rate=submit_rate(config.limits, caller),
     )
 
 
 def refused(config: Config, refusal: Refusal, counts: QueueCounts, user_id: str) -> ApiProblem:
-    """The problem for a refused submit: 402 for credits, 429 with Retry-After for a full backlog."""
+    """The problem for a refused submit: 402 for credits, 429 with Retry-After for the token's
+    submit rate or a full backlog."""
     if refusal.reason == "credits":
         return PaymentRequired(
             f"{user_id} has {refusal.balance} credit(s); this task costs {refusal.price}",
             balance=refusal.balance,
             price=refusal.price,
         )
+    if refusal.reason == "rate":
+        wait = max(1, math.ceil(refusal.wait_ms / 1000))
+        rate = refusal.rate
+        allowed = f"{rate.limit} per {rate.window_ms / 1000:g} s" if rate else "no more now"
+        return TooManyRequests(f"this token may submit {allowed}; try again in {wait} s", wait)
     wait = refusal_wait(config, refusal, counts)
     if refusal.reason == "queue_full":
         detail = f"the queue holds {counts.waiting} waiting tasks, its limit"

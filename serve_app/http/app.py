@@ -10,11 +10,11 @@ from fastapi import FastAPI
 from PIL import Image
 
 from actors.config import Config
-from serve_app.http import credits, ops, pages, problems, tasks
-from serve_app.http.admission import admit, submit_rates
+from serve_app.http import batch, credits, ops, pages, problems, tasks
+from serve_app.http.admission import admit
 from serve_app.http.bodylimit import BodyLimit
 from serve_app.http.context import Canceller, Context, Readiness
-from serve_app.http.gate import SubmitGate
+from serve_app.http.gate import BATCH_PATH, SubmitGate
 
 
 @contextlib.asynccontextmanager
@@ -43,20 +43,22 @@ def create_app(
         redirect_slashes=False,
     )
     problems.install(app)
-    app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes)
+    lim = config.limits
+    app.add_middleware(BodyLimit, max_bytes=lim.max_body_bytes, paths={BATCH_PATH: lim.max_batch_body_bytes})
     # Before the body limit and the app: a submit is admitted from its headers before a byte
     # of its body is read.
     app.add_middleware(
         SubmitGate,
         limit=config.server.submit_concurrency,
-        admit=functools.partial(admit, ctx, submit_rates(config.limits)),
+        admit=functools.partial(admit, ctx),
         read_seconds=config.limits.body_read_seconds,
-        max_body_bytes=config.limits.max_body_bytes,
+        max_body_bytes=lim.max_body_bytes,
+        batch_body_bytes=lim.max_batch_body_bytes,
     )
     # Pillow's own decompression-bomb limit, for anything in this process that opens images.
     Image.MAX_IMAGE_PIXELS = config.limits.max_image_pixels
     app.state.ctx = ctx
     pages.install(app)
-    for router in (tasks.router, credits.router, ops.router):
+    for router in (tasks.router, batch.router, credits.router, ops.router):
         app.include_router(router)
     return app

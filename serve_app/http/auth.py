@@ -6,6 +6,10 @@ as itself and sees only its own tasks; a `service` (an app's backend) submits on
 the `user_id` in the body, within its scope of user ids when it has one; an `admin` may do
 everything, the ops endpoints included; a `metrics` token reaches `GET /metrics` and nothing
 else, so that a scraper holds no credential that can do more.
+
+Each replica remembers the tokens it looked up (`TokenCache`): a request then costs no store
+read, and a revoked token is refused on the next request once the `token.revoked` event
+reaches the replica, and AUTH_CACHE_SECONDS after its revocation at the latest.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Collection, Iterable
+import weakref
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from events.catalogue import ROLES, TokenCreated
@@ -29,6 +34,13 @@ USER, SERVICE, ADMIN, METRICS = ROLES
 # Who may call the API (every route but the scrape), and who may scrape `GET /metrics`.
 API_ROLES = (USER, SERVICE, ADMIN)
 SCRAPE_ROLES = (METRICS, ADMIN)
+# A token looked up is believed this long at most: the bound on a revocation that the
+# replica's stream tailer did not see. An unknown one is believed unknown for less, and only
+# so many are kept, so that a flood of bad tokens neither reaches the store nor fills memory.
+AUTH_CACHE_SECONDS = 5.0
+AUTH_CACHE_SIZE = 10_000
+UNKNOWN_CACHE_SECONDS = 1.0
+UNKNOWN_CACHE_SIZE = 1_000
 
 
 def in_scope(user_id: str, users: Iterable[str]) -> bool:
@@ -123,11 +135,118 @@ def new_token(
     return token, event
 
 
+class TokenCache:
+    """A replica's memory of token digests and their read models (None: no such token).
+
+    A token is believed for `ttl` seconds after it was read, an unknown digest for `unknown_ttl`;
+    at most `size` and `unknown_size` of them are kept, the oldest dropped first. `revoke`
+    forgets a token at once (the replica's stream tailer calls it on `token.revoked`); a read
+    that a revocation overtook is not kept.
+    """
+
+    def __init__(
+        self,
+        ttl: float = AUTH_CACHE_SECONDS,
+        unknown_ttl: float = UNKNOWN_CACHE_SECONDS,
+        size: int = AUTH_CACHE_SIZE,
+        unknown_size: int = UNKNOWN_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl, self._unknown_ttl = ttl, unknown_ttl
+        self._size, self._unknown_size = size, unknown_size
+        self._clock = clock
+        self._known: dict[str, tuple[float, dict[str, str]]] = {}
+        self._unknown: dict[str, float] = {}
+        self._digests: dict[str, set[str]] = {}  # token id -> digests kept
+        self.revocations = 0
+        # Whether a stream tailer calls `revoke` (set by whoever hooks it up).
+        self.hooked = False
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(tokens remembered, unknown digests remembered)."""
+        return len(self._known), len(self._unknown)
+
+    def get(self, digest: str) -> tuple[bool, dict[str, str] | None]:
+        """(whether the digest is remembered, its read model or None for no such token)."""
+        now = self._clock()
+        known = self._known.get(digest)
+        if known is not None:
+            if known[0] > now:
+                return True, known[1]
+            self._forget(digest)
+        until = self._unknown.get(digest)
+        if until is not None:
+            if until > now:
+                return True, None
+            del self._unknown[digest]
+        return False, None
+
+    def keep(self, digest: str, found: dict[str, str] | None, revocations: int) -> None:
+        """Remember what a read that began when `revocations` were counted found."""
+        if found is None:
+            if len(self._unknown) >= self._unknown_size:
+                del self._unknown[next(iter(self._unknown))]
+            self._unknown[digest] = self._clock() + self._unknown_ttl
+            return
+        if revocations != self.revocations:
+            return  # a token was revoked while this read was in flight: maybe this one
+        self._forget(digest)
+        if len(self._known) >= self._size:
+            self._forget(next(iter(self._known)))
+        self._known[digest] = (self._clock() + self._ttl, found)
+        self._digests.setdefault(found.get("token_id", ""), set()).add(digest)
+
+    def revoke(self, token_id: str) -> None:
+        """Forget the token `token_id` at once."""
+        self.revocations += 1
+        for digest in self._digests.pop(token_id, set()):
+            self._known.pop(digest, None)
+
+    def _forget(self, digest: str) -> None:
+        known = self._known.pop(digest, None)
+        if known is None:
+            return
+        token_id = known[1].get("token_id", "")
+        digests = self._digests.get(token_id)
+        if digests is not None:
+            digests.discard(digest)
+            if not digests:
+                del self._digests[token_id]
+
+
+# One cache per store client, that is per replica, for callers that pass none.
+_caches: weakref.WeakKeyDictionary[EventStore, TokenCache] = weakref.WeakKeyDictionary()
+
+
+def token_cache(store: EventStore) -> TokenCache:
+    """The token cache of the replica whose store client is `store`."""
+    cache = _caches.get(store)
+    if cache is None:
+        cache = _caches[store] = TokenCache()
+    return cache
+
+
+async def _token(store: EventStore, digest: str, cache: TokenCache) -> dict[str, str] | None:
+    remembered, found = cache.get(digest)
+    if remembered:
+        return found
+    revocations = cache.revocations
+    found = await store.token(digest)
+    cache.keep(digest, found, revocations)
+    return found
+
+
 async def authenticate(
-    store: EventStore, header: str | None, required: bool, roles: Collection[str] = API_ROLES
+    store: EventStore,
+    header: str | None,
+    required: bool,
+    roles: Collection[str] = API_ROLES,
+    cache: TokenCache | None = None,
 ) -> Caller:
     """The caller named by an `Authorization` header, or a 401; a 403 when its token's role is
-    not one of `roles`.
+    not one of `roles`. The token is looked up in `cache` (by default the store's, see
+    `token_cache`) before the store.
 
     Without a header and with tokens not required (development), the caller is an admin
     acting for the body's user.
@@ -141,7 +260,7 @@ async def authenticate(
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("the Authorization header must be: Bearer <token>")
     wanted = digest(token)
-    found = await store.token(wanted)
+    found = await _token(store, wanted, token_cache(store) if cache is None else cache)
     if found is None or not hmac.compare_digest(found.get("digest", ""), wanted):
         raise Unauthorized("the token is not valid")
     if found["role"] not in roles:

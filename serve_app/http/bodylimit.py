@@ -8,6 +8,7 @@ streams in, and refused as soon as it passes the limit; one within it is handed 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,40 +17,40 @@ from serve_app.http.problems import PROBLEM, TooLarge
 
 
 class BodyLimit:
-    """ASGI middleware refusing request bodies larger than `max_bytes`."""
+    """ASGI middleware refusing request bodies larger than `max_bytes`, or than a path's own
+    limit in `paths` (a batch submit's is larger)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, paths: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.paths = dict(paths or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.paths.get(scope.get("path", ""), self.max_bytes)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._refuse(scope, send, f"the body is {declared} bytes")
+        if declared is not None and declared > limit:
+            await self._refuse(scope, send, f"the body is {declared} bytes; the limit is {limit} bytes")
             return
         if declared is not None:
             await self.app(scope, receive, send)
             return
         try:
-            replay = await read_body(receive, self.max_bytes)
+            replay = await read_body(receive, limit)
         except TooLarge:
-            await self._refuse(scope, send, "the body is larger")
+            await self._refuse(scope, send, f"the body is larger; the limit is {limit} bytes")
             return
         await self.app(scope, replay, send)
 
-    def _detail(self, what: str) -> str:
-        return f"{what}; the limit is {self.max_bytes} bytes"
-
-    async def _refuse(self, scope: Scope, send: Send, what: str) -> None:
+    async def _refuse(self, scope: Scope, send: Send, detail: str) -> None:
         body = json.dumps(
             {
                 "type": "about:blank",
                 "title": TooLarge.title,
                 "status": 413,
-                "detail": self._detail(what),
+                "detail": detail,
                 "instance": scope.get("path", ""),
             }
         ).encode()

@@ -1,4 +1,4 @@
-"""The clients of one ingress replica: event store, watch hub, rate limiter, blob store, pools cache."""
+"""The clients of one ingress replica: event store, watch hub, blob store, pools cache."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
-import limits
-import redis.asyncio as aioredis
 import structlog
-from limits.aio.storage import RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
 from PIL import Image
 from redis.exceptions import RedisError
 
@@ -49,7 +45,6 @@ class Context:
         self._hub: Hub | None = None
         self._pools: tuple[float, list[PoolView]] = (-math.inf, [])
         self._pools_read: asyncio.Future[list[PoolView]] | None = None
-        self._limiter: MovingWindowRateLimiter | None = None
 
     @property
     def store(self) -> RedisEventStore:
@@ -67,24 +62,6 @@ class Context:
         if self._hub is None:
             self._hub = Hub(self.store)
         return self._hub
-
-    @property
-    def limiter(self) -> MovingWindowRateLimiter:
-        """The submit-rate limiter of this replica: a moving window per token in Redis."""
-        if self._limiter is None:
-            redis = self.config.redis
-            # A bounded pool, as for the event store: a burst of submits shares a few
-            # connections instead of overflowing the server's accept backlog.
-            pool = aioredis.BlockingConnectionPool.from_url(redis.url, max_connections=32, timeout=10)
-            storage = RedisStorage(
-                "async+" + redis.url,
-                implementation="redispy",
-                key_prefix=f"genqueue:{redis.namespace}:rate",
-                wrap_exceptions=True,
-                connection_pool=pool,  # type: ignore[arg-type]  # typed as scalar options, passed through
-            )
-            self._limiter = MovingWindowRateLimiter(storage)
-        return self._limiter
 
     async def recent_pools(self) -> list[PoolView]:
         """The pools' views, read at most every POOLS_FRESH_SECONDS: a burst of submits shares
@@ -104,18 +81,18 @@ class Context:
     async def warm(self) -> None:
         """Ready the replica for a burst before its first request.
 
-        Opens as many connections as submits run at once, in the event store's pool and the
-        rate limiter's, loads Pillow's image plugins and reads the pools' views. Otherwise
-        the first submits of a burst pay for all of it (connections, lazy imports, package
-        metadata lookups) while hundreds of other requests arrive, and the first images
-        start later. A store that cannot be reached is no error here: submits then answer
+        Opens as many connections as submits run at once in the event store's pool (the
+        submit's rate check runs in its script), loads Pillow's image plugins and reads the
+        pools' views. Otherwise the first submits of a burst pay for all of it (connections,
+        lazy imports, package metadata lookups) while hundreds of other requests arrive, and
+        the first images start later. A store that cannot be reached is no error here: submits then answer
         503 as they would anyway.
         """
         Image.init()
         width = self.config.server.submit_concurrency
         try:
             await asyncio.gather(*(self.store.ping() for _ in range(width)))
-            await asyncio.gather(*(self.limiter.storage.check() for _ in range(width)))
+            await self.store.load_scripts()
             await self.recent_pools()
-        except (StoreUnavailableError, RedisError, limits.errors.StorageError, OSError) as exc:
+        except (StoreUnavailableError, RedisError, OSError) as exc:
             log.warning("could not warm up the store connections", error=str(exc))

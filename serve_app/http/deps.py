@@ -9,10 +9,11 @@ from fastapi import Depends, Request, Security
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serve_app.http.auth import ADMIN, SCRAPE_ROLES, USER, Caller, authenticate
+from serve_app.http.auth import ADMIN, SCRAPE_ROLES, USER, Caller, TokenCache, authenticate, token_cache
 from serve_app.http.context import Context
 from serve_app.http.problems import NotFound, TooManyRequests
 from serve_app.http.watch import Stream
+from serve_app.http.watching import renderer
 
 bearer = HTTPBearer(auto_error=False, description="A genqueue token, from `genqueue token create`.")
 TaskId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$", description="A task id.")]
@@ -30,6 +31,16 @@ async def get_ctx(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(get_ctx)]
 
 
+def tokens(ctx: Context) -> TokenCache:
+    """The replica's token cache, forgetting a token as soon as the replica's stream tailer sees
+    it revoked (hooked up on first use)."""
+    cache = token_cache(ctx.store)
+    if not cache.hooked:
+        ctx.hub.on_revoked(cache.revoke)
+        cache.hooked = True
+    return cache
+
+
 def authorization(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
     """The Authorization header to authenticate: the bearer credentials, or what else was sent."""
     if credentials is not None:
@@ -45,7 +56,8 @@ async def get_caller(
     if isinstance(admitted, Caller):  # a submit, authenticated from its headers by the gate
         return admitted
     ctx: Context = request.app.state.ctx
-    return await authenticate(ctx.store, authorization(request, credentials), ctx.config.auth.required)
+    header = authorization(request, credentials)
+    return await authenticate(ctx.store, header, ctx.config.auth.required, cache=tokens(ctx))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -66,7 +78,7 @@ async def scraper(
     """The caller of `GET /metrics`: a metrics or admin token; a 401 or 403 otherwise."""
     ctx: Context = request.app.state.ctx
     header = authorization(request, credentials)
-    return await authenticate(ctx.store, header, ctx.config.auth.required, SCRAPE_ROLES)
+    return await authenticate(ctx.store, header, ctx.config.auth.required, SCRAPE_ROLES, tokens(ctx))
 
 
 ScraperDep = Annotated[Caller, Depends(scraper)]
@@ -101,7 +113,7 @@ async def open_stream(
             streams=most,
         )
     # No await between the count and the registration: concurrent requests cannot both pass.
-    with ctx.hub.watch(task_id, caller.token_id) as stream:
+    with ctx.hub.watch(task_id, caller.token_id, renderer(ctx)) as stream:
         yield stream
 
 

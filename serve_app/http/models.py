@@ -6,7 +6,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
 USER_ID_PATTERN = r"^[A-Za-z0-9._@:-]+$"
 
@@ -124,6 +124,50 @@ class Submitted(BaseModel):
     position: int | None
     eta_seconds: float | None
     balance: int | None = Field(default=None, description="The user's credits after the charge.")
+
+
+class BatchSubmit(RequestBody):
+    """Tasks submitted together on behalf of their users (a service or admin token)."""
+
+    # Each item is checked on its own, as `POST /v1/tasks` checks its body: one that is not a
+    # valid task gets its own 422 among the results, and the others go on.
+    tasks: list[SkipValidation[SubmitTask]] = Field(
+        min_length=1,
+        description="The tasks, in order; each as the body of `POST /v1/tasks`, with `user_id`, and "
+        "at most `[limits] max_batch_tasks` (500) of them.",
+    )
+
+
+class BatchAccepted(BaseModel):
+    """An item that is queued: what `POST /v1/tasks` answers with its 202."""
+
+    status: Literal[202] = 202
+    task_id: str
+    task_status: str = Field(description="The task's status: queued, or later for a replayed one.")
+    position: int | None
+    eta_seconds: float | None
+    balance: int | None = Field(default=None, description="The user's credits after the charge.")
+    replayed: bool = Field(default=False, description="The first task of the item's idempotency key.")
+
+
+class BatchProblem(BaseModel):
+    """An item that is not queued: the RFC 9457 problem `POST /v1/tasks` would answer for it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: int
+    type: str = "about:blank"
+    title: str
+    detail: str
+    errors: list[dict[str, str]] | None = None
+
+
+class BatchSubmitted(BaseModel):
+    """Each item's result, in request order, and how many were queued and refused."""
+
+    accepted: int
+    refused: int
+    results: list[BatchAccepted | BatchProblem]
 
 
 class Grant(RequestBody):

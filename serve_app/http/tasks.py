@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-import uuid
 from collections.abc import AsyncIterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
-from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from actors.blobs import BlobNotFoundError, task_blob
-from actors.webhooks.rules import task_body
-from events.catalogue import QUEUED, SUCCEEDED, TERMINAL, TaskSubmitted
+from actors.blobs import BlobNotFoundError
+from events.catalogue import QUEUED, SUCCEEDED
 from serve_app.http.admission import admission, refused
 from serve_app.http.context import Context
 from serve_app.http.deps import CallerDep, Ctx, TaskId, TaskView, WatchedStream
 from serve_app.http.estimates import eta
 from serve_app.http.models import Cancelled, SubmitTask, Submitted, TaskViewOut
 from serve_app.http.problems import ApiProblem, Conflict, NotFound, Unavailable
-from serve_app.http.submission import (
-    IDEMPOTENCY_PATTERN,
-    check_request,
-    discard_inputs,
-    idempotency_key,
-    request_digest,
-)
-from serve_app.http.webhook_guard import webhook_for
+from serve_app.http.submission import IDEMPOTENCY_PATTERN, discard_inputs, key_conflict, prepare
+from serve_app.http.watching import EventStream, stream_messages, task_view_out
 
 router = APIRouter()
-
-_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 @router.post("/v1/tasks", status_code=202, response_model=Submitted, tags=["tasks"])
@@ -53,39 +40,20 @@ async def submit(
 
     The task's price is charged at once (402 when the balance does not cover it) and
     refunded if it does not succeed. A full backlog or a token over its submit rate is a
-    429 with Retry-After.
+    429 with Retry-After. Rate, idempotency, credits, bounds and the task's place are all
+    decided in one call of the store's submit script.
     """
-    user_id = caller.acts_for(body.user_id)
-    key = idempotency_key(body, idempotency_header)
-    decoded = check_request(body, c.config.limits)
-    webhook_url = await webhook_for(body.webhook_url, caller, c.config.webhooks)
-    task_id = uuid.uuid4().hex
-    refs = {role: task_blob(task_id, f"{role}.{_EXT[mime]}") for role, (_, mime) in decoded.items()}
-    event = TaskSubmitted(
-        task_id=task_id,
-        user_id=user_id,
-        kind=body.kind,
-        prompt=body.prompt,
-        inputs=refs,
-        options=body.options.model_dump(exclude_none=True),
-        idempotency_key=key,
-        digest=request_digest(body) if key else "",
-        webhook_url=webhook_url,
-        token_id=caller.token_id,
-        at=time.time(),
-    )
-    blobs = {refs[role]: data for role, (data, _) in decoded.items()}
-    written = asyncio.ensure_future(asyncio.to_thread(c.blobs.put_many, blobs))
+    prepared = await prepare(c, body, caller, idempotency_header)
+    event = prepared.event
+    task_id, user_id, key = event.task_id, event.user_id, event.idempotency_key
+    written = asyncio.ensure_future(c.blobs.write(prepared.blobs))
     try:
         await asyncio.shield(written)
-        receipt = await c.store.submit(event, admission(c.config, body.kind))
+        receipt = await c.store.submit(event, admission(c.config, body.kind, caller))
         if receipt.refused is not None:
             raise refused(c.config, receipt.refused, receipt.counts, user_id)
         if receipt.duplicate_of is not None and receipt.duplicate_digest != event.digest:
-            raise Conflict(
-                f"idempotency key {key!r} was used for a different request (task {receipt.duplicate_of})",
-                errors=[{"field": "idempotency_key", "message": "used for a different request"}],
-            )
+            raise key_conflict(key, receipt.duplicate_of)
     except BaseException as exc:
         # Nothing a refused or failed submit wrote may outlive it; shielded, so that a
         # cancelled request still removes its images.
@@ -137,54 +105,25 @@ async def get_task(task_id: TaskId, c: Ctx, caller: CallerDep) -> TaskViewOut:
     return await task_view_out(c, task_id, view, position)
 
 
-@router.get("/v1/tasks/{task_id}/watch", response_class=EventSourceResponse, tags=["tasks"])
+@router.get("/v1/tasks/{task_id}/watch", response_class=EventStream, tags=["tasks"])
 async def watch_task(
     task_id: TaskId,
     c: Ctx,
     stream: WatchedStream,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
-) -> AsyncIterable[ServerSentEvent]:
+) -> AsyncIterable[bytes]:
     """Server-Sent Events: the task view after each state change and each move in the queue.
 
     Message ids are `<events seen>-<position>`; a reconnect with `Last-Event-ID` gets only
     what changed since. The stream ends after the terminal state, or when its token is
     revoked. A token holding `[limits] max_streams_per_token` streams gets a 429.
+
+    A comment line (`: ping`) every 15 s keeps a quiet stream alive. The replica's hub reads
+    the watched tasks for all its streams at once (positions at most every 0.25 s while the
+    queue moves, a task's own change at once) and hands each stream its message ready to send.
     """
-    seen, last_position = parse_event_id(last_event_id)
-    while not stream.revoked:
-        stream.wake.clear()
-        view, position = await c.store.task_view_and_position(task_id)
-        if view is None:
-            return
-        count = int(view.get("events", 0))
-        out = await task_view_out(c, task_id, view, position)
-        if count != seen or out.position != last_position:
-            seen, last_position = count, out.position
-            yield ServerSentEvent(data=out.model_dump(), event="task", id=f"{seen}-{last_position}")
-        if out.status in TERMINAL:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stream.wake.wait(), 15)
-
-
-def parse_event_id(value: str | None) -> tuple[int, int | None]:
-    """(task events seen, position) from a Last-Event-ID; (0, None) when absent or unreadable."""
-    if not value:
-        return 0, None
-    seen, _, position = value.partition("-")
-    try:
-        return int(seen), (int(position) if position not in ("", "None") else None)
-    except ValueError:
-        return 0, None
-
-
-async def task_view_out(c: Context, task_id: str, view: dict[str, str], position: int | None) -> TaskViewOut:
-    """The task view as the API shows it, with its position and ETA while it waits."""
-    body = task_body(task_id, view)  # the same mapping the completion webhooks send
-    status = body["status"] or QUEUED
-    position = position if status == QUEUED else None
-    eta_s = await eta(c, position, await c.store.counts()) if position is not None else None
-    return TaskViewOut(**{**body, "status": status, "position": position, "eta_seconds": eta_s})
+    async for message in stream_messages(stream, last_event_id):
+        yield message
 
 
 @router.get("/v1/tasks/{task_id}/events", tags=["tasks"])
@@ -203,7 +142,7 @@ async def task_result(task_id: TaskId, c: Ctx, view: TaskView) -> Response:
     if view.get("status") != SUCCEEDED:
         raise Conflict(f"task {task_id} has no result: it is {view.get('status')}")
     try:
-        data = await asyncio.to_thread(c.blobs.get, view["result"])
+        data = await c.blobs.read(view["result"])
     except BlobNotFoundError as exc:
         raise NotFound(f"the result of task {task_id} is no longer stored") from exc
     return Response(data, media_type=view.get("mime_type", "application/octet-stream"))

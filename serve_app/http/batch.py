@@ -1,0 +1,152 @@
+"""The batch submit: many tasks for their users in one request and one round trip to the store."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+
+from events.catalogue import QUEUED, TaskSubmitted
+from events.store import SubmitReceipt
+from serve_app.http.admission import admission, refused
+from serve_app.http.auth import USER, Caller
+from serve_app.http.context import Context
+from serve_app.http.deps import CallerDep, Ctx
+from serve_app.http.estimates import eta
+from serve_app.http.gate import BATCH_PATH
+from serve_app.http.models import BatchAccepted, BatchProblem, BatchSubmit, BatchSubmitted, SubmitTask
+from serve_app.http.problems import ApiProblem, Forbidden, TooLarge, Unprocessable
+from serve_app.http.submission import Prepared, discard_many, key_conflict, prepare
+
+router = APIRouter()
+
+Result = BatchAccepted | BatchProblem
+
+
+@router.post(
+    BATCH_PATH,
+    response_model=BatchSubmitted,
+    tags=["tasks"],
+    responses={
+        200: {"description": "Each item's result, in request order: queued (202) or its problem."},
+        403: {"description": "A user token: a batch acts for users."},
+        413: {"description": "More than `[limits] max_batch_tasks` items, or too large a body."},
+        429: {"description": "The token is over its submit rate (Retry-After); no item is queued."},
+    },
+)
+async def submit_batch(body: BatchSubmit, c: Ctx, caller: CallerDep) -> BatchSubmitted:
+    """Queue many generation tasks at once, on behalf of their users (service and admin tokens).
+
+    Answers **200** with one result per item, in request order, side by side:
+    - a queued item as `POST /v1/tasks` answers it with 202: `{"status": 202, "task_id",
+      "task_status", "position", "eta_seconds", "balance", "replayed"}`;
+    - a refused item as the RFC 9457 problem `POST /v1/tasks` would answer for it:
+      `{"status", "type", "title", "detail", "errors", ...}` (402 credits, 403 a user outside
+      the token's scope, 409 an idempotency key of a different request, 413/422 bad input,
+      429 a full backlog, with `retry_after`).
+
+    Each item is the body of `POST /v1/tasks` and must name its `user_id`; it is charged when
+    it is queued, and idempotent on its own `idempotency_key` (a repeat gives the first task
+    with `"replayed": true`). All items go to the store in one round trip. The batch counts
+    once against the token's submit rate: beyond it the whole request is a 429 with
+    Retry-After and nothing is queued. More than `[limits] max_batch_tasks` items (500), or a
+    body over `[limits] max_batch_body_bytes`, is a 413; a user token is a 403.
+    """
+    if caller.role == USER:
+        raise Forbidden("a batch submits on behalf of users: it needs a service or admin token")
+    most = c.config.limits.max_batch_tasks
+    if len(body.tasks) > most:
+        raise TooLarge(
+            f"the batch holds {len(body.tasks)} tasks; the limit is {most} ([limits] max_batch_tasks)",
+            errors=[{"field": "tasks", "message": f"at most {most} tasks"}],
+        )
+    results: list[Result | None] = [None] * len(body.tasks)
+    ready: list[tuple[int, Prepared]] = []
+    for i, raw in enumerate(body.tasks):
+        try:
+            ready.append((i, await _prepare(c, raw, caller)))
+        except ApiProblem as exc:
+            results[i] = _problem(exc)
+    if ready:
+        done = await _submit(c, caller, [p for _, p in ready])
+        for (i, _), result in zip(ready, done, strict=True):
+            results[i] = result
+    out = [r for r in results if r is not None]
+    accepted = sum(isinstance(r, BatchAccepted) for r in out)
+    return BatchSubmitted(accepted=accepted, refused=len(out) - accepted, results=out)
+
+
+async def _prepare(c: Context, raw: object, caller: Caller) -> Prepared:
+    """One item checked as `POST /v1/tasks` checks its body, with its user named."""
+    try:
+        item = SubmitTask.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "task", "message": str(e["msg"])}
+            for e in exc.errors()
+        ]
+        names = ", ".join(sorted({e["field"] for e in errors}))
+        raise Unprocessable(f"invalid field(s): {names}", errors=errors) from None
+    if item.user_id is None:
+        raise Unprocessable(
+            "a batch's task names the user it is for",
+            errors=[{"field": "user_id", "message": "required in a batch"}],
+        )
+    return await prepare(c, item, caller)
+
+
+async def _submit(c: Context, caller: Caller, ready: list[Prepared]) -> list[Result]:
+    """The prepared items' images written, their submits made in one round trip, and the images
+    of those not queued removed."""
+    events = [p.event for p in ready]
+    blobs = {ref: data for p in ready for ref, data in p.blobs.items()}
+    written = asyncio.ensure_future(c.blobs.write(blobs))
+    try:
+        await asyncio.shield(written)
+        admissions = [admission(c.config, e.kind, caller) for e in events]
+        receipts = await c.store.submit_many(events, admissions)
+        limited = receipts[0].refused
+        if limited is not None and limited.reason == "rate":  # then so is every item
+            raise refused(c.config, limited, receipts[0].counts, events[0].user_id)
+    except BaseException as exc:
+        # As for a single submit: nothing a refused or failed batch wrote may outlive it.
+        failed = not isinstance(exc, ApiProblem)
+        await asyncio.shield(discard_many(c, [e.task_id for e in events], written, ask_store=failed))
+        raise
+    # Refused items and repeats (whose first task holds its own images) keep no images.
+    unused = [e.task_id for e, r in zip(events, receipts, strict=True) if r.refused or r.duplicate_of]
+    if unused:
+        await asyncio.shield(discard_many(c, unused, written, ask_store=False))
+    return [await _result(c, e, r) for e, r in zip(events, receipts, strict=True)]
+
+
+async def _result(c: Context, event: TaskSubmitted, receipt: SubmitReceipt) -> Result:
+    """An item's result from its receipt, as `POST /v1/tasks` would answer it."""
+    if receipt.refused is not None:
+        return _problem(refused(c.config, receipt.refused, receipt.counts, event.user_id))
+    first = receipt.duplicate_of
+    if first is not None:
+        if receipt.duplicate_digest != event.digest:
+            return _problem(key_conflict(event.idempotency_key, first))
+        view, rank = await c.store.task_view_and_position(first)
+        status = (view or {}).get("status", QUEUED)
+        position = rank if status == QUEUED else None
+        eta_s = await eta(c, position, receipt.counts)
+        return BatchAccepted(
+            task_id=first, task_status=status, position=position, eta_seconds=eta_s, replayed=True
+        )
+    position = receipt.position or 0
+    return BatchAccepted(
+        task_id=event.task_id,
+        task_status=QUEUED,
+        position=position,
+        eta_seconds=await eta(c, position, receipt.counts),
+        balance=receipt.balance if c.config.credits.enabled else None,
+    )
+
+
+def _problem(exc: ApiProblem) -> BatchProblem:
+    """An item's problem, with the fields its own response would carry."""
+    extra = {k: v for k, v in exc.extra.items() if v is not None}
+    return BatchProblem(status=exc.status, title=exc.title, detail=exc.detail, errors=exc.errors, **extra)
