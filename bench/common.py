@@ -162,3 +162,38 @@ def upstream_counts(url: str) -> dict[str, object]:
         "upstream_max_window_calls": {n: p["max_window_calls"] for n, p in projects.items()},
         "upstream_capacity": {n: p["capacity"] for n, p in projects.items()},
     }
+
+
+def make_tokens(
+    url: str, namespace: str, users: Sequence[str], role: str = "user", credits: int = 0
+) -> list[str]:
+    """A new token for each of `users` (with `role`), and `credits` granted to each user, written
+    as events to the store as `genqueue token create` and `genqueue credits grant` do; returns
+    the tokens, in the order of `users`."""
+    import asyncio
+
+    from events.catalogue import CreditsGranted, Event
+    from events.redis_store import RedisEventStore
+    from serve_app.http.auth import new_token
+
+    tokens: list[str] = []
+    events: list[Event] = []
+    for user in users:
+        token, created = new_token(user, role)
+        tokens.append(token)
+        events.append(created)
+        if credits:
+            events.append(
+                CreditsGranted(user_id=user, amount=credits, reason="bench", by="bench", at=time.time())
+            )
+
+    async def write() -> None:
+        store = RedisEventStore.from_url(url, namespace)
+        try:
+            for start in range(0, len(events), 500):
+                await store.append(events[start : start + 500])
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    return tokens

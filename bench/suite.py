@@ -13,6 +13,8 @@ several times where a run is short, and the table gives medians:
   replay           bench/replay.py: a stream of 1,000,000 events folded and audited
   burst-60/600     bench/burst.py --provider gemini against the emulator, and
                    bench/baseline.py (the classic cloud-function design) on the same set-up
+  cost             bench/cost.py: the cost of one task, every target of issue 16 beside its
+                   yardsticks (a trivial XADD endpoint on bare uvicorn and on Serve), once
 
     python bench/suite.py [--runs 3] [--quick] [--out bench/results.md]
 """
@@ -131,6 +133,8 @@ def steps(runs: int, quick: bool) -> list[Step]:
         Step("burst-60 classic", "baseline.py", BURST_60, runs, 300),
         Step("burst-600", "burst.py", [*BURST_600, *GEMINI], runs, 400),
         Step("burst-600 classic", "baseline.py", BURST_600, runs, 400),
+        # Ten minutes or so at full size; its phases are bounded, so 20 is a hang.
+        Step("cost", "cost.py", ["--quick"] if quick else [], 1, 1200),
     ]
 
 
@@ -282,6 +286,26 @@ def load(out: Path) -> tuple[dict[str, Step], dict[str, Any]]:
     return by, record
 
 
+def cost_section(step: Step | None) -> list[str]:
+    """bench/cost.py's own table, from its last run (nothing when the step did not run)."""
+    if step is None or not step.results:
+        return []
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bench.cost_report import table as cost_table
+
+    return [
+        "## The cost of one task (`bench/cost.py`)",
+        "",
+        "Every target of issue 16 in one run, beside its yardsticks: a trivial FastAPI endpoint "
+        "doing one XADD to the same Valkey on bare uvicorn and on the same Serve instance. Run "
+        "`bench/cost.py` alone for the table, `--json` for every figure.",
+        "",
+        *cost_table(step.results[-1]),
+        "",
+    ]
+
+
 def write(out: Path, by: dict[str, Step], record: dict[str, Any]) -> None:
     """bench/results.md."""
     text = [
@@ -313,6 +337,7 @@ def write(out: Path, by: dict[str, Step], record: dict[str, Any]) -> None:
         "A classic makespan shorter than genqueue's is no win: it ends early because the tasks "
         "that met a 429 failed instead of waiting for the budget.",
         "",
+        *cost_section(by.get("cost")),
     ]
     errors = [f"- {s.name}: {e}" for s in by.values() for e in s.errors]
     if errors:
