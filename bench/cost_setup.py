@@ -45,12 +45,12 @@ def policy(config: Config, slots: int, per_user_running: int = 5) -> Config:
 
 def engine_config() -> Config:
     """The draining instance: the offline provider answering at once with a stock PNG, 40 slots,
-    one pool of 5,000 calls a second (never binding, and no larger: the submit's ETA walks a
-    pool's whole window)."""
+    one pool of 10,000 calls a second (a pool's rpm is scaled to its window: 600,000 a minute
+    over a 1 s window), which never binds here."""
     provider = ProviderConfig(
         name="offline", latency_seconds=0.0, latency_jitter=0.0, image_size="512", render=False
     )
-    return policy(bench_config(bench_pools(1, 5000, 1.0), 40, provider), slots=40)
+    return policy(bench_config(bench_pools(1, 600_000, 1.0), 40, provider), slots=40)
 
 
 def depth_config() -> Config:
