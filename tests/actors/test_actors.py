@@ -279,20 +279,44 @@ def test_an_attempt_that_cannot_reach_a_worker_fails_alone_and_the_queue_goes_on
 def test_a_round_costs_one_token_call_and_one_call_per_worker_not_three_calls_per_task(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    """200 tasks on 40 slots: the QueueActor takes each round's tokens in one key-pool call and
-    hands each worker its attempts of the round in one call; no worker asks for a token, and
-    the calls' send times reach the key pool in batches."""
-    cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),))
-    ids = cluster.submit(200)
+    """120 tasks on 40 slots with `tokens_per_round`: the QueueActor takes each round's tokens in
+    one key-pool call and hands each worker its attempts of the round in one call; no worker
+    asks for a token, each task's token is granted before its dispatch, and the calls' send
+    times reach the key pool in batches."""
+    cluster = make_cluster(
+        slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),), keypool=KeyPoolConfig(tokens_per_round=True)
+    )
+    ids = cluster.submit(120)
     eventually(lambda: cluster.ended(ids), timeout=120, what="all tasks ended")
     log = cluster.log()
-    assert audit(log).ended == {"succeeded": 200}
+    assert audit(log).ended == {"succeeded": 120}
     # A round's dispatches are decided at one instant, so they share their `at`.
     rounds = {s.event.at for s in log if isinstance(s.event, TaskDispatched)}
     keypool = ray.get(cluster.handles["keypool"].calls.remote(), timeout=30)
     workers = [ray.get(w.calls.remote(), timeout=30) for w in cluster.handles["workers"]]
     assert keypool.get("acquire", 0) == 0
-    assert keypool["grant_many"] <= len(rounds) < 200
-    assert sum(w["attempts"] for w in workers) == 200
+    assert keypool["grant_many"] <= len(rounds) < 120
+    assert sum(w["attempts"] for w in workers) == 120
     assert sum(w["run_many"] for w in workers) <= len(rounds) * len(workers)
-    assert keypool["sends"] == 200 and keypool["sent_many"] < 200
+    assert keypool["sends"] == 120 and keypool["sent_many"] < 120
+    granted = {s.event.task_id: i for i, s in enumerate(log) if isinstance(s.event, KeyTokenGranted)}
+    dispatched = {s.event.task_id: i for i, s in enumerate(log) if isinstance(s.event, TaskDispatched)}
+    assert all(granted[t] < dispatched[t] for t in ids)
+
+
+def test_without_tokens_per_round_each_worker_asks_for_its_tokens_in_batched_rounds(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """The default: 120 tasks on 40 slots, each worker gets a round's attempts in one call and asks
+    the key pool for each attempt's token; send times still go in batches."""
+    cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),))
+    ids = cluster.submit(120)
+    eventually(lambda: cluster.ended(ids), timeout=120, what="all tasks ended")
+    log = cluster.log()
+    assert audit(log).ended == {"succeeded": 120}
+    rounds = {s.event.at for s in log if isinstance(s.event, TaskDispatched)}
+    keypool = ray.get(cluster.handles["keypool"].calls.remote(), timeout=30)
+    workers = [ray.get(w.calls.remote(), timeout=30) for w in cluster.handles["workers"]]
+    assert keypool["acquire"] == 120 and keypool.get("grant_many", 0) == 0
+    assert sum(w["run_many"] for w in workers) <= len(rounds) * len(workers)
+    assert keypool["sends"] == 120 and keypool["sent_many"] < 120
