@@ -14,6 +14,7 @@ from actors.config import KeyPoolConfig
 from events.catalogue import (
     KeyGrantsRedated,
     KeyTokenGranted,
+    StoredEvent,
     TaskDispatched,
     TaskLateOutcomeIgnored,
     TaskStarted,
@@ -276,6 +277,24 @@ def test_an_attempt_that_cannot_reach_a_worker_fails_alone_and_the_queue_goes_on
     eventually(snapshot_after_failure, timeout=30, what="a snapshot after the failed task")
 
 
+def _batched_burst(cluster: Cluster) -> tuple[list[StoredEvent], int, dict[str, int]]:
+    """120 tasks through `cluster` (40 slots, zero latency): the log, the number of rounds and the
+    key pool's calls; asserts what both token paths share: every task succeeded, each worker got
+    a round's attempts in one call, and the send times went in batches."""
+    ids = cluster.submit(120)
+    eventually(lambda: cluster.ended(ids), timeout=120, what="all tasks ended")
+    log = cluster.log()
+    assert audit(log).ended == {"succeeded": 120}
+    # A round's dispatches are decided at one instant, so they share their `at`.
+    rounds = len({s.event.at for s in log if isinstance(s.event, TaskDispatched)})
+    keypool = ray.get(cluster.handles["keypool"].calls.remote(), timeout=30)
+    workers = [ray.get(w.calls.remote(), timeout=30) for w in cluster.handles["workers"]]
+    assert sum(w["attempts"] for w in workers) == 120
+    assert sum(w["run_many"] for w in workers) <= rounds * len(workers)
+    assert keypool["sends"] == 120 and keypool["sent_many"] < 120
+    return log, rounds, keypool
+
+
 def test_a_round_costs_one_token_call_and_one_call_per_worker_not_three_calls_per_task(
     make_cluster: Callable[..., Cluster],
 ) -> None:
@@ -283,25 +302,14 @@ def test_a_round_costs_one_token_call_and_one_call_per_worker_not_three_calls_pe
     one key-pool call and hands each worker its attempts of the round in one call; no worker
     asks for a token, each task's token is granted before its dispatch, and the calls' send
     times reach the key pool in batches."""
-    cluster = make_cluster(
-        slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),), keypool=KeyPoolConfig(tokens_per_round=True)
-    )
-    ids = cluster.submit(120)
-    eventually(lambda: cluster.ended(ids), timeout=120, what="all tasks ended")
-    log = cluster.log()
-    assert audit(log).ended == {"succeeded": 120}
-    # A round's dispatches are decided at one instant, so they share their `at`.
-    rounds = {s.event.at for s in log if isinstance(s.event, TaskDispatched)}
-    keypool = ray.get(cluster.handles["keypool"].calls.remote(), timeout=30)
-    workers = [ray.get(w.calls.remote(), timeout=30) for w in cluster.handles["workers"]]
+    keypool_config = KeyPoolConfig(tokens_per_round=True)
+    cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),), keypool=keypool_config)
+    log, rounds, keypool = _batched_burst(cluster)
     assert keypool.get("acquire", 0) == 0
-    assert keypool["grant_many"] <= len(rounds) < 120
-    assert sum(w["attempts"] for w in workers) == 120
-    assert sum(w["run_many"] for w in workers) <= len(rounds) * len(workers)
-    assert keypool["sends"] == 120 and keypool["sent_many"] < 120
+    assert keypool["grant_many"] <= rounds < 120
     granted = {s.event.task_id: i for i, s in enumerate(log) if isinstance(s.event, KeyTokenGranted)}
     dispatched = {s.event.task_id: i for i, s in enumerate(log) if isinstance(s.event, TaskDispatched)}
-    assert all(granted[t] < dispatched[t] for t in ids)
+    assert granted.keys() == dispatched.keys() and all(granted[t] < dispatched[t] for t in granted)
 
 
 def test_without_tokens_per_round_each_worker_asks_for_its_tokens_in_batched_rounds(
@@ -310,13 +318,5 @@ def test_without_tokens_per_round_each_worker_asks_for_its_tokens_in_batched_rou
     """The default: 120 tasks on 40 slots, each worker gets a round's attempts in one call and asks
     the key pool for each attempt's token; send times still go in batches."""
     cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),))
-    ids = cluster.submit(120)
-    eventually(lambda: cluster.ended(ids), timeout=120, what="all tasks ended")
-    log = cluster.log()
-    assert audit(log).ended == {"succeeded": 120}
-    rounds = {s.event.at for s in log if isinstance(s.event, TaskDispatched)}
-    keypool = ray.get(cluster.handles["keypool"].calls.remote(), timeout=30)
-    workers = [ray.get(w.calls.remote(), timeout=30) for w in cluster.handles["workers"]]
+    _, _, keypool = _batched_burst(cluster)
     assert keypool["acquire"] == 120 and keypool.get("grant_many", 0) == 0
-    assert sum(w["run_many"] for w in workers) <= len(rounds) * len(workers)
-    assert keypool["sends"] == 120 and keypool["sent_many"] < 120
