@@ -299,8 +299,13 @@ class Queue:
             alerts = evaluate(self._state, self._config.alerts, now, self._pool_keys)
             if alerts:
                 decisions.append(Decision(tuple(alerts)))
+        refused = False
         for decision in decisions:
-            await self._append_own(decision.events, decision.expect)
+            refused |= await self._append_own(decision.events, decision.expect) is None
+        if refused:
+            # A guard found a task view ahead of this state: catch up before deciding again,
+            # or the same decision would be refused for ever.
+            self._apply(await self._store.read(self._state.last_id))
         return bool(decisions)
 
     async def _with_tokens(self, decisions: list[Decision], now: float) -> list[Decision]:

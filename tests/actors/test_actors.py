@@ -18,7 +18,11 @@ from events.catalogue import (
     TaskDispatched,
     TaskLateOutcomeIgnored,
     TaskStarted,
+    TaskSubmitted,
+    stream_id_key,
 )
+from events.codec import encode
+from events.redis_store import RedisEventStore
 from tests.actors.conftest import Cluster
 from tests.helpers import eventually
 
@@ -320,3 +324,29 @@ def test_without_tokens_per_round_each_worker_asks_for_its_tokens_in_batched_rou
     cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),))
     _, _, keypool = _batched_burst(cluster)
     assert keypool["acquire"] == 120 and keypool.get("grant_many", 0) == 0
+
+
+def test_a_dispatch_its_guard_refuses_does_not_stop_the_queue_reading_the_stream(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """A task written to the stream without its view (so its dispatch's guard always refuses) does
+    not keep the QueueActor from applying the events after it: it catches up after a refusal."""
+    cluster = make_cluster(slots=1, latency=0.0, pools=(("p1", 6000, 60.0),))
+
+    async def raw(store: RedisEventStore) -> str:
+        orphan = TaskSubmitted(
+            task_id="0" * 32, user_id="u", kind="photography", prompt="p", inputs={}, at=time.time()
+        )
+        await store._r.xadd(store.keys.events, encode(orphan))
+        return await store.last_id()
+
+    cluster._run(raw)
+    ids = cluster.submit(3)
+    last = cluster.log()[-1].id
+    queue = cluster.handles["queue"]
+    eventually(
+        lambda: stream_id_key(ray.get(queue.ping.remote(), timeout=30)) >= stream_id_key(last),
+        timeout=60,
+        what="the queue applied every event",
+    )
+    assert set(ray.get(queue.status.remote(), timeout=30)["waiting_order"]) >= {"0" * 32, *ids}
