@@ -15,9 +15,18 @@ import structlog
 
 from actors.config import Config
 from actors.logs import configure
-from actors.messages import AttemptSpec, Grants, Token
+from actors.messages import Grants, Token
 from actors.queue.alerts import evaluate
-from actors.queue.decide import Decision, Policy, cancel, decide, next_wakeup, pools_usable_at
+from actors.queue.decide import (
+    Decision,
+    Policy,
+    cancel,
+    decide,
+    dispatch_only,
+    next_wakeup,
+    pools_usable_at,
+)
+from actors.queue.outbox import Outbox
 from actors.queue.snapshots import frozen_copy, places, write
 from actors.queue.state import QueueState, apply, restore
 from actors.shell import Backoff, Cadence, recover
@@ -32,7 +41,6 @@ from events.catalogue import (
     KeyLimitLearned,
     SnapshotTaken,
     StoredEvent,
-    TaskAttemptFailed,
     TaskDispatched,
     stream_id_key,
 )
@@ -63,9 +71,8 @@ class Queue:
         # With the key pool, each round's dispatches take their tokens first (one call a round)
         # and a task waits for quota in its place; without, each worker asks for its own.
         self._keypool = keypool
-        self._tokens: dict[tuple[str, int], Token] = {}
         self._tokens_at = 0.0  # no token to be had before this (epoch seconds)
-        self._outbox: dict[int, list[AttemptSpec]] = {}
+        self._outbox = Outbox(workers)
         # Stream ids of the queue's own events, applied when appended, skipped when tailed.
         self._own: set[str] = set()
         self._snapshotting: asyncio.Future[str] | None = None
@@ -88,8 +95,6 @@ class Queue:
         self._metrics = QueueMetrics()
         self._alerts_at = 0.0
         self._deciding = asyncio.Lock()
-        # Attempts that could not be handed to a worker, to be failed by the next step.
-        self._unsent: list[TaskAttemptFailed] = []
         # The first call to each worker sets up the route to it; made here, not in a burst.
         ray.wait([w.ping.remote() for w in workers], num_returns=len(workers), timeout=READY_TIMEOUT)
         self._store = self._call(self._connect)
@@ -103,8 +108,8 @@ class Queue:
             seconds=round(time.monotonic() - started, 3),
         )
         for task_id, lease in self._state.running.items():
-            self._send(task_id, lease.attempt, lease.worker, resent=True)
-        self._flush_outbox()
+            self._outbox.put(self._state, task_id, lease.attempt, lease.worker, resent=True)
+        self._outbox.flush()
         self._webhooks = Deliverer(config, random.Random(rng_seed))
         self._webhooks.resume(self._state)
         self._pump_future = asyncio.run_coroutine_threadsafe(self._pump(), self._loop)
@@ -167,57 +172,6 @@ class Queue:
         log.warning("alert " + ("raised" if isinstance(event, AlertRaised) else "resolved"), alert=event.name)
         self._webhooks.alert(event)
 
-    def _send(self, task_id: str, attempt: int, worker: int, resent: bool = False) -> None:
-        """Put the attempt in its worker's outbox (sent by `_flush_outbox`, one call per worker)."""
-        entry = self._state.tasks.get(task_id)
-        if entry is None:
-            return
-        token = self._tokens.pop((task_id, attempt), Token())
-        spec = AttemptSpec(
-            task_id=task_id,
-            attempt=attempt,
-            kind=entry.kind,
-            prompt=entry.prompt,
-            inputs=entry.inputs,
-            options=entry.options,
-            resent=resent,
-            submitted_at=entry.at,
-            order=entry.order,
-            dispatched_at=lease.since if (lease := self._state.running.get(task_id)) else 0.0,
-            pool=token.pool,
-            key_id=token.key_id,
-            not_before=token.not_before,
-        )
-        self._outbox.setdefault(worker % len(self._workers), []).append(spec)
-
-    def _flush_outbox(self) -> None:
-        """One `run_many` call per worker with all its attempts of this round."""
-        outbox, self._outbox = self._outbox, {}
-        for worker, specs in outbox.items():
-            try:
-                self._workers[worker].run_many.remote(specs)
-            except Exception:
-                # An attempt cannot reach a worker (its arguments cannot be serialised, say):
-                # the others go one by one, and that one fails alone.
-                for spec in specs:
-                    self._send_alone(worker, spec)
-
-    def _send_alone(self, worker: int, spec: AttemptSpec) -> None:
-        try:
-            self._workers[worker].run_many.remote([spec])
-        except Exception as exc:
-            # Sending it again would fail the same way: it fails, not the queue step.
-            log.exception("could not hand an attempt to a worker", task_id=spec.task_id, attempt=spec.attempt)
-            self._unsent.append(
-                TaskAttemptFailed(
-                    task_id=spec.task_id,
-                    attempt=spec.attempt,
-                    error=f"could not hand the attempt to a worker: {type(exc).__name__}",
-                    retryable=False,
-                    at=time.time(),
-                )
-            )
-
     def _apply(self, batch: list[StoredEvent]) -> None:
         """Fold tailed events in stream order, skipping the queue's own (applied when appended)."""
         applied = stream_id_key(self._state.last_id)
@@ -229,7 +183,7 @@ class Queue:
                 self._state.last_id = stored.id
                 continue
             self._fold(stored)
-        self._flush_outbox()
+        self._outbox.flush()
 
     def _fold(self, stored: StoredEvent) -> None:
         apply(self._state, stored)
@@ -237,7 +191,7 @@ class Queue:
         if not isinstance(event, SnapshotTaken):
             self._cadence.count()
         if isinstance(event, TaskDispatched) and self._state.running.get(event.task_id):
-            self._send(event.task_id, event.attempt, event.worker)
+            self._outbox.put(self._state, event.task_id, event.attempt, event.worker)
         elif isinstance(event, AlertRaised | AlertResolved):
             self._notify(event)
         elif isinstance(event, KeyLimitLearned):
@@ -262,7 +216,7 @@ class Queue:
             self._own.add(stored_id)
             self._fold(StoredEvent(stored_id, event))
         self._state.last_id = last
-        self._flush_outbox()
+        self._outbox.flush()
         return ids
 
     async def _step(self) -> None:
@@ -283,11 +237,11 @@ class Queue:
 
     async def _decide(self) -> bool:
         """Decide and append; True when something was appended (and applied)."""
-        if self._unsent:
-            while self._unsent:
-                failed = self._unsent[0]
+        if self._outbox.unsent:
+            while self._outbox.unsent:
+                failed = self._outbox.unsent[0]
                 await self._append_own([failed], {failed.task_id: Expect(RUNNING, failed.attempt)})
-                self._unsent.pop(0)
+                self._outbox.unsent.pop(0)
             return True
         now = time.time()
         usable = pools_usable_at(self._state, self._pool_keys, now)
@@ -326,14 +280,9 @@ class Queue:
                 lead = self._config.keypool.lead_seconds
                 # Asked again at least once a second, whatever the pools said.
                 self._tokens_at = min(now + 1.0, grants.until or max(now, grants.next_free - lead))
-        kept = {e.task_id for e in wanted[: len(tokens)]}
         for event, token in zip(wanted, tokens, strict=False):
-            self._tokens[(event.task_id, event.attempt)] = token
-        events = tuple(e for e in first.events if not isinstance(e, TaskDispatched) or e.task_id in kept)
-        dropped = {e.task_id for e in wanted} - kept
-        expect = {t: want for t, want in first.expect.items() if t not in dropped}
-        rest = decisions[1:]
-        return [Decision(events, expect), *rest] if events else rest
+            self._outbox.tokens[(event.task_id, event.attempt)] = token
+        return dispatch_only(decisions, len(tokens))
 
     def cancel(self, task_id: str, reason: str = "cancelled by the caller") -> str:
         """Cancel a waiting task and refund it: "cancelled", or "running" / "ended" when it

@@ -174,6 +174,20 @@ def decide(
     return decisions
 
 
+def dispatch_only(decisions: list[Decision], granted: int) -> list[Decision]:
+    """`decisions` (from `decide`) keeping only the first `granted` dispatches of the first one,
+    those the key pool gave tokens to (it grants in queue order, so a prefix); the others stay
+    waiting in their places, and a decision left with no event is dropped."""
+    if not decisions:
+        return decisions
+    first = decisions[0]
+    wanted = [e.task_id for e in first.events if isinstance(e, TaskDispatched)]
+    dropped = set(wanted[granted:])
+    events = tuple(e for e in first.events if not isinstance(e, TaskDispatched) or e.task_id not in dropped)
+    expect = {t: want for t, want in first.expect.items() if t not in dropped}
+    return [Decision(events, expect), *decisions[1:]] if events else decisions[1:]
+
+
 def next_wakeup(state: QueueState, usable_at: float = 0.0) -> float | None:
     """The earliest time a decision may change without a new event: a lease deadline, a retry,
     or a pool coming back."""

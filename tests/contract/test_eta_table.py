@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 from actors.forecast import eta_seconds, slot_hold
 from events.store import QueueCounts
 from serve_app.http import estimates
-from serve_app.http.context import Context
+from serve_app.http.context import POOLS_FRESH_SECONDS, Context
 from tests.helpers import make_config
 
 
@@ -34,10 +35,13 @@ def test_etas_come_from_one_table_per_pools_read_and_match_the_forecast(
                 want = eta_seconds(position, time.time(), 4, 4, hold, windows)
                 got = await estimates.eta(ctx, position, counts)
                 assert got is not None and abs(got - want) <= 0.15, (position, got, want)
-            deadline = time.monotonic() + 10
-            while await ctx.recent_pools() is pools:  # the views are read again after 0.2 s
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            # The views are read again once older than POOLS_FRESH_SECONDS: age them past it.
+            read_at, views = ctx._pools
+            ctx._pools = (read_at - POOLS_FRESH_SECONDS - 1, views)
+            assert await ctx.recent_pools() is not pools
+            # And the table past its rebuild limit (REBUILD_SHARE times its build time).
+            built = estimates._tables[ctx]
+            estimates._tables[ctx] = replace(built, at=built.at - 60)
             assert await estimates.start_table(ctx, counts) is not first
         finally:
             await ctx.store.close()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.queue.decide import Decision, Policy, backoff, decide, next_wakeup
+from actors.queue.decide import Decision, Policy, backoff, decide, dispatch_only, next_wakeup
 from actors.queue.state import QueueState, apply, replay, restore, snapshot
 from events.catalogue import (
     QUEUED,
@@ -305,3 +305,17 @@ def test_a_dispatch_decided_twice_from_the_same_state_is_written_once() -> None:
         return [e.attempt for s in await store.read() if isinstance(e := s.event, TaskDispatched)]
 
     assert asyncio.run(run()) == [1, 1]
+
+
+def test_only_the_dispatches_given_tokens_stay_and_the_rest_keep_their_places() -> None:
+    """With 2 tokens for 4 dispatches, the first two in queue order stay (with their guards) and
+    the other two are neither dispatched nor guarded; with none, the decision goes whole."""
+    state = replay([StoredEvent(f"1-{i}", submitted(at=float(i))) for i in range(4)])
+    policy = Policy(slots=4, lease_seconds=5.0, max_attempts=3, workers=1)
+    decisions = decide(state, policy, 10.0, random.Random(1))
+    order = list(state.waiting_order())
+    (kept,) = dispatch_only(decisions, 2)
+    assert [e.task_id for e in kept.events if isinstance(e, TaskDispatched)] == order[:2]
+    assert set(kept.expect) == set(order[:2])
+    assert dispatch_only(decisions, 0) == []
+    assert dispatch_only(decisions, 4) == decisions
