@@ -3,6 +3,8 @@
 GenqueueError                  anything genqueue raises on purpose
 ├── EventDecodeError           a stream entry that no codec path turns into an event
 ├── StoreUnavailableError      the event store (Redis or Valkey) did not answer
+│   └── StoreInUseError        (serve_app/valkey.py) another process runs the embedded
+│                              Valkey on these files
 ├── ConfigError                (actors/config.py) an invalid setting; the message names the key
 ├── BlobNotFoundError          (actors/blobs.py) no blob under a reference; also a LookupError
 ├── ProviderError              (actors/providers/base.py) a call ended without an image;
@@ -10,7 +12,9 @@ GenqueueError                  anything genqueue raises on purpose
 ├── BadRequest                 (actors/providers/gemini_wire.py) a body the Gemini API would
 │                              refuse with 400; the emulator's; also a ValueError
 ├── ImageRejected              (serve_app/images.py) an input image that cannot be used; also a ValueError
-└── LoadtestError              (serve_app/loadtest.py) the load test could not run at all
+├── LoadtestError              (serve_app/loadtest.py) the load test could not run at all
+└── StartupError               (serve_app/runtime.py) genqueue cannot start as configured;
+                               the message names the setting and what to do
 
 The HTTP problems (serve_app/problems.py, rooted at ApiProblem) are a tree of their own:
 they are answers already chosen for a client, not errors of the system. Kept apart, a

@@ -14,11 +14,9 @@ import asyncio
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
@@ -31,9 +29,9 @@ from events.catalogue import (
     TaskUpstreamThrottled,
 )
 from events.codec import decode
-from events.errors import EventDecodeError, StoreUnavailableError
+from events.errors import EventDecodeError
 from events.redis_store import RedisEventStore
-from serve_app.cli.options import DataDir, Namespace, RedisUrl
+from serve_app.cli.options import ConfigFile, DataDir, Namespace, RedisUrl, fail
 
 NO_ANSWER = "no answer"
 EMPTY_ANSWER = "200 without an image"
@@ -191,31 +189,24 @@ def command(
         dt.datetime | None, typer.Option(help="Count events at or after this moment (UTC unless given).")
     ] = None,
     price_per_image: Annotated[float, typer.Option(help="Upstream price of one image, USD.")] = 0.067,
+    config_file: ConfigFile = None,
+    data_dir: DataDir = None,
     redis_url: RedisUrl = None,
-    namespace: Namespace = "default",
-    data_dir: DataDir = Path(".genqueue"),
+    namespace: Namespace = None,
 ) -> None:
     """Upstream calls per pool and their outcomes, images made and what they cost, from the event log."""
     from actors.logs import configure
-    from serve_app.cli.ops import store_url
+    from serve_app.cli.store import store
 
     configure("WARNING")
-    console = Console()
+    console = Console(highlight=False)
     if price_per_image < 0:
-        console.print(f"[red]--price-per-image must be >= 0, got {price_per_image:g}[/red]")
-        raise typer.Exit(2)
-    try:
-        with store_url(redis_url, data_dir) as url:
-            ledger = asyncio.run(read_ledger(url, namespace, since))
-    except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
-    except (StoreUnavailableError, RedisError, OSError, ValueError) as exc:
-        console.print(f"[red]cannot read the event store: {type(exc).__name__}: {exc}[/red]", soft_wrap=True)
-        raise typer.Exit(1) from exc
+        fail(f"--price-per-image must be >= 0, got {price_per_image:g}", 2)
+    with store(config_file, data_dir, redis_url, namespace) as where:
+        ledger = asyncio.run(read_ledger(where.url, where.namespace, since))
     console.print(render(ledger, price_per_image, since))
     console.print(summary(ledger, price_per_image), soft_wrap=True)
     if ledger.undecodable:
         console.print(
-            f"[yellow]{ledger.undecodable:,} event(s) could not be decoded and were skipped[/yellow]"
+            f"{ledger.undecodable:,} event(s) could not be decoded and were skipped", style="yellow"
         )

@@ -225,3 +225,24 @@ def render(report: LoadReport) -> Table:
             "bound", "n/a: /v1/queue was not readable (it needs an admin token) or no pool can serve"
         )
     return table
+
+
+_MAKE_SERVICE = "genqueue token create --user loadtest --role service"
+# What to change when submits were refused, by the refusals' HTTP status.
+_HINTS = {
+    "401": "submits need a token: pass --token or set GENQUEUE_TOKEN; a service token "
+    f"(`{_MAKE_SERVICE}`) submits for each simulated user under its own user_id",
+    "402": "the simulated users (user-0, user-1, ...) lack credits: set [credits] default_grant "
+    "(what a new user gets at its first submit) or give them credits with `genqueue credits grant`",
+    "403": "this token may not submit for the simulated users (user-0, user-1, ...): use a service "
+    f"token for every user (`{_MAKE_SERVICE}`) or one scoped with --users 'user-*'",
+    "429": "a user token makes every simulated user one user, held to [limits] user_submit_rate and "
+    f"[queue] per_user_waiting; a service token (`{_MAKE_SERVICE}`) submits for each under its own "
+    "user_id at [limits] service_submit_rate",
+}
+
+
+def hints(report: LoadReport) -> list[str]:
+    """One line for each kind of refused submit that a token or a setting would have let in."""
+    statuses = {reason.split(" ", 1)[0] for reason in report.rejected}
+    return [f"hint: {_HINTS[status]}" for status in sorted(statuses & _HINTS.keys())]

@@ -23,7 +23,8 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from events.errors import GenqueueError
 from serve_app.cli.burst import payload, sse_messages, user_kind
-from serve_app.cli.loadreport import LoadReport, UserRun, render, summarise
+from serve_app.cli.loadreport import LoadReport, UserRun, hints, render, summarise
+from serve_app.cli.options import fail
 
 KINDS = ("photography", "fitting", "mixed")
 FOLLOW = ("sse", "poll")
@@ -244,8 +245,7 @@ def command(
             url, users, kind, ramp, token, follow=follow, poll_seconds=poll, deadline_seconds=deadline
         )
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
 
     async def main() -> LoadReport:
         shown = asyncio.create_task(_show(test, console))
@@ -259,13 +259,13 @@ def command(
     try:
         report = asyncio.run(main())
     except LoadtestError as exc:
-        console.print(f"[red]{exc}[/red]", soft_wrap=True)
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(render(report))
+    for line in hints(report):
+        console.print(line, markup=False, soft_wrap=True)
     if json_file is not None:
         try:
             json_file.write_text(json.dumps(report.as_json(), indent=2) + "\n")
         except OSError as exc:
-            console.print(f"[red]cannot write {json_file}: {exc.strerror}[/red]")
-            raise typer.Exit(1) from exc
-        console.print(f"figures written to {json_file}")
+            fail(f"cannot write {json_file}: {exc.strerror}")
+        console.print(f"figures written to {json_file}", markup=False)

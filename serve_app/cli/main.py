@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,19 +23,73 @@ from serve_app.cli.access import credits_app, token_app
 from serve_app.cli.cost import command as cost_command
 from serve_app.cli.loadtest import command as loadtest_command
 from serve_app.cli.ops_commands import audit, events_app, plan, replay, top
-from serve_app.cli.options import config_or_exit
+from serve_app.cli.options import config_or_exit, fail, program
 
+if TYPE_CHECKING:
+    from serve_app.runtime import Running
+
+# Help and messages are printed as written (a `[section]` is text, not rich markup), and a
+# traceback (`--debug`) never lists local variables: they may hold a store URL's password.
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="genqueue: a burst-proof queue for AI images."
+    no_args_is_help=True,
+    add_completion=False,
+    help="genqueue: a burst-proof queue for AI images.",
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,
 )
-console = Console()
+console = Console(highlight=False)
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+class _Stop(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: leave whatever `genqueue up` is doing, through its clean-up."""
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the block (also while it starts), once: a second signal is
+    ignored, so that the clean-up that follows the first runs to its end."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Stop
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _up_lines(live: Running, token_command: str, ray: str) -> list[str]:
+    """What `genqueue up` prints once it serves: where everything is and how to get in."""
+    api = live.api_url
+    dashboard = live.dashboard_url or "(not started)"
+    if live.dashboard_url and live.dashboard_token:
+        dashboard += f"  (Ray's; it asks for the token `{ray} get-auth-token` prints)"
+    lines = [
+        # The store's URL may carry a password: shown with it replaced by ***.
+        f"Store      {redact_url(live.config.redis.url)}",
+        f"API        {api}/v1",
+        f"Docs       {api}/docs",
+        f"Pages      {api}/ (users)  {api}/ops (operators, with an admin token)",
+        f"Dashboard  {dashboard}",
+    ]
+    if live.stats_url and live.metrics_url:
+        lines.append(f"HAProxy    {live.stats_url}  {live.metrics_url}")
+    lines.append(f"Token      {token_command}")
+    return lines
+
+
+def token_command(config_file: Path | None, data_dir: Path | None) -> str:
+    """The command that makes an admin token in the store of a `genqueue up` given these flags."""
+    words = [program("genqueue"), "token", "create", "--user", "ops", "--role", "admin"]
+    if config_file is not None:
+        words += ["--config", str(config_file)]
+    if data_dir is not None:
+        words += ["--data-dir", str(data_dir)]
+    return shlex.join(words)
 
 
 def up(
@@ -42,9 +98,11 @@ def up(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where data and blobs live.")] = None,
     address: Annotated[str | None, typer.Option(help="Join this Ray cluster (ray://… or auto).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="On a failure, print its traceback too.")] = False,
 ) -> None:
     """Start genqueue and serve until Ctrl-C or SIGTERM."""
-    from serve_app.runtime import log_relaxed_security, running
+    from serve_app.cli.store import register
+    from serve_app.runtime import StartupError, log_relaxed_security, preflight, resolve, running
 
     config = config_or_exit(config_file)
     configure()
@@ -55,18 +113,29 @@ def up(
         data_dir=str(data_dir) if data_dir else config.server.data_dir,
     )
     config = replace(config, server=server)
-    log_relaxed_security(config)
-    with running(config, address=address) as live:
-        # The store's URL may carry a password: shown with it replaced by ***.
-        console.print(f"Store      {redact_url(live.config.redis.url)}")
-        console.print(f"API        {live.api_url}/v1")
-        console.print(f"Docs       {live.api_url}/docs")
-        console.print(f"Dashboard  {live.dashboard_url or '(not started)'}")
-        if live.stats_url and live.metrics_url:
-            console.print(f"HAProxy    {live.stats_url}  {live.metrics_url}")
-        console.print("genqueue ready")
-        _wait_for_signal()
-        console.print("shutting down")
+    try:
+        # Checked before the warnings, so that a start-up failure is the one line it says.
+        preflight(resolve(config), joined=address is not None)
+        log_relaxed_security(config)
+        with _stopped_by_signals(), running(config, address=address) as live:
+            note = register(live.config.server.data_dir, config_file, live.api_url)
+            try:
+                for line in _up_lines(live, token_command(config_file, data_dir), program("ray")):
+                    print(line, flush=True)
+                print("genqueue ready", flush=True)
+                threading.Event().wait()
+            finally:
+                if note is not None:
+                    note.unlink(missing_ok=True)
+    except _Stop:
+        print("genqueue stopped", flush=True)
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, StartupError):
+            fail(f"genqueue up: {exc}")
+        first = next(iter(str(exc).strip().splitlines()), "")[:300]
+        fail(f"genqueue up failed: {type(exc).__name__}: {first} (--debug prints the traceback)")
 
 
 def down(
@@ -142,8 +211,7 @@ def demo(
 
     configure("WARNING")
     if users < 1 or speed <= 0 or provider not in ("offline", "gemini"):
-        console.print("[red]--users must be >= 1, --speed > 0, --provider offline or gemini[/red]")
-        raise typer.Exit(2)
+        fail("--users must be >= 1, --speed > 0, --provider offline or gemini", 2)
     base = config_or_exit(config_file)
     config = demo_config(base, users, speed)
     latency, jitter = base.provider.latency_seconds, base.provider.latency_jitter
@@ -193,11 +261,10 @@ def emulator(
             seed=seed,
         )
     except ValueError as exc:
-        console.print(f"[red]bad emulator option:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from exc
-    with running(config) as url:
-        console.print(url)
-        _wait_for_signal()
+        fail(f"bad emulator option: {exc}", 2)
+    with contextlib.suppress(_Stop), _stopped_by_signals(), running(config) as url:
+        console.print(url, markup=False)
+        threading.Event().wait()
 
 
 # Registered in the order `genqueue --help` lists them.

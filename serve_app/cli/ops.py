@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 from actors.audit import Auditor, AuditReport
@@ -16,29 +15,6 @@ from events.catalogue import StoredEvent
 from events.codec import decode
 from events.errors import EventDecodeError
 from events.redis_store import RedisEventStore
-
-URL_FILE = "redis-url"
-
-
-@contextlib.contextmanager
-def store_url(redis_url: str | None, data_dir: Path, create: bool = False) -> Iterator[str]:
-    """The store to read: a given URL, the running instance's, or the embedded Valkey started on
-    its files (made new under `data_dir` with `create`)."""
-    if redis_url:
-        yield redis_url
-        return
-    running = data_dir / URL_FILE
-    if running.exists():
-        yield running.read_text().strip()
-        return
-    from serve_app.valkey import embedded_valkey
-
-    if create:
-        (data_dir / "valkey").mkdir(parents=True, exist_ok=True)
-    if not (data_dir / "valkey").exists():
-        raise FileNotFoundError(f"no genqueue data under {data_dir}; pass --redis-url or --data-dir")
-    with embedded_valkey(data_dir / "valkey") as url:
-        yield url
 
 
 async def entries(store: RedisEventStore, until: str = "+") -> AsyncIterator[tuple[str, dict[str, str]]]:

@@ -4,22 +4,28 @@ and read its event log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from actors.config import KeyPoolConfig
 from actors.logs import configure
-from serve_app.cli.options import DataDir, Namespace, RedisUrl
+from serve_app.cli.options import ConfigFile, DataDir, Namespace, RedisUrl, fail, program
+from serve_app.cli.store import store
 
-events_app = typer.Typer(help="The event stream.", no_args_is_help=True)
-console = Console()
+if TYPE_CHECKING:
+    from serve_app.cli.top import Frame
+
+events_app = typer.Typer(help="The event stream.", no_args_is_help=True, rich_markup_mode=None)
+console = Console(highlight=False)
 
 
 def top(
@@ -33,23 +39,42 @@ def top(
     """A live dashboard of a running instance: queue, throughput, waits, pools, alerts."""
     from rich.live import Live
 
-    from serve_app.cli.top import fetch, render
+    from serve_app.cli.top import render
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(base_url=url, timeout=10, headers=headers) as client:
-        try:
-            frame = fetch(client)
-        except httpx.HTTPError as exc:
-            console.print(f"[red]cannot reach genqueue at {url}: {exc}[/red]")
-            raise typer.Exit(1) from exc
+        frame = _fetch_or_exit(client, url, token)
         if once:
             console.print(render(frame, None))
             return
-        with Live(render(frame, None), console=console, refresh_per_second=4) as live:
+        with (
+            contextlib.suppress(KeyboardInterrupt),
+            Live(render(frame, None), console=console, refresh_per_second=4) as live,
+        ):
             while True:
                 time.sleep(interval)
-                previous, frame = frame, fetch(client)
+                previous, frame = frame, _fetch_or_exit(client, url, token)
                 live.update(render(frame, previous))
+
+
+def _fetch_or_exit(client: httpx.Client, url: str, token: str | None) -> Frame:
+    """One frame, or exit 1 with what is wrong in one line: no admin token, or no instance."""
+    from serve_app.cli.top import fetch
+
+    try:
+        return fetch(client)
+    except httpx.HTTPStatusError as exc:
+        status = exc.response.status_code
+        if status in (401, 403):
+            make = f"{program('genqueue')} token create --user ops --role admin"
+            why = "no token was given" if not token and status == 401 else f"the token was refused ({status})"
+            fail(
+                f"genqueue top needs an admin token and {why}: pass --token or set GENQUEUE_TOKEN "
+                f"(make one with `{make}` and the --config or --data-dir of the instance)"
+            )
+        fail(f"genqueue at {url} answered {status} to {exc.request.url.path}; is it a genqueue instance?")
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        fail(f"cannot reach genqueue at {url}: {type(exc).__name__}: {exc}")
 
 
 def plan(
@@ -79,8 +104,7 @@ def plan(
         times = arrivals(users, arrival)
         schedule = simulate(times, slots, latency, projects, window, margin)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
     table = Table(title=f"{users} users, {len(projects)} projects, {slots} slots, {latency:g} s per call")
     for column in ("users", "start", "finished by"):
         table.add_column(column)
@@ -121,21 +145,22 @@ def plan(
 
 
 def audit(
+    config_file: ConfigFile = None,
+    data_dir: DataDir = None,
     redis_url: RedisUrl = None,
-    namespace: Namespace = "default",
-    data_dir: DataDir = Path(".genqueue"),
+    namespace: Namespace = None,
     slots: Annotated[int | None, typer.Option(help="Check that running never exceeded this.")] = None,
 ) -> None:
     """Replay the whole event stream and check every invariant; exit 1 on a violation."""
-    from serve_app.cli.ops import run_audit, store_url
+    from serve_app.cli.ops import run_audit
 
     configure("WARNING")
-    with store_url(redis_url, data_dir) as url:
+    with store(config_file, data_dir, redis_url, namespace) as where:
         started = time.perf_counter()
-        result = asyncio.run(run_audit(url, namespace, slots))
+        result = asyncio.run(run_audit(where.url, where.namespace, slots))
         seconds = time.perf_counter() - started
     r = result.report
-    table = Table(title=f"audit of namespace {namespace}", show_header=False)
+    table = Table(title=f"audit of namespace {where.namespace}", show_header=False)
     table.add_row(
         "events", f"{result.events:,} in {seconds:.2f} s ({result.events / max(seconds, 1e-9):,.0f}/s)"
     )
@@ -156,7 +181,7 @@ def audit(
     console.print(table)
     if result.violations:
         for v in result.violations:
-            console.print(f"[red]violation:[/red] {v}")
+            console.print(f"violation: {v}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print("[green]every invariant holds[/green]")
 
@@ -166,23 +191,22 @@ def replay(
     at: Annotated[
         dt.datetime | None, typer.Option(help="Print the queue as it stood at this moment.")
     ] = None,
+    config_file: ConfigFile = None,
+    data_dir: DataDir = None,
     redis_url: RedisUrl = None,
-    namespace: Namespace = "default",
-    data_dir: DataDir = Path(".genqueue"),
+    namespace: Namespace = None,
 ) -> None:
     """One task's timeline (--task ID), or the queue's state at a moment (--at TIMESTAMP)."""
-    from serve_app.cli.ops import state_at, store_url, task_timeline
+    from serve_app.cli.ops import state_at, task_timeline
 
     configure("WARNING")
     if (task is None) == (at is None):
-        console.print("[red]give exactly one of --task or --at[/red]")
-        raise typer.Exit(2)
-    with store_url(redis_url, data_dir) as url:
+        fail("give exactly one of --task or --at", 2)
+    with store(config_file, data_dir, redis_url, namespace) as where:
         if task is not None:
-            events = asyncio.run(task_timeline(url, namespace, task))
+            events = asyncio.run(task_timeline(where.url, where.namespace, task))
             if not events:
-                console.print(f"[red]no task {task}[/red]")
-                raise typer.Exit(1)
+                fail(f"no task {task}")
             t0 = float(events[0]["data"]["at"])
             table = Table(title=f"task {task}")
             for col in ("+seconds", "event", "details"):
@@ -194,12 +218,12 @@ def replay(
                 details = ", ".join(
                     f"{k}={v}" for k, v in data.items() if k not in ("inputs", "prompt", "digest")
                 )
-                table.add_row(f"{offset:8.3f}", e["type"], details)
+                table.add_row(f"{offset:8.3f}", e["type"], Text(details))
             console.print(table)
             return
         assert at is not None
         moment = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
-        state = asyncio.run(state_at(url, namespace, moment))
+        state = asyncio.run(state_at(where.url, where.namespace, moment))
     table = Table(title=f"queue at {moment.isoformat()} (after event {state.last_id})", show_header=False)
     table.add_row("waiting", str(state.waiting))
     table.add_row(
@@ -216,15 +240,16 @@ def replay(
 def events_export(
     out: Annotated[Path, typer.Option(help="JSON-lines file to write.")],
     since: Annotated[dt.datetime | None, typer.Option(help="Only events at or after this moment.")] = None,
+    config_file: ConfigFile = None,
+    data_dir: DataDir = None,
     redis_url: RedisUrl = None,
-    namespace: Namespace = "default",
-    data_dir: DataDir = Path(".genqueue"),
+    namespace: Namespace = None,
 ) -> None:
     """Write the stream as JSON lines ({id, type, v, task, data}) for archiving."""
-    from serve_app.cli.ops import export, store_url
+    from serve_app.cli.ops import export
 
     configure("WARNING")
     moment = since if since is None or since.tzinfo else since.replace(tzinfo=dt.UTC)
-    with store_url(redis_url, data_dir) as url, out.open("w") as fh:
-        written = asyncio.run(export(url, namespace, fh, moment))
-    console.print(f"wrote {written:,} events to {out}")
+    with store(config_file, data_dir, redis_url, namespace) as where, out.open("w") as fh:
+        written = asyncio.run(export(where.url, where.namespace, fh, moment))
+    console.print(f"wrote {written:,} events to {out}", markup=False)

@@ -148,7 +148,10 @@ def test_the_embedded_valkey_keeps_its_files_private_and_its_password(tmp_path: 
 
 
 def test_the_cli_opens_the_embedded_store_with_its_password(tmp_path: Path) -> None:
-    """`genqueue token create` and `genqueue audit` on a data dir start the embedded Valkey and log in."""
+    """`genqueue token create` and `genqueue audit` on a stopped instance's data dir start its
+    embedded Valkey and log in (a data dir with no store is refused: no command creates one)."""
+    with embedded_valkey(tmp_path / "valkey"):
+        pass  # the store a `genqueue up` on this data dir left behind
     made = runner.invoke(
         app, ["token", "create", "--user", "ops", "--role", "admin", "--data-dir", str(tmp_path)]
     )
