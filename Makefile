@@ -32,7 +32,8 @@ unit: $(STAMP)
 
 test: lint
 	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || echo "no Chromium found: the browser tests (tests/e2e/test_pages.py) will be skipped"
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not serial" --durations=15
+	$(BIN)/python -m pytest -q -m serial --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python bench/suite.py --out bench/results.md

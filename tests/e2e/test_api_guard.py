@@ -169,6 +169,10 @@ def test_schemathesis_finds_no_server_error_and_only_problem_bodies(app: App, ro
             def run(case: Any) -> None:
                 response = case.call(base_url=app.url, headers=headers)
                 cases.append((f"{case.method} {case.path}", response.status_code))
+                if case.path.endswith("/intake/pause") and response.status_code < 300:
+                    # A paused intake answers every submit 503 by design: open it again at once,
+                    # whatever order the operations come in.
+                    httpx.post(f"{app.url}/v1/admin/intake/resume", headers=headers, timeout=30)
                 case.validate_response(response, checks=[not_a_server_error, problem_body])
 
             try:

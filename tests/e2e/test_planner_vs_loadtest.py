@@ -143,3 +143,7 @@ def test_the_planner_predicts_the_makespan_and_p90_wait_within_ten_percent(
     assert r.followed.get(o.scenario.follow) == r.users, figures
     assert r.makespan_s == pytest.approx(o.planned_makespan, rel=TOLERANCE), figures
     assert r.wait_p90_s == pytest.approx(o.planned_p90, rel=TOLERANCE), figures
+
+
+# Timings and whole clusters: run alone, after the tests that run two at a time.
+pytestmark = pytest.mark.serial
