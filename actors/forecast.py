@@ -24,6 +24,9 @@ from dataclasses import dataclass
 MIN_LATENCY = 1e-3
 # Before any call has been measured, the configured latency counts, but at least this.
 MIN_CONFIGURED_LATENCY = 0.1
+# Until a call is measured, a gemini call is taken to last this long (its image models answer a
+# 1K image in about 5 to 15 s); `[provider] latency_seconds` sets only the offline provider's.
+GEMINI_CALL_SECONDS = 10.0
 # Rates below this would make a Retry-After of days: a refused submit waits at most RETRY_CAP.
 MIN_RATE = 1e-3
 RETRY_CAP = 3600
@@ -98,23 +101,45 @@ def start_times(
     return starts
 
 
-def predict_starts(
-    count: int, now: float, slots: int, running: int, latency: float, pools: Sequence[PoolWindow]
+def held_until(
+    now: float, slots: int, running: int, latency: float, busy: Sequence[float] | None
 ) -> list[float]:
-    """Predicted start times of the next `count` tasks to start (queue positions 0 … count-1)."""
+    """When each slot frees: `busy` gives the held ones' times (at most `slots`, none before
+    `now`); without it, `running` held slots taken to be half way through a call."""
+    if busy is None:
+        busy = [now + latency / 2] * min(running, slots)
+    held = sorted(max(now, t) for t in busy)[:slots]
+    return held + [now] * (slots - len(held))
+
+
+def predict_starts(
+    count: int,
+    now: float,
+    slots: int,
+    running: int,
+    latency: float,
+    pools: Sequence[PoolWindow],
+    busy: Sequence[float] | None = None,
+) -> list[float]:
+    """Predicted start times of the next `count` tasks to start (queue positions 0 … count-1);
+    `busy` as `held_until` takes it."""
     if count <= 0:
         return []
-    # Running calls are taken to be half done: their slots free after half a latency.
-    busy = min(running, slots)
-    slot_free = [now + latency / 2] * busy + [now] * max(0, slots - running)
+    slot_free = held_until(now, slots, running, latency, busy)
     return start_times([now] * count, slot_free, latency, pools, now)
 
 
 def eta_seconds(
-    position: int, now: float, slots: int, running: int, latency: float, pools: Sequence[PoolWindow]
+    position: int,
+    now: float,
+    slots: int,
+    running: int,
+    latency: float,
+    pools: Sequence[PoolWindow],
+    busy: Sequence[float] | None = None,
 ) -> float:
     """Seconds until the task at `position` (0: next to start) is expected to start."""
-    return predict_starts(position + 1, now, slots, running, latency, pools)[-1] - now
+    return predict_starts(position + 1, now, slots, running, latency, pools, busy)[-1] - now
 
 
 # A start table simulates at most this many groups, and compares states (to find the period)
@@ -261,9 +286,10 @@ def start_table(
     pools: Sequence[PoolWindow],
     horizon: int = 1 << 62,
     max_steps: int = TABLE_STEPS,
+    busy: Sequence[float] | None = None,
 ) -> StartTable:
-    """The starts `predict_starts(count, now, slots, running, latency, pools)` gives, for every
-    position at once, simulated group by group: the tasks that take slots and one pool's
+    """The starts `predict_starts(count, now, slots, running, latency, pools, busy)` gives, for
+    every position at once, simulated group by group: the tasks that take slots and one pool's
     places free at the same time start together. It stops when the state repeats (the
     period), when `horizon` positions are covered, or after `max_steps` groups.
 
@@ -277,8 +303,8 @@ def start_table(
     same = len({p.window for _, p in serving}) == 1
     windows = {(0 if same else i): p.window for i, p in serving}
     free, places = _Groups(), _Groups()
-    free.add((latency / 2, 0), min(running, slots))
-    free.add((0.0, 0), slots - running)
+    for at in held_until(now, slots, running, latency, busy):
+        free.add((at - now, 0), 1)
     for i, pool in serving:
         _add_places(places, pool, now, 0 if same else i)
     firsts: list[int] = []
@@ -313,6 +339,14 @@ def start_table(
         if len(seen) < STATES:
             seen[state] = (position, start)
     return StartTable(now, tuple(firsts), tuple(offsets), position, rate=rate)
+
+
+def prior_latency(provider: str, latency_seconds: float, timeout_seconds: float) -> float:
+    """The call time assumed until one is measured: the offline provider's configured latency
+    (at least MIN_CONFIGURED_LATENCY); an upstream's GEMINI_CALL_SECONDS, at most the timeout."""
+    if provider == "offline":
+        return max(latency_seconds, MIN_CONFIGURED_LATENCY)
+    return min(GEMINI_CALL_SECONDS, timeout_seconds)
 
 
 def call_latency(stats: Mapping[str, float], configured: float) -> float:

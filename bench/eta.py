@@ -2,8 +2,9 @@
 
 For a few queue shapes it prints the microseconds one ETA costs at positions 10 and 10,000 by
 simulating every task ahead (`forecast.eta_seconds`, as each submit did) and by a lookup in
-the start table (`forecast.start_table`, built once per refresh of the pools' views), the
-table's build time, and that both give the same figure.
+the start table (`forecast.start_table`), the table's build time, that both give the same
+figure, and the time to build a replica's whole forecast of the ETA range from one read of the
+queue (`eta_range.build`: the p50 and p90 tables and the draws of the calls in flight).
 
     python bench/eta.py [--repeat 5]
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from actors.eta_range import CallTimes, Snapshot
+from actors.eta_range import build as build_range
 from actors.forecast import PoolWindow, eta_seconds, start_table
 
 NOW = 1_700_000_000.0
@@ -64,10 +67,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    print(f"{'queue':46} {'position':>8} {'simulated':>12} {'table':>9} {'build':>10}  same")
+    print(f"{'queue':46} {'position':>8} {'simulated':>12} {'table':>9} {'build':>10}  same  {'range':>9}")
     for name, (slots, running, hold, pools) in shapes().items():
         queue = (slots, running, hold, pools)
         build = best(partial(start_table, NOW, *queue, 10_040), args.repeat, 1.0)
+        times = CallTimes(hold, tuple(hold * (0.75 + i / 40) for i in range(21)))
+        calls = tuple(NOW - hold * i / running for i in range(running))
+        snapshot = Snapshot(NOW, slots, tuple(pools), calls, (), running, 0.0, times, 0.01)
+        whole = best(partial(build_range, snapshot, 10_040, random.Random(0)), args.repeat, 1.0)
         table = start_table(NOW, *queue, 10_040)
         for position in (10, 10_000):
             simulated = best(partial(eta_seconds, position, NOW, *queue), args.repeat, 1.0)
@@ -75,7 +82,7 @@ def main() -> None:
             same = round(table.eta(position, NOW), 1) == round(eta_seconds(position, NOW, *queue), 1)
             print(
                 f"{name:46} {position:>8} {simulated * 1e6:>10.1f}us {lookup * 1e6:>7.2f}us "
-                f"{build * 1e3:>8.2f}ms  {same}"
+                f"{build * 1e3:>8.2f}ms  {same!s:5} {whole * 1e3:>7.2f}ms"
             )
 
 

@@ -15,6 +15,8 @@ several times where a run is short, and the table gives medians:
                    bench/baseline.py (the classic cloud-function design) on the same set-up
   cost             bench/cost.py: the cost of one task, every target of issue 16 beside its
                    yardsticks (a trivial XADD endpoint on bare uvicorn and on Serve), once
+  eta-accuracy     bench/eta_accuracy.py: each task's ETA at submit against the start of its
+                   call, in the default 100-user burst, burst-600 and a slot-bound burst, once
 
     python bench/suite.py [--runs 3] [--quick] [--out bench/results.md]
 """
@@ -135,6 +137,8 @@ def steps(runs: int, quick: bool) -> list[Step]:
         Step("burst-600 classic", "baseline.py", BURST_600, runs, 400),
         # Ten minutes or so at full size; its phases are bounded, so 20 is a hang.
         Step("cost", "cost.py", ["--quick"] if quick else [], 1, 1200),
+        # About five minutes: the default burst waits two 60 s windows.
+        Step("eta-accuracy", "eta_accuracy.py", ["--scale", "10"] if quick else [], 1, 900),
     ]
 
 
@@ -185,6 +189,7 @@ def table(by: dict[str, Step]) -> list[str]:
             "the capacity runs",
         ),
         *slow_rows(by.get("slow-uploads")),
+        *eta_rows(by.get("eta-accuracy")),
         (
             "memory per waiting task",
             f"{fmt(med(mem, 'mb_per_100k_waiting'), ' MB')} per 100,000",
@@ -216,6 +221,32 @@ def table(by: dict[str, Step]) -> list[str]:
     lines = ["| figure | median | how |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return lines
+
+
+def eta_rows(step: Step | None) -> list[tuple[str, str, str]]:
+    """A row per scenario of bench/eta_accuracy.py (none before the step existed)."""
+    if step is None or not step.results:
+        return []
+    r = step.results[-1]
+    how = (
+        "|predicted - actual wait| / max(actual wait, 1 s) of `eta_seconds` at submit, the wait to the "
+        "`task.started` of its call; in brackets the forecast used before the ETA range, replayed on "
+        "the same run; p90 covered {} of starts"
+    )
+    rows = []
+    for name in ("default", "burst-600", "slot-bound"):
+        if f"{name}_eta_error_median" in r:
+            rows.append(
+                (
+                    f"ETA error at submit, {name}, median / p90",
+                    f"{fmt(100 * r[f'{name}_eta_error_median'], ' %')} / "
+                    f"{fmt(100 * r[f'{name}_eta_error_p90'], ' %')} "
+                    f"({fmt(100 * r[f'{name}_old_model_error_median'], ' %')} / "
+                    f"{fmt(100 * r[f'{name}_old_model_error_p90'], ' %')})",
+                    how.format(fmt(100 * r[f"{name}_started_by_p90"], " %", 0)),
+                )
+            )
+    return rows
 
 
 def slow_rows(step: Step | None) -> list[tuple[str, str, str]]:

@@ -65,9 +65,11 @@ class Seen:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a submit was not accepted: "rate", "queue_full", "user_waiting" or "credits".
+    """Why a submit was not accepted: "rate", "queue_full", "user_waiting", "credits" or
+    "paused" (intake paused by an operator: `events.ops_models`).
 
-    A "rate" refusal names the rate and how long until the token may submit again.
+    A "rate" refusal names the rate and how long until the token may submit again; a
+    "paused" one the wait the operator named.
     """
 
     reason: str

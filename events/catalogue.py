@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, get_args
 
 # The key pool's and the ledger's events live in modules of their own; this is their catalogue too.
+from events.intake_events import IntakePaused as IntakePaused
+from events.intake_events import IntakeResumed as IntakeResumed
 from events.key_events import KeyCooledDown as KeyCooledDown
 from events.key_events import KeyDisabled as KeyDisabled
 from events.key_events import KeyGrantsRedated as KeyGrantsRedated
@@ -345,6 +347,7 @@ KeyEvent = KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned
 CreditEvent = CreditsGranted | CreditsCharged | CreditsRefunded
 TokenEvent = TokenCreated | TokenRevoked
 WebhookEvent = WebhookAttempted | WebhookDelivered | WebhookFailed
+IntakeEvent = IntakePaused | IntakeResumed
 Event = (
     TaskEvent
     | KeyTokenGranted
@@ -358,6 +361,7 @@ Event = (
     | CreditEvent
     | TokenEvent
     | WebhookEvent
+    | IntakeEvent
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in get_args(Event)}

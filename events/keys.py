@@ -51,6 +51,11 @@ class Keys:
         """Set: tasks holding a slot."""
         return f"{self.prefix}:running"
 
+    @property
+    def calls(self) -> str:
+        """Set: tasks whose current attempt's upstream call is in flight (started, no outcome)."""
+        return f"{self.prefix}:calls"
+
     def histogram(self, name: str) -> str:
         """Hash: a histogram's bucket counts, sum and count."""
         return f"{self.prefix}:hist:{name}"
@@ -104,3 +109,25 @@ class Keys:
     def failures(self) -> str:
         """List: the newest failed tasks (JSON: task id, kind, error, time), newest first."""
         return f"{self.prefix}:failures"
+
+    @property
+    def tasks(self) -> str:
+        """Sorted set: every task id, scored by its submit time (the task list)."""
+        return f"{self.prefix}:tasks"
+
+    def user_tasks(self, user_id: str) -> str:
+        """Sorted set: a user's task ids, scored by submit time."""
+        return f"{self.prefix}:tasks:user:{user_id}"
+
+    def token_tasks(self, token_id: str) -> str:
+        """Sorted set: the ids of the tasks a token submitted, scored by submit time."""
+        return f"{self.prefix}:tasks:token:{token_id}"
+
+    def status_tasks(self, status: str) -> str:
+        """Sorted set: the ids of the tasks whose view holds `status`, scored by when it took it."""
+        return f"{self.prefix}:tasks:status:{status}"
+
+    @property
+    def intake(self) -> str:
+        """Hash: the intake switch (paused, since, reason, by, retry_after)."""
+        return f"{self.prefix}:intake"

@@ -21,6 +21,7 @@ from events.admission import (
 from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted, round_of, stream_id_key
 from events.codec import decode, encode, log_entry
 from events.keys import Keys
+from events.ops_models import Intake, TaskIndex, paused_refusal
 from events.projection import project
 from events.read_ops import Delete, Expire, HDel, HIncr, HSet, LPush, Op, SAdd, SRem, ZAdd, ZRem, ZTrim
 from events.store import NO_BOUNDS, Expect, QueueCounts, SubmitReceipt
@@ -144,6 +145,10 @@ class MemoryEventStore:
     async def _submit(
         self, event: TaskSubmitted, admission: Admission, hit: bool, member: str
     ) -> SubmitReceipt:
+        intake = Intake.of(self._hashes.get(self.keys.intake, {}))
+        if intake.paused:
+            paused = paused_refusal(intake.retry_after, admission.price)
+            return SubmitReceipt("", None, QueueCounts(0, 0, {}), refused=paused)
         limited = self._rate(admission, hit, member, int(event.at * 1000))
         if limited is not None:
             return SubmitReceipt("", None, QueueCounts(0, 0, {}), refused=limited)
@@ -289,6 +294,25 @@ class MemoryEventStore:
         """The active alerts."""
         raw = self._hashes.get(self.keys.alerts, {}).values()
         return sorted((json.loads(r) for r in raw), key=lambda a: str(a["name"]))
+
+    async def task_index_pages(
+        self, indexes: Sequence[TaskIndex], before: tuple[float, str] | None, count: int
+    ) -> list[list[tuple[str, float]]]:
+        """Each index's first `count` (task id, score) after `before`, (score, id) descending."""
+        pages = []
+        for index in indexes:
+            members = self._zsets.get(index.key(self.keys), {})
+            ranked = sorted(((s, m) for m, s in members.items()), reverse=True)
+            pages.append([(m, s) for s, m in ranked if before is None or (s, m) < before][:count])
+        return pages
+
+    async def task_views(self, task_ids: Sequence[str]) -> tuple[list[dict[str, str]], list[int | None]]:
+        """Each task's view ({} for none) and waiting-set rank."""
+        return [await self.task_view(t) or {} for t in task_ids], [await self.position(t) for t in task_ids]
+
+    async def intake(self) -> Intake:
+        """The intake switch."""
+        return Intake.of(self._hashes.get(self.keys.intake, {}))
 
     async def load_scripts(self) -> None:
         """Nothing to load."""

@@ -23,6 +23,8 @@ from events.catalogue import (
     CreditsGranted,
     CreditsRefunded,
     Event,
+    IntakePaused,
+    IntakeResumed,
     KeyCooledDown,
     KeyDisabled,
     KeyGrantsRedated,
@@ -50,6 +52,8 @@ from events.catalogue import (
 )
 from events.days import pacific_day
 from events.keys import Keys
+from events.ops_models import index_ops, intake_ops
+from events.public_view import ENDED, GRANTED, STARTED
 from events.read_ops import (
     Delete,
     Expire,
@@ -101,7 +105,15 @@ def view_fields(event: Event) -> dict[str, Scalar]:
         case TaskDispatched():
             return {"status": RUNNING, "attempts": event.attempt, "dispatched_at": event.at}
         case TaskStarted():
-            return {"started_at": event.at, "pool": event.pool, "key_id": event.key_id}
+            return {
+                "started_at": event.at,
+                "pool": event.pool,
+                "key_id": event.key_id,
+                "call_attempt": event.attempt,
+                "call": STARTED,
+            }
+        case KeyTokenGranted():
+            return {"call_attempt": event.attempt, "call": GRANTED}
         case TaskSucceeded():
             return {
                 "status": SUCCEEDED,
@@ -111,9 +123,13 @@ def view_fields(event: Event) -> dict[str, Scalar]:
                 "error": "",
             }
         case TaskAttemptFailed():
-            return {"error": event.error}
+            return {"error": event.error, "call_attempt": event.attempt, "call": ENDED}
         case TaskLeaseExpired():
-            return {"error": f"attempt {event.attempt}: lease expired"}
+            return {
+                "error": f"attempt {event.attempt}: lease expired",
+                "call_attempt": event.attempt,
+                "call": ENDED,
+            }
         case TaskRetryScheduled():
             return {"status": QUEUED, "not_before": event.not_before}
         case TaskFailed():
@@ -133,7 +149,6 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             | TokenCreated()
             | TokenRevoked()
             | TaskLateOutcomeIgnored()
-            | KeyTokenGranted()
             | KeyGrantsRedated()
             | KeyCooledDown()
             | KeyParked()
@@ -146,6 +161,8 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             | WebhookAttempted()
             | WebhookDelivered()
             | WebhookFailed()
+            | IntakePaused()
+            | IntakeResumed()
         ):
             return {}
         case _:
@@ -171,6 +188,8 @@ def project(event: Event, keys: Keys) -> list[Op]:
         return _pool_ops(event, keys)
     if isinstance(event, TokenCreated | TokenRevoked):
         return _token_ops(event, keys)
+    if isinstance(event, IntakePaused | IntakeResumed):
+        return intake_ops(event, keys)
     if isinstance(event, CreditsGranted):
         ops = _ledger_ops(event, keys, event.amount, {"reason": event.reason, "by": event.by})
         if event.by == "config":  # the default grant: once per user
@@ -180,6 +199,9 @@ def project(event: Event, keys: Keys) -> list[Op]:
     if fields:
         # `events` counts the view's changes: the watch stream's message ids build on it.
         ops += [HSet(keys.task(event.task_id), fields), HIncr(keys.task(event.task_id), "events", 1)]
+        # The task list's indexes (`events.ops_models`), from the same fields as the view.
+        status = fields.get("status")
+        ops += index_ops(event, None if status is None else str(status), keys)
     match event:
         case TaskSubmitted():
             if event.idempotency_key:
@@ -206,6 +228,7 @@ def project(event: Event, keys: Keys) -> list[Op]:
         case TaskSucceeded():
             ops += [
                 SRem(keys.running, event.task_id),
+                SRem(keys.calls, event.task_id),
                 HIncr(keys.stats, "succeeded", 1),
                 HIncr(keys.stats, f"completed:{event.kind}:succeeded", 1),
                 HIncr(keys.stats, f"upstream:{event.pool}:200", 1),
@@ -221,18 +244,24 @@ def project(event: Event, keys: Keys) -> list[Op]:
         case TaskAttemptFailed():
             ops += [
                 SRem(keys.running, event.task_id),
+                SRem(keys.calls, event.task_id),
                 HIncr(keys.stats, "attempts_failed", 1),
                 HIncr(keys.stats, f"upstream:{event.pool}:{event.code}", 1),
                 *observe(keys.histogram("processing"), event.elapsed),
             ]
         case TaskLeaseExpired():
-            ops += [SRem(keys.running, event.task_id), HIncr(keys.stats, "attempts_failed", 1)]
+            ops += [
+                SRem(keys.running, event.task_id),
+                SRem(keys.calls, event.task_id),
+                HIncr(keys.stats, "attempts_failed", 1),
+            ]
         case TaskRetryScheduled():
             ops += [ZAdd(keys.waiting, event.task_id, event.order)]
         case TaskFailed():
             failure = {"task_id": event.task_id, "kind": event.kind, "error": event.error, "at": event.at}
             ops += [
                 SRem(keys.running, event.task_id),
+                SRem(keys.calls, event.task_id),
                 ZRem(keys.waiting, event.task_id),
                 HIncr(keys.stats, "failed", 1),
                 HIncr(keys.stats, f"completed:{event.kind}:failed", 1),
@@ -245,6 +274,7 @@ def project(event: Event, keys: Keys) -> list[Op]:
         case TaskUpstreamThrottled():
             ops += [
                 SRem(keys.running, event.task_id),
+                SRem(keys.calls, event.task_id),
                 ZAdd(keys.waiting, event.task_id, event.order),
                 HIncr(keys.stats, "throttled", 1),
             ]
@@ -262,7 +292,7 @@ def project(event: Event, keys: Keys) -> list[Op]:
                 ZAdd(grants, f"{event.task_id}:{event.attempt}", event.at),
             ]
         case TaskStarted():
-            ops += observe(keys.histogram("queue_wait"), event.waited)
+            ops += [SAdd(keys.calls, event.task_id), *observe(keys.histogram("queue_wait"), event.waited)]
         case WebhookAttempted():
             ops += [HIncr(keys.stats, "webhook_attempts", 1)]
         case WebhookDelivered():

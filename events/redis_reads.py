@@ -10,6 +10,7 @@ from typing import Any
 
 from events.codec import log_entry
 from events.keys import Keys
+from events.ops_models import Intake, TaskIndex
 from events.store import QueueCounts
 
 
@@ -89,6 +90,15 @@ class ReadModels:
             waiting, running, stats = await pipe.execute()
         return QueueCounts(int(waiting), int(running), {k: float(v) for k, v in stats.items()})
 
+    async def in_flight(self) -> tuple[int, int]:
+        """(tasks holding a slot, tasks whose upstream call is in flight), read in one MULTI/EXEC
+        so that the second is never more than the first."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.scard(self.keys.running)
+            pipe.scard(self.keys.calls)
+            held, calls = await pipe.execute()
+        return int(held), int(calls)
+
     async def grant_times(
         self, since: Mapping[str, float], newest: Mapping[str, int] | None = None
     ) -> dict[str, list[float]]:
@@ -157,3 +167,44 @@ class ReadModels:
         """HVALS of the active-alerts hash."""
         raw: list[str] = await self._r.hvals(self.keys.alerts)
         return sorted((json.loads(r) for r in raw), key=lambda a: str(a["name"]))
+
+    # -- The operator's views (`events.ops_models`): task-list index pages, the intake switch. --
+
+    async def task_index_pages(
+        self, indexes: Sequence[TaskIndex], before: tuple[float, str] | None, count: int
+    ) -> list[list[tuple[str, float]]]:
+        """For each index, its first `count` (task id, score) in the order (score, task id)
+        descending that come after `before` (None: from the newest), in one MULTI/EXEC: a task
+        that moves from one index to another is seen in one of them."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            for index in indexes:
+                key = index.key(self.keys)
+                if before is None:
+                    pipe.zrevrangebyscore(key, "+inf", "-inf", start=0, num=count, withscores=True)
+                    continue
+                score = repr(before[0])  # the shortest text that parses back to the same double
+                pipe.zrangebyscore(key, score, score)  # ties at the cursor's score: ordered by id
+                pipe.zrevrangebyscore(key, f"({score}", "-inf", start=0, num=count, withscores=True)
+            replies: list[Any] = await pipe.execute()
+        if before is None:
+            return [[(m, float(s)) for m, s in reply] for reply in replies]
+        pages = []
+        for ties, lower in zip(replies[::2], replies[1::2], strict=True):
+            tied = [(m, before[0]) for m in sorted(ties, reverse=True) if m < before[1]]
+            pages.append((tied + [(m, float(s)) for m, s in lower])[:count])
+        return pages
+
+    async def task_views(self, task_ids: Sequence[str]) -> tuple[list[dict[str, str]], list[int | None]]:
+        """Each task's view ({} for none) and waiting-set rank, in one MULTI/EXEC."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(self.keys.task(task_id))
+            for task_id in task_ids:
+                pipe.zrank(self.keys.waiting, task_id)
+            replies: list[Any] = await pipe.execute()
+        return replies[: len(task_ids)], replies[len(task_ids) :]
+
+    async def intake(self) -> Intake:
+        """The intake switch (open when it was never switched)."""
+        fields: dict[str, str] = await self._r.hgetall(self.keys.intake)
+        return Intake.of(fields)

@@ -35,6 +35,7 @@ from events.admission import (
 from events.catalogue import ROUND_SPAN, TaskSubmitted
 from events.keys import Keys
 from events.lua import lua_expression
+from events.ops_models import paused_refusal
 from events.redis_commands import ROUND_COUNTER_SECONDS, STREAM_ID
 from events.store import QueueCounts, SubmitReceipt
 from events.submit_plan import GRANT_ONLY, ORDER, ROUND, SUBMITTED, submit_commands
@@ -48,21 +49,24 @@ def lua_function(rule: Callable[..., int]) -> str:
 
 RULES = (rate_wait, place_round, user_waiting, grant_of, over, short, refusal_code)
 
-# KEYS: user hash, waiting set, stats hash, running set.
+# KEYS: user hash, waiting set, stats hash, running set, intake switch (`events.ops_models`).
 # ARGV: now (ms), rate key ("" for none), rate limit, rate window (ms), rate cost (1: a hit;
 # 0: only pass if the hit named by the member passed), rate member, idempotency key ("" for
 # none), round counter prefix, ROUND_SPAN, counter TTL, price, default grant, per-user
 # waiting bound, queue bound, task id, and the commands as one JSON array (a string per
 # argument, so no number is rounded on the way), each as flags, blanks, name, arguments
 # (`events.submit_plan.Command.row`).
-# Replies: {"rate", wait ms} | {kind, waiting, running, stats, ...}: "dup" with the first
-# task's id and digest; "no" with the refusal code, balance, grant, waiting, user's waiting;
-# "ok" with the task's stream id, rank and balance.
+# Replies: {"paused", Retry-After s} | {"rate", wait ms} | {kind, waiting, running, stats,
+# ...}: "dup" with the first task's id and digest; "no" with the refusal code, balance,
+# grant, waiting, user's waiting; "ok" with the task's stream id, rank and balance.
 SUBMIT_SCRIPT = "\n".join(
     [
         *(lua_function(rule) for rule in RULES),
         f"""
 local now = tonumber(ARGV[1])
+-- Intake paused: refused before anything is counted, charged or written.
+local intake = redis.call('HMGET', KEYS[5], 'paused', 'retry_after')
+if intake[1] == '1' then return {{'paused', intake[2] or '0'}} end
 local function counts(kind, ...)
   return {{kind, redis.call('ZCARD', KEYS[2]), redis.call('SCARD', KEYS[4]),
           redis.call('HGETALL', KEYS[3]), ...}}
@@ -179,7 +183,7 @@ def submit_call(
         event.task_id,
         json.dumps([c.row() for c in submit_commands(event, admission, keys)], **COMPACT),
     ]
-    return Call([keys.user(event.user_id), keys.waiting, keys.stats, keys.running], args)
+    return Call([keys.user(event.user_id), keys.waiting, keys.stats, keys.running, keys.intake], args)
 
 
 def calls(keys: Keys, events: Sequence[TaskSubmitted], admissions: Sequence[Admission]) -> list[Call]:
@@ -198,6 +202,9 @@ def calls(keys: Keys, events: Sequence[TaskSubmitted], admissions: Sequence[Admi
 def receipt(reply: list[Any], admission: Admission) -> SubmitReceipt:
     """The receipt a script reply stands for."""
     kind = reply[0]
+    if kind == "paused":
+        paused = paused_refusal(int(reply[1]), admission.price)
+        return SubmitReceipt("", None, QueueCounts(0, 0, {}), refused=paused)
     if kind == "rate":
         limited = Refusal("rate", 0, admission.price, 0, wait_ms=int(reply[1]), rate=admission.rate)
         return SubmitReceipt("", None, QueueCounts(0, 0, {}), refused=limited)

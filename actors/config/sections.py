@@ -292,6 +292,21 @@ class CreditsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    """What a submit meets when no pool can serve its kind (every key rejected, every pool
+    parked for the day): "refuse" answers 503 with Retry-After and charges nothing; "accept"
+    queues the task to wait until a pool serves again."""
+
+    when_blocked: str = "refuse"
+
+    def __post_init__(self) -> None:
+        if self.when_blocked not in ("refuse", "accept"):
+            raise ConfigError(
+                f"admission.when_blocked: expected 'refuse' or 'accept', got {self.when_blocked!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class WebhooksConfig:
     """Task-completion webhooks. Each token's signing secret derives from `secret` (empty:
     webhooks are off); a delivery is retried for `max_seconds` after its task ended. URLs
@@ -334,6 +349,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     credits: CreditsConfig = field(default_factory=CreditsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
     def key_secret(self, key_id: str) -> Secret:
         """The secret behind a key id."""
@@ -356,4 +372,5 @@ SECTIONS: dict[str, type[Any]] = {
     "storage": StorageConfig,
     "credits": CreditsConfig,
     "webhooks": WebhooksConfig,
+    "admission": AdmissionConfig,
 }

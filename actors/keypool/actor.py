@@ -27,6 +27,7 @@ from actors.keypool.decide import (
     usable_at,
 )
 from actors.keypool.state import KeyPoolEvent, KeyPoolState, PoolState, apply, call_name, restore, snapshot
+from actors.keypool.status import outage
 from actors.logs import configure
 from actors.messages import CallFailure, Grants, Token
 from actors.shell import Cadence, recover, retrying, take_snapshot
@@ -232,7 +233,7 @@ class KeyPool:
                 if learned := probe_all(self._pools, now):
                     await self._append(learned)
                 if self._waiters and (back := usable_at(self._pools, now)) > now:
-                    self._refuse_all(back)
+                    self._refuse_all(back, now)
                 reported = dict(self._reported)
                 served: list[_Waiter] = []
                 again: list[_Waiter] = []
@@ -325,13 +326,10 @@ class KeyPool:
         for waiter in served[len(grants) :]:
             heapq.heappush(self._waiters, waiter)
 
-    def _refuse_all(self, until: float) -> None:
-        reason = (
-            "every pool is out of keys"
-            if math.isinf(until)
-            else "every pool is parked (daily quota) or out of keys until "
-            + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
-        )
+    def _refuse_all(self, until: float, now: float) -> None:
+        """Answer every waiter with a refusal that says why no pool serves (`outage`)."""
+        down = outage(p.status(now) for p in self._pools)
+        reason = down.reason if down is not None else "no quota pool can serve"
         while self._waiters:
             waiter = heapq.heappop(self._waiters)
             if not waiter.future.done():

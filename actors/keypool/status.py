@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -82,3 +83,39 @@ def pool_status(
 def earliest_usable(statuses: Iterable[PoolStatus]) -> float:
     """The earliest time when some pool may serve a call; inf when none ever will."""
     return min((s.usable_from for s in statuses), default=math.inf)
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """No pool can serve a call: why, in words for a user, and until when (None: until an
+    operator replaces the rejected keys)."""
+
+    reason: str
+    until: float | None
+
+
+def utc_text(at: float) -> str:
+    """`at` as an ISO 8601 UTC time to the second, e.g. 2025-01-31T08:00:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def outage(statuses: Iterable[PoolStatus]) -> Outage | None:
+    """Why no pool can serve, and until when; None while some pool serves (a cooldown is a
+    short wait, not an outage). Every pool out of keys has no end of its own; parked pools
+    come back when their daily quota does (midnight Pacific)."""
+    pools = list(statuses)
+    if not pools or any(s.serving for s in pools):
+        return None
+    back = earliest_usable(pools)
+    until = None if math.isinf(back) else back
+    if all(not s.healthy_keys for s in pools):
+        return Outage("upstream rejected every API key; an operator must replace the keys", None)
+    assert until is not None  # a pool with keys is parked, so it comes back
+    if all(s.healthy_keys for s in pools):
+        resumes = utc_text(until)
+        return Outage(f"every quota pool has used its daily quota; service resumes at {resumes}", until)
+    return Outage(
+        "every quota pool has used its daily quota or lost its API keys; "
+        f"service resumes at {utc_text(until)}",
+        until,
+    )

@@ -17,6 +17,8 @@ from events.catalogue import (
     CreditsGranted,
     CreditsRefunded,
     Event,
+    IntakePaused,
+    IntakeResumed,
     KeyCooledDown,
     KeyDisabled,
     KeyGrantsRedated,
@@ -220,6 +222,8 @@ def _apply_event(state: QueueState, event: Event) -> None:
     if isinstance(event, SnapshotTaken | KeyGrantsRedated | KeyCooledDown | KeyLimitLearned | CreditsGranted):
         return
     if isinstance(event, TokenCreated | TokenRevoked | CreditsRefunded | BlobsExpired):
+        return
+    if isinstance(event, IntakePaused | IntakeResumed):  # intake, not the queue: queued tasks drain
         return
     if isinstance(event, CreditsCharged):
         charged = state.tasks.get(event.task_id)

@@ -25,6 +25,7 @@ from actors.config import Secret, WebhooksConfig
 from actors.queue.decide import backoff
 from actors.queue.state import PendingWebhook
 from events.catalogue import SUCCEEDED, Event, WebhookAttempted, WebhookDelivered, WebhookFailed
+from events.public_view import Stage, at_iso, public_status
 
 MAX_URL_CHARS = 2048
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -62,7 +63,7 @@ def _number(view: Mapping[str, str], key: str) -> float | None:
 def task_body(task_id: str, view: Mapping[str, str]) -> dict[str, Any]:
     """The task view of an ended task as `GET /v1/tasks/{id}` shows it (`TaskViewOut`; a unit
     test holds the two to the same fields)."""
-    status = view.get("status", "")
+    status = public_status(view) if view.get("status") else ""
     return {
         "task_id": task_id,
         "user_id": view.get("user_id", ""),
@@ -80,6 +81,9 @@ def task_body(task_id: str, view: Mapping[str, str]) -> dict[str, Any]:
         "pool": view.get("pool") or None,
         "price": int(view["price"]) if view.get("price") else None,
         "refunded": int(view["refunded"]) if view.get("refunded") else None,
+        **at_iso(view),
+        **Stage().fields(),
+        "eta_p90_seconds": None,
     }
 
 

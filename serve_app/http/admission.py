@@ -19,7 +19,14 @@ from serve_app.http.context import Context
 from serve_app.http.deps import tokens
 from serve_app.http.estimates import refusal_wait
 from serve_app.http.gate import BATCH_PATH, Admitted
-from serve_app.http.problems import ApiProblem, Forbidden, PaymentRequired, TooManyRequests
+from serve_app.http.problems import ApiProblem, Forbidden, PaymentRequired, TooManyRequests, Unavailable
+from serve_app.http.serving import serving_now
+
+# The Retry-After of a submit refused while no pool serves and none is known to come back
+# (upstream rejected every key): about when an operator may have replaced them.
+BLOCKED_RETRY_SECONDS = 60
+# The longest Retry-After of such a refusal (a pool parked for the day is back within one).
+BLOCKED_RETRY_MAX = 86_400
 
 
 @functools.lru_cache(maxsize=16)
@@ -66,7 +73,16 @@ def admission(config: Config, kind: str, caller: Caller) -> Admission:
 
 def refused(config: Config, refusal: Refusal, counts: QueueCounts, user_id: str) -> ApiProblem:
     """The problem for a refused submit: 402 for credits, 429 with Retry-After for the token's
-    submit rate or a full backlog."""
+    submit rate or a full backlog, 503 with Retry-After while intake is paused."""
+    if refusal.reason == "paused":
+        wait = max(1, math.ceil(refusal.wait_ms / 1000))
+        problem = Unavailable(
+            f"new tasks are paused by an operator; queued tasks still run; nothing was charged; "
+            f"try again in {wait} s",
+            wait,
+        )
+        problem.extra.update(intake="paused", retry_after=wait)
+        return problem
     if refusal.reason == "credits":
         return PaymentRequired(
             f"{user_id} has {refusal.balance} credit(s); this task costs {refusal.price}",
@@ -84,3 +100,29 @@ def refused(config: Config, refusal: Refusal, counts: QueueCounts, user_id: str)
     else:
         detail = f"{user_id} has {refusal.waiting} tasks waiting, the limit per user"
     return TooManyRequests(f"{detail}; try again in about {wait} s", wait, waiting=refusal.waiting)
+
+
+async def refuse_if_blocked(ctx: Context, kind: str) -> None:
+    """A 503 problem with Retry-After for a submit of `kind` while no pool can serve it, under
+    `[admission] when_blocked = "refuse"`; nothing is written or charged. Decided from the pools'
+    views the replica already reads (`Context.recent_pools`), so a pool that stops or starts
+    serving counts within that cache's age."""
+    if ctx.config.admission.when_blocked != "refuse":
+        return
+    now = await serving_now(ctx)
+    blocked = now.blocked.get(kind)
+    if blocked is None:
+        return
+    if blocked.until is None:
+        wait = BLOCKED_RETRY_SECONDS
+    else:
+        wait = min(BLOCKED_RETRY_MAX, max(1, math.ceil(blocked.until - now.at)))
+    problem = Unavailable(
+        f"no quota pool can serve {kind} tasks now: {blocked.reason}; nothing was charged; "
+        f"try again in {wait} s",
+        wait,
+    )
+    problem.extra.update(
+        kind=kind, blocked_reason=blocked.reason, blocked_until=blocked.until, retry_after=wait
+    )
+    raise problem

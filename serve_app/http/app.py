@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from actors.config import Config
-from serve_app.http import batch, credits, ops, pages, problems, tasks
+from serve_app.http import admin_tasks, batch, credits, ops, pages, problems, task_list, tasks
 from serve_app.http.admission import admit
 from serve_app.http.bodylimit import BodyLimit
 from serve_app.http.context import Canceller, Context, Readiness
@@ -59,6 +59,13 @@ def create_app(
     Image.MAX_IMAGE_PIXELS = config.limits.max_image_pixels
     app.state.ctx = ctx
     pages.install(app)
-    for router in (tasks.router, batch.router, credits.router, ops.router):
+    for router in (
+        tasks.router,
+        task_list.router,
+        batch.router,
+        credits.router,
+        ops.router,
+        admin_tasks.router,
+    ):
         app.include_router(router)
     return app

@@ -8,12 +8,13 @@ from fastapi import APIRouter
 from pydantic import ValidationError
 
 from events.catalogue import QUEUED, TaskSubmitted
+from events.public_view import public_status
 from events.store import SubmitReceipt
-from serve_app.http.admission import admission, refused
+from serve_app.http.admission import admission, refuse_if_blocked, refused
 from serve_app.http.auth import USER, Caller
 from serve_app.http.context import Context
 from serve_app.http.deps import CallerDep, Ctx
-from serve_app.http.estimates import eta
+from serve_app.http.estimates import eta_range_of, task_eta
 from serve_app.http.gate import BATCH_PATH
 from serve_app.http.models import BatchAccepted, BatchProblem, BatchSubmit, BatchSubmitted, SubmitTask
 from serve_app.http.problems import ApiProblem, Forbidden, TooLarge, Unprocessable
@@ -40,11 +41,12 @@ async def submit_batch(body: BatchSubmit, c: Ctx, caller: CallerDep) -> BatchSub
 
     Answers **200** with one result per item, in request order, side by side:
     - a queued item as `POST /v1/tasks` answers it with 202: `{"status": 202, "task_id",
-      "task_status", "position", "eta_seconds", "balance", "replayed"}`;
+      "task_status", "position", "eta_seconds", "eta_p90_seconds", "balance", "replayed"}`;
     - a refused item as the RFC 9457 problem `POST /v1/tasks` would answer for it:
       `{"status", "type", "title", "detail", "errors", ...}` (402 credits, 403 a user outside
       the token's scope, 409 an idempotency key of a different request, 413/422 bad input,
-      429 a full backlog, with `retry_after`).
+      429 a full backlog, with `retry_after`; 503 while no quota pool can serve its kind, with
+      `retry_after`, unless `[admission] when_blocked = "accept"`).
 
     Each item is the body of `POST /v1/tasks` and must name its `user_id`; it is charged when
     it is queued, and idempotent on its own `idempotency_key` (a repeat gives the first task
@@ -93,7 +95,9 @@ async def _prepare(c: Context, raw: object, caller: Caller) -> Prepared:
             "a batch's task names the user it is for",
             errors=[{"field": "user_id", "message": "required in a batch"}],
         )
-    return await prepare(c, item, caller)
+    prepared = await prepare(c, item, caller)
+    await refuse_if_blocked(c, item.kind)
+    return prepared
 
 
 async def _submit(c: Context, caller: Caller, ready: list[Prepared]) -> list[Result]:
@@ -130,18 +134,24 @@ async def _result(c: Context, event: TaskSubmitted, receipt: SubmitReceipt) -> R
         if receipt.duplicate_digest != event.digest:
             return _problem(key_conflict(event.idempotency_key, first))
         view, rank = await c.store.task_view_and_position(first)
-        status = (view or {}).get("status", QUEUED)
-        position = rank if status == QUEUED else None
-        eta_s = await eta(c, position, receipt.counts)
+        status = public_status(view or {})
+        position = rank if (view or {}).get("status", QUEUED) == QUEUED else None
+        eta = await task_eta(c, first, view or {}, position, receipt.counts)
         return BatchAccepted(
-            task_id=first, task_status=status, position=position, eta_seconds=eta_s, replayed=True
+            task_id=first,
+            task_status=status,
+            position=position,
+            eta_seconds=eta.p50,
+            eta_p90_seconds=eta.p90,
+            replayed=True,
         )
     position = receipt.position or 0
     return BatchAccepted(
         task_id=event.task_id,
         task_status=QUEUED,
         position=position,
-        eta_seconds=await eta(c, position, receipt.counts),
+        eta_seconds=(eta := await eta_range_of(c, position, receipt.counts)).p50,
+        eta_p90_seconds=eta.p90,
         balance=receipt.balance if c.config.credits.enabled else None,
     )
 

@@ -74,8 +74,11 @@ class Context:
         return await asyncio.shield(self._pools_read)
 
     async def _read_pools(self) -> list[PoolView]:
+        # Dated from when the read began: views that came back late must not pass for views
+        # read after an event that landed while they were on their way.
+        began = time.monotonic()
         views = await read_pools(self.store, self.config)
-        self._pools = (time.monotonic(), views)
+        self._pools = (began, views)
         return views
 
     async def warm(self) -> None:

@@ -1,54 +1,77 @@
-"""What answers promise about time: sustainable throughput, a refused submit's wait, a task's ETA."""
+"""What answers promise about time: sustainable throughput, a refused submit's wait, a task's ETA range."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
 import time
 import weakref
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
-from actors import forecast
+from actors import eta_range, forecast
 from actors.config import Config
 from events.admission import Refusal
+from events.catalogue import RUNNING
+from events.eta_reads import QueueReads, Recent, read_queue, recent_events
+from events.public_view import GRANTED, call_in_flight
 from events.store import QueueCounts
 from serve_app.http.context import Context
-from serve_app.http.pools import PoolView
+from serve_app.http.pools import PoolView, grant_reads, pool_views
 
 # Every figure of throughput, every Retry-After of a refused submit and every ETA comes from
-# the one forecast in `actors.forecast`; this module only reads the figures it needs.
+# the one forecast in `actors.forecast` (the ETA's range from `actors.eta_range`); this module
+# only reads the figures it needs.
 
-# A start table is built again when the pools' views are read again (`Context.recent_pools`),
-# when the running calls change by a tenth of the slots or the slot's hold by 5 %; but never
-# sooner than REBUILD_SHARE times its last build took, so that tables cost at most about
-# 1/REBUILD_SHARE of the replica's time whatever the configuration.
+# A replica reads the queue for its ETAs again when the counters show that it moved (a dispatch,
+# a grant, an outcome) and the last read is MIN_AGE old, or when that is MAX_AGE old; but never
+# sooner than REBUILD_SHARE times the CPU time the last forecast took to build, so that forecasts
+# cost at most about 1/REBUILD_SHARE of the replica's CPU whatever the configuration. Between
+# reads, the counters that come with each position square it with the read (`Forecast.ahead`).
+MIN_AGE = 0.05
+MAX_AGE = 1.0
 REBUILD_SHARE = 50
-HOLD_CHANGE = 0.05
+# The pace: call times and grants among the newest RECENT_EVENTS events, read every RECENT_EVERY s.
+RECENT_EVENTS = 500
+RECENT_EVERY = 2.0
+# Positions a forecast covers at least.
+HORIZON = 256
+
+
+@dataclass(slots=True)
+class _Cache:
+    """A replica's forecast, what it was read from, and the read under way."""
+
+    forecast: eta_range.Forecast | None = None
+    key: tuple[float, ...] = ()
+    read_at: float = -math.inf
+    built_at: float = -math.inf
+    cost: float = 0.0
+    reading: asyncio.Future[eta_range.Forecast] | None = None
+    recent: Recent = field(default_factory=lambda: Recent([], [], {}))
+    recent_at: float = -math.inf
+
+
+_caches: weakref.WeakKeyDictionary[Context, _Cache] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
-class _Built:
-    """A start table and what it was built from."""
+class Eta:
+    """A task's ETA range: p50 and p90 seconds until its upstream call starts (None: unknown)."""
 
-    pools: list[PoolView]
-    running: int
-    hold: float
-    at: float
-    cost: float
-    table: forecast.StartTable
+    p50: float | None = None
+    p90: float | None = None
 
-    def fits(self, pools: list[PoolView], running: int, hold: float, slots: int, now: float) -> bool:
-        """Whether the table still answers: built from these pools' views and about these counts,
-        or built too recently to be built again."""
-        if now - self.at < REBUILD_SHARE * self.cost:
-            return True
-        return (
-            pools is self.pools
-            and abs(running - self.running) < max(1, slots // 10)
-            and abs(hold - self.hold) <= HOLD_CHANGE * self.hold
-        )
+    def fields(self) -> dict[str, float | None]:
+        """As the task view and the submit's answer carry it."""
+        return {"eta_seconds": self.p50, "eta_p90_seconds": self.p90}
 
 
-_tables: weakref.WeakKeyDictionary[Context, _Built] = weakref.WeakKeyDictionary()
+def prior(config: Config) -> float:
+    """The call time assumed until one is measured (`forecast.prior_latency`)."""
+    p = config.provider
+    return forecast.prior_latency(p.name, p.latency_seconds, p.timeout_seconds)
 
 
 def throughput(
@@ -59,7 +82,7 @@ def throughput(
     With the pools' views, their learned rates count and parked or keyless pools do not.
     """
     rates = [p.rate for p in config.pools] if pools is None else [v.rate for v in pools if v.serving]
-    return forecast.throughput(config.queue.slots, stats, config.provider.latency_seconds, rates)
+    return forecast.throughput(config.queue.slots, stats, prior(config), rates)
 
 
 def refusal_wait(config: Config, refusal: Refusal, counts: QueueCounts) -> int:
@@ -71,28 +94,138 @@ def refusal_wait(config: Config, refusal: Refusal, counts: QueueCounts) -> int:
     )
 
 
-async def start_table(ctx: Context, counts: QueueCounts) -> forecast.StartTable:
-    """The replica's start table for the queue as `counts` shows it (see REBUILD_SHARE)."""
-    _, latency = throughput(ctx.config, counts.stats)
-    hold = forecast.slot_hold(counts.stats, latency)
-    pools = await ctx.recent_pools()
-    slots = ctx.config.queue.slots
-    started = time.monotonic()
-    built = _tables.get(ctx)
-    if built is not None and built.fits(pools, counts.running, hold, slots, started):
-        return built.table
-    # Positions stay below the waiting limit; beyond it the table's steady state answers.
-    horizon = ctx.config.queue.max_waiting + slots
-    windows = [view.eta_window() for view in pools]
-    table = forecast.start_table(time.time(), slots, counts.running, hold, windows, horizon)
-    _tables[ctx] = _Built(pools, counts.running, hold, started, time.monotonic() - started, table)
-    return table
+def _key(running: int, stats: Mapping[str, float]) -> tuple[float, ...]:
+    """What changes with every dispatch, grant and outcome: the running count, the outcomes and
+    the grants counted so far."""
+    grants = sum(v for k, v in stats.items() if k.startswith("calls:"))
+    return (running, eta_range.outcomes(stats), grants)
+
+
+def snapshot(config: Config, reads: QueueReads, recent: Recent, at: float) -> eta_range.Snapshot:
+    """The forecast's snapshot of what one read of the queue saw at `at`.
+
+    A slot holder has its token when its current attempt is among a pool's grants, or when that
+    attempt's call started before the read (a call older than its pool's window); its call
+    starts at its `started_at`, else at its grant. The others wait for a token, in the order
+    they were dispatched.
+    """
+    views = pool_views(config, {p: [t for _, t in g] for p, g in reads.grants.items()}, reads.states, at)
+    granted = {member: t for grants in reads.grants.values() for member, t in grants}
+    calls, needing, hand_ins, ran = [], [], [], 0.0
+    for h in reads.holders:
+        dispatched, started = h.time("dispatched_at"), h.time("started_at")
+        began = started if 0 < dispatched <= started < at else 0.0
+        if h.member in granted or began:
+            calls.append(began or granted[h.member])
+            if began:
+                ran = max(ran, at - began)
+                hand_ins.append(began - dispatched)
+        else:
+            needing.append((dispatched, h.task_id))
+    p = config.provider
+    spread = eta_range.prior_times(p.name, prior(config), p.latency_jitter, p.timeout_seconds)
+    times = eta_range.call_times(reads.stats, recent.call_times, spread, ran)
+    windows = []
+    for view in views:
+        window = view.eta_window()
+        late = eta_range.reuse_delay(recent.grants.get(view.name, []), window.window)
+        windows.append(replace(window, window=window.window + late))
+    return eta_range.Snapshot(
+        at=at,
+        slots=config.queue.slots,
+        pools=tuple(windows),
+        calls=tuple(calls),
+        needing=tuple(task_id for _, task_id in sorted(needing)),
+        running=len(reads.holders),
+        outcomes=eta_range.outcomes(reads.stats),
+        times=times,
+        handoff=eta_range.handoff(recent.held_beyond, hand_ins),
+    )
+
+
+async def _read(ctx: Context, cache: _Cache) -> eta_range.Forecast:
+    """Read the queue, build its forecast and keep it."""
+    config = ctx.config
+    at = time.time()
+    reads = await read_queue(ctx.store, *grant_reads(config, at))
+    if time.monotonic() - cache.recent_at >= RECENT_EVERY:
+        cache.recent = await recent_events(ctx.store, RECENT_EVENTS)
+        cache.recent_at = time.monotonic()
+    # From here on nothing awaits: the thread's CPU time is this forecast's.
+    started = time.thread_time()
+    # Positions up to twice the queue's length (beyond: the tables' steady state answers), but
+    # at most the waiting limit.
+    slots = config.queue.slots
+    horizon = min(config.queue.max_waiting, max(HORIZON, 2 * (reads.waiting + len(reads.holders)))) + slots
+    built = eta_range.build(snapshot(config, reads, cache.recent, at), horizon, random.Random(0))
+    cache.cost = time.thread_time() - started
+    cache.forecast, cache.key = built, _key(len(reads.holders), reads.stats)
+    cache.built_at = time.monotonic()
+    return built
+
+
+async def current(ctx: Context, counts: QueueCounts) -> eta_range.Forecast:
+    """The replica's forecast for the queue as `counts` shows it (see MIN_AGE and MAX_AGE).
+
+    A read already under way serves every caller; one that comes while a forecast stands is
+    answered from it, squared by the counts, without waiting for the new read.
+    """
+    cache = _caches.setdefault(ctx, _Cache())
+    now = time.monotonic()
+    age = now - cache.read_at
+    moved = _key(counts.running, counts.stats) != cache.key
+    due = age > MAX_AGE or (moved and age > MIN_AGE)
+    idle = cache.reading is None or cache.reading.done()
+    if due and idle and now - cache.built_at >= REBUILD_SHARE * cache.cost:
+        cache.read_at = now
+        cache.reading = asyncio.ensure_future(_read(ctx, cache))
+        # A read that fails while a forecast stands is tried again when next due.
+        cache.reading.add_done_callback(_retrieved)
+    if cache.forecast is not None:
+        return cache.forecast
+    if cache.reading is None or cache.reading.done():
+        cache.read_at = now
+        cache.reading = asyncio.ensure_future(_read(ctx, cache))
+    # Shielded: a caller that goes away does not cancel the read the others wait on.
+    return await asyncio.shield(cache.reading)
+
+
+def _retrieved(read: asyncio.Future[eta_range.Forecast]) -> None:
+    """Mark a read's failure as seen: the callers awaiting it get it, the others need not."""
+    if not read.cancelled():
+        read.exception()
+
+
+def _rounded(answer: tuple[float, float] | None) -> Eta:
+    if answer is None:
+        return Eta()
+    return Eta(round(answer[0], 1), round(answer[1], 1))
+
+
+async def eta_range_of(ctx: Context, position: int | None, counts: QueueCounts) -> Eta:
+    """The ETA range of the task that `position` waiting tasks are ahead of (None: not waiting)."""
+    if position is None:
+        return Eta()
+    built = await current(ctx, counts)
+    return _rounded(built.range(built.ahead(position, counts.running, counts.stats), time.time()))
+
+
+async def task_eta(
+    ctx: Context, task_id: str, view: Mapping[str, str], position: int | None, counts: QueueCounts
+) -> Eta:
+    """A queued task's ETA range: by its place while it waits for its turn; once dispatched, by
+    its turn among the slot holders waiting for a token; 0 once it has its token."""
+    if position is not None:
+        return await eta_range_of(ctx, position, counts)
+    if view.get("status") != RUNNING or call_in_flight(view):
+        return Eta()
+    if view.get("call") == GRANTED and view.get("call_attempt") == view.get("attempts", "0"):
+        return Eta(0.0, round(eta_range.START_JITTER, 1))
+    built = await current(ctx, counts)
+    ahead = built.dispatched_ahead(task_id, counts.running, counts.stats)
+    return _rounded(built.range(ahead, time.time()))
 
 
 async def eta(ctx: Context, position: int | None, counts: QueueCounts) -> float | None:
-    """Seconds until the task at `position` starts: one lookup in the replica's start table,
-    which gives the forecast's figures (`forecast.eta_seconds`) for every position."""
-    if position is None:
-        return None
-    seconds = (await start_table(ctx, counts)).eta(position, time.time())
-    return round(max(0.0, seconds), 1) if math.isfinite(seconds) else None
+    """Seconds until the call of the task at `position` starts: the p50 of its ETA range."""
+    return (await eta_range_of(ctx, position, counts)).p50

@@ -28,6 +28,11 @@ log = structlog.get_logger("genqueue.watch")
 # While the queue keeps moving, the positions of the watched tasks are read at most this often;
 # a watched task's own change is read at once.
 REFRESH_SECONDS = 0.25
+# After a key event (a grant, a cooldown, a parked pool, a disabled key) the stages of the
+# watched queued tasks are rendered again this long after it, at most this often: later than
+# the pools' views the renderer reads are cached for (`Context.recent_pools`), so that they
+# hold the event.
+POOLS_SETTLE_SECONDS = 0.25
 # Positions come from one ZRANGE of the queue's head rather than one ZRANK per waiting watched
 # task while the head holds at most this many members per such task: a member of a reply costs
 # the replica far less than a command of its own.
@@ -54,9 +59,21 @@ class Update:
         return None if self.view is None else self.view.position
 
     @property
-    def key(self) -> tuple[int, int | None]:
+    def stage(self) -> str:
+        """The stage of a queued task ("" otherwise)."""
+        return "" if self.view is None else self.view.stage or ""
+
+    @property
+    def key(self) -> tuple[int, int | None, str]:
         """What a watcher has already been sent if its last message id names it."""
-        return self.seen, self.position
+        return self.seen, self.position, self.stage
+
+    @property
+    def event_id(self) -> str:
+        """The SSE message id: `<events seen>-<position>-<stage>`, empty parts left out at the
+        end and an empty position kept in the middle ("7-3-waiting", "8--starting", "9")."""
+        position = "" if self.position is None else str(self.position)
+        return "-".join((str(self.seen), position, self.stage)).rstrip("-")
 
     @property
     def ended(self) -> bool:
@@ -65,7 +82,12 @@ class Update:
 
     @property
     def waiting(self) -> bool:
-        """Whether the task waits in the queue, so that moves change its position."""
+        """Whether the task waits for its turn, so that moves change its position."""
+        return self.view is not None and self.view.status == QUEUED and self.view.position is not None
+
+    @property
+    def queued(self) -> bool:
+        """Whether the task is queued (waiting for its turn, or dispatched and not yet calling)."""
         return self.view is not None and self.view.status == QUEUED
 
 
@@ -116,6 +138,11 @@ class Fanout:
         self._moved = False
         self._added = 0  # members the waiting set may have gained since positions were read
         self._positions_at = -math.inf
+        # Stages to render again after a key event (`pools_changed`): from when, and whether of
+        # every queued task or only the dispatched ones; and when a blocked task's pools are back.
+        self._pools_due = math.inf
+        self._pools_every = False
+        self._unblock_at = math.inf
         self._signal = asyncio.Event()
 
     def current(self, task_id: str) -> Update | None:
@@ -133,6 +160,14 @@ class Fanout:
         self._added += added
         self._signal.set()
 
+    def pools_changed(self, every: bool) -> None:
+        """A key event changed what the pools can do: render the stages of the dispatched queued
+        tasks again (`every`: of all the queued ones, for a pool parked or a key disabled) once
+        POOLS_SETTLE_SECONDS have passed."""
+        self._pools_due = min(self._pools_due, self._clock() + POOLS_SETTLE_SECONDS)
+        self._pools_every = self._pools_every or every
+        self._signal.set()
+
     def forget(self, task_id: str) -> None:
         """No stream watches the task any more."""
         self._views.pop(task_id, None)
@@ -143,9 +178,14 @@ class Fanout:
         """Seconds until the next refresh is due: 0 now, None when nothing waits for one."""
         if self._changed:
             return 0.0
-        if not self._moved:
-            return None
-        return max(0.0, self._positions_at + self._refresh_seconds - self._clock())
+        now = self._clock()
+        if self._unblock_at <= now:
+            self._unblock_at = math.inf
+            self.pools_changed(every=True)
+        due = min(self._pools_due, self._unblock_at)
+        if self._moved:
+            due = min(due, self._positions_at + self._refresh_seconds)
+        return None if due == math.inf else max(0.0, due - now)
 
     async def run(self, tailing: asyncio.Event) -> None:
         """Refresh whenever one is due, until cancelled; starts once the tail has its place."""
@@ -164,17 +204,22 @@ class Fanout:
             if self._moved and self._clock() >= self._positions_at + self._refresh_seconds:
                 positions, added = True, self._added
                 self._moved, self._added, self._positions_at = False, 0, self._clock()
+            stages: bool | None = None  # None: no stages to render again; True: every queued task's
+            if self._clock() >= self._pools_due:
+                stages, self._pools_every, self._pools_due = self._pools_every, False, math.inf
             try:
-                await self._refresh(changed, positions, added)
+                await self._refresh(changed, positions, added, stages)
                 backoff.reset()
             except (StoreUnavailableError, RedisError, OSError) as exc:
                 log.warning("watch: could not read the watched tasks", error=str(exc))
                 self._changed.update(changed)
                 if positions:
                     self.moved(added)
+                if stages is not None:
+                    self.pools_changed(stages)
                 await backoff.wait()
 
-    async def _refresh(self, changed: list[str], positions: bool, added: int) -> None:
+    async def _refresh(self, changed: list[str], positions: bool, added: int, stages: bool | None) -> None:
         render = self.render
         if render is None:  # streams that only learn of revocations
             return
@@ -196,8 +241,20 @@ class Fanout:
             if rank is None or known_view is None:
                 # Left the queue: its own event tells how; read it whole.
                 self.changed(task_id)
-            elif rank != self._updates[task_id].position:
+                fresh.add(task_id)
+            elif rank != self._updates[task_id].position or stages:
                 await self._show(task_id, known_view, rank, got.counts, render)
+                fresh.add(task_id)
+        if stages is not None:
+            # The pools changed: the stages of the queued tasks may have (their views did not).
+            again = [
+                (t, u.position)
+                for t, u in self._updates.items()
+                if t not in fresh and u.queued and (stages or not u.waiting)
+            ]
+            for task_id, rank in again:
+                if (known_view := self._views.get(task_id)) is not None:
+                    await self._show(task_id, known_view, rank, got.counts, render)
 
     async def _show(
         self, task_id: str, view: dict[str, str] | None, rank: int | None, counts: QueueCounts, render: Render
@@ -207,6 +264,10 @@ class Fanout:
         else:
             out = await render(task_id, view, rank, counts)
             update = Update(int(view.get("events", 0)), out, out.model_dump_json())
+            if out.blocked_until is not None:
+                # Its stage changes when the pools are back, with no event to say so.
+                back = self._clock() + max(POOLS_SETTLE_SECONDS, out.blocked_until - time.time())
+                self._unblock_at = min(self._unblock_at, back)
         # The stream may have closed while the task was read.
         if self._publish(task_id, update):
             if view is not None:

@@ -122,7 +122,12 @@ class Submitted(BaseModel):
     task_id: str
     status: str
     position: int | None
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(
+        description="The p50 of the seconds until the task's upstream call starts (null: no pool will serve)."
+    )
+    eta_p90_seconds: float | None = Field(
+        default=None, description="The p90 of the same: the call starts by then nine times in ten."
+    )
     balance: int | None = Field(default=None, description="The user's credits after the charge.")
 
 
@@ -146,6 +151,7 @@ class BatchAccepted(BaseModel):
     task_status: str = Field(description="The task's status: queued, or later for a replayed one.")
     position: int | None
     eta_seconds: float | None
+    eta_p90_seconds: float | None = None
     balance: int | None = Field(default=None, description="The user's credits after the charge.")
     replayed: bool = Field(default=False, description="The first task of the item's idempotency key.")
 
@@ -212,16 +218,63 @@ class TaskViewOut(BaseModel):
     task_id: str
     user_id: str
     kind: str
-    status: str
+    status: str = Field(
+        description="queued, running (only while its upstream call is in flight), succeeded, failed "
+        "or cancelled."
+    )
+    stage: str | None = Field(
+        default=None,
+        description="While queued: waiting (for its turn), waiting_for_quota (its turn came; the pools' "
+        "windows are spent until quota_until), starting (its call is about to start) or blocked (no "
+        "pool can serve its kind: blocked_reason, blocked_until). Null otherwise.",
+    )
+    quota_until: float | None = Field(
+        default=None, description="waiting_for_quota: when the pools' windows next free a place (epoch s)."
+    )
+    blocked_reason: str | None = Field(default=None, description="blocked: why no pool can serve it.")
+    blocked_until: float | None = Field(
+        default=None, description="blocked: when a pool is expected back (epoch s); null when unknown."
+    )
     position: int | None = None
     eta_seconds: float | None = None
+    eta_p90_seconds: float | None = None
     attempts: int = 0
     submitted_at: float | None = None
     dispatched_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    submitted_at_iso: str | None = None
+    dispatched_at_iso: str | None = None
+    started_at_iso: str | None = None
+    finished_at_iso: str | None = None
     error: str | None = None
     result_url: str | None = None
     pool: str | None = None
     price: int | None = Field(default=None, description="Credits charged at submit.")
     refunded: int | None = Field(default=None, description="Credits given back: the task did not succeed.")
+
+
+class TaskPage(BaseModel):
+    """A page of the task list, newest first."""
+
+    tasks: list[TaskViewOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page. A page filtered by "
+        "both status and user (or a service token's own list by status) may hold fewer tasks than "
+        "`limit` and still have a next page."
+    )
+
+
+class PauseIntake(RequestBody):
+    """Why intake pauses, and the wait a refused submit is told."""
+
+    reason: Text = Field(default="", max_length=200, description="Shown to operators.")
+    retry_after_seconds: int = Field(
+        default=60, ge=1, le=3600, strict=True, description="The Retry-After of a refused submit."
+    )
+
+
+class Retried(Submitted):
+    """A failed task submitted again as a new task."""
+
+    retry_of: str = Field(description="The failed task; its refund stands, the new task is charged.")

@@ -2,32 +2,48 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from events.public_view import Blocked, iso
 from serve_app.http.deps import AdminDep, Ctx, ScraperDep
 from serve_app.http.estimates import throughput
 from serve_app.http.metrics import read_figures, render
+from serve_app.http.ops_figures import intake_json, ops_figures
 from serve_app.http.pools import read_pools
 from serve_app.http.problems import problem
+from serve_app.http.serving import serving, serving_now
 
 router = APIRouter()
 
 
+def blocked_json(blocked: Blocked) -> dict[str, Any]:
+    """A blocked kind as the ops answers show it: why, and until when (null: unknown)."""
+    return {"reason": blocked.reason, "until": blocked.until, "until_iso": iso(blocked.until)}
+
+
 @router.get("/v1/queue", tags=["queue"])
 async def queue(c: Ctx, _admin: AdminDep) -> dict[str, Any]:
-    """Waiting, running, slots, throughput and each pool's window budget."""
+    """Waiting, starting (holding a slot, no call in flight yet: waiting for quota or about to
+    call), running (upstream calls in flight), slots, the kinds no pool can serve (`blocked`),
+    throughput and each pool's window budget."""
     counts = await c.store.counts()
+    held, calls = await c.store.in_flight()
     views = await read_pools(c.store, c.config)
     rate, latency = throughput(c.config, counts.stats, views)
     stats = counts.stats
+    now = serving(views, time.time())
     return {
         "waiting": counts.waiting,
-        "running": counts.running,
+        "starting": max(0, held - calls),
+        "running": calls,
         "slots": c.config.queue.slots,
+        "blocked": {kind: blocked_json(b) for kind, b in now.blocked.items()},
+        "quota_until": now.quota_until,
         "submitted": int(stats.get("submitted", 0)),
         "succeeded": int(stats.get("succeeded", 0)),
         "failed": int(stats.get("failed", 0)),
@@ -38,6 +54,7 @@ async def queue(c: Ctx, _admin: AdminDep) -> dict[str, Any]:
         "pools": [{**view.as_json(), "calls": int(stats.get(f"calls:{view.name}", 0))} for view in views],
         "alerts": await c.store.alerts(),
         "recent_failures": await c.store.recent_failures(),
+        **await ops_figures(c.store),
     }
 
 
@@ -57,12 +74,28 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["ops"])
 async def readyz(c: Ctx) -> JSONResponse:
-    """Readiness: the event store answers and the actors are alive."""
+    """Readiness: the event store answers and the actors are alive.
+
+    200 `ready`; 200 `degraded` with the reason while no quota pool can serve a kind (every key
+    rejected, every pool parked for the day): the replica still answers reads, watches and
+    cancels, and refuses those submits itself with a 503 and Retry-After, so it stays in a
+    load balancer; 503 `not ready` when the store or the actors do not answer.
+    """
     store_ok = await c.store.ping()
     actors_ok = await c.readiness() if (c.readiness is not None and store_ok) else store_ok
     ok = store_ok and actors_ok
-    body = {"status": "ready" if ok else "not ready", "store": store_ok, "actors": actors_ok}
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready", "store": store_ok, "actors": actors_ok}
     if ok:
+        # A paused intake refuses submits with a 503 of its own; the replica stays ready.
+        body["intake"] = intake_json(await c.store.intake())
+        blocked = (await serving_now(c)).blocked
+        if blocked:
+            reasons = sorted({b.reason for b in blocked.values()})
+            body.update(
+                status="degraded",
+                reason="; ".join(reasons),
+                blocked={kind: blocked_json(b) for kind, b in blocked.items()},
+            )
         return JSONResponse(body)
     return problem(
         503,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,14 +87,26 @@ class PoolView:
         }
 
 
-async def read_pools(store: EventStore, config: Config, now: float | None = None) -> list[PoolView]:
-    """Every configured pool's view: two pipelined reads, no actor call."""
-    at = time.time() if now is None else now
-    grants = await store.grant_times(
+def grant_reads(config: Config, at: float) -> tuple[dict[str, float], dict[str, int]]:
+    """What to read of each pool's grants at `at`: those after this time, at most this many."""
+    return (
         {p.name: at - p.window_seconds for p in config.pools},
         {p.name: window_capacity(p.rate, p.window_seconds) for p in config.pools},
     )
+
+
+async def read_pools(store: EventStore, config: Config, now: float | None = None) -> list[PoolView]:
+    """Every configured pool's view: two pipelined reads, no actor call."""
+    at = time.time() if now is None else now
+    grants = await store.grant_times(*grant_reads(config, at))
     states = await store.pool_states([p.name for p in config.pools])
+    return pool_views(config, grants, states, at)
+
+
+def pool_views(
+    config: Config, grants: Mapping[str, Sequence[float]], states: Mapping[str, Mapping[str, str]], at: float
+) -> list[PoolView]:
+    """Every configured pool's view from its grants' times (oldest first) and its read model."""
     today = pacific_day(at)
     views = []
     for p in config.pools:

@@ -9,11 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 
 from actors.blobs import BlobNotFoundError
-from events.catalogue import QUEUED, SUCCEEDED
-from serve_app.http.admission import admission, refused
+from events.catalogue import QUEUED, RUNNING, SUCCEEDED
+from events.public_view import public_status
+from serve_app.http.admission import admission, refuse_if_blocked, refused
 from serve_app.http.context import Context
 from serve_app.http.deps import CallerDep, Ctx, TaskId, TaskView, WatchedStream
-from serve_app.http.estimates import eta
+from serve_app.http.estimates import eta_range_of, task_eta
 from serve_app.http.models import Cancelled, SubmitTask, Submitted, TaskViewOut
 from serve_app.http.problems import ApiProblem, Conflict, NotFound, Unavailable
 from serve_app.http.submission import IDEMPOTENCY_PATTERN, discard_inputs, key_conflict, prepare
@@ -41,9 +42,12 @@ async def submit(
     The task's price is charged at once (402 when the balance does not cover it) and
     refunded if it does not succeed. A full backlog or a token over its submit rate is a
     429 with Retry-After. Rate, idempotency, credits, bounds and the task's place are all
-    decided in one call of the store's submit script.
+    decided in one call of the store's submit script. While no quota pool can serve the
+    task's kind (every key rejected, every pool parked for the day) it is a 503 with
+    Retry-After and nothing is charged, unless `[admission] when_blocked = "accept"`.
     """
     prepared = await prepare(c, body, caller, idempotency_header)
+    await refuse_if_blocked(c, body.kind)
     event = prepared.event
     task_id, user_id, key = event.task_id, event.user_id, event.idempotency_key
     written = asyncio.ensure_future(c.blobs.write(prepared.blobs))
@@ -71,7 +75,8 @@ async def submit(
         task_id=task_id,
         status=QUEUED,
         position=position,
-        eta_seconds=await eta(c, position, receipt.counts),
+        eta_seconds=(eta := await eta_range_of(c, position, receipt.counts)).p50,
+        eta_p90_seconds=eta.p90,
         balance=receipt.balance if c.config.credits.enabled else None,
     )
 
@@ -79,12 +84,13 @@ async def submit(
 async def submitted_view(c: Context, task_id: str, response: Response) -> Submitted:
     """The answer to a repeated submit: the first task as it stands now."""
     view = await load_view(c, task_id)
-    status = view.get("status", QUEUED)
-    position = await c.store.position(task_id) if status == QUEUED else None
+    status = public_status(view)
+    position = await c.store.position(task_id) if view.get("status", QUEUED) == QUEUED else None
     response.headers["Location"] = f"/v1/tasks/{task_id}"
     counts = await c.store.counts()
+    eta = await task_eta(c, task_id, view, position, counts)
     return Submitted(
-        task_id=task_id, status=status, position=position, eta_seconds=await eta(c, position, counts)
+        task_id=task_id, status=status, position=position, eta_seconds=eta.p50, eta_p90_seconds=eta.p90
     )
 
 
@@ -114,8 +120,10 @@ async def watch_task(
 ) -> AsyncIterable[bytes]:
     """Server-Sent Events: the task view after each state change and each move in the queue.
 
-    Message ids are `<events seen>-<position>`; a reconnect with `Last-Event-ID` gets only
-    what changed since. The stream ends after the terminal state, or when its token is
+    A message is sent whenever the status, the stage or the position changes. Message ids are
+    `<events seen>-<position>-<stage>` (empty parts left out at the end, an empty position kept
+    in the middle: `7-3-waiting`, `8--starting`, `9`); a reconnect with `Last-Event-ID` gets
+    only what changed since. The stream ends after the terminal state, or when its token is
     revoked. A token holding `[limits] max_streams_per_token` streams gets a 429.
 
     A comment line (`: ping`) every 15 s keeps a quiet stream alive. The replica's hub reads
@@ -150,15 +158,33 @@ async def task_result(task_id: TaskId, c: Ctx, view: TaskView) -> Response:
 
 @router.delete("/v1/tasks/{task_id}", response_model=Cancelled, tags=["tasks"], responses={409: {}, 503: {}})
 async def cancel_task(task_id: TaskId, c: Ctx, view: TaskView) -> Cancelled:
-    """Cancel a waiting task and refund its credits; a running or ended task is a 409."""
-    status = view.get("status", QUEUED)
-    if status != QUEUED:
-        raise Conflict(f"task {task_id} is {status}; only a queued task can be cancelled")
+    """Cancel a task waiting for its turn (stage `waiting` or `blocked`) and refund its credits.
+
+    A 409 once the task was handed to a worker (it holds a slot: stage `starting` or
+    `waiting_for_quota`, or `running`), or has ended: its problem says which.
+    """
+    internal = view.get("status", QUEUED)
+    if internal == RUNNING:
+        raise Conflict(not_cancellable(task_id, view))
+    if internal != QUEUED:
+        raise Conflict(f"task {task_id} is {internal}; only a queued task can be cancelled")
     if c.canceller is None:
         raise Unavailable("the queue is not running here; try again shortly")
     outcome = await c.canceller(task_id)
     if outcome != "cancelled":
         now = await load_view(c, task_id)
+        if now.get("status") == RUNNING:
+            raise Conflict(not_cancellable(task_id, now))
         raise Conflict(f"task {task_id} is {now.get('status', outcome)}; it can no longer be cancelled")
     after = await load_view(c, task_id)
     return Cancelled(task_id=task_id, status=after.get("status", ""), refunded=int(after.get("refunded", 0)))
+
+
+def not_cancellable(task_id: str, view: dict[str, str]) -> str:
+    """Why a task that holds a slot cannot be cancelled, in words."""
+    if public_status(view) == RUNNING:
+        return f"task {task_id} is running: its upstream call is in flight and can no longer be cancelled"
+    return (
+        f"task {task_id} was handed to a worker and holds a slot: its upstream call starts as soon as "
+        "the quota allows, so it can no longer be cancelled; only a task still waiting for its turn can"
+    )

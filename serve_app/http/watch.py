@@ -13,7 +13,14 @@ import structlog
 from redis.exceptions import RedisError
 
 from actors.shell import Backoff
-from events.catalogue import TokenRevoked
+from events.catalogue import (
+    KeyCooledDown,
+    KeyDisabled,
+    KeyLimitLearned,
+    KeyParked,
+    KeyTokenGranted,
+    TokenRevoked,
+)
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from serve_app.http.fanout import REFRESH_SECONDS, Fanout, Render, Update, queue_effect
@@ -62,8 +69,10 @@ class Hub:
     task's own event has it read again at once, a move of the queue has the positions of the
     waiting ones read (at most every `refresh_seconds`), each read is one round trip for all of
     them (see `Fanout`), and each stream is handed its task's update ready to send, only when
-    what it says changed. Ends every stream of a token that was revoked, and counts each token's
-    open streams on this replica."""
+    what it says changed. A key event has the stages of the queued ones rendered again (a grant
+    or a cooldown those of the dispatched ones, a parked pool or a disabled key all of them).
+    Ends every stream of a token that was revoked, and counts each token's open streams on this
+    replica."""
 
     def __init__(
         self,
@@ -204,6 +213,10 @@ class Hub:
                 task_id = getattr(event, "task_id", "")
                 if task_id in self._watchers:
                     self._fanout.changed(task_id)
+                if isinstance(event, KeyParked | KeyDisabled):  # a kind may be blocked now
+                    self._fanout.pools_changed(every=True)
+                elif isinstance(event, KeyTokenGranted | KeyCooledDown | KeyLimitLearned):
+                    self._fanout.pools_changed(every=False)
                 moves, adds = queue_effect(event, self._store.keys)
                 moved, added = moved or moves, added + adds
             if moved:

@@ -11,11 +11,13 @@ from starlette.responses import StreamingResponse
 
 from actors.webhooks.rules import task_body
 from events.catalogue import QUEUED
+from events.public_view import Stage, stage_of
 from events.store import QueueCounts
 from serve_app.http.context import Context
-from serve_app.http.estimates import eta
+from serve_app.http.estimates import Eta, task_eta
 from serve_app.http.fanout import Render
 from serve_app.http.models import TaskViewOut
+from serve_app.http.serving import serving_now
 from serve_app.http.watch import Stream
 
 # What a stream is sent when the hub nudges it: a comment, which clients skip.
@@ -46,15 +48,21 @@ class EventStream(StreamingResponse):
 async def task_view_out(
     c: Context, task_id: str, view: dict[str, str], position: int | None, counts: QueueCounts | None = None
 ) -> TaskViewOut:
-    """The task view as the API shows it, with its position and ETA while it waits (the queue's
-    `counts` read here when not given)."""
+    """The task view as the API shows it: its public status and, while it is queued, its stage
+    (from the pools' recent views), its position while it waits for its turn and its ETA (the
+    queue's `counts` read here when not given)."""
     body = task_body(task_id, view)  # the same mapping the completion webhooks send
     status = body["status"] or QUEUED
-    position = position if status == QUEUED else None
-    eta_s = None
-    if position is not None:
-        eta_s = await eta(c, position, counts if counts is not None else await c.store.counts())
-    return TaskViewOut(**{**body, "status": status, "position": position, "eta_seconds": eta_s})
+    # Only a task in the waiting set has a place in it; a dispatched one is queued for its call.
+    position = position if view.get("status", QUEUED) == QUEUED else None
+    stage = Stage()
+    if status == QUEUED:
+        now = await serving_now(c)
+        stage = stage_of(view, now.quota_until, now.blocked.get(body["kind"]))
+    eta = Eta()
+    if status == QUEUED:
+        eta = await task_eta(c, task_id, view, position, counts or await c.store.counts())
+    return TaskViewOut(**{**body, "status": status, "position": position, **eta.fields(), **stage.fields()})
 
 
 def renderer(c: Context) -> Render:
@@ -62,21 +70,23 @@ def renderer(c: Context) -> Render:
     return functools.partial(task_view_out, c)
 
 
-def parse_event_id(value: str | None) -> tuple[int, int | None]:
-    """(task events seen, position) from a Last-Event-ID; (0, None) when absent or unreadable."""
+def parse_event_id(value: str | None) -> tuple[int, int | None, str]:
+    """(task events seen, position, stage) from a Last-Event-ID (`Update.event_id`); (0, None, "")
+    when absent or unreadable."""
     if not value:
-        return 0, None
-    seen, _, position = value.partition("-")
+        return 0, None, ""
+    seen, _, rest = value.partition("-")
+    position, _, stage = rest.partition("-")
     try:
-        return int(seen), (int(position) if position not in ("", "None") else None)
+        return int(seen), (int(position) if position not in ("", "None") else None), stage
     except ValueError:
-        return 0, None
+        return 0, None, ""
 
 
 async def stream_messages(stream: Stream, last_event_id: str | None) -> AsyncIterator[bytes]:
     """The stream's messages, as written on the wire: each update the hub hands it that says
-    something the watcher was not sent (by its message id `<events seen>-<position>`), until its
-    task ends or is gone or its token is revoked."""
+    something the watcher was not sent (by its message id `<events seen>-<position>-<stage>`),
+    until its task ends or is gone or its token is revoked."""
     sent = parse_event_id(last_event_id)
     while not stream.revoked:
         stream.wake.clear()
@@ -86,7 +96,7 @@ async def stream_messages(stream: Stream, last_event_id: str | None) -> AsyncIte
                 return
             if update.key != sent:
                 sent = update.key
-                yield f"event: task\ndata: {update.data}\nid: {sent[0]}-{sent[1]}\n\n".encode()
+                yield f"event: task\ndata: {update.data}\nid: {update.event_id}\n\n".encode()
             if update.ended:
                 return
         if stream.ping:

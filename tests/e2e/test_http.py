@@ -204,7 +204,8 @@ def read_sse(
 
 
 def test_watch_streams_every_change_and_resumes_after_a_reconnect(live: Running) -> None:
-    """SSE: queued with a falling position, then running, then succeeded; a reconnect resumes."""
+    """SSE: queued with a falling position while waiting, then running, then succeeded; a
+    reconnect resumes."""
 
     async def ahead() -> None:  # at once, so a queue forms however slow the machine is
         async with httpx.AsyncClient(base_url=live.api_url, timeout=60) as client:
@@ -223,7 +224,8 @@ def test_watch_streams_every_change_and_resumes_after_a_reconnect(live: Running)
         statuses = [m["data"]["status"] for m in messages]
         assert statuses[-1] == "succeeded" and "running" in statuses
         assert statuses.index("running") > statuses.index("queued")
-        positions = [m["data"]["position"] for m in messages if m["data"]["status"] == "queued"]
+        waiting = [m["data"] for m in messages if m["data"]["stage"] == "waiting"]
+        positions = [v["position"] for v in waiting]
         assert positions == sorted(positions, reverse=True) and len(set(positions)) >= 2
         assert {m["event"] for m in messages} == {"task"}
         assert set(messages[-1]["data"]) == set(client.get(f"/v1/tasks/{last}").json())

@@ -1,22 +1,27 @@
 """The user page and the ops page in a real browser: Playwright driving Debian's Chromium
-(headless) against a live genqueue (Ray Serve, actors, embedded Valkey, offline provider)."""
+(headless) against a live genqueue (Ray Serve, actors, embedded Valkey; the offline provider, or
+the Gemini emulator for an upstream that rejects every key)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import shutil
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from actors.config import CreditsConfig
+from actors.config import CreditsConfig, PoolConfig, ProviderConfig, Secret
 from actors.providers.images import sample_selfie
+from emulator.server import running as emulator
+from emulator.wire import EmulatorConfig, PoolSpec
 from events.catalogue import CreditsGranted
 from serve_app.cli.burst import payload
 from serve_app.http.auth import new_token
@@ -32,23 +37,85 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: 
 
 # Where screenshots go: a temporary folder, or GENQUEUE_SCREENSHOTS (the README's come from there).
 SHOTS = os.environ.get("GENQUEUE_SCREENSHOTS")
-AHEAD = 100
+AHEAD = 40
+# The progress bar's steps, in the order the page shows them.
+STAGES = ("waiting", "waiting_for_quota", "starting", "generating", "done")
+# What no message for a person may contain: the API's field names and problem fields.
+FIELD_NAMES = re.compile(r"images\.|idempotency|_|detail|errors|\bfield\b")
+
+
+class OneAtATime:
+    """The module's genqueues, one running at a time (Ray runs one Serve app): asking for
+    another stops the one running first."""
+
+    def __init__(self) -> None:
+        self.name = ""
+        self.current: Running | None = None
+        self.stack = contextlib.ExitStack()
+
+    def get(self, name: str, start: Callable[[contextlib.ExitStack], Running]) -> Running:
+        """The genqueue called `name`, started by `start` (into the stack given) if not running."""
+        if name != self.name or self.current is None:
+            self.stack.close()
+            self.stack = contextlib.ExitStack()
+            self.name, self.current = name, start(self.stack)
+        return self.current
 
 
 @pytest.fixture(scope="module")
-def live(ray_session: None, store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    config = make_config(
-        store_url,
-        str(tmp_path_factory.mktemp("pages")),
-        slots=4,
-        latency=0.15,
-        pools=(("project-a", 300, 1.0), ("project-b", 300, 1.0)),
-        port=free_port(),
-        auth=True,
-        credits=CreditsConfig(photography=1, fitting=2),
-    )
-    with running(config, dashboard=False) as r:
-        yield r
+def genqueues(ray_session: None) -> Iterator[OneAtATime]:
+    one = OneAtATime()
+    try:
+        yield one
+    finally:
+        one.stack.close()
+
+
+@pytest.fixture
+def live(genqueues: OneAtATime, store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Running:
+    """A genqueue whose quota runs out under a burst: two pools of 5 calls per 2 s window (10 a
+    window) and 4 slots, so a burst's tasks wait for their turn and then for quota."""
+
+    def start(stack: contextlib.ExitStack) -> Running:
+        config = make_config(
+            store_url,
+            str(tmp_path_factory.mktemp("pages")),
+            slots=4,
+            latency=0.15,
+            pools=(("project-a", 150, 2.0), ("project-b", 150, 2.0)),
+            port=free_port(),
+            auth=True,
+            credits=CreditsConfig(photography=1, fitting=2),
+        )
+        return stack.enter_context(running(config, dashboard=False))
+
+    return genqueues.get("tight quota", start)
+
+
+REVOKED = "test-key-revoked-00000000001"
+
+
+@pytest.fixture
+def rejecting(genqueues: OneAtATime, store_url: str, tmp_path_factory: pytest.TempPathFactory) -> Running:
+    """A genqueue whose only key upstream (the Gemini emulator) rejects as suspended."""
+
+    def start(stack: contextlib.ExitStack) -> Running:
+        spec = PoolSpec("proj", 600, (REVOKED,))
+        url = stack.enter_context(
+            emulator(EmulatorConfig(pools=(spec,), window_seconds=1.0, latency=0.05, revoked=(REVOKED,)))
+        )
+        config = make_config(
+            store_url,
+            str(tmp_path_factory.mktemp("rejected")),
+            port=free_port(),
+            auth=True,
+            credits=CreditsConfig(photography=1, fitting=2),
+            provider=ProviderConfig(name="gemini", base_url=url, timeout_seconds=10, image_size="512"),
+            pool_configs=(PoolConfig(name="proj", rpm=600, keys=(Secret(REVOKED),), window_seconds=1.0),),
+        )
+        return stack.enter_context(running(config, dashboard=False))
+
+    return genqueues.get("every key rejected", start)
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +133,17 @@ def token(live: Running, user: str, role: str, credits: int = 0) -> str:
     return secret
 
 
-def shot(page: Page, tmp_path: Path, name: str) -> Path:
+def api(live: Running, secret: str, path: str) -> Any:
+    """What GET `path` answers the token `secret`."""
+    r = httpx.get(f"{live.api_url}{path}", headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def shot(page: Page, tmp_path: Path, name: str) -> None:
     folder = Path(SHOTS) if SHOTS else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{name}.png"
-    page.screenshot(path=str(target), full_page=True)
-    return target
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def preload(live: Running, n: int, prefix: str) -> None:
@@ -84,69 +156,188 @@ def preload(live: Running, n: int, prefix: str) -> None:
     async def burst() -> None:
         async with httpx.AsyncClient(base_url=live.api_url, timeout=60) as client:
             headers = {"Authorization": f"Bearer {service}"}
-            rs = await asyncio.gather(
-                *(
-                    client.post(
-                        "/v1/tasks", json={**payload(i, "photography"), "user_id": u}, headers=headers
-                    )
-                    for i, u in enumerate(users)
-                )
-            )
+            bodies = [{**payload(i, "photography"), "user_id": u} for i, u in enumerate(users)]
+            rs = await asyncio.gather(*(client.post("/v1/tasks", json=b, headers=headers) for b in bodies))
             assert {r.status_code for r in rs} == {202}
 
     run_async(burst)
 
 
-def test_a_user_submits_a_photo_watches_the_line_move_and_gets_the_image(
-    live: Running, browser: Browser, tmp_path: Path
-) -> None:
-    photo = tmp_path / "selfie.png"
-    photo.write_bytes(sample_selfie(3))
-    secret = token(live, "maria", "user", credits=5)
-    page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+def user_page(live: Running, browser: Browser, secret: str, photo: Path, phone: bool = False) -> Page:
+    """The user page with the token entered and the photo chosen."""
+    page = browser.new_page(viewport={"width": 390, "height": 844} if phone else None)
     page.goto(f"{live.api_url}/")
     page.fill("#token", secret)
+    page.locator("#token").dispatch_event("change")
     page.set_input_files("#person", str(photo))
+    return page
+
+
+def selfie(tmp_path: Path, seed: int) -> Path:
+    photo = tmp_path / f"selfie-{seed}.png"
+    photo.write_bytes(sample_selfie(seed))
+    return photo
+
+
+def stages_shown(log: list[dict[str, Any]]) -> list[str]:
+    """The stages the page painted (its `genqueueLog`), in order, each once."""
+    return [e["stage"] for i, e in enumerate(log) if i == 0 or log[i - 1]["stage"] != e["stage"]]
+
+
+def test_a_user_waits_in_line_then_for_quota_and_gets_the_image(
+    live: Running, browser: Browser, tmp_path: Path
+) -> None:
+    """Behind 40 tasks with 10 calls a window, the page shows the line moving with an ETA range,
+    the wait for quota when the task holds a slot for it, then generating and the image: each
+    stage in the bar's order and in words."""
+    secret = token(live, "maria", "user", credits=5)
+    page = user_page(live, browser, secret, selfie(tmp_path, 3), phone=True)
     page.fill("#prompt", "warm film portrait")
+    expect(page.locator("#balance-value")).to_have_text("5 credits")
     preload(live, AHEAD, "crowd")
     page.click("#go")
     expect(page.locator("#status")).to_contain_text("in line", timeout=20_000)
+    expect(page.locator("#balance-value")).to_have_text("4 credits")
+    task_id = page.evaluate("localStorage.getItem('genqueue.task')")
+    expect(page.locator('#stages li[data-stage="waiting"]')).to_have_class(re.compile(r"\bcurrent\b"))
+    expect(page.locator("#eta")).to_have_text(re.compile(r"^We start on it "))
     shot(page, tmp_path, "user-page-waiting")
-    expect(page.locator("#result")).to_be_visible(timeout=120_000)
+    expect(page.locator("#result")).to_be_visible(timeout=60_000)
     expect(page.locator("#status")).to_have_text("Here is your image")
+    expect(page.locator("#stages")).to_have_class(re.compile(r"\bfinished\b"))
     shot(page, tmp_path, "user-page-done")
     log: list[dict[str, Any]] = page.evaluate("window.genqueueLog")
-    positions = [e["position"] for e in log if e["status"] == "queued"]
+    shown = stages_shown(log)
+    assert shown[0] == "waiting" and shown[-2:] == ["generating", "done"], shown
+    assert shown == sorted(shown, key=STAGES.index), shown
+    # Whether the task waits for quota in its place in line or in a slot is the queue's
+    # choice; in a slot (its token granted well after its dispatch), the page said so.
+    at = {e["type"]: e["data"]["at"] for e in api(live, secret, f"/v1/tasks/{task_id}/events")["events"]}
+    if (held := at["key.token_granted"] - at["task.dispatched"]) > 1.0:
+        assert "waiting_for_quota" in shown, (held, shown)
+    words = {"waiting_for_quota": "Your turn has come: waiting for quota", "generating": "Generating…"}
+    assert all(e["said"] == words.get(e["stage"], e["said"]) for e in log), log
+    positions = [e["position"] for e in log if e["stage"] == "waiting" and e["position"] is not None]
     assert positions[0] >= AHEAD // 2 and positions == sorted(positions, reverse=True), positions
-    assert len(set(positions)) >= 10
+    assert len(set(positions)) >= 5, positions
+    etas = [e["eta"] for e in log if e["stage"] == "waiting"]
+    assert any(re.fullmatch(r"We start on it in about \d+\u2013\d+ s", t) for t in etas), etas
     assert page.evaluate("localStorage.getItem('genqueue.token')") == secret
+    assert page.evaluate("localStorage.getItem('genqueue.task')") is None
     delays = sorted(e["painted"] - e["arrived"] for e in log if e["painted"] is not None)
     p99 = delays[min(len(delays) - 1, round(0.99 * (len(delays) - 1)))]
     p50 = statistics.median(delays)
-    print(f"position changes shown: {len(delays)}; stream to screen p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"updates shown: {len(delays)}, {shown}; stream to screen p50 {p50:.1f}, p99 {p99:.1f} ms")
     assert delays and p99 < 1000
     page.close()
 
 
-def test_an_out_of_credits_submit_says_so_with_the_balance(
+def test_refused_submits_are_said_in_words_beside_the_button(
     live: Running, browser: Browser, tmp_path: Path
 ) -> None:
-    photo = tmp_path / "selfie.png"
-    photo.write_bytes(sample_selfie(4))
-    secret = token(live, "broke", "user")
-    page = browser.new_page()
-    page.goto(f"{live.api_url}/")
+    """No token, a wrong token, a file that is no image, a missing garment photo and a try-on
+    the balance does not cover: each a sentence beside the button naming no field of the API,
+    and nothing charged."""
+    secret, broke = token(live, "wordy", "user", credits=3), token(live, "broke", "user")
+    photo, text = selfie(tmp_path, 5), tmp_path / "notes.png"
+    text.write_text("these are my notes, not a photo")
+    page = user_page(live, browser, "", photo)
+    said: list[str] = []
+
+    def press(expected: str) -> None:
+        page.click("#go")
+        expect(page.locator(".actions #error")).to_have_text(expected)
+        said.append(expected)
+
+    press("Please enter your access token first.")
+    page.fill("#token", "gq_not-a-real-token")
+    press("Your access token is not valid. Please check it and try again.")
     page.fill("#token", secret)
-    page.select_option("#kind", "fitting")
+    page.set_input_files("#person", str(text))
+    press(
+        "Your photo can't be used: it is not a PNG, JPEG or WebP image we can read. "
+        "Please choose another one."
+    )
     page.set_input_files("#person", str(photo))
+    page.select_option("#kind", "fitting")
+    press("Please choose the garment photo.")
     page.set_input_files("#garment", str(photo))
-    page.click("#go")
-    expect(page.locator("#error")).to_have_text("You are out of credits: you have 0, and this costs 2.")
+    page.fill("#token", broke)
+    press("You are out of credits: you have 0, and this costs 2.")
+    assert not [s for s in said if FIELD_NAMES.search(s)], said
     expect(page.locator("#progress")).to_be_hidden()
+    expect(page.locator("#go")).to_be_enabled()
+    assert api(live, secret, "/v1/me")["charged"] == 0
+    page.close()
+
+
+def test_a_second_press_makes_no_second_task_and_a_cancel_refunds(
+    live: Running, browser: Browser, tmp_path: Path
+) -> None:
+    """A double click and a second submit while the task is open make one task and one charge;
+    the next press clears the image, and cancelling that task shows the refund and the balance."""
+    secret = token(live, "twice", "user", credits=5)
+    page = user_page(live, browser, secret, selfie(tmp_path, 6))
+    preload(live, 10, "before-twice")
+    page.locator("#go").dblclick()
+    page.evaluate("() => document.getElementById('submit-form').requestSubmit()")
+    expect(page.locator("#go")).to_be_disabled()
+    page.locator("#go").click(force=True)  # a disabled button: the click does nothing
+    expect(page.locator("#result")).to_be_visible(timeout=60_000)
+    expect(page.locator("#go")).to_be_enabled()
+    account = api(live, secret, "/v1/me")
+    assert (account["charged"], account["balance"]) == (1, 4), account
+    expect(page.locator("#balance-value")).to_have_text("4 credits")
+    preload(live, 12, "before-cancel")
+    page.click("#go")
+    expect(page.locator("#result")).to_be_hidden()
+    expect(page.locator("#status")).to_contain_text("in line", timeout=20_000)
+    expect(page.locator("#balance-value")).to_have_text("3 credits")
+    page.click("#cancel")
+    expect(page.locator("#status")).to_have_text("Cancelled")
+    expect(page.locator("#detail")).to_have_text("1 credit refunded; your balance is now 4 credits.")
+    expect(page.locator("#balance-value")).to_have_text("4 credits")
+    expect(page.locator("#cancel")).to_be_hidden()
+    expect(page.locator("#go")).to_be_enabled()
+    account = api(live, secret, "/v1/me")
+    assert (account["charged"], account["refunded"], account["balance"]) == (2, 1, 4), account
+    page.close()
+
+
+def test_a_reload_picks_up_the_open_try_on_and_follows_it_to_the_image(
+    live: Running, browser: Browser, tmp_path: Path
+) -> None:
+    """Reloading while a try-on waits shows the same task again, in try-on words, until its
+    image; one charge."""
+    photo = selfie(tmp_path, 7)
+    secret = token(live, "reloader", "user", credits=4)
+    page = user_page(live, browser, secret, photo)
+    page.select_option("#kind", "fitting")
+    page.set_input_files("#garment", str(photo))
+    preload(live, 20, "before-reload")
+    page.click("#go")
+    expect(page.locator("#status")).to_contain_text("in line", timeout=20_000)
+    task = page.evaluate("localStorage.getItem('genqueue.task')")
+    assert task
+    page.reload()
+    expect(page.locator("#progress")).to_be_visible()
+    expect(page.locator("#go")).to_be_disabled()
+    expect(page.locator('#stages li[data-stage="generating"]')).to_have_text("Trying on")
+    expect(page.locator("#result")).to_be_visible(timeout=60_000)
+    expect(page.locator("#status")).to_have_text("Here is your try-on")
+    expect(page.locator("#result")).to_have_attribute("alt", "your try-on")
+    log: list[dict[str, Any]] = page.evaluate("window.genqueueLog")
+    assert log[0]["status"] == "queued", log[:2]  # picked up while it still waited
+    assert {e["task"] for e in log} == {task}
+    assert all(e["said"] == "Trying on…" for e in log if e["stage"] == "generating"), log
+    account = api(live, secret, "/v1/me")
+    assert (account["charged"], account["balance"]) == (2, 2), account
+    assert page.evaluate("localStorage.getItem('genqueue.task')") is None
     page.close()
 
 
 def test_the_ops_page_shows_a_burst_in_progress(live: Running, browser: Browser, tmp_path: Path) -> None:
+    """The ops page during a burst of 60: both pools, the queue moving, tasks succeeding."""
     admin = token(live, "ops", "admin")
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(f"{live.api_url}/ops")
@@ -168,4 +359,31 @@ def test_the_ops_page_shows_a_burst_in_progress(live: Running, browser: Browser,
     )
     expect(page.locator("#pools tbody tr").first).to_contain_text("project-a")
     shot(page, tmp_path, "ops-page")
+    page.close()
+
+
+def test_when_upstream_rejects_every_key_the_page_says_so_in_words(
+    rejecting: Running, browser: Browser, tmp_path: Path
+) -> None:
+    """Upstream rejects the only key: the waiting task says no generator is available and why,
+    cancelling it refunds, and a new press is refused in words with nothing charged."""
+    secret = token(rejecting, "stuck", "user", credits=3)
+    page = user_page(rejecting, browser, secret, selfie(tmp_path, 8))
+    page.click("#go")
+    expect(page.locator("#status")).to_have_text("Waiting for a generator", timeout=30_000)
+    expect(page.locator("#detail")).to_have_text(
+        re.compile(r"^No generator is available right now: .+; we will start as soon as one is")
+    )
+    assert not FIELD_NAMES.search(page.locator("#detail").text_content() or "")
+    expect(page.locator('#stages li[data-stage="waiting_for_quota"]')).to_have_class(
+        re.compile(r"\bblocked\b")
+    )
+    expect(page.locator("#eta")).to_have_text("")
+    shot(page, tmp_path, "user-page-blocked")
+    page.click("#cancel")
+    expect(page.locator("#detail")).to_have_text("1 credit refunded; your balance is now 3 credits.")
+    page.click("#go")
+    expect(page.locator(".actions #error")).to_contain_text("No generator is available right now")
+    account = api(rejecting, secret, "/v1/me")
+    assert (account["charged"], account["balance"]) == (1, 3), account
     page.close()

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from actors.config import Config
-from events.catalogue import Event, TaskDispatched, TaskSubmitted, TaskSucceeded
+from events.catalogue import Event, TaskDispatched, TaskStarted, TaskSubmitted, TaskSucceeded
 from events.redis_store import RedisEventStore
 from serve_app.http.context import Context
 from serve_app.http.watch import Hub, Stream
@@ -41,6 +41,11 @@ def dispatched(task_id: str) -> TaskDispatched:
     """The queue gave the task a slot."""
     now = time.time()
     return TaskDispatched(task_id=task_id, attempt=1, worker=0, lease_deadline=now + 600, at=now)
+
+
+def started(task_id: str) -> TaskStarted:
+    """The task's attempt holds a token and its upstream call starts."""
+    return TaskStarted(task_id=task_id, attempt=1, pool="p1", key_id="p1#1", at=time.time())
 
 
 def succeeded(task_id: str) -> TaskSucceeded:
@@ -133,9 +138,9 @@ def at_positions(fleet: Fleet, task_ids: Sequence[str], first: int) -> Callable[
 
 
 def test_two_hundred_watchers_each_see_their_tasks_moves_and_changes(store_url: str, data_dir: str) -> None:
-    """Each of 200 streams on one replica is sent its own task's every queue move and state
-    change, with message ids `<events seen>-<position>`, and ends after the terminal state; a
-    stream resumed with Last-Event-ID is sent only what changed since."""
+    """Each of 200 streams on one replica is sent its own task's every queue move, stage and state
+    change, with message ids `<events seen>-<position>-<stage>`, and ends after the terminal
+    state; a stream resumed with Last-Event-ID is sent only what changed since."""
     config = fanout_config(store_url, data_dir)
     ahead, watched = queued(1.0, 3), queued(100.0, WATCHERS)
     append_to(config, [*ahead, *watched])
@@ -156,11 +161,13 @@ def test_two_hundred_watchers_each_see_their_tasks_moves_and_changes(store_url: 
             resumed.watch(ids[:1], last_event_id="1-1")
             await resumed.until(lambda: bool(resumed.messages[ids[0]]), "the resumed stream's first message")
             await append(config, [dispatched(t) for t in ids])
+            await fleet.until(lambda: all(fleet.last(t)["stage"] == "starting" for t in ids), "starting")
+            await append(config, [started(t) for t in ids])
             await fleet.until(lambda: all(fleet.last(t)["status"] == "running" for t in ids), "running")
             await append(config, [succeeded(t) for t in ids])
             await fleet.until(lambda: fleet.ended >= set(ids), "every stream ended")
             await resumed.until(lambda: resumed.ended == {ids[0]}, "the resumed stream ended")
-            assert [m for m, _ in resumed.messages[ids[0]]] == ["1-0", "2-None", "3-None"]
+            assert [m for m, _ in resumed.messages[ids[0]]] == ["1-0-waiting", "2--starting", "3", "4"]
             return fleet
 
     with served(config) as app:
@@ -168,14 +175,15 @@ def test_two_hundred_watchers_each_see_their_tasks_moves_and_changes(store_url: 
     for i, task_id in enumerate(ids):
         sent = fleet.messages[task_id]
         assert [m for m, _ in sent] == [
-            f"1-{i + 3}",
-            f"1-{i + 2}",
-            f"1-{i + 1}",
-            f"1-{i}",
-            "2-None",
-            "3-None",
+            f"1-{i + 3}-waiting",
+            f"1-{i + 2}-waiting",
+            f"1-{i + 1}-waiting",
+            f"1-{i}-waiting",
+            "2--starting",
+            "3",
+            "4",
         ]
-        assert [v["status"] for _, v in sent] == ["queued"] * 4 + ["running", "succeeded"]
+        assert [v["status"] for _, v in sent] == ["queued"] * 5 + ["running", "succeeded"]
         assert all(v["task_id"] == task_id for _, v in sent)
         assert all(v["eta_seconds"] is not None for _, v in sent[:4]) and sent[-1][1]["eta_seconds"] is None
 
@@ -263,7 +271,7 @@ def test_a_tasks_own_change_is_sent_at_once_while_moves_wait_for_the_next_refres
                     lambda s: (
                         s.update is not None
                         and s.update.view is not None
-                        and s.update.view.status == "running"
+                        and s.update.view.stage == "starting"
                     ),
                 )
                 return a, b
@@ -307,6 +315,6 @@ def test_a_stream_with_nothing_to_say_is_sent_keepalive_comments(store_url: str,
     assert (
         len(views) == 1
         and views[0].startswith(b"event: task\ndata: {")
-        and views[0].endswith(b"\nid: 1-0\n\n")
+        and views[0].endswith(b"\nid: 1-0-waiting\n\n")
     )
     assert sent.count(KEEPALIVE) == 3
