@@ -30,6 +30,21 @@ from events.catalogue import (
 
 _ENDINGS = {"task.succeeded": "succeeded", "task.failed": "failed", "task.cancelled": "cancelled"}
 
+# The event classes each part of `Auditor.feed` looks at; any other event skips that part.
+_OUTCOME_TYPES: frozenset[type] = frozenset({TaskSucceeded, TaskAttemptFailed, TaskLeaseExpired})
+_ATTEMPT_TYPES: frozenset[type] = _OUTCOME_TYPES | {
+    TaskStarted,
+    TaskLateOutcomeIgnored,
+    TaskUpstreamThrottled,
+}
+_CREDIT_TYPES: frozenset[type] = frozenset({CreditsGranted, CreditsCharged, CreditsRefunded})
+_ENDING_TYPES: frozenset[type] = frozenset({TaskSucceeded, TaskFailed, TaskCancelled})
+_FEED_TYPES: frozenset[type] = (
+    _OUTCOME_TYPES
+    | _ENDING_TYPES
+    | {TaskSubmitted, TaskDispatched, WebhookDelivered, WebhookFailed, KeyTokenGranted}
+)
+
 
 @dataclass(slots=True)
 class AuditReport:
@@ -196,21 +211,28 @@ class Auditor:
         """Fold one event."""
         report, state, event = self.report, self.state, stored.event
         self.events += 1
-        _track_attempts(event, self._in_flight, self._ended_attempts, report)
-        self._credits(event)
-        before = {t: lease.attempt for t, lease in state.running.items()} if state.waiting else {}
-        waiting_before = state.waiting
+        kind = type(event)
+        if kind in _ATTEMPT_TYPES:
+            _track_attempts(event, self._in_flight, self._ended_attempts, report)
+        if kind in _CREDIT_TYPES:
+            self._credits(event)
+        # Whether an outcome ends the attempt that held the task's slot while others waited:
+        # the running lease of this one task, taken before the fold moves it.
+        held_before = False
+        if kind in _OUTCOME_TYPES and state.queue:
+            lease = state.running.get(event.task_id)  # type: ignore[union-attr]
+            held_before = lease is not None and lease.attempt == event.attempt  # type: ignore[union-attr]
         apply(state, stored)
-        report.max_running = max(report.max_running, len(state.running))
+        running = len(state.running)
+        if running > report.max_running:
+            report.max_running = running
+        if kind not in _FEED_TYPES:
+            return
         match event:
             case TaskSubmitted():
                 self._submitted.append(event.task_id)
             case TaskSucceeded() | TaskAttemptFailed() | TaskLeaseExpired():
-                if (
-                    waiting_before
-                    and before.get(event.task_id) == event.attempt
-                    and self._pending_outcome_ms is None
-                ):
+                if held_before and self._pending_outcome_ms is None:
                     self._pending_outcome_ms = stream_id_ms(stored.id)
             case TaskDispatched():
                 if (event.task_id, event.attempt) in self._dispatched:
@@ -230,11 +252,11 @@ class Auditor:
             case _:
                 pass
         # An ending counts when the fold accepted it: the task left the state.
-        if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled) and event.task_id not in state.tasks:
-            self._endings[event.task_id] += 1
-            kind = _ENDINGS[event.type]
-            self._outcome[event.task_id] = kind
-            report.ended[kind] = report.ended.get(kind, 0) + 1
+        if kind in _ENDING_TYPES and event.task_id not in state.tasks:  # type: ignore[union-attr]
+            self._endings[event.task_id] += 1  # type: ignore[union-attr]
+            ending = _ENDINGS[event.type]
+            self._outcome[event.task_id] = ending  # type: ignore[union-attr]
+            report.ended[ending] = report.ended.get(ending, 0) + 1
 
     def finish(self) -> AuditReport:
         """The report over everything fed so far."""

@@ -11,6 +11,8 @@ several times where a run is short, and the table gives medians:
   slow-uploads     bench/slow_uploads.py: submit latency while 100 stalled uploads are open
   memory           bench/memory.py: QueueActor RSS growth per 100,000 waiting tasks
   replay           bench/replay.py: a stream of 1,000,000 events folded and audited
+  replay-speed     bench/replay_speed.py: the same size of log read, decoded and audited, each stage
+                   timed alone and `genqueue audit` end to end
   burst-60/600     bench/burst.py --provider gemini against the emulator, and
                    bench/baseline.py (the classic cloud-function design) on the same set-up
   cost             bench/cost.py: the cost of one task, every target of issue 16 beside its
@@ -131,6 +133,7 @@ def steps(runs: int, quick: bool) -> list[Step]:
         Step("slow-uploads", "slow_uploads.py", ["--slow", "100", "--submits", submits], runs, 300),
         Step("memory", "memory.py", ["--waiting", waiting, "--rounds", "3"], 1, 900),
         Step("replay", "replay.py", ["--events", events], 1, 1500),
+        Step("replay-speed", "replay_speed.py", ["--events", events], 1, 900),
         Step("burst-60", "burst.py", [*BURST_60, *GEMINI], runs, 300),
         Step("burst-60 classic", "baseline.py", BURST_60, runs, 300),
         Step("burst-600", "burst.py", [*BURST_600, *GEMINI], runs, 400),

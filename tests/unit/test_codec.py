@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from events.catalogue import EVENT_TYPES, TaskSubmitted, TaskSucceeded
-from events.codec import decode, encode
+from events.codec import decode, decode_flat, encode
 from events.errors import EventDecodeError
 
 text = st.text(max_size=50)
@@ -72,3 +72,20 @@ def test_undecodable_entries_raise_a_clear_error(fields: dict[str, str]) -> None
     """Unknown types, bad JSON, missing fields and future versions raise EventDecodeError."""
     with pytest.raises(EventDecodeError):
         decode(fields)
+
+
+def test_flat_fields_decode_as_the_mapping_does() -> None:
+    """XRANGE's flat name/value list decodes to the event its mapping gives, in any field order,
+    and a NaN the standard encoder wrote still decodes."""
+    event = TaskSucceeded(task_id="t1", attempt=2, result="r", mime_type="image/png", elapsed=1.5, at=3.0)
+    fields = encode(event)
+    flat = [x for pair in fields.items() for x in pair]
+    assert decode_flat(flat) == decode(fields) == event
+    shuffled = [x for pair in reversed(fields.items()) for x in pair]
+    assert decode_flat(shuffled) == event
+    nan = decode_flat([*flat[:7], fields["data"].replace('"elapsed":1.5', '"elapsed":NaN')])
+    assert isinstance(nan, TaskSucceeded) and nan.elapsed != nan.elapsed
+    with pytest.raises(EventDecodeError, match="malformed"):
+        decode_flat(["type", "task.succeeded", "v", "1", "task", "t1"])
+    with pytest.raises(EventDecodeError, match="no upcaster from version 0"):
+        decode_flat([*flat[:3], "0", *flat[4:]])
