@@ -26,7 +26,8 @@ def histogram_quantile(histogram: Mapping[str, float], q: float) -> float | None
     for bound in BUCKETS:
         count = histogram.get(f"le:{bound:g}", 0.0)
         if count > 0 and seen + count >= rank:
-            return lower + (bound - lower) * max(0.0, rank - seen) / count
+            # Clamped: rounding must not carry an estimate past its own bucket's bound.
+            return min(float(bound), lower + (bound - lower) * max(0.0, rank - seen) / count)
         seen, lower = seen + count, bound
     return float(BUCKETS[-1])
 

@@ -250,6 +250,12 @@ def scrape(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 def test_metrics_move_with_a_burst(live: Running) -> None:
     """Totals, upstream calls and both histograms grow by the burst; gauges stay within their bounds."""
     with httpx.Client(base_url=live.api_url, timeout=60) as client:
+
+        def idle() -> bool:  # no task of an earlier test may end inside this one's counts
+            q = client.get("/v1/queue").json()
+            return q["waiting"] + q["starting"] + q["running"] == 0
+
+        eventually(idle, timeout=60, interval=0.25, what="the queue idle")
         before = scrape(client)
         kinds = ["photography", "fitting"] * 6
         for i, kind in enumerate(kinds):
