@@ -13,7 +13,6 @@ The cancel of any task by an admin is `DELETE /v1/tasks/{id}`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -25,16 +24,13 @@ from fastapi import APIRouter, Body, Response
 from actors.blobs import BlobNotFoundError, task_blob
 from events.catalogue import FAILED, QUEUED, IntakePaused, IntakeResumed, TaskSubmitted
 from events.codec import decode
-from serve_app.http.admission import admission, refused
 from serve_app.http.auth import Caller
 from serve_app.http.context import Context
 from serve_app.http.deps import AdminDep, Ctx, TaskId
-from serve_app.http.estimates import eta
 from serve_app.http.models import PauseIntake, Retried
 from serve_app.http.ops_figures import intake_json
-from serve_app.http.problems import ApiProblem, Conflict, NotFound
-from serve_app.http.submission import discard_inputs
-from serve_app.http.tasks import submitted_view
+from serve_app.http.problems import Conflict, NotFound
+from serve_app.http.tasks import enqueue
 
 router = APIRouter()
 
@@ -109,30 +105,8 @@ async def retry_task(task_id: TaskId, c: Ctx, caller: AdminDep, response: Respon
     failed = await submitted_event(c, task_id)
     new_id = uuid.uuid4().hex
     event = retry_event(failed, new_id, time.time())
-    written = asyncio.ensure_future(c.blobs.write(await copied_inputs(c, failed, new_id)))
-    try:
-        await asyncio.shield(written)
-        receipt = await c.store.submit(event, admission(c.config, event.kind, caller))
-        if receipt.refused is not None:
-            raise refused(c.config, receipt.refused, receipt.counts, event.user_id)
-    except BaseException as exc:
-        await asyncio.shield(discard_inputs(c, new_id, written, ask_store=not isinstance(exc, ApiProblem)))
-        raise
-    if receipt.duplicate_of is not None:
-        await asyncio.shield(discard_inputs(c, new_id, written, ask_store=False))
-        response.headers["Idempotent-Replayed"] = "true"
-        first = await submitted_view(c, receipt.duplicate_of, response)
-        return Retried(**first.model_dump(), retry_of=task_id)
-    position = receipt.position or 0
-    response.headers["Location"] = f"/v1/tasks/{new_id}"
-    return Retried(
-        task_id=new_id,
-        status=QUEUED,
-        position=position,
-        eta_seconds=await eta(c, position, receipt.counts),
-        balance=receipt.balance if c.config.credits.enabled else None,
-        retry_of=task_id,
-    )
+    accepted = await enqueue(c, event, await copied_inputs(c, failed, new_id), caller, response)
+    return Retried(**accepted.model_dump(), retry_of=task_id)
 
 
 def operator(caller: Caller) -> str:

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 
 from actors.blobs import BlobNotFoundError
-from events.catalogue import QUEUED, RUNNING, SUCCEEDED
+from events.catalogue import QUEUED, RUNNING, SUCCEEDED, TaskSubmitted
 from events.public_view import public_status
 from serve_app.http.admission import admission, refuse_if_blocked, refused
+from serve_app.http.auth import Caller
 from serve_app.http.context import Context
 from serve_app.http.deps import CallerDep, Ctx, TaskId, TaskView, WatchedStream
 from serve_app.http.estimates import eta_range_of, task_eta
@@ -48,19 +49,25 @@ async def submit(
     """
     prepared = await prepare(c, body, caller, idempotency_header)
     await refuse_if_blocked(c, body.kind)
-    event = prepared.event
-    task_id, user_id, key = event.task_id, event.user_id, event.idempotency_key
-    written = asyncio.ensure_future(c.blobs.write(prepared.blobs))
+    return await enqueue(c, prepared.event, prepared.blobs, caller, response)
+
+
+async def enqueue(
+    c: Context, event: TaskSubmitted, blobs: dict[str, bytes], caller: Caller, response: Response
+) -> Submitted:
+    """Store a new task's images and submit it in one call of the store's script; the answer
+    to a submit (also an admin's retry). Nothing a refused or failed submit wrote outlives it."""
+    task_id = event.task_id
+    written = asyncio.ensure_future(c.blobs.write(blobs))
     try:
         await asyncio.shield(written)
-        receipt = await c.store.submit(event, admission(c.config, body.kind, caller))
+        receipt = await c.store.submit(event, admission(c.config, event.kind, caller))
         if receipt.refused is not None:
-            raise refused(c.config, receipt.refused, receipt.counts, user_id)
+            raise refused(c.config, receipt.refused, receipt.counts, event.user_id)
         if receipt.duplicate_of is not None and receipt.duplicate_digest != event.digest:
-            raise key_conflict(key, receipt.duplicate_of)
+            raise key_conflict(event.idempotency_key or "", receipt.duplicate_of)
     except BaseException as exc:
-        # Nothing a refused or failed submit wrote may outlive it; shielded, so that a
-        # cancelled request still removes its images.
+        # Shielded, so that a cancelled request still removes its images.
         failed = not isinstance(exc, ApiProblem)
         await asyncio.shield(discard_inputs(c, task_id, written, ask_store=failed))
         raise
