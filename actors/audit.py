@@ -1,10 +1,14 @@
-"""Checks that need only the event log: exactly-once endings, slot and rate-limit bounds, dispatch latency."""
+"""Checks that need only the event log: exactly-once endings, slot and rate-limit bounds, dispatch
+latency, refunds, and that no task ended `expired` after a call of it started upstream; and what
+each route's succeeded tasks came to in credits."""
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from actors.config.routes import DEFAULT_ROUTE
 from actors.queue.state import QueueState, apply
 from events.catalogue import (
     CreditsCharged,
@@ -16,6 +20,7 @@ from events.catalogue import (
     TaskAttemptFailed,
     TaskCancelled,
     TaskDispatched,
+    TaskExpired,
     TaskFailed,
     TaskLateOutcomeIgnored,
     TaskLeaseExpired,
@@ -28,17 +33,28 @@ from events.catalogue import (
     stream_id_ms,
 )
 
-_ENDINGS = {"task.succeeded": "succeeded", "task.failed": "failed", "task.cancelled": "cancelled"}
+_ENDINGS = {
+    "task.succeeded": "succeeded",
+    "task.failed": "failed",
+    "task.cancelled": "cancelled",
+    "task.expired": "expired",
+}
+# The endings that give the whole charge back, exactly once.
+_REFUNDED = ("failed", "cancelled", "expired")
+# A succeeded task served on a route cheaper than its charge gets the difference back with this
+# reason, once; its route is the one its `task.succeeded` names ("default" when none is named).
+ROUTE_REFUND = "route"
 
 # The event classes each part of `Auditor.feed` looks at; any other event skips that part.
-_OUTCOME_TYPES: frozenset[type] = frozenset({TaskSucceeded, TaskAttemptFailed, TaskLeaseExpired})
+# A worker's `task.expired` frees its attempt's slot like an outcome.
+_OUTCOME_TYPES: frozenset[type] = frozenset({TaskSucceeded, TaskAttemptFailed, TaskLeaseExpired, TaskExpired})
 _ATTEMPT_TYPES: frozenset[type] = _OUTCOME_TYPES | {
     TaskStarted,
     TaskLateOutcomeIgnored,
     TaskUpstreamThrottled,
 }
 _CREDIT_TYPES: frozenset[type] = frozenset({CreditsGranted, CreditsCharged, CreditsRefunded})
-_ENDING_TYPES: frozenset[type] = frozenset({TaskSucceeded, TaskFailed, TaskCancelled})
+_ENDING_TYPES: frozenset[type] = frozenset({TaskSucceeded, TaskFailed, TaskCancelled, TaskExpired})
 _FEED_TYPES: frozenset[type] = (
     _OUTCOME_TYPES
     | _ENDING_TYPES
@@ -70,16 +86,29 @@ class AuditReport:
     delivered_twice: list[str] = field(default_factory=list)
     # Attempts recorded dispatched more than once, as "task_id#attempt".
     dispatched_twice: list[str] = field(default_factory=list)
+    # Tasks that expired although a call of theirs started upstream (a `task.started`).
+    expired_after_start: list[str] = field(default_factory=list)
+    # `task.expired` naming an attempt never dispatched, or attempt 0 of a task not waiting,
+    # as "task_id#attempt".
+    expired_unknown_attempt: list[str] = field(default_factory=list)
+    # Per route, its succeeded tasks: {"tasks", "net_credits" (charged - refunded),
+    # "route_refunds" (credits given back for the route's lower price)}; and the total of the
+    # refunds with reason "route" (also counted in `credits["refunded"]` and `refunds`).
+    routes: dict[str, dict[str, int]] = field(default_factory=dict)
+    route_refunded: int = 0
 
     @property
     def ok(self) -> bool:
         """Every submitted task ended exactly once, no pool overran its window, no balance went
-        below zero, every task that did not succeed was refunded exactly once and no webhook
-        was recorded delivered twice, and no attempt was dispatched twice."""
+        below zero, every task that did not succeed was refunded exactly once (a succeeded one
+        at most once, for its route, within its charge) and no webhook was recorded delivered
+        twice, no attempt was dispatched twice, and every expired task expired before any call
+        of it started, from an attempt it had."""
         over = any(self.max_window_calls[p] > self.window_capacity[p] for p in self.max_window_calls)
         credits_ok = not self.overdrawn and not self.refund_errors and not self.delivered_twice
         once = not self.never_ended and not self.ended_twice and not self.dispatched_twice
-        return once and not over and not self.overlapping and credits_ok
+        expiries_ok = not self.expired_after_start and not self.expired_unknown_attempt
+        return once and not over and not self.overlapping and credits_ok and expiries_ok
 
 
 def max_in_window(times: list[float], window: float) -> int:
@@ -136,6 +165,7 @@ def _track_attempts(
             | TaskLeaseExpired()
             | TaskLateOutcomeIgnored()
             | TaskUpstreamThrottled()
+            | TaskExpired()
         ):
             ended.add((event.task_id, event.attempt))
             if in_flight.get(event.task_id) == event.attempt:
@@ -161,9 +191,16 @@ class Auditor:
         self._balances: dict[str, int] = defaultdict(int)
         self._charges: dict[str, int] = {}
         self._refunded: dict[str, list[int]] = defaultdict(list)
+        # Refunds with reason "route", by task; and the route of each succeeded task not on
+        # the default one.
+        self._route_refunded: dict[str, list[int]] = defaultdict(list)
+        self._route: dict[str, str] = {}
         self._outcome: dict[str, str] = {}
         self._delivered: dict[str, int] = defaultdict(int)
         self._dispatched: set[tuple[str, int]] = set()
+        # Tasks a `task.started` was seen for, and those a `task.expired` was (in stream order).
+        self._started: set[str] = set()
+        self._expired: dict[str, None] = {}
 
     def _credits(self, event: Event) -> None:
         """Fold the ledger: balances never below zero, one refund per unsuccessful task."""
@@ -180,7 +217,11 @@ class Auditor:
                     report.overdrawn.append(event.user_id)
             case CreditsRefunded():
                 self._balances[event.user_id] += event.amount
-                self._refunded[event.task_id].append(event.amount)
+                if event.reason == ROUTE_REFUND:
+                    self._route_refunded[event.task_id].append(event.amount)
+                    report.route_refunded += event.amount
+                else:
+                    self._refunded[event.task_id].append(event.amount)
                 report.credits["refunded"] += event.amount
                 report.refunds += 1
             case _:
@@ -192,20 +233,51 @@ class Auditor:
             outcome = self._outcome.get(task_id, "live")
             if len(amounts) > 1:
                 errors.append(f"{task_id}: refunded {len(amounts)} times")
-            elif outcome not in ("failed", "cancelled"):
+            elif outcome not in _REFUNDED:
                 errors.append(f"{task_id}: refunded but {outcome}")
             elif amounts[0] != self._charges.get(task_id, 0):
                 errors.append(
                     f"{task_id}: refunded {amounts[0]} of a charge of {self._charges.get(task_id, 0)}"
                 )
         for task_id, outcome in self._outcome.items():
-            if (
-                outcome in ("failed", "cancelled")
-                and self._charges.get(task_id)
-                and task_id not in self._refunded
-            ):
+            if outcome in _REFUNDED and self._charges.get(task_id) and task_id not in self._refunded:
                 errors.append(f"{task_id}: {outcome} without a refund")
+        for task_id, amounts in self._route_refunded.items():
+            outcome, charge = self._outcome.get(task_id, "live"), self._charges.get(task_id, 0)
+            if outcome != "succeeded":
+                errors.append(f"{task_id}: route refund but {outcome}")
+            elif len(amounts) > 1:
+                errors.append(f"{task_id}: route refund {len(amounts)} times")
+            elif not 0 < amounts[0] <= charge:
+                errors.append(f"{task_id}: route refund of {amounts[0]} on a charge of {charge}")
         return errors
+
+    def _routes(self) -> dict[str, dict[str, int]]:
+        """Per route, its succeeded tasks, their net credits and their route refunds."""
+        routes: dict[str, dict[str, int]] = {}
+        for task_id, outcome in self._outcome.items():
+            if outcome != "succeeded":
+                continue
+            name = self._route.get(task_id, DEFAULT_ROUTE)
+            figures = routes.get(name)
+            if figures is None:
+                figures = routes[name] = {"tasks": 0, "net_credits": 0, "route_refunds": 0}
+            back = sum(self._route_refunded.get(task_id, ()))
+            figures["tasks"] += 1
+            figures["route_refunds"] += back
+            figures["net_credits"] += (
+                self._charges.get(task_id, 0) - back - sum(self._refunded.get(task_id, ()))
+            )
+        return dict(sorted(routes.items()))
+
+    def _expiry(self, event: TaskExpired) -> None:
+        """Note a `task.expired`, checked against the fold before it: an attempt above 0 must
+        have been dispatched; attempt 0 must find the task waiting for its first turn."""
+        t = event.task_id
+        self._expired.setdefault(t, None)
+        known = (t, event.attempt) in self._dispatched if event.attempt > 0 else self.state.is_waiting(t)
+        if not known:
+            self.report.expired_unknown_attempt.append(f"{t}#{event.attempt}")
 
     def feed(self, stored: StoredEvent) -> None:
         """Fold one event."""
@@ -214,6 +286,10 @@ class Auditor:
         kind = type(event)
         if kind in _ATTEMPT_TYPES:
             _track_attempts(event, self._in_flight, self._ended_attempts, report)
+            if kind is TaskStarted:
+                self._started.add(event.task_id)  # type: ignore[union-attr]
+            elif kind is TaskExpired:
+                self._expiry(event)  # type: ignore[arg-type]
         if kind in _CREDIT_TYPES:
             self._credits(event)
         # Whether an outcome ends the attempt that held the task's slot while others waited:
@@ -231,7 +307,7 @@ class Auditor:
         match event:
             case TaskSubmitted():
                 self._submitted.append(event.task_id)
-            case TaskSucceeded() | TaskAttemptFailed() | TaskLeaseExpired():
+            case TaskSucceeded() | TaskAttemptFailed() | TaskLeaseExpired() | TaskExpired():
                 if held_before and self._pending_outcome_ms is None:
                     self._pending_outcome_ms = stream_id_ms(stored.id)
             case TaskDispatched():
@@ -257,6 +333,8 @@ class Auditor:
             ending = _ENDINGS[event.type]
             self._outcome[event.task_id] = ending  # type: ignore[union-attr]
             report.ended[ending] = report.ended.get(ending, 0) + 1
+            if kind is TaskSucceeded and event.route not in ("", DEFAULT_ROUTE):  # type: ignore[union-attr]
+                self._route[event.task_id] = sys.intern(event.route)  # type: ignore[union-attr]
 
     def finish(self) -> AuditReport:
         """The report over everything fed so far."""
@@ -273,6 +351,8 @@ class Auditor:
             )
         report.refund_errors = self._refund_errors()
         report.delivered_twice = [t for t, n in self._delivered.items() if n > 1]
+        report.expired_after_start = [t for t in self._expired if t in self._started]
+        report.routes = self._routes()
         return report
 
 

@@ -119,6 +119,14 @@ class BlobStore:
             return []
         return sorted(task_blob(task_id, str(p).rsplit("/", 1)[-1]) for p in found)
 
+    def written_at(self, task_id: str) -> float | None:
+        """When the newest of a task's blobs was written (epoch seconds); None when it has none."""
+        times = []
+        for ref in self.task_refs(task_id):
+            with contextlib.suppress(FileNotFoundError):
+                times.append(self._fs.modified(self._path(ref)).timestamp())
+        return max(times, default=None)
+
     def delete_task(self, task_id: str) -> None:
         """Remove every blob of a task, and its folder."""
         self.delete_many(self.task_refs(task_id))

@@ -2,7 +2,9 @@
 
 Pure arithmetic over `actors.forecast`; time and randomness are parameters. A snapshot holds
 what decides the starts: each pool's window (a place comes back a window, the key pool's
-margin and the recent `reuse_delay` after its grant), the calls in flight or granted with
+margin and the recent `reuse_delay` after its grant; pools that count against another come
+as one window with it, `actors.linked_pools`; with fallback routes, only the pools of the
+routes that serve now give places, `actors.serving_routes`), the calls in flight or granted with
 their start times, the tasks that hold a slot but still wait for a token, and recent call
 times. Every task ahead still needs a place: the waiting tasks ahead and the dispatched ones
 without a token, which take theirs first. A task starts once it has a place and a free slot
@@ -167,7 +169,8 @@ class Snapshot:
 
     `calls`: when each slot holder with a token started its call (or will, for a grant made
     ahead); `needing`: the slot holders still waiting for a token, in the order they get one;
-    `running` and `outcomes`: the counters read with it, which square later positions.
+    `running` and `outcomes`: the counters read with it, which square later positions;
+    `needing_lanes`: each needing holder's priority lane (empty without lanes).
     """
 
     at: float
@@ -179,6 +182,22 @@ class Snapshot:
     outcomes: float
     times: CallTimes
     handoff: float
+    needing_lanes: tuple[str, ...] = ()
+
+
+def needing_before(lanes: Sequence[str], lane: str, own: int, weights: Mapping[str, float]) -> int:
+    """Of the slot holders waiting for a token, in lanes `lanes`, how many get one before a task
+    of `lane` that needs `own` of its lane's tokens first (those ahead of it in its lane, and
+    its own): the key pool shares tokens by weight, so while that lane gets `own`, another lane
+    M gets `own * w_M / w_lane` of them (those of its holders, at most). A lane `weights` does
+    not name weighs 1."""
+    counts: dict[str, int] = {}
+    for name in lanes:
+        counts[name] = counts.get(name, 0) + 1
+    w = weights.get(lane, 1.0)
+    mine = counts.pop(lane, 0)
+    share = mine + own
+    return mine + sum(min(n, math.floor(share * weights.get(m, 1.0) / w)) for m, n in counts.items())
 
 
 def slot_frees(
@@ -210,23 +229,49 @@ class Forecast:
     p90: StartTable
     cycle: float
 
-    def ahead(self, position: int, running: int, stats: Mapping[str, float]) -> int:
+    def ahead(
+        self,
+        position: int,
+        running: int,
+        stats: Mapping[str, float],
+        lane: str | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> int:
         """Tasks that still need a place before the one `position` waiting tasks are ahead of,
         as the snapshot counts them (`running` and `stats`: the counters read with `position`).
 
-        The slot holders without a token in the snapshot; and the tasks that left the waiting
-        set since, which hold a slot now (more `running`) or already gave it back (more
-        outcomes) but whose token the snapshot did not see. Counters read before the
+        The slot holders without a token in the snapshot (with `weights`, priority lanes: those
+        of the task's `lane` and the other lanes' shares, `needing_before`); and the tasks that
+        left the waiting set since, which hold a slot now (more `running`) or already gave it
+        back (more outcomes) but whose token the snapshot did not see. Counters read before the
         snapshot give the same figure by the same sums, negative.
         """
         moved = running - self.snapshot.running + outcomes(stats) - self.snapshot.outcomes
-        return max(0, position + len(self.snapshot.needing) + round(moved))
+        s = self.snapshot
+        needing = len(s.needing)
+        if weights and lane is not None and len(s.needing_lanes) == needing:
+            # Its lane's tokens it waits for: at most the waiting tasks ahead of it, and its own.
+            needing = needing_before(s.needing_lanes, lane, position + 1, weights)
+        return max(0, position + needing + round(moved))
 
-    def dispatched_ahead(self, task_id: str, running: int, stats: Mapping[str, float]) -> int:
+    def dispatched_ahead(
+        self,
+        task_id: str,
+        running: int,
+        stats: Mapping[str, float],
+        weights: Mapping[str, float] | None = None,
+    ) -> int:
         """Tasks that still need a place before a slot holder waiting for its token: those before
-        it in the snapshot, or, dispatched since, every one the snapshot knew and those since."""
-        if task_id in self.snapshot.needing:
-            return self.snapshot.needing.index(task_id)
+        it in the snapshot (with `weights`, priority lanes: those of its lane before it and the
+        other lanes' shares), or, dispatched since, every one the snapshot knew and those since."""
+        s = self.snapshot
+        if task_id in s.needing:
+            i = s.needing.index(task_id)
+            if weights and len(s.needing_lanes) == len(s.needing):
+                lane = s.needing_lanes[i]
+                before = [m for j, m in enumerate(s.needing_lanes) if m != lane or j < i]
+                return needing_before(before, lane, 1, weights)
+            return i
         return max(0, self.ahead(0, running, stats) - 1)
 
     def range(self, ahead: int, now: float) -> tuple[float, float] | None:

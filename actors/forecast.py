@@ -20,12 +20,11 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-# A measured mean below this (calls that fail at once) must not make the slots unbounded.
+# A measured mean below this (calls failing at once) must not make the slots unbounded.
 MIN_LATENCY = 1e-3
 # Before any call has been measured, the configured latency counts, but at least this.
 MIN_CONFIGURED_LATENCY = 0.1
-# Until a call is measured, a gemini call is taken to last this long (its image models answer a
-# 1K image in about 5 to 15 s); `[provider] latency_seconds` sets only the offline provider's.
+# Until a call is measured, a gemini call is taken to last this long (1K images: 5 to 15 s).
 GEMINI_CALL_SECONDS = 10.0
 # Rates below this would make a Retry-After of days: a refused submit waits at most RETRY_CAP.
 MIN_RATE = 1e-3
@@ -341,12 +340,13 @@ def start_table(
     return StartTable(now, tuple(firsts), tuple(offsets), position, rate=rate)
 
 
-def prior_latency(provider: str, latency_seconds: float, timeout_seconds: float) -> float:
-    """The call time assumed until one is measured: the offline provider's configured latency
-    (at least MIN_CONFIGURED_LATENCY); an upstream's GEMINI_CALL_SECONDS, at most the timeout."""
-    if provider == "offline":
-        return max(latency_seconds, MIN_CONFIGURED_LATENCY)
-    return min(GEMINI_CALL_SECONDS, timeout_seconds)
+def prior_latency(provider: str, latency: float, timeout: float, expected: float = 0.0) -> float:
+    """The call time assumed until one is measured, at least MIN_CONFIGURED_LATENCY: `expected`
+    (`[provider] expected_call_seconds`) or an upstream's GEMINI_CALL_SECONDS, at most the
+    timeout; else the offline provider's `latency`."""
+    if provider == "offline" and not expected:
+        return max(latency, MIN_CONFIGURED_LATENCY)
+    return min(max(expected or GEMINI_CALL_SECONDS, MIN_CONFIGURED_LATENCY), timeout)
 
 
 def call_latency(stats: Mapping[str, float], configured: float) -> float:

@@ -27,6 +27,12 @@ class AttemptSpec:
     pool: str = ""
     key_id: str = ""
     not_before: float = 0.0
+    # Its deadline (0: none or no longer applies: a call of it started): no call starts after
+    # it; the worker ends the task `task.expired` instead, refunding `price` to `user_id`.
+    deadline: float = 0.0
+    user_id: str = ""
+    price: int = 0
+    lane: str = ""  # its task's priority lane: tokens are shared among lanes by weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,11 @@ class Token:
     def granted(self) -> bool:
         """Whether this is a token (else a refusal)."""
         return bool(self.pool)
+
+
+# A refusal's reason when the QueueActor took the slot back for a lane below its share: the
+# attempt goes back to its place, having made no call (`KeyPool.withdraw`).
+YIELDED = "yielded its slot to a lane below its share"
 
 
 @dataclass(frozen=True, slots=True)

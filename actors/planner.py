@@ -3,7 +3,9 @@
 The schedule is the forecast's (`actors.forecast.start_times`): users are served in arrival
 order (FIFO); each needs a slot, held for the call's latency, and a token from whichever
 pool frees a place first, a place being reused one window (plus the key pool's margin)
-after the call that took it.
+after the call that took it. A project's priority pool counts against its standard one
+(`NAME:RPM>OTHER`): the two are one budget, the standard pool's (`actors.linked_pools`).
+Fallback routes and day limits are planned by `actors.route_plan`.
 """
 
 from __future__ import annotations
@@ -11,16 +13,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.forecast import PoolWindow, start_times, window_capacity
+from actors.linked_pools import chains, shared_windows
 
 WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class PoolPlan:
-    """One upstream project: its name and requests per minute."""
+    """One quota pool: its name, requests per minute and the pool whose window its calls also
+    take a place in ("" for none). `rpd`: the calls it may make in the day (0: no limit),
+    `price_per_image` USD a call, `window` its window in seconds (0: the plan's); the
+    fallback planner (`actors.route_plan`) reads these three, `simulate` does not."""
 
     name: str
     rpm: int
+    counts_against: str = ""
+    rpd: int = 0
+    price_per_image: float = 0.0
+    window: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +53,8 @@ class Schedule:
 
 
 def parse_pools(spec: str) -> tuple[PoolPlan, ...]:
-    """`3x15` (three projects at 15 RPM) or `a:15,b:360`; ValueError says what is wrong."""
+    """`3x15` (three projects at 15 RPM) or `a:15,b:360`, where `NAME:RPM>OTHER` counts against
+    the pool OTHER (`a:15,a-fast:10>a`); ValueError says what is wrong."""
     text = spec.strip()
     if "x" in text and ":" not in text:
         count, _, rpm = text.partition("x")
@@ -52,12 +63,28 @@ def parse_pools(spec: str) -> tuple[PoolPlan, ...]:
         return tuple(PoolPlan(f"pool-{i + 1}", int(rpm)) for i in range(int(count)))
     pools = []
     for part in text.split(","):
-        name, _, rpm = part.strip().partition(":")
-        if not name or not rpm.isdigit() or int(rpm) < 1:
-            raise ValueError(f"pools {spec!r}: expected NAME:RPM[,NAME:RPM...] or COUNTxRPM, got {part!r}")
-        pools.append(PoolPlan(name, int(rpm)))
-    if len({p.name for p in pools}) != len(pools):
+        name, _, rest = part.strip().partition(":")
+        rpm, _, over = rest.partition(">")
+        if not name or not rpm.isdigit() or int(rpm) < 1 or (">" in rest and not over):
+            raise ValueError(
+                f"pools {spec!r}: expected NAME:RPM[>OTHER][,NAME:RPM...] or COUNTxRPM, got {part!r}"
+            )
+        pools.append(PoolPlan(name, int(rpm), over))
+    names = {p.name for p in pools}
+    if len(names) != len(pools):
         raise ValueError(f"pools {spec!r}: a name is used twice")
+    links = {p.name: p.counts_against for p in pools}
+    for p in pools:
+        if p.counts_against and (p.counts_against not in names or p.counts_against == p.name):
+            raise ValueError(
+                f"pools {spec!r}: {p.name} counts against {p.counts_against!r}, not another pool given"
+            )
+        seen, at = {p.name}, p.counts_against
+        while at:
+            if at in seen:
+                raise ValueError(f"pools {spec!r}: {p.name}'s counts_against makes a cycle")
+            seen.add(at)
+            at = links[at]
     return tuple(pools)
 
 
@@ -89,8 +116,9 @@ def simulate(
     if slots < 1 or latency < 0 or not pools:
         raise ValueError("slots must be >= 1, latency >= 0 and at least one pool given")
     ordered = sorted(arrival_times)
-    windows = [PoolWindow(window_capacity(p.rpm, window), window + margin) for p in pools]
-    starts = start_times(ordered, [0.0] * slots, latency, windows)
+    windows = {p.name: PoolWindow(window_capacity(p.rpm, window), window + margin) for p in pools}
+    links = chains({p.name: p.counts_against for p in pools})
+    starts = start_times(ordered, [0.0] * slots, latency, shared_windows(windows, links))
     return Schedule(tuple(ordered), tuple(starts), tuple(s + latency for s in starts))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -11,8 +12,11 @@ from typing import Any, Generic, TypeVar
 
 from structlog.typing import FilteringBoundLogger
 
+from events import log_reader
+from events.archive import Archive
 from events.catalogue import StoredEvent
 from events.errors import StoreUnavailableError
+from events.redis_store import RedisEventStore
 from events.store import EventStore
 
 T = TypeVar("T")
@@ -20,7 +24,7 @@ S = TypeVar("S")
 
 FIRST_DELAY = 0.05
 MAX_DELAY = 2.0
-REPLAY_PAGE = 10_000
+REPLAY_PAGE = 10_000  # a store other than Redis (the Redis log is read in log_reader's pages)
 # What a snapshot document may raise when it is unreadable (json.JSONDecodeError is a ValueError).
 UNREADABLE = (ValueError, KeyError, TypeError)
 
@@ -86,9 +90,29 @@ async def newest_snapshot(
     return None
 
 
-async def replay(store: EventStore, after: str, fold: Callable[[StoredEvent], object]) -> tuple[str, int]:
-    """Feed every event after `after` to `fold`, in stream order; returns the last id read and the count."""
+async def replay(
+    store: EventStore, after: str, fold: Callable[[StoredEvent], object], archive: Archive | None = None
+) -> tuple[str, int]:
+    """Feed every event after `after` to `fold`, in log order; returns the last id read and the count.
+
+    A Redis store's log is read whole, the archive's segments before the live stream
+    (`events.log_reader`; ArchiveError when a part it needs is missing or breaks the chain).
+    """
     count = 0
+    if isinstance(store, RedisEventStore):
+        # A fold only grows its state: the cycle collector would walk it again and again.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            async for page in log_reader.events(store, archive, after):
+                for stored in page:
+                    fold(stored)
+                after = page[-1].id
+                count += len(page)
+        finally:
+            if collecting:
+                gc.enable()
+        return after, count
     while batch := await store.read(after, count=REPLAY_PAGE):
         for stored in batch:
             fold(stored)
@@ -121,12 +145,14 @@ async def recover(
     fold: Callable[[S, StoredEvent], object],
     log: FilteringBoundLogger,
     since: Callable[[str], str] | None = None,
+    archive: Archive | None = None,
 ) -> Recovered[S]:
     """The newest readable snapshot (else `empty()`) with `fold` applied to every event after it.
 
     `covers` tells the stream id a state has read up to; `since`, given that id, where the
-    replay starts (an actor that needs only recent events starts later). A store outage
-    is waited out and the whole recovery starts again, from the snapshot.
+    replay starts (an actor that needs only recent events starts later). Events the stream
+    no longer holds are read from `archive` (a snapshot normally covers them all). A store
+    outage is waited out and the whole recovery starts again, from the snapshot.
     """
 
     async def attempt() -> Recovered[S]:
@@ -136,7 +162,7 @@ async def recover(
             state = empty()
         covered = covers(state)
         _, replayed = await replay(
-            store, covered if since is None else since(covered), lambda stored: fold(state, stored)
+            store, covered if since is None else since(covered), lambda stored: fold(state, stored), archive
         )
         return Recovered(state, covered, replayed, time.perf_counter() - started)
 

@@ -15,6 +15,11 @@ burst's first submit.
     python bench/burst.py --users 600 --slots 20 --latency 0.5 --pools 3x600 --window 1
     python bench/burst.py --provider gemini --pools 3x900 --real-rpm 600 --image-size 512
     python bench/burst.py --provider gemini --pools 3x600 --image-size 512 --kill-keypool-at 4,9,14
+    python bench/burst.py --provider gemini --pools 3x600 --image-size 512 --deadline 10
+
+With --deadline every --deadline-every-th task (default: half of them) must start within that
+many seconds; the log then shows which expired, that they made no call and got their credits
+back, and how efficiently the tasks that ran used the budget.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.audit import audit
-from actors.config import Config, KeyPoolConfig, PoolConfig, ProviderConfig
+from actors.config import Config, CreditsConfig, KeyPoolConfig, PoolConfig, ProviderConfig
 from actors.planner import PoolPlan, arrivals, simulate
 from bench.common import (
     EMULATOR_NICE,
@@ -43,7 +48,8 @@ from bench.common import (
     print_figures,
     upstream_counts,
 )
-from events.catalogue import KeyLimitLearned, KeyTokenGranted
+from bench.deadline_figures import deadline_figures
+from events.catalogue import KeyLimitLearned, KeyTokenGranted, StoredEvent
 from events.redis_store import RedisEventStore
 from serve_app.cli.burst import BurstResult, bound_seconds, percentile, run_burst
 
@@ -90,13 +96,18 @@ def report(
     }
 
 
-async def audit_log(config: Config) -> dict[str, object]:
-    """What the event log says about the run."""
+async def read_log(config: Config) -> list[StoredEvent]:
+    """The run's whole event log."""
     store = RedisEventStore.from_url(config.redis.url, config.redis.namespace)
     try:
-        events = await store.read_range()
+        return await store.read_range()
     finally:
         await store.close()
+
+
+async def audit_log(config: Config) -> dict[str, object]:
+    """What the event log says about the run."""
+    events = await read_log(config)
     r = audit(events)
     lat = [float(x) for x in r.dispatch_latency_ms]
     learned = [e.event for e in events if isinstance(e.event, KeyLimitLearned)]
@@ -225,6 +236,10 @@ def main() -> None:
         "(0: leave it)",
     )
     p.add_argument("--watch", type=int, default=0, help="follow the last N tasks over SSE")
+    p.add_argument("--deadline", type=float, default=0.0, help="seconds: a deadline for some tasks")
+    p.add_argument(
+        "--deadline-every", type=int, default=2, help="every Nth task carries --deadline (2: half)"
+    )
     args = p.parse_args()
     count, _, rpm_text = args.pools.partition("x")
     pools = bench_pools(int(count), int(rpm_text), args.window, args.keys)
@@ -270,6 +285,9 @@ def burst_here(
                 base_url=emulator_url,
                 latency_seconds=args.latency,
                 latency_jitter=args.jitter,
+                # The ETA's call time until one is measured: the emulator's, as an operator who
+                # knows upstream's would set it (gemini's default assumes 10 s).
+                expected_call_seconds=args.latency,
                 image_size=args.image_size,
                 timeout_seconds=30,
                 render=args.render,
@@ -280,14 +298,28 @@ def burst_here(
                 redate_late_sends=not args.no_redate,
             ),
             replicas=args.replicas,
+            # Deadlines: each user is charged, so that what an expiry refunds can be checked.
+            credits=CreditsConfig(default_grant=10) if args.deadline else None,
         )
         with running(config, dashboard=False) as live:
             if args.client_nice:
                 os.nice(args.client_nice)
             kills = [float(s) for s in args.kill_keypool_at.split(",") if s.strip()]
             killer, killed = kill_keypool_at(live.config, kills) if kills else (None, [])
+            deadline = args.deadline
+
+            def task_deadline(i: int) -> float | None:
+                return deadline if deadline and i % args.deadline_every == 0 else None
+
             result = asyncio.run(
-                run_burst(live.api_url, args.users, args.kind, poll=0.25, watch_last=args.watch)
+                run_burst(
+                    live.api_url,
+                    args.users,
+                    args.kind,
+                    poll=0.25,
+                    watch_last=args.watch,
+                    task_deadline=task_deadline,
+                )
             )
             if killer is not None:
                 killer.join()
@@ -297,6 +329,11 @@ def burst_here(
             figures.update(asyncio.run(audit_log(live.config)))
             if emulator_url:
                 figures.update(upstream_counts(emulator_url))
+            if deadline:
+                log = asyncio.run(read_log(live.config))
+                upstream = figures.get("upstream_calls")
+                calls = int(upstream) if isinstance(upstream, int) else None
+                figures["deadlines"] = deadline_figures(log, args.slots, args.latency, rpm_total, calls)
     return figures
 
 

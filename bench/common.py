@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from actors.config import Config, KeyPoolConfig, PoolConfig, ProviderConfig, Secret
+from actors.config import Config, CreditsConfig, KeyPoolConfig, PoolConfig, ProviderConfig, Secret
 from tests.helpers import make_config
 
 
@@ -59,9 +59,11 @@ def bench_config(
     keypool: KeyPoolConfig | None = None,
     replicas: int = 1,
     workers: int = 2,
+    credits: CreditsConfig | None = None,
 ) -> Config:
     """A whole instance for one run: embedded Valkey, a fresh namespace and data directory, a
-    free port; tokens, credits and per-user caps off (the benchmarks measure the scheduler)."""
+    free port; tokens, credits (unless given) and per-user caps off (the benchmarks measure the
+    scheduler)."""
     config = make_config(
         "",
         tempfile.mkdtemp(prefix="genqueue-bench-"),
@@ -73,6 +75,7 @@ def bench_config(
         provider=provider,
         pool_configs=pools,
         keypool=keypool,
+        credits=credits,
     )
     return replace(config, server=replace(config.server, replicas=replicas))
 

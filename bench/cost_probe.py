@@ -201,7 +201,7 @@ def entries_of(url: str, stream: str, start: str, end: str = "+") -> list[tuple[
             after = f"({page[-1][0]}"
 
 
-ENDED = ("task.succeeded", "task.failed", "task.cancelled")
+ENDED = ("task.succeeded", "task.failed", "task.cancelled", "task.expired")
 
 
 @dataclass(frozen=True, slots=True)

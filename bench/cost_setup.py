@@ -19,6 +19,7 @@ import httpx
 from actors.config import AuthConfig, Config, CreditsConfig, ProviderConfig
 from actors.providers.images import sample_selfie
 from bench.common import bench_config, bench_pools, make_tokens, own_serve_ports
+from events.catalogue import TERMINAL
 from events.keys import Keys
 
 CREDITS = 1_000_000_000  # a balance no run spends
@@ -119,7 +120,7 @@ class Instance:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             q = self.queue()
-            ended = q["succeeded"] + q["failed"] + q["cancelled"]
+            ended = sum(q.get(k, 0) for k in TERMINAL)
             if q["waiting"] == 0 and q["running"] == 0 and ended >= q["submitted"]:
                 return True
             time.sleep(0.25)

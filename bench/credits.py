@@ -31,7 +31,7 @@ from actors.config import Config, CreditsConfig, PoolConfig, ProviderConfig, Sec
 from bench.common import own_serve_ports
 from emulator.server import running as emulator
 from emulator.wire import EmulatorConfig, PoolSpec
-from events.catalogue import CreditsGranted, Event
+from events.catalogue import TERMINAL, CreditsGranted, Event
 from events.redis_store import RedisEventStore
 from serve_app.cli.burst import payload
 from serve_app.http.auth import new_token
@@ -78,9 +78,7 @@ async def race(url: str, config: Config, rounds: int) -> list[dict[str, int]]:
 async def wait_all(http: aiohttp.ClientSession, ids: list[str], deadline: float) -> dict[str, dict[str, Any]]:
     views: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
-        pending = [
-            t for t in ids if views.get(t, {}).get("status") not in ("succeeded", "failed", "cancelled")
-        ]
+        pending = [t for t in ids if views.get(t, {}).get("status") not in TERMINAL]
         if not pending:
             break
         for t in pending:

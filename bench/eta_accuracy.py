@@ -44,16 +44,21 @@ import httpx
 from actors.config import Config, KeyPoolConfig, ProviderConfig
 from actors.forecast import PoolWindow, call_latency, eta_seconds, slot_hold, window_capacity
 from bench.common import bench_config, bench_pools, free_port, own_serve_ports, print_figures
-from events.catalogue import StoredEvent
+from events.catalogue import TERMINAL, StoredEvent
 from events.redis_store import RedisEventStore
 from serve_app.cli.burst import payload, percentile
 from tests.helpers import make_config
 
 # Waits shorter than this are judged by their absolute error (seconds) instead of a relative one.
 FLOOR_SECONDS = 1.0
-TERMINAL = ("succeeded", "failed", "cancelled")
 # The events after which a task no longer holds its slot.
-SLOT_ENDS = ("task.succeeded", "task.attempt_failed", "task.lease_expired", "task.upstream_throttled")
+SLOT_ENDS = (
+    "task.succeeded",
+    "task.attempt_failed",
+    "task.lease_expired",
+    "task.upstream_throttled",
+    "task.expired",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +175,8 @@ async def submit_all(url: str, users: int) -> list[Promise]:
 def all_ended(url: str, count: int) -> bool:
     """Whether `count` tasks have ended on the instance at `url`."""
     queue = httpx.get(f"{url}/v1/queue", timeout=10).json()
-    return sum(queue[k] for k in TERMINAL) >= count
+    ended: int = sum(queue.get(k, 0) for k in TERMINAL)
+    return ended >= count
 
 
 async def read_log(config: Config) -> list[StoredEvent]:

@@ -6,14 +6,18 @@ each, plus W waiting), then on a local Ray:
   2. kills it (crash, Ray restarts it) and times recovery again with no snapshot;
   3. lets it take a snapshot, kills it again and times the recovery from the snapshot;
 and finally replays a log of E events through `genqueue audit`'s auditor for its rate.
+With --archived S, the oldest share S of the history is first archived (segments written,
+read back, recorded and trimmed from the stream, as the janitor does), so a recovery without
+a snapshot reads the archive and then the stream. --json prints the figures as one JSON line.
 
-    python bench/recovery.py --finished 100000 --waiting 1000 --audit-events 1000000
+    python bench/recovery.py --finished 249750 --waiting 1000 --archived 0.5 --audit-events 0
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import time
@@ -25,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.config import Config, PoolConfig, ProviderConfig, QueueConfig, Secret
+from bench.common import print_figures
 from events.catalogue import (
     TaskDispatched,
     TaskStarted,
@@ -108,7 +113,11 @@ def main() -> None:
     p.add_argument("--finished", type=int, default=100_000)
     p.add_argument("--waiting", type=int, default=1000)
     p.add_argument("--audit-events", type=int, default=1_000_000)
+    p.add_argument("--archived", type=float, default=0.0, help="share of the history archived first")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON line only")
     args = p.parse_args()
+    say = (lambda _: None) if args.json else print
+    figures: dict[str, Any] = {}
 
     import ray
 
@@ -135,35 +144,62 @@ def main() -> None:
                 server=replace(base.server, data_dir=tempfile.mkdtemp(prefix="genqueue-recovery-data-")),
             )
         )
+        archive_dir = Path(config.server.data_dir) / "archive"
         t0 = time.perf_counter()
         events = asyncio.run(write_history(url, "recovery", args.finished, args.waiting))
-        print(
+        say(
             f"history: {args.finished:,} finished + {args.waiting:,} waiting tasks = {events:,} events "
             f"(written in {time.perf_counter() - t0:.1f} s)"
         )
+        figures.update(events=events, archived_events=0)
+        if args.archived > 0:
+            from bench.replay_speed import archive_oldest
+            from events.archive import Archive
+
+            share = int(events * args.archived)
+            archive = Archive(f"file://{archive_dir}")
+            size = asyncio.run(archive_oldest(url, "recovery", archive, share, 100_000))
+            say(f"archived: the oldest {share:,} events, {size / 1e6:.1f} MB, trimmed from the stream")
+            figures.update(archived_events=share, archive_bytes=size)
         ray_environment()
         ray.init(
-            address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
         )
         try:
             handles = factory.start(config)
             queue = handles["queue"]
             first = ray.get(queue.status.remote())["recovery"]
-            print(
-                f"first start, no snapshot: recovery {first['seconds']:.2f} s, {first['replayed']:,} events"
+            say(f"first start, no snapshot: recovery {first['seconds']:.2f} s, {first['replayed']:,} events")
+            figures.update(
+                first_start_recovery_seconds=first["seconds"], first_start_replayed=first["replayed"]
             )
             seconds, status = time_restart(queue)
             r = status["recovery"]
-            print(
+            say(
                 f"restart without snapshot: {seconds:.2f} s to answer; recovery {r['seconds']:.2f} s, "
                 f"{r['replayed']:,} events replayed"
+            )
+            figures.update(
+                no_snapshot_answer_seconds=round(seconds, 2),
+                no_snapshot_recovery_seconds=r["seconds"],
+                no_snapshot_replayed=r["replayed"],
+                no_snapshot_events_per_second=round(r["replayed"] / r["seconds"]) if r["seconds"] else None,
             )
             ray.get(queue.take_snapshot.remote())
             seconds, status = time_restart(queue)
             r = status["recovery"]
-            print(
+            say(
                 f"restart with snapshot:    {seconds:.2f} s to answer; recovery {r['seconds']:.2f} s, "
                 f"{r['replayed']:,} events replayed after snapshot {r['snapshot']}"
+            )
+            figures.update(
+                snapshot_answer_seconds=round(seconds, 2),
+                snapshot_recovery_seconds=r["seconds"],
+                snapshot_replayed=r["replayed"],
             )
             factory.stop(config)
         finally:
@@ -172,7 +208,10 @@ def main() -> None:
             tasks = max(1, args.audit_events // 4)
             asyncio.run(write_history(url, "audit", tasks, 0))
             n, seconds = asyncio.run(audit_rate(url, "audit"))
-            print(f"audit replay: {n:,} events in {seconds:.1f} s = {n / seconds:,.0f} events/s")
+            say(f"audit replay: {n:,} events in {seconds:.1f} s = {n / seconds:,.0f} events/s")
+            figures.update(audit_events=n, audit_events_per_second=round(n / seconds))
+    if args.json:
+        print_figures(figures, True)
 
 
 if __name__ == "__main__":

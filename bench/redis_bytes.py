@@ -43,8 +43,11 @@ def kind_of(key: str, prefix: str) -> str:
     )
 
 
-async def burst(store: RedisEventStore, tasks: int, users: int, clients: int) -> None:
-    """Submit `tasks` tasks from `users` users, then end each as the actors do."""
+async def burst(
+    store: RedisEventStore, tasks: int, users: int, clients: int, call_seconds: float = 19.0
+) -> None:
+    """Submit `tasks` tasks from `users` users, then end each as the actors do, dated
+    `call_seconds` after its start (0: written when it happened, as in service)."""
     gate = asyncio.Semaphore(clients)
     admission = Admission(price=1, default_grant=1000, per_user_waiting=tasks, max_waiting=tasks)
 
@@ -86,7 +89,7 @@ async def burst(store: RedisEventStore, tasks: int, users: int, clients: int) ->
                         held=18.9,
                         kind="photography",
                         pool="project-a",
-                        at=now + 19,
+                        at=now + call_seconds,
                     )
                 ]
             )

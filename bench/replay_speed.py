@@ -7,9 +7,14 @@ times, each as the median of --runs runs:
   decode  those entries to events (`events.codec.decode_flat`), already in memory;
   audit   the decoded events through the auditor (`actors.audit.Auditor`);
   end     `genqueue audit` end to end (`serve_app.cli.ops.run_audit`).
+Then it archives the oldest --archived share of the log (segments of --segment events, each
+written, read back, recorded by `log.archived` and trimmed, as the archiving pass does) and
+times, over the archive then the stream:
+  archived_read  every entry through `events.log_reader.pages` (segments decoded and checked);
+  archived_end   `genqueue audit` end to end, the hash chain checked.
 --profile prints the top frames of one end-to-end audit under cProfile.
 
-    python bench/replay_speed.py --events 1000000 [--profile]
+    python bench/replay_speed.py --events 1000000 [--archived 0.5] [--profile]
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.audit import Auditor
 from bench.common import print_figures
+from events.archive import Archive
 from events.catalogue import (
     CreditsCharged,
     CreditsGranted,
+    LogArchived,
     StoredEvent,
     TaskDispatched,
     TaskStarted,
@@ -42,6 +49,7 @@ from events.catalogue import (
     TaskSucceeded,
 )
 from events.codec import decode_flat, encode
+from events.log_reader import pages
 from events.redis_store import RedisEventStore
 from serve_app.cli.ops import run_audit
 from serve_app.valkey import embedded_valkey
@@ -108,6 +116,48 @@ async def read_all(url: str, namespace: str) -> list[list[Any]]:
     return out
 
 
+async def archive_oldest(url: str, namespace: str, archive: Archive, events: int, size: int) -> int:
+    """Archive the oldest `events` entries in segments of `size`, each written and read back,
+    recorded by `log.archived`, then trimmed from the stream; the archive's bytes."""
+    store = RedisEventStore.from_url(url, namespace)
+    after, digest, written, total = "0-0", "", 0, 0
+    try:
+        while written < events:
+            page = await store.read_flat(after, min(size, events - written))
+            sealed = await asyncio.to_thread(archive.write, [(i, f) for i, f in page], digest)
+            segment = sealed.segment
+            done = LogArchived(
+                segment=segment.name,
+                first=segment.first,
+                last=segment.last,
+                count=sealed.count,
+                digest=sealed.digest,
+                prev_digest=digest,
+                bytes=sealed.bytes,
+                at=time.time(),
+            )
+            await store.append([done])
+            await store.trim_to(segment.last)
+            after, digest = segment.last, sealed.digest
+            written += sealed.count
+            total += sealed.bytes
+    finally:
+        await store.close()
+    return total
+
+
+async def read_through(url: str, namespace: str, archive: Archive) -> int:
+    """Every entry, the archive's then the stream's, as the audit reads them; how many."""
+    store = RedisEventStore.from_url(url, namespace)
+    count = 0
+    try:
+        async for page in pages(store, archive):
+            count += len(page)
+    finally:
+        await store.close()
+    return count
+
+
 def decode_all(raw: list[list[Any]]) -> list[StoredEvent]:
     """The entries decoded to events."""
     return [StoredEvent(entry_id, decode_flat(flat)) for entry_id, flat in raw]
@@ -133,11 +183,19 @@ def timed(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
     return statistics.median(seconds), result
 
 
-def profile(url: str, namespace: str, top: int) -> str:
+def stages(url: str, namespace: str, runs: int) -> tuple[float, float, float]:
+    """Median seconds of the live log's read, decode and audit, each alone."""
+    read_s, raw = timed(lambda: asyncio.run(read_all(url, namespace)), runs)
+    decode_s, events = timed(lambda: decode_all(raw), runs)
+    audit_s, _ = timed(lambda: audit_all(events), runs)
+    return read_s, decode_s, audit_s
+
+
+def profile(url: str, namespace: str, top: int, archive: Archive | None = None) -> str:
     """The top frames (by own time) of one end-to-end audit."""
     prof = cProfile.Profile()
     prof.enable()
-    asyncio.run(run_audit(url, namespace))
+    asyncio.run(run_audit(url, namespace, archive=archive))
     prof.disable()
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
@@ -149,18 +207,36 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--archived", type=float, default=0.5, help="share of the log archived (0: none)")
+    p.add_argument("--segment", type=int, default=100_000, help="events per archive segment")
     p.add_argument("--profile", action="store_true", help="print cProfile's top frames of one audit")
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args()
     ns = "speed"
-    with embedded_valkey(Path(tempfile.mkdtemp(prefix="genqueue-replay-speed-"))) as url:
+    home = Path(tempfile.mkdtemp(prefix="genqueue-replay-speed-"))
+    archive = Archive(f"file://{home}/archive")
+    archived: dict[str, Any] = {}
+    with embedded_valkey(home / "valkey") as url:
         written = asyncio.run(write(url, ns, args.events))
-        read_s, raw = timed(lambda: asyncio.run(read_all(url, ns)), args.runs)
-        decode_s, events = timed(lambda: decode_all(raw), args.runs)
-        audit_s, _ = timed(lambda: audit_all(events), args.runs)
+        read_s, decode_s, audit_s = stages(url, ns, args.runs)
         end_s, result = timed(lambda: asyncio.run(run_audit(url, ns)), args.runs)
         assert result.report.ok and result.events == written
-        text = profile(url, ns, 25) if args.profile else ""
+        if args.archived > 0:
+            share = int(written * args.archived)
+            size = asyncio.run(archive_oldest(url, ns, archive, share, args.segment))
+            whole = written + -(-share // args.segment)  # and a log.archived per segment
+            through_s, count = timed(lambda: asyncio.run(read_through(url, ns, archive)), args.runs)
+            assert count == whole
+            half_s, result = timed(lambda: asyncio.run(run_audit(url, ns, archive=archive)), args.runs)
+            assert result.report.ok and not result.violations and result.events == whole
+            archived = {
+                "archived_events": share,
+                "archive_bytes_per_event": round(size / share, 1),
+                "archived_read_events_per_second": round(whole / through_s),
+                "archived_end_to_end_events_per_second": round(whole / half_s),
+                "archived_end_to_end_seconds": round(half_s, 2),
+            }
+        text = profile(url, ns, 25, archive) if args.profile else ""
 
     def rate(seconds: float) -> int:
         return round(written / seconds)
@@ -179,6 +255,7 @@ def main() -> None:
         "audit_events_per_second": rate(audit_s),
         "end_to_end_events_per_second": rate(end_s),
         "end_to_end_seconds": round(end_s, 2),
+        **archived,
     }
     print_figures(figures, args.json)
     if text:

@@ -12,13 +12,20 @@ several times where a run is short, and the table gives medians:
   memory           bench/memory.py: QueueActor RSS growth per 100,000 waiting tasks
   replay           bench/replay.py: a stream of 1,000,000 events folded and audited
   replay-speed     bench/replay_speed.py: the same size of log read, decoded and audited, each stage
-                   timed alone and `genqueue audit` end to end
+                   timed alone and `genqueue audit` end to end, all live and half archived
+  recovery         bench/recovery.py: a QueueActor restart over 1,000,000 events of history, half
+                   archived, without a snapshot and with one
+  log-life         bench/log_life.py: 100,000 finished tasks archived and forgotten with
+                   task_seconds = 60: Redis bytes left per task, archive bytes per task
   burst-60/600     bench/burst.py --provider gemini against the emulator, and
                    bench/baseline.py (the classic cloud-function design) on the same set-up
   cost             bench/cost.py: the cost of one task, every target of issue 16 beside its
                    yardsticks (a trivial XADD endpoint on bare uvicorn and on Serve), once
   eta-accuracy     bench/eta_accuracy.py: each task's ETA at submit against the start of its
                    call, in the default 100-user burst, burst-600 and a slot-bound burst, once
+  clients-burst    bench/clients_burst.py: one 100-user burst through the Python client, the
+                   TypeScript client (Node) and `genqueue loadtest` in turn on one instance, --runs
+                   rounds in one run: accepted, succeeded, submit p50 / p99, makespan
 
     python bench/suite.py [--runs 3] [--quick] [--out bench/results.md]
 """
@@ -29,17 +36,30 @@ import argparse
 import datetime as dt
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.suite_rows import (  # noqa: E402
+    Step,
+    client_rows,
+    deadline_rows,
+    eta_rows,
+    flood_rows,
+    fmt,
+    log_rows,
+    med,
+    ratio,
+    recovery_rows,
+    slow_rows,
+    speed_rows,
+)
 
 # Time-scaled scenarios: the 60-user burst at 10x (3 projects x 15 calls per 6 s window, 40 slots,
 # 2 s calls) and the 600-user burst as in bench/RESULTS.md (3 x 600 RPM over 1 s windows).
@@ -59,21 +79,10 @@ BURST_60 = [
 ]
 BURST_600 = ["--users", "600", "--slots", "20", "--pools", "3x600", "--window", "1", "--latency", "0.5"]
 GEMINI = ["--provider", "gemini", "--image-size", "512", "--kind", "photography"]
+# 1,000 waiting tasks and --finished tasks of four events each, half the log archived.
+RECOVERY = ["--waiting", "1000", "--archived", "0.5", "--audit-events", "0"]
 # No latency, and one pool whose window holds every task of the run: only the scheduler binds.
 CAPACITY = ["--slots", "40", "--latency", "0", "--pools", "1x5000", "--window", "60", "--image-size", "512"]
-
-
-@dataclass(slots=True)
-class Step:
-    """One script, its arguments, how often to run it and how long one run may take."""
-
-    name: str
-    script: str
-    args: list[str]
-    runs: int
-    timeout: float
-    results: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
 
 
 def run(step: Step) -> None:
@@ -99,29 +108,6 @@ def run(step: Step) -> None:
         print(f"    {time.monotonic() - started:.0f} s: {json.dumps(figures)[:400]}", flush=True)
 
 
-def med(step: Step, key: str | Callable[[dict[str, Any]], float]) -> float | None:
-    """The median of one figure over a step's runs (None when no run gave it)."""
-    get = key if callable(key) else (lambda r: r[key])
-    values = [float(get(r)) for r in step.results]
-    return statistics.median(values) if values else None
-
-
-def fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
-    """A figure for the table; n/a when missing."""
-    if value is None:
-        return "n/a"
-    return f"{value:,.{digits}f}{unit}"
-
-
-def ratio(classic: float | None, genqueue: float | None) -> str:
-    """classic / genqueue, or both figures when genqueue's is zero."""
-    if classic is None or genqueue is None:
-        return "n/a"
-    if genqueue == 0:
-        return "∞ (genqueue 0)" if classic else "1 (both 0)"
-    return f"{classic / genqueue:.2f}x"
-
-
 def steps(runs: int, quick: bool) -> list[Step]:
     """The benchmark plan; --quick shrinks every load for a smoke test of the suite itself."""
     users, submits, waiting, events = (
@@ -134,14 +120,21 @@ def steps(runs: int, quick: bool) -> list[Step]:
         Step("memory", "memory.py", ["--waiting", waiting, "--rounds", "3"], 1, 900),
         Step("replay", "replay.py", ["--events", events], 1, 1500),
         Step("replay-speed", "replay_speed.py", ["--events", events], 1, 900),
+        Step("recovery", "recovery.py", [*RECOVERY, "--finished", "9750" if quick else "249750"], 1, 1200),
+        Step("log-life", "log_life.py", ["--tasks", "10000" if quick else "100000"], 1, 1200),
         Step("burst-60", "burst.py", [*BURST_60, *GEMINI], runs, 300),
         Step("burst-60 classic", "baseline.py", BURST_60, runs, 300),
         Step("burst-600", "burst.py", [*BURST_600, *GEMINI], runs, 400),
         Step("burst-600 classic", "baseline.py", BURST_600, runs, 400),
+        Step("burst-600 deadlines", "burst.py", [*BURST_600, *GEMINI, "--deadline", "10"], runs, 400),
+        # 60 paid tasks alone, then behind 600 free ones: two bursts on one instance.
+        Step("flood", "flood.py", ["--provider", "gemini", "--paid", "20" if quick else "60"], runs, 600),
         # Ten minutes or so at full size; its phases are bounded, so 20 is a hang.
         Step("cost", "cost.py", ["--quick"] if quick else [], 1, 1200),
         # About five minutes: the default burst waits two 60 s windows.
         Step("eta-accuracy", "eta_accuracy.py", ["--scale", "10"] if quick else [], 1, 900),
+        # One instance for every round; the rounds are the script's own (medians inside).
+        Step("clients-burst", "clients_burst.py", ["--users", "100", "--runs", str(runs)], 1, 600),
     ]
 
 
@@ -193,6 +186,10 @@ def table(by: dict[str, Step]) -> list[str]:
         ),
         *slow_rows(by.get("slow-uploads")),
         *eta_rows(by.get("eta-accuracy")),
+        *log_rows(by.get("log-life")),
+        *client_rows(by.get("clients-burst")),
+        *deadline_rows(by.get("burst-600 deadlines")),
+        *flood_rows(by.get("flood")),
         (
             "memory per waiting task",
             f"{fmt(med(mem, 'mb_per_100k_waiting'), ' MB')} per 100,000",
@@ -210,6 +207,8 @@ def table(by: dict[str, Step]) -> list[str]:
             fmt(med(rep, "audit_events_per_second"), " events/s", 0),
             "the same stream through `genqueue audit`'s decoder and invariant checks",
         ),
+        *speed_rows(by.get("replay-speed")),
+        *recovery_rows(by.get("recovery")),
         (
             "efficiency, burst-60 (emulator)",
             fmt(med(b60, "efficiency_vs_ideal"), "", 3),
@@ -224,48 +223,6 @@ def table(by: dict[str, Step]) -> list[str]:
     lines = ["| figure | median | how |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return lines
-
-
-def eta_rows(step: Step | None) -> list[tuple[str, str, str]]:
-    """A row per scenario of bench/eta_accuracy.py (none before the step existed)."""
-    if step is None or not step.results:
-        return []
-    r = step.results[-1]
-    how = (
-        "|predicted - actual wait| / max(actual wait, 1 s) of `eta_seconds` at submit, the wait to the "
-        "`task.started` of its call; in brackets the forecast used before the ETA range, replayed on "
-        "the same run; p90 covered {} of starts"
-    )
-    rows = []
-    for name in ("default", "burst-600", "slot-bound"):
-        if f"{name}_eta_error_median" in r:
-            rows.append(
-                (
-                    f"ETA error at submit, {name}, median / p90",
-                    f"{fmt(100 * r[f'{name}_eta_error_median'], ' %')} / "
-                    f"{fmt(100 * r[f'{name}_eta_error_p90'], ' %')} "
-                    f"({fmt(100 * r[f'{name}_old_model_error_median'], ' %')} / "
-                    f"{fmt(100 * r[f'{name}_old_model_error_p90'], ' %')})",
-                    how.format(fmt(100 * r[f"{name}_started_by_p90"], " %", 0)),
-                )
-            )
-    return rows
-
-
-def slow_rows(step: Step | None) -> list[tuple[str, str, str]]:
-    """The row for submits made while slow uploads are open (none before the step existed)."""
-    if step is None:
-        return []
-    return [
-        (
-            f"submit latency p99, {step.args[1]} slow uploads open",
-            f"{fmt(med(step, 'with_slow_p99_ms'), ' ms', 0)} "
-            f"(alone: {fmt(med(step, 'quiet_p99_ms'), ' ms', 0)})",
-            f"{step.args[3]} valid submits one after another while uploads that sent their headers "
-            "and stalled stay open, half with no token and half with a valid one; then the same "
-            "submits with none open",
-        )
-    ]
 
 
 def classic_table(by: dict[str, Step]) -> list[str]:

@@ -1,10 +1,12 @@
 """A Gemini-compatible image API for tests and load runs: per-project quotas, real PNGs, real error bodies.
 
 Serves `POST /{v1,v1beta}/models/{model}:generateContent` the way the Gemini Developer API
-does, plus `GET /stats` and `POST /stats/reset`. The keys of one project share its budget:
-a sliding window of accepted calls (capacity = rpm * window / 60) and a count per calendar
-day in America/Los_Angeles (`emulator.wire` holds that arithmetic and the
-wire format).
+does, plus `GET /stats` and `POST /stats/reset`. The keys of one project share its budget
+for each model: a sliding window of accepted calls (capacity = rpm * window / 60) and a
+count per calendar day in America/Los_Angeles (`emulator.wire` holds that arithmetic and the
+wire format), with a window per service tier (`emulator.tiers`: priority counts against
+standard, and over its own limit is served at standard). Every answer names the tier that
+served it in the `x-gemini-service-tier` header.
 
     with running(EmulatorConfig(pools=(parse_pool("a:600:key1,key2"),), window_seconds=1)) as url:
         ...  # HttpOptions(base_url=url)
@@ -25,11 +27,13 @@ from typing import Any
 
 from aiohttp import web
 
+from actors.config import FLEX, PRIORITY, STANDARD
+from emulator.tiers import TIER_HEADER, ModelQuota, requested_tier
 from emulator.wire import (
     RPC_TYPE,
     BadRequest,
     EmulatorConfig,
-    ProjectQuota,
+    PoolSpec,
     answer_body,
     check_request,
     key_label,
@@ -52,19 +56,33 @@ class KeyStats:
 
 @dataclass(slots=True)
 class ProjectStats:
-    """What one project's calls came to."""
+    """What one project's calls came to: accepted ones by the tier that served them, and the
+    priority calls served at standard (`downgraded`)."""
 
     accepted: int = 0
     throttled: int = 0
     throttled_day: int = 0
     in_flight: int = 0
     peak_concurrency: int = 0
+    served_standard: int = 0
+    served_priority: int = 0
+    served_flex: int = 0
+    downgraded: int = 0
 
 
 @dataclass(slots=True)
 class _Project:
-    quota: ProjectQuota
+    spec: PoolSpec
+    window: float
+    rpd: int
     stats: ProjectStats = field(default_factory=ProjectStats)
+    models: dict[str, ModelQuota] = field(default_factory=dict)
+
+    def quota(self, model: str) -> ModelQuota:
+        """The project's budget for `model` (each model has its own, as upstream's)."""
+        if model not in self.models:
+            self.models[model] = ModelQuota(self.spec.limits(model), self.window, self.rpd)
+        return self.models[model]
 
 
 class Emulator:
@@ -82,9 +100,7 @@ class Emulator:
         self._clock, self._wall = clock, wall
         self._rng = rng or random.Random(config.seed)
         self._projects = {
-            p.name: _Project(
-                ProjectQuota(p.rpm, config.window_seconds, config.rpd if p.rpd is None else p.rpd)
-            )
+            p.name: _Project(p, config.window_seconds, config.rpd if p.rpd is None else p.rpd)
             for p in config.pools
         }
         self._keys: dict[str, tuple[str, KeyStats]] = {}
@@ -110,9 +126,12 @@ class Emulator:
         self._in_flight += 1
         self._peak = max(self._peak, self._in_flight)
         try:
-            return await self._by_key(request)
+            response = await self._by_key(request)
         finally:
             self._in_flight -= 1
+        # Every answer names a tier: the one that served it, else standard.
+        response.headers.setdefault(TIER_HEADER, STANDARD)
+        return response
 
     async def _by_key(self, request: web.Request) -> web.Response:
         key = request.headers.get("x-goog-api-key") or request.query.get("key", "")
@@ -157,42 +176,64 @@ class Emulator:
             )
             return _json(status_body(404, "NOT_FOUND", message))
         try:
-            check_request(await request.read())
+            tier = requested_tier(check_request(await request.read()))
         except BadRequest as exc:
             return _json(status_body(400, "INVALID_ARGUMENT", str(exc)))
-        verdict = project.quota.admit(self._clock(), self._wall())
+        quota = project.quota(model)
+        verdict = quota.admit(tier, self._clock(), self._wall())
         if not verdict.accepted:
             project.stats.throttled += 1
             project.stats.throttled_day += verdict.limit == "day"
-            return _json(quota_body(verdict, project.quota, model))
-        project.stats.accepted += 1
+            return _json(quota_body(verdict, quota.standard, model))
+        stats, served = project.stats, verdict.tier
+        stats.accepted += 1
+        stats.served_standard += served == STANDARD
+        stats.served_priority += served == PRIORITY
+        stats.served_flex += served == FLEX
+        stats.downgraded += tier == PRIORITY and served != PRIORITY
         cfg = self.config
-        await asyncio.sleep(max(0.0, cfg.latency + self._rng.uniform(-cfg.jitter, cfg.jitter)))
+        late = cfg.flex_latency if served == FLEX else 0.0
+        await asyncio.sleep(max(0.0, cfg.latency + late + self._rng.uniform(-cfg.jitter, cfg.jitter)))
         if cfg.error_rate and self._rng.random() < cfg.error_rate:
-            return _json(status_body(503, "UNAVAILABLE", "The model is overloaded. Please try again later."))
-        if cfg.empty_rate and self._rng.random() < cfg.empty_rate:
-            return _raw(self._empty)
-        return _raw(self._rng.choice(self._images))
+            answer = _json(
+                status_body(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
+            )
+        elif cfg.empty_rate and self._rng.random() < cfg.empty_rate:
+            answer = _raw(self._empty)
+        else:
+            answer = _raw(self._rng.choice(self._images))
+        answer.headers[TIER_HEADER] = served
+        return answer
 
     def stats(self) -> dict[str, Any]:
         """Counts per key (by safe label) and per project, and the peak number of calls in flight."""
         return {
             "keys": {label: asdict(s) for label, s in self._keys.values()},
-            "projects": {
-                name: {
-                    **asdict(p.stats),
-                    "rpm": p.quota.rpm,
-                    "capacity": p.quota.capacity,
-                    "window_seconds": p.quota.window,
-                    "rpd": p.quota.rpd,
-                    "day_calls": p.quota.day_calls,
-                    "max_window_calls": p.quota.max_window_calls,
-                }
-                for name, p in self._projects.items()
-            },
+            "projects": {name: self._project_stats(p) for name, p in self._projects.items()},
             "unknown_key_calls": self._unknown_keys,
             "in_flight": self._in_flight,
             "peak_concurrency": self._peak,
+        }
+
+    def _project_stats(self, p: _Project) -> dict[str, Any]:
+        """One project's counts; its limits and window peaks at the first model served (the
+        default model's limits before any call), each model's under `models`."""
+        models = {name: q.stats() for name, q in p.models.items()}
+        first = next(iter(models.values()), None) or ModelQuota(p.spec.limits(""), p.window, p.rpd).stats()
+        return {
+            **asdict(p.stats),
+            "rpm": first["rpm"],
+            "capacity": first["capacity"],
+            "priority_capacity": first["priority_capacity"],
+            "flex_capacity": first["flex_capacity"],
+            "window_seconds": p.window,
+            "rpd": p.rpd,
+            "day_calls": sum(m["day_calls"] for m in models.values()),
+            "max_window_calls": max((m["max_window_calls"] for m in models.values()), default=0),
+            "max_priority_window_calls": max(
+                (m["max_priority_window_calls"] for m in models.values()), default=0
+            ),
+            "models": models,
         }
 
     def reset(self) -> None:
@@ -201,7 +242,8 @@ class Emulator:
             stats.calls = stats.ok = stats.throttled = stats.errors = 0
         for p in self._projects.values():
             p.stats = ProjectStats(in_flight=p.stats.in_flight)
-            p.quota.max_window_calls = 0
+            for quota in p.models.values():
+                quota.reset()
         self._peak, self._unknown_keys = self._in_flight, 0
 
     async def _stats(self, request: web.Request) -> web.Response:

@@ -19,7 +19,14 @@ from actors.forecast import window_capacity
 from events.days import next_pacific_midnight, pacific_day
 from events.errors import GenqueueError
 
-DEFAULT_MODELS = ("gemini-3.1-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-lite-image")
+DEFAULT_MODELS = (
+    "gemini-3.1-flash-image",
+    "gemini-3-pro-image-preview",
+    "gemini-3-pro-image",
+    "gemini-3.1-flash-lite-image",
+)
+# A project's priority limit, as a share of its standard one when not given.
+PRIORITY_SHARE = 0.3
 PER_MINUTE = "GenerateRequestsPerMinutePerProjectPerModel"
 PER_DAY = "GenerateRequestsPerDayPerProjectPerModel"
 RPC_TYPE = "type.googleapis.com/google.rpc."
@@ -29,13 +36,42 @@ _PROBE = 4096  # base64 characters checked at each end of inline data
 
 
 @dataclass(frozen=True, slots=True)
+class TierLimits:
+    """A project's calls per minute to one model, per service tier. A call served at priority
+    also takes a place in the standard window; flex has a window of its own."""
+
+    rpm: int
+    priority_rpm: int
+    flex_rpm: int
+
+    @classmethod
+    def of(cls, rpm: int, priority_rpm: int | None = None, flex_rpm: int | None = None) -> TierLimits:
+        """The limits at `rpm` standard; priority PRIORITY_SHARE of it and flex the same, unless given."""
+        priority = max(1, int(rpm * PRIORITY_SHARE)) if priority_rpm is None else priority_rpm
+        return cls(rpm, priority, rpm if flex_rpm is None else flex_rpm)
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSpec:
-    """One emulated project: its per-minute limit, its keys, and its own per-day limit if any."""
+    """One emulated project: its per-minute limit, its keys, and its own per-day limit if any.
+
+    `priority_rpm` and `flex_rpm` are its other tiers' limits (None: see `TierLimits.of`);
+    `models` gives a model limits of its own (a model not named there has the project's).
+    Every model has its own windows and day, as upstream's quotas are per project per model.
+    """
 
     name: str
     rpm: int
     keys: tuple[str, ...] = field(repr=False)
     rpd: int | None = None  # None: the emulator-wide `rpd`
+    priority_rpm: int | None = None
+    flex_rpm: int | None = None
+    models: tuple[tuple[str, TierLimits], ...] = ()
+
+    def limits(self, model: str) -> TierLimits:
+        """The project's limits for `model`."""
+        table = dict(self.models)
+        return table[model] if model in table else TierLimits.of(self.rpm, self.priority_rpm, self.flex_rpm)
 
 
 def _whole(text: str, what: str, pool: str, minimum: int) -> int:
@@ -45,21 +81,26 @@ def _whole(text: str, what: str, pool: str, minimum: int) -> int:
 
 
 def parse_pool(spec: str) -> PoolSpec:
-    """A PoolSpec from `NAME:RPM:KEY[,KEY...][:RPD]`; a ValueError says what is wrong, never echoing keys."""
+    """A PoolSpec from `NAME:RPM[/PRIORITY_RPM[/FLEX_RPM]]:KEY[,KEY...][:RPD]`; a ValueError says
+    what is wrong, never echoing keys."""
     fields_ = [part.strip() for part in spec.split(":")]
     if len(fields_) not in (3, 4):
         raise ValueError(f"a pool is NAME:RPM:KEY[,KEY...][:RPD], got {len(fields_)} ':'-separated fields")
     name, rpm_text, keys_text = fields_[:3]
     if not name:
         raise ValueError("a pool needs a NAME before the first ':'")
-    rpm = _whole(rpm_text, "RPM", name, 1)
+    rates = rpm_text.split("/")
+    if len(rates) > 3:
+        raise ValueError(f"pool {name!r}: RPM is RPM[/PRIORITY_RPM[/FLEX_RPM]], got {rpm_text!r}")
+    rpm = _whole(rates[0], "RPM", name, 1)
+    tiers = [_whole(text, "a tier's RPM", name, 0) for text in rates[1:]] + [None, None]
     keys = tuple(k.strip() for k in keys_text.split(","))
     if not all(keys):
         raise ValueError(f"pool {name!r}: every KEY must be non-empty")
     if len(set(keys)) != len(keys):
         raise ValueError(f"pool {name!r}: a KEY is listed twice")
     rpd = _whole(fields_[3], "RPD", name, 0) if len(fields_) == 4 else None
-    return PoolSpec(name=name, rpm=rpm, keys=keys, rpd=rpd)
+    return PoolSpec(name=name, rpm=rpm, keys=keys, rpd=rpd, priority_rpm=tiers[0], flex_rpm=tiers[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +119,7 @@ class EmulatorConfig:
     revoked: tuple[str, ...] = field(default=(), repr=False)
     models: tuple[str, ...] = DEFAULT_MODELS
     seed: int | None = None
+    flex_latency: float = 0.05  # added to a call served at flex (best-effort latency)
 
     def __post_init__(self) -> None:
         if not self.pools:
@@ -93,6 +135,16 @@ class EmulatorConfig:
             raise ValueError("error_rate and empty_rate must lie in [0, 1]")
         if not self.models:
             raise ValueError("at least one model is needed")
+        if self.flex_latency < 0:
+            raise ValueError("flex_latency must be >= 0")
+        for pool in self.pools:
+            for model, limits in pool.models:
+                if model not in self.models:
+                    raise ValueError(f"pool {pool.name!r}: model {model!r} is not among the models served")
+                if limits.rpm < 1 or min(limits.priority_rpm, limits.flex_rpm) < 0:
+                    raise ValueError(f"pool {pool.name!r}, model {model!r}: rpm >= 1, tier limits >= 0")
+            if min(pool.priority_rpm or 0, pool.flex_rpm or 0) < 0:
+                raise ValueError(f"pool {pool.name!r}: tier limits must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +154,7 @@ class Verdict:
     accepted: bool
     limit: str = ""  # "minute" or "day" when refused
     retry_after: float = 0.0
+    tier: str = ""  # the service tier that served an accepted call
 
 
 def seconds_to_pacific_midnight(wall: dt.datetime) -> float:
@@ -132,14 +185,22 @@ class ProjectQuota:
             self._day, self.day_calls = day, 0
         if self.rpd and self.day_calls >= self.rpd:
             return Verdict(False, "day", seconds_to_pacific_midnight(wall))
+        if not self.room(now):
+            return Verdict(False, "minute", self.window - (now - self._accepted[0]))
+        self.take(now)
+        self.day_calls += 1
+        return Verdict(True)
+
+    def room(self, now: float) -> bool:
+        """Whether the window at `now` has a place left (the day not counted)."""
         while self._accepted and now - self._accepted[0] >= self.window:
             self._accepted.popleft()
-        if len(self._accepted) >= self.capacity:
-            return Verdict(False, "minute", self.window - (now - self._accepted[0]))
+        return len(self._accepted) < self.capacity
+
+    def take(self, now: float) -> None:
+        """Take a place in the window at `now` (after `room` said there is one)."""
         self._accepted.append(now)
-        self.day_calls += 1
         self.max_window_calls = max(self.max_window_calls, len(self._accepted))
-        return Verdict(True)
 
 
 def status_body(code: int, status: str, message: str, *details: dict[str, Any]) -> dict[str, Any]:
@@ -228,8 +289,8 @@ def check_base64(text: str) -> None:
         base64.b64decode(chunk.translate(_URLSAFE), validate=True)
 
 
-def check_request(raw: bytes) -> None:
-    """Raise BadRequest unless `raw` is a generateContent body: JSON contents whose parts decode."""
+def check_request(raw: bytes) -> dict[str, Any]:
+    """The generateContent body `raw`; BadRequest unless it is JSON contents whose parts decode."""
     try:
         body = json.loads(raw)
     except ValueError as exc:
@@ -256,6 +317,7 @@ def check_request(raw: bytes) -> None:
                 raise BadRequest(
                     f"Invalid value at '{where}.data' (TYPE_BYTES), Base64 decoding failed"
                 ) from exc
+    return dict(body)
 
 
 def key_label(project: str, index: int, key: str) -> str:

@@ -19,6 +19,10 @@ from events.ledger_events import CreditsGranted as CreditsGranted
 from events.ledger_events import CreditsRefunded as CreditsRefunded
 from events.ledger_events import TokenCreated as TokenCreated
 from events.ledger_events import TokenRevoked as TokenRevoked
+from events.log_events import LogArchived as LogArchived
+from events.webhook_events import WebhookAttempted as WebhookAttempted
+from events.webhook_events import WebhookDelivered as WebhookDelivered
+from events.webhook_events import WebhookFailed as WebhookFailed
 
 # Statuses a task view can show.
 QUEUED = "queued"
@@ -26,7 +30,8 @@ RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+EXPIRED = "expired"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED})
 
 KINDS = ("photography", "fitting")
 
@@ -51,6 +56,11 @@ class TaskSubmitted:
     token_id: str = ""
     # The task's place in the queue: `fair_order(round, n)`; 0 (older events): `at`.
     order: float = 0.0
+    # When the task stops being useful (epoch s; 0: never): not started upstream by then, it
+    # ends `task.expired`, refunded, with no call made.
+    deadline: float = 0.0
+    max_price: int = 0  # the most credits the submit allowed for a fallback route (0: not given)
+    lane: str = ""  # the priority lane it rides ("": the one lane of a queue without lanes)
     at: float
 
     @property
@@ -58,6 +68,10 @@ class TaskSubmitted:
         """The score that orders this task among the waiting ones."""
         return self.order or self.at
 
+
+# The `quota` of a task.upstream_throttled that made no call: the QueueActor took its slot back
+# for a priority lane below its share, and it went back to its place.
+YIELDED_QUOTA = "lane"
 
 # Fair order: waiting users take turns. A task's place is (round, n): its user's turn
 # number and its arrival within that turn, packed exactly into one float (n < 2**20).
@@ -85,6 +99,7 @@ class TaskDispatched:
     worker: int
     lease_deadline: float
     order: float = 0.0
+    lane: str = ""  # its task's priority lane (the per-lane waiting sets)
     at: float
 
 
@@ -119,6 +134,10 @@ class TaskSucceeded:
     held: float = 0.0
     kind: str = ""
     pool: str = ""
+    # The service tier upstream says served the call ("": not told); the pool asked for its own.
+    service_tier: str = ""
+    asked_tier: str = ""  # the tier the call asked for, its pool's ("": older events)
+    route: str = ""  # the fallback route whose pool served the call ("": older events)
     at: float
 
 
@@ -159,6 +178,7 @@ class TaskRetryScheduled:
     attempt: int
     not_before: float
     order: float
+    lane: str = ""  # its task's priority lane (the per-lane waiting sets)
     at: float
 
 
@@ -172,6 +192,7 @@ class TaskFailed:
     attempt: int
     error: str
     kind: str = ""
+    lane: str = ""  # its task's priority lane (the per-lane waiting sets)
     at: float
 
 
@@ -183,6 +204,22 @@ class TaskCancelled:
     version: ClassVar[int] = 1
     task_id: str
     reason: str
+    lane: str = ""  # its task's priority lane (the per-lane waiting sets)
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskExpired:
+    """The task's deadline passed before any call of it started upstream: it ends here, and no
+    call is made for it. Appended with its refund, by the QueueActor for a waiting task or by
+    the worker for a dispatched one (`attempt` > 0) whose token did not come in time."""
+
+    type: ClassVar[str] = "task.expired"
+    version: ClassVar[int] = 1
+    task_id: str
+    attempt: int = 0
+    deadline: float
+    lane: str = ""  # its task's priority lane (the per-lane waiting sets)
     at: float
 
 
@@ -219,6 +256,7 @@ class TaskUpstreamThrottled:
     retry_after: float
     order: float
     reason: str
+    lane: str = ""  # its task's priority lane (the per-lane waiting sets)
     at: float
 
 
@@ -288,48 +326,6 @@ class AlertNotified:
     at: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebhookAttempted:
-    """One POST of a task's completion webhook. `code` is the HTTP status, 0 when none came
-    (`error` says why); `next_at` is when the next attempt is due, 0 when none follows."""
-
-    type: ClassVar[str] = "webhook.attempted"
-    version: ClassVar[int] = 1
-    task_id: str
-    webhook_id: str
-    attempt: int
-    code: int
-    error: str = ""
-    next_at: float = 0.0
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebhookDelivered:
-    """A task's completion webhook was answered with a 2xx; at most once per task."""
-
-    type: ClassVar[str] = "webhook.delivered"
-    version: ClassVar[int] = 1
-    task_id: str
-    webhook_id: str
-    attempts: int
-    code: int
-    at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WebhookFailed:
-    """A task's completion webhook got no 2xx within its time bound; nothing more is tried."""
-
-    type: ClassVar[str] = "webhook.failed"
-    version: ClassVar[int] = 1
-    task_id: str
-    webhook_id: str
-    attempts: int
-    error: str
-    at: float
-
-
 TaskEvent = (
     TaskSubmitted
     | TaskDispatched
@@ -340,6 +336,7 @@ TaskEvent = (
     | TaskRetryScheduled
     | TaskFailed
     | TaskCancelled
+    | TaskExpired
     | TaskLateOutcomeIgnored
     | TaskUpstreamThrottled
 )
@@ -362,6 +359,7 @@ Event = (
     | TokenEvent
     | WebhookEvent
     | IntakeEvent
+    | LogArchived
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in get_args(Event)}

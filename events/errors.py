@@ -5,6 +5,8 @@ GenqueueError                  anything genqueue raises on purpose
 ├── StoreUnavailableError      the event store (Redis or Valkey) did not answer
 │   └── StoreInUseError        (serve_app/valkey.py) another process runs the embedded
 │                              Valkey on these files
+├── ArchiveError               (events/archive.py) the archive cannot be written or read
+│   └── SegmentError           a segment file that is half-written, altered or missing
 ├── ConfigError                (actors/config.py) an invalid setting; the message names the key
 ├── BlobNotFoundError          (actors/blobs.py) no blob under a reference; also a LookupError
 ├── ProviderError              (actors/providers/base.py) a call ended without an image;

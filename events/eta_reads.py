@@ -12,7 +12,7 @@ from events.errors import StoreUnavailableError
 from events.redis_store import UNAVAILABLE, RedisEventStore
 
 # The task-view fields that say how far a slot holder's current attempt got.
-HOLDER_FIELDS = ("attempts", "dispatched_at", "started_at", "call", "call_attempt")
+HOLDER_FIELDS = ("attempts", "dispatched_at", "started_at", "call", "call_attempt", "lane")
 
 
 @dataclass(frozen=True, slots=True)

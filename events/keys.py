@@ -46,6 +46,10 @@ class Keys:
         """Sorted set: waiting tasks by queue order, for positions."""
         return f"{self.prefix}:waiting"
 
+    def lane_waiting(self, lane: str) -> str:
+        """Sorted set: one lane's waiting tasks by queue order, for positions among lanes."""
+        return f"{self.prefix}:waiting:lane:{lane}"
+
     @property
     def running(self) -> str:
         """Set: tasks holding a slot."""
@@ -131,3 +135,10 @@ class Keys:
     def intake(self) -> str:
         """Hash: the intake switch (paused, since, reason, by, retry_after)."""
         return f"{self.prefix}:intake"
+
+    @property
+    def log(self) -> str:
+        """Hash: the log's life: `archived_to` (the last archived stream id), `digest` and `segment`
+        of the newest archived segment, `segments` and `archived` (events) so far, and
+        `snapshot:<actor>`, the stream id each actor's newest snapshot covers."""
+        return f"{self.prefix}:log"

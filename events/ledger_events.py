@@ -59,6 +59,8 @@ class TokenCreated:
     # A service token's scope: the user ids it may act for, each exact or a prefix ending
     # in "*" ("app1:*"); empty (as in older events): every user.
     users: list[str] = field(default_factory=list)
+    # The priority lane its submits ride ("": the configured default lane).
+    lane: str = ""
     at: float
 
 

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from events import lane_reads
 from events.admission import (
     FIRST_ROUND,
     NO_ROUND,
@@ -20,9 +21,12 @@ from events.admission import (
 )
 from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted, round_of, stream_id_key
 from events.codec import decode, encode, log_entry
+from events.daily_spend import SPENT, day_key
 from events.keys import Keys
+from events.lane_positions import Lanes
+from events.lane_reads import position_in
 from events.ops_models import Intake, TaskIndex, paused_refusal
-from events.projection import project
+from events.projection import project, view_guarded
 from events.read_ops import Delete, Expire, HDel, HIncr, HSet, LPush, Op, SAdd, SRem, ZAdd, ZRem, ZTrim
 from events.store import NO_BOUNDS, Expect, QueueCounts, SubmitReceipt
 
@@ -89,10 +93,14 @@ class MemoryEventStore:
             eid = f"1-{self._seq}"
             fields = encode(event)
             self._entries.append((eid, fields))
-            if fields["task"]:
+            # As the Redis script: a task's read models are written only while its view exists.
+            guard = view_guarded(event, self.keys)
+            skip = guard[1] if guard is not None and guard[0] not in self._hashes else frozenset()
+            if fields["task"] and self.keys.task_log(fields["task"]) not in skip:
                 self._lists.setdefault(self.keys.task_log(fields["task"]), []).append(eid)
             for op in project(event, self.keys):
-                self._apply(op)
+                if op.key not in skip:
+                    self._apply(op)
             ids.append(eid)
         async with self._changed:
             self._changed.notify_all()
@@ -168,8 +176,9 @@ class MemoryEventStore:
             int(user.get("last_round", NO_ROUND)),
             current,
             len(waiting),
+            int(self._hashes.get(day_key(self.keys, event.user_id, event.at), {}).get(SPENT, 0)),
         )
-        refusal = refuse(admission, seen)
+        refusal = refuse(admission, seen, event.at)
         if refusal is not None:
             return SubmitReceipt("", None, await self.counts(), refused=refusal)
         round_ = place_round(seen.current_round, seen.last_round)
@@ -231,22 +240,35 @@ class MemoryEventStore:
         view = self._hashes.get(self.keys.task(task_id))
         return dict(view) if view else None
 
-    async def task_view_and_position(self, task_id: str) -> tuple[dict[str, str] | None, int | None]:
-        """The view and its rank, in one step."""
-        return await self.task_view(task_id), await self.position(task_id)
+    async def task_view_and_position(
+        self, task_id: str, lanes: Lanes | None = None
+    ) -> tuple[dict[str, str] | None, int | None]:
+        """The view and its rank (with `lanes`, the tasks that start before it), in one step."""
+        return await self.task_view(task_id), await self.position(task_id, lanes)
 
     async def task_log(self, task_id: str) -> list[dict[str, str]]:
         """The task's events."""
         entries = dict(self._entries)
         return [json.loads(log_entry(entries[r])) for r in self._lists.get(self.keys.task_log(task_id), [])]
 
-    async def position(self, task_id: str) -> int | None:
-        """Rank in the waiting set."""
+    async def position(self, task_id: str, lanes: Lanes | None = None) -> int | None:
+        """Rank in the waiting set; with `lanes`, how many waiting tasks start before it."""
+        if lanes is not None:
+            return position_in(self._zsets, self.keys, lanes, task_id)
         waiting = self._zsets.get(self.keys.waiting, {})
         if task_id not in waiting:
             return None
         ranked = sorted(waiting, key=lambda m: (waiting[m], m))
         return ranked.index(task_id)
+
+    async def positions(self, task_ids: Sequence[str], lanes: Lanes | None = None) -> list[int | None]:
+        """`position` of each task."""
+        return [await self.position(t, lanes) for t in task_ids]
+
+    async def waiting_by_lane(self, lanes: Lanes) -> dict[str, int]:
+        """Each lane's waiting tasks ("" for those in no configured lane)."""
+        cards = [len(self._zsets.get(self.keys.lane_waiting(name), {})) for name in lanes.names]
+        return lane_reads.waiting_by_lane(lanes, cards, len(self._zsets.get(self.keys.waiting, {})))
 
     async def counts(self) -> QueueCounts:
         """Counts and counters."""
@@ -306,9 +328,11 @@ class MemoryEventStore:
             pages.append([(m, s) for s, m in ranked if before is None or (s, m) < before][:count])
         return pages
 
-    async def task_views(self, task_ids: Sequence[str]) -> tuple[list[dict[str, str]], list[int | None]]:
-        """Each task's view ({} for none) and waiting-set rank."""
-        return [await self.task_view(t) or {} for t in task_ids], [await self.position(t) for t in task_ids]
+    async def task_views(
+        self, task_ids: Sequence[str], lanes: Lanes | None = None
+    ) -> tuple[list[dict[str, str]], list[int | None]]:
+        """Each task's view ({} for none) and waiting-set rank (with `lanes`: tasks before it)."""
+        return [await self.task_view(t) or {} for t in task_ids], await self.positions(task_ids, lanes)
 
     async def intake(self) -> Intake:
         """The intake switch."""

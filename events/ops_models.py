@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from events.admission import Refusal
-from events.catalogue import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskSubmitted
+from events.catalogue import CANCELLED, EXPIRED, FAILED, QUEUED, RUNNING, SUCCEEDED, TaskSubmitted
 from events.intake_events import IntakePaused, IntakeResumed
 from events.keys import Keys
 from events.read_ops import HSet, Op, Scalar, ZAdd, ZRem
 
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXPIRED)
 # The wait a paused submit is told when the pause named none.
 PAUSED_RETRY_SECONDS = 60
 

@@ -11,10 +11,12 @@ from typing import assert_never
 
 from events.catalogue import (
     CANCELLED,
+    EXPIRED,
     FAILED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    YIELDED_QUOTA,
     AlertNotified,
     AlertRaised,
     AlertResolved,
@@ -31,10 +33,12 @@ from events.catalogue import (
     KeyLimitLearned,
     KeyParked,
     KeyTokenGranted,
+    LogArchived,
     SnapshotTaken,
     TaskAttemptFailed,
     TaskCancelled,
     TaskDispatched,
+    TaskExpired,
     TaskFailed,
     TaskLateOutcomeIgnored,
     TaskLeaseExpired,
@@ -50,12 +54,14 @@ from events.catalogue import (
     WebhookFailed,
     round_of,
 )
+from events.daily_spend import spend_ops
 from events.days import pacific_day
+from events.key_models import pool_ops, token_ops
 from events.keys import Keys
-from events.ops_models import index_ops, intake_ops
+from events.ledger_ops import ledger_ops
+from events.ops_models import STATUSES, index_ops, intake_ops
 from events.public_view import ENDED, GRANTED, STARTED
 from events.read_ops import (
-    Delete,
     Expire,
     HDel,
     HIncr,
@@ -70,8 +76,6 @@ from events.read_ops import (
     ZTrim,
 )
 
-# How many ledger entries `GET /v1/me` can show.
-LEDGER_KEEP = 100
 # How many failed tasks `GET /v1/queue` lists.
 RECENT_FAILURES = 20
 
@@ -101,6 +105,10 @@ def view_fields(event: Event) -> dict[str, Scalar]:
                 "status": QUEUED,
                 "attempts": 0,
                 "submitted_at": event.at,
+                # The token's task list holds it: forgetting the task takes it out of that list too.
+                **({"token_id": event.token_id} if event.token_id else {}),
+                **({"deadline": event.deadline} if event.deadline else {}),
+                **({"lane": event.lane} if event.lane else {}),
             }
         case TaskDispatched():
             return {"status": RUNNING, "attempts": event.attempt, "dispatched_at": event.at}
@@ -136,6 +144,8 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             return {"status": FAILED, "error": event.error, "finished_at": event.at}
         case TaskCancelled():
             return {"status": CANCELLED, "error": event.reason, "finished_at": event.at}
+        case TaskExpired():
+            return {"status": EXPIRED, "error": "deadline passed before it started", "finished_at": event.at}
         case TaskUpstreamThrottled():
             return {"status": QUEUED, "throttled_at": event.at, "throttle_reason": event.reason}
         case CreditsCharged():
@@ -163,10 +173,28 @@ def view_fields(event: Event) -> dict[str, Scalar]:
             | WebhookFailed()
             | IntakePaused()
             | IntakeResumed()
+            | LogArchived()
         ):
             return {}
         case _:
             assert_never(event)
+
+
+def view_guarded(event: Event, keys: Keys) -> tuple[str, frozenset[str]] | None:
+    """For an event about a task other than its submit: the task's view key and the keys that
+    the event writes only while that view exists (the view, its audit list, the status lists).
+
+    A finished task's read models leave Redis once the archive answers for it
+    (`events.redis_forget`); an event that comes after (a webhook's outcome, its blobs
+    expiring, a late refund) must not bring back a stub of them. None for a task's submit,
+    which makes its view, and for events of no task.
+    """
+    task_id = getattr(event, "task_id", "")
+    if not task_id or isinstance(event, TaskSubmitted):
+        return None
+    view = keys.task(task_id)
+    statuses = (keys.status_tasks(s) for s in STATUSES)
+    return view, frozenset((view, keys.task_log(task_id), *statuses))
 
 
 def project(event: Event, keys: Keys) -> list[Op]:
@@ -182,16 +210,25 @@ def project(event: Event, keys: Keys) -> list[Op]:
         return [HSet(keys.alerts, {event.name: json.dumps({**detail, "since": event.at})})]
     if isinstance(event, AlertResolved):
         return [HDel(keys.alerts, event.name)]
-    if isinstance(event, SnapshotTaken | KeyGrantsRedated | AlertNotified):
+    if isinstance(event, SnapshotTaken):
+        # Where each actor's newest snapshot stands: the archive keeps the stream behind all of them.
+        return [HSet(keys.log, {f"snapshot:{event.actor}": event.covers})]
+    if isinstance(event, LogArchived):
+        return [
+            HSet(keys.log, {"archived_to": event.last, "digest": event.digest, "segment": event.segment}),
+            HIncr(keys.log, "segments", 1),
+            HIncr(keys.log, "archived", event.count),
+        ]
+    if isinstance(event, KeyGrantsRedated | AlertNotified):
         return ops
     if isinstance(event, KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned):
-        return _pool_ops(event, keys)
+        return pool_ops(event, keys)
     if isinstance(event, TokenCreated | TokenRevoked):
-        return _token_ops(event, keys)
+        return token_ops(event, keys)
     if isinstance(event, IntakePaused | IntakeResumed):
         return intake_ops(event, keys)
     if isinstance(event, CreditsGranted):
-        ops = _ledger_ops(event, keys, event.amount, {"reason": event.reason, "by": event.by})
+        ops = ledger_ops(event, keys, event.amount, {"reason": event.reason, "by": event.by})
         if event.by == "config":  # the default grant: once per user
             ops.append(HSet(keys.user(event.user_id), {"welcomed": 1}))
         return ops
@@ -214,17 +251,21 @@ def project(event: Event, keys: Keys) -> list[Op]:
                 ops.append(HSet(keys.user(event.user_id), {"last_round": round_of(event.order)}))
             ops += [
                 ZAdd(keys.waiting, event.task_id, event.place),
+                *_in_lane(event.lane, keys, event.task_id, event.place),
                 HIncr(keys.stats, "submitted", 1),
                 HIncr(keys.stats, f"submitted:{event.kind}", 1),
             ]
         case TaskDispatched():
             ops += [ZRem(keys.waiting, event.task_id), SAdd(keys.running, event.task_id)]
+            ops += _in_lane(event.lane, keys, event.task_id)
             if event.order:
                 ops.append(HSet(keys.stats, {"dispatched_round": round_of(event.order)}))
         case CreditsCharged():
-            ops += _ledger_ops(event, keys, -event.amount, {"task_id": event.task_id})
+            ops += ledger_ops(event, keys, -event.amount, {"task_id": event.task_id})
+            ops += spend_ops(keys, event.user_id, event.at, event.amount)  # the UTC day's net spend
         case CreditsRefunded():
-            ops += _ledger_ops(event, keys, event.amount, {"task_id": event.task_id, "reason": event.reason})
+            ops += ledger_ops(event, keys, event.amount, {"task_id": event.task_id, "reason": event.reason})
+            ops += spend_ops(keys, event.user_id, event.at, -event.amount)
         case TaskSucceeded():
             ops += [
                 SRem(keys.running, event.task_id),
@@ -241,6 +282,8 @@ def project(event: Event, keys: Keys) -> list[Op]:
                 ),
                 *observe(keys.histogram("processing"), event.elapsed),
             ]
+            if event.asked_tier == "priority" and event.service_tier not in ("", "priority"):
+                ops.append(HIncr(keys.stats, f"downgraded:{event.pool}", 1))  # `actors.config.downgraded`
         case TaskAttemptFailed():
             ops += [
                 SRem(keys.running, event.task_id),
@@ -257,18 +300,28 @@ def project(event: Event, keys: Keys) -> list[Op]:
             ]
         case TaskRetryScheduled():
             ops += [ZAdd(keys.waiting, event.task_id, event.order)]
+            ops += _in_lane(event.lane, keys, event.task_id, event.order)
         case TaskFailed():
             failure = {"task_id": event.task_id, "kind": event.kind, "error": event.error, "at": event.at}
             ops += [
                 SRem(keys.running, event.task_id),
                 SRem(keys.calls, event.task_id),
                 ZRem(keys.waiting, event.task_id),
+                *_in_lane(event.lane, keys, event.task_id),
                 HIncr(keys.stats, "failed", 1),
                 HIncr(keys.stats, f"completed:{event.kind}:failed", 1),
                 LPush(keys.failures, json.dumps(failure, separators=(",", ":")), RECENT_FAILURES),
             ]
         case TaskCancelled():
             ops += [ZRem(keys.waiting, event.task_id), HIncr(keys.stats, "cancelled", 1)]
+            ops += _in_lane(event.lane, keys, event.task_id)
+        case TaskExpired():
+            ops += [
+                SRem(keys.running, event.task_id),
+                ZRem(keys.waiting, event.task_id),
+                *_in_lane(event.lane, keys, event.task_id),
+                HIncr(keys.stats, "expired", 1),
+            ]
         case TaskLateOutcomeIgnored():
             ops += [HIncr(keys.stats, "late_outcomes", 1)]
         case TaskUpstreamThrottled():
@@ -276,7 +329,9 @@ def project(event: Event, keys: Keys) -> list[Op]:
                 SRem(keys.running, event.task_id),
                 SRem(keys.calls, event.task_id),
                 ZAdd(keys.waiting, event.task_id, event.order),
-                HIncr(keys.stats, "throttled", 1),
+                *_in_lane(event.lane, keys, event.task_id, event.order),
+                # A slot given back to another lane (no call made) is no upstream throttle.
+                HIncr(keys.stats, "yielded" if event.quota == YIELDED_QUOTA else "throttled", 1),
             ]
             if event.pool:
                 ops += [
@@ -316,68 +371,15 @@ def project(event: Event, keys: Keys) -> list[Op]:
     return ops
 
 
-_TOTALS = {"credits.granted": "granted", "credits.charged": "charged", "credits.refunded": "refunded"}
-
-
-def _ledger_ops(
-    event: CreditsGranted | CreditsCharged | CreditsRefunded, keys: Keys, delta: int, detail: dict[str, str]
-) -> list[Op]:
-    """The user's balance, its totals and a ledger entry."""
-    entry = {"type": event.type, "amount": delta, "at": event.at, **detail}
-    user = keys.user(event.user_id)
+def _in_lane(lane: str, keys: Keys, task_id: str, place: float | None = None) -> list[Op]:
+    """The task added to (at `place`) or removed from its lane's waiting set; nothing without lanes."""
+    if not lane:
+        return []
     return [
-        HIncr(user, "balance", delta),
-        HIncr(user, _TOTALS[event.type], abs(delta)),
-        LPush(keys.ledger(event.user_id), json.dumps(entry, separators=(",", ":")), LEDGER_KEEP),
+        ZAdd(keys.lane_waiting(lane), task_id, place)
+        if place is not None
+        else ZRem(keys.lane_waiting(lane), task_id)
     ]
-
-
-def _token_ops(event: TokenCreated | TokenRevoked, keys: Keys) -> list[Op]:
-    """Token lookup by digest, and the token list without digests."""
-    if isinstance(event, TokenRevoked):
-        return [Delete(keys.token(event.digest)), HDel(keys.tokens, event.token_id)]
-    about: dict[str, object] = {
-        "user_id": event.user_id,
-        "role": event.role,
-        "created_at": event.at,
-        "digest": event.digest,
-    }
-    if event.webhook_url:
-        about["webhook_url"] = event.webhook_url
-    if event.users:
-        about["users"] = list(event.users)
-    return [
-        HSet(
-            keys.token(event.digest),
-            {
-                "token_id": event.token_id,
-                "digest": event.digest,
-                "user_id": event.user_id,
-                "role": event.role,
-                "webhook_url": event.webhook_url,
-                # JSON: a list of user ids and prefixes; "[]" for every user.
-                "users": json.dumps(list(event.users)),
-            },
-        ),
-        HSet(keys.tokens, {event.token_id: json.dumps(about, separators=(",", ":"))}),
-    ]
-
-
-def _pool_ops(event: KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned, keys: Keys) -> list[Op]:
-    """The pool read model: what `/v1/queue`, `top` and a restarted KeyPoolActor read."""
-    key = keys.pool(event.pool)
-    match event:
-        case KeyCooledDown():
-            return [HSet(key, {"cooldown_until": event.until}), HIncr(key, "cooldowns", 1)]
-        case KeyParked():
-            return [HSet(key, {"parked_until": event.until, "parked_reason": event.reason})]
-        case KeyDisabled():
-            detail = {"hint": event.hint, "code": event.code, "reason": event.reason, "at": event.at}
-            return [HSet(key, {f"disabled:{event.key_id}": json.dumps(detail)})]
-        case KeyLimitLearned():
-            return [
-                HSet(key, {"learned_rpm": event.rpm, "learned_margin": event.margin, "learned_at": event.at})
-            ]
 
 
 def fold_task_view(events: list[Event]) -> dict[str, str]:

@@ -33,7 +33,7 @@ STAGES = (WAITING, WAITING_FOR_QUOTA, STARTING, BLOCKED)
 GRANTED, STARTED, ENDED = "granted", "started", "ended"
 
 # The view's times that also go out as ISO 8601 (`<name>_iso`).
-AT_FIELDS = ("submitted_at", "dispatched_at", "started_at", "finished_at")
+AT_FIELDS = ("submitted_at", "dispatched_at", "started_at", "finished_at", "deadline")
 
 
 def iso(at: float | None) -> str | None:

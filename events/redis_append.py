@@ -1,6 +1,10 @@
 """Guarded appends in one round trip: a registered script that checks each group's task views and
 writes the groups that pass (their events and read models), in order.
 
+Writes to a task's read models other than its submit's run only while its view exists
+(`events.projection.view_guarded`): an event for a task whose read models were forgotten
+leaves them forgotten.
+
 A group is the events of one decision and the task views it expects unchanged (`Expect`). The
 script checks a group's expectations against the writes of the groups before it in the same
 call, so a batch behaves exactly as the same appends made one after another, each in its own
@@ -21,11 +25,13 @@ from dataclasses import dataclass, field
 
 from events.catalogue import Event
 from events.keys import Keys
+from events.projection import view_guarded
 from events.redis_commands import STREAM_ID, entry_commands
 from events.store import Expect
 
 # KEYS: every key the batch touches. ARGV[1]: JSON
 #   [[[[key index, status, attempt], ...], [[command, key index, arg, ...], ...]], ...]
+# where a command that writes a task's read models is ["?", view key index, command, ...].
 # Returns per group the XADD ids in order, or an empty array for a group whose guard failed.
 APPEND_SCRIPT = (
     f"local STREAM_ID = '{STREAM_ID}'"
@@ -44,6 +50,15 @@ local function flush(key)
     end
   end
 end
+-- A command {'?', view, name, key, ...} runs only while KEYS[view], a task view, exists
+-- (`events.projection.view_guarded`); a view seen once stays (nothing here deletes one).
+local alive = {}
+local function guarded(c)
+  if c[1] ~= '?' then return c end
+  if not alive[c[2]] then alive[c[2]] = redis.call('EXISTS', KEYS[c[2]]) == 1 end
+  if alive[c[2]] then return {unpack(c, 3)} end
+  return nil
+end
 local out = {}
 local last = ''
 for i, group in ipairs(groups) do
@@ -58,14 +73,15 @@ for i, group in ipairs(groups) do
   end
   local ids = {}
   if ok then
-    for _, c in ipairs(group[2]) do
-      local name, key = c[1], c[2]
+    for _, row in ipairs(group[2]) do
+      local c = guarded(row)
+      local name, key = c and c[1], c and c[2]
       if name == 'HINCRBY' or name == 'HINCRBYFLOAT' then
         local fields = pending[key] or {}
         pending[key] = fields
         local sum = fields[c[3]] or {0, false}
         fields[c[3]] = {sum[1] + tonumber(c[4]), sum[2] or name == 'HINCRBYFLOAT'}
-      else
+      elseif name then
         flush(key)
         if name == 'XADD' then
           last = redis.call('XADD', KEYS[key], unpack(c, 3))
@@ -108,11 +124,14 @@ class Batch:
             [self.key(keys.task(task_id)), want.status, str(want.attempt)]
             for task_id, want in (expect or {}).items()
         ]
-        commands: list[list[str | int]] = [
-            [name, self.key(key), *args]
-            for event in events
-            for name, key, args in entry_commands(event, keys)
-        ]
+        commands: list[list[str | int]] = []
+        for event in events:
+            guard = view_guarded(event, keys)
+            for name, key, args in entry_commands(event, keys):
+                command: list[str | int] = [name, self.key(key), *args]
+                if guard is not None and key in guard[1]:
+                    command = ["?", self.key(guard[0]), *command]
+                commands.append(command)
         self.groups.append([guards, commands])
 
     def argument(self) -> str:

@@ -22,6 +22,7 @@ from events.keys import Keys
 from events.projection import project
 from events.redis_append import APPEND_SCRIPT, Batch
 from events.redis_commands import queue_op
+from events.redis_forget import Forgetting, forget_ended
 from events.redis_reads import ReadModels
 from events.redis_submit import SUBMIT_SCRIPT, calls, receipt, run_calls
 from events.store import NO_BOUNDS, Expect, SubmitReceipt
@@ -301,6 +302,27 @@ class RedisEventStore(ReadModels):
             return bool(await self._r.ping())
         except UNAVAILABLE:
             return False
+
+    async def trim_to(self, archived_to: str) -> int:
+        """XTRIM MINID: drop the stream's entries up to `archived_to` (included), which a
+        `log.archived` event must already cover; returns how many went."""
+        ms, _, seq = archived_to.partition("-")
+        try:
+            # Exact (redis-py trims approximately by default, leaving whole nodes behind).
+            trimmed: int = await self._r.xtrim(
+                self.keys.events, minid=f"{ms}-{int(seq or 0) + 1}", approximate=False
+            )
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return trimmed
+
+    async def forget_ended(self, rule: Forgetting) -> int:
+        """Delete the read models of the finished tasks `rule` allows (`events.redis_forget`);
+        returns how many tasks were forgotten."""
+        try:
+            return await forget_ended(self._r, self.keys, rule)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
 
     async def close(self) -> None:
         """Close the pool."""

@@ -1,11 +1,12 @@
 """The Redis store's submit: one registered script call per submit, pipelined for a batch.
 
 The script checks the token's submit rate, looks the idempotency key up, reads what admission
-needs, runs the rules of `events.admission` (translated into Lua by `events.lua`, so the
-script and the in-memory store cannot decide differently), takes the task's number in its
-round (INCR), runs the commands of `events.submit_plan` with its numbers filled in, and
-reads the receipt: all in one atomic step, so no WATCH, no retry, no lock, and a balance
-never goes below zero. It is sent by SHA (EVALSHA), its text only when the server lacks it.
+needs (the user's net spend of the submit's UTC day among it: `events.daily_spend`), runs
+the rules of `events.admission` (translated into Lua by `events.lua`, so the script and the
+in-memory store cannot decide differently), takes the task's number in its round (INCR),
+runs the commands of `events.submit_plan` with its numbers filled in, and reads the
+receipt: all in one atomic step, so no WATCH, no retry, no lock, and a balance never goes
+below zero. It is sent by SHA (EVALSHA), its text only when the server lacks it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from events.admission import (
     NO_ROUND,
     Admission,
     Refusal,
+    capped,
     grant_of,
     over,
     place_round,
@@ -33,6 +35,7 @@ from events.admission import (
     user_waiting,
 )
 from events.catalogue import ROUND_SPAN, TaskSubmitted
+from events.daily_spend import SPENT, day_key
 from events.keys import Keys
 from events.lua import lua_expression
 from events.ops_models import paused_refusal
@@ -47,18 +50,20 @@ def lua_function(rule: Callable[..., int]) -> str:
     return f"local function {rule.__name__}({params}) return {lua_expression(rule)} end"
 
 
-RULES = (rate_wait, place_round, user_waiting, grant_of, over, short, refusal_code)
+RULES = (rate_wait, place_round, user_waiting, grant_of, over, short, capped, refusal_code)
 
-# KEYS: user hash, waiting set, stats hash, running set, intake switch (`events.ops_models`).
+# KEYS: user hash, waiting set, stats hash, running set, intake switch (`events.ops_models`),
+# the user's spend of the submit's UTC day (`events.daily_spend`).
 # ARGV: now (ms), rate key ("" for none), rate limit, rate window (ms), rate cost (1: a hit;
 # 0: only pass if the hit named by the member passed), rate member, idempotency key ("" for
 # none), round counter prefix, ROUND_SPAN, counter TTL, price, default grant, per-user
-# waiting bound, queue bound, task id, and the commands as one JSON array (a string per
+# waiting bound, queue bound, task id, the commands as one JSON array (a string per
 # argument, so no number is rounded on the way), each as flags, blanks, name, arguments
-# (`events.submit_plan.Command.row`).
+# (`events.submit_plan.Command.row`), and the daily cap (0: none).
 # Replies: {"paused", Retry-After s} | {"rate", wait ms} | {kind, waiting, running, stats,
 # ...}: "dup" with the first task's id and digest; "no" with the refusal code, balance,
-# grant, waiting, user's waiting; "ok" with the task's stream id, rank and balance.
+# grant, waiting, user's waiting, spend of the day and now (ms); "ok" with the task's stream
+# id, rank and balance.
 SUBMIT_SCRIPT = "\n".join(
     [
         *(lua_function(rule) for rule in RULES),
@@ -109,9 +114,11 @@ local last_round = tonumber(u[3] or '{NO_ROUND}')
 local balance = tonumber(u[1] or '0')
 local grant = grant_of(tonumber(ARGV[12]), tonumber(u[2] or '0'))
 local queued = user_waiting(current_round, last_round)
+local spent = tonumber(redis.call('HGET', KEYS[6], '{SPENT}') or '0')
 local code = refusal_code(over(waiting, tonumber(ARGV[14])), over(queued, tonumber(ARGV[13])),
-                          short(balance + grant, tonumber(ARGV[11])))
-if code > 0 then return counts('no', code, balance, grant, waiting, queued) end
+                          short(balance + grant, tonumber(ARGV[11])),
+                          capped(spent, tonumber(ARGV[11]), tonumber(ARGV[17])))
+if code > 0 then return counts('no', code, balance, grant, waiting, queued, spent, ARGV[1]) end
 local round = place_round(current_round, last_round)
 local counter = ARGV[8] .. round
 local n = redis.call('INCR', counter)
@@ -182,8 +189,10 @@ def submit_call(
         str(admission.max_waiting),
         event.task_id,
         json.dumps([c.row() for c in submit_commands(event, admission, keys)], **COMPACT),
+        str(admission.daily_cap),
     ]
-    return Call([keys.user(event.user_id), keys.waiting, keys.stats, keys.running, keys.intake], args)
+    spend = day_key(keys, event.user_id, event.at)
+    return Call([keys.user(event.user_id), keys.waiting, keys.stats, keys.running, keys.intake, spend], args)
 
 
 def calls(keys: Keys, events: Sequence[TaskSubmitted], admissions: Sequence[Admission]) -> list[Call]:
@@ -215,8 +224,10 @@ def receipt(reply: list[Any], admission: Admission) -> SubmitReceipt:
     if kind == "dup":
         return SubmitReceipt("", None, counts, str(rest[0]), str(rest[1]))
     if kind == "no":
-        code, balance, grant, waiting, queued = (int(x) for x in rest)
-        refusal = refusal_of(code, balance, grant, admission.price, waiting, queued)
+        code, balance, grant, waiting, queued, spent, now_ms = (int(x) for x in rest)
+        refusal = refusal_of(
+            code, balance, grant, admission.price, waiting, queued, spent, admission.daily_cap, now_ms / 1000
+        )
         return SubmitReceipt("", None, counts, refused=refusal)
     rank = int(rest[1])
     return SubmitReceipt(str(rest[0]), rank if rank >= 0 else None, counts, balance=int(rest[2]))

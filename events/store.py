@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from events.admission import Admission, Refusal
 from events.catalogue import Event, StoredEvent, TaskSubmitted
+from events.lane_positions import Lanes
 
 NO_BOUNDS = Admission()
 
@@ -96,20 +97,32 @@ class EventStore(Protocol):
         """The task view hash, or None for an unknown task."""
         ...
 
-    async def task_view_and_position(self, task_id: str) -> tuple[dict[str, str] | None, int | None]:
-        """The task view and its waiting-set rank, read atomically."""
+    async def task_view_and_position(
+        self, task_id: str, lanes: Lanes | None = None
+    ) -> tuple[dict[str, str] | None, int | None]:
+        """The task view and its waiting-set rank (with `lanes`, how many waiting tasks start
+        before it: `events.lane_positions`), read atomically."""
         ...
 
     async def task_log(self, task_id: str) -> list[dict[str, str]]:
         """The task's events, as stream fields, in stream order."""
         ...
 
-    async def position(self, task_id: str) -> int | None:
-        """How many waiting tasks are ahead of this one; None if it is not waiting."""
+    async def position(self, task_id: str, lanes: Lanes | None = None) -> int | None:
+        """How many waiting tasks are ahead of this one (with `lanes`, start before it); None if
+        it is not waiting."""
+        ...
+
+    async def positions(self, task_ids: Sequence[str], lanes: Lanes | None = None) -> list[int | None]:
+        """`position` of each task, read atomically."""
         ...
 
     async def counts(self) -> QueueCounts:
         """Waiting and running counts and the counters."""
+        ...
+
+    async def waiting_by_lane(self, lanes: Lanes) -> dict[str, int]:
+        """Each lane's waiting tasks ("" for those in no configured lane), read atomically."""
         ...
 
     async def grant_times(

@@ -170,7 +170,7 @@ def private_haproxy(server: ServerConfig) -> Iterator[HAProxySetup | None]:
 RETRY_AFTER_SECONDS = 2
 UNAVAILABLE_BODY = json.dumps(
     {
-        "type": "about:blank",
+        "type": "/problems/service-unavailable",  # `problems.Unavailable.type_uri`, without its imports
         "title": "Service unavailable",
         "status": 503,
         "detail": "genqueue is starting or restarting; try again in a few seconds",

@@ -83,3 +83,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# Modules that take longest (seconds on 2 cores, two at a time). `make test` hands modules to
+# its two workers in collection order, so these go first: a long module picked up last would
+# leave the other worker idle until it ends.
+HEAVY_MODULES = {
+    "tests/actors/test_actors.py": 150,
+    "tests/actors/test_multinode.py": 140,
+    "tests/actors/test_two_nodes.py": 60,
+    "tests/e2e/test_pages.py": 130,
+    "tests/actors/test_upstream.py": 105,
+    "tests/e2e/test_clients.py": 120,
+    "tests/e2e/test_startup.py": 80,
+    "tests/actors/test_faults.py": 65,
+    "tests/e2e/test_access.py": 50,
+    "tests/e2e/test_ops_actions.py": 47,
+    "tests/e2e/test_http.py": 45,
+    "tests/e2e/test_api_guard.py": 44,
+    "tests/e2e/test_deployment_security.py": 40,
+    "tests/e2e/test_process_restart.py": 40,
+    "tests/e2e/test_hostile.py": 40,
+    "tests/e2e/test_loadtest_cli.py": 38,
+    "tests/e2e/test_webhooks.py": 36,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The heaviest modules first (a stable sort: every other test keeps its place and order)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def weight(item: pytest.Item) -> int:
+        try:
+            return -HEAVY_MODULES.get(str(item.path.relative_to(root)), 0)
+        except ValueError:
+            return 0
+
+    items.sort(key=weight)

@@ -17,6 +17,7 @@ from actors.config import (
     Config,
     CreditsConfig,
     KeyPoolConfig,
+    LaneConfig,
     PoolConfig,
     ProviderConfig,
     QueueConfig,
@@ -67,7 +68,7 @@ def make_config(
     pools: tuple[tuple[str, int, float], ...] = (("p1", 600, 1.0),),
     lease_seconds: float = 60.0,
     max_attempts: int = 3,
-    workers: int = 2,
+    workers: int = 1,
     port: int = 8000,
     snapshot_every: int = 5000,
     alerts: AlertsConfig | None = None,
@@ -78,6 +79,7 @@ def make_config(
     credits: CreditsConfig | None = None,
     per_user_running: int = 0,
     per_user_waiting: int = 100_000,
+    lanes: tuple[LaneConfig, ...] = (),
 ) -> Config:
     """A fast config on a fresh namespace: offline provider, short windows.
 
@@ -106,6 +108,7 @@ def make_config(
         alerts=alerts or AlertsConfig(),
         auth=AuthConfig(required=auth),
         credits=credits or CreditsConfig(enabled=False),
+        lanes=lanes,
     )
 
 

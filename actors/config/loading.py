@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -14,10 +15,14 @@ from urllib.parse import urlsplit
 
 import limits
 
+from actors.config.lanes import parse_lanes
+from actors.config.pools import STANDARD, check_pools
+from actors.config.routes import parse_routes
 from actors.config.sections import (
     SECTIONS,
     Config,
     ConfigError,
+    LimitsConfig,
     PoolConfig,
     Secret,
     ServerConfig,
@@ -25,6 +30,8 @@ from actors.config.sections import (
     default_pools,
 )
 
+# Secrets a section holds: a literal or env:VAR, never shown.
+SECRETS = (("webhooks", "secret"), ("storage", "link_secret"))
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -78,9 +85,9 @@ def setting_names() -> frozenset[str]:
 
 
 def _referenced(raw: Mapping[str, Any]) -> set[str]:
-    """Variables the file names as `env:VAR` (pool keys, the webhook secret): known, whatever their name."""
-    hooks, pools = raw.get("webhooks"), raw.get("pools")
-    values: list[Any] = [hooks.get("secret")] if isinstance(hooks, dict) else []
+    """Variables the file names as `env:VAR` (pool keys, the secrets): known, whatever their name."""
+    pools = raw.get("pools")
+    values: list[Any] = [t.get(key) for name, key in SECRETS if isinstance(t := raw.get(name), dict)]
     for pool in pools if isinstance(pools, list) else []:
         if isinstance(pool, dict) and isinstance(pool.get("keys"), list):
             values.extend(pool["keys"])
@@ -144,7 +151,7 @@ def _pools(raw: Any, env: Mapping[str, str]) -> tuple[PoolConfig, ...]:
         where = f"pools[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{where}: expected a table")
-        _refuse_unknown(where, item, ("name", "rpm", "ipm", "rpd", "keys", "window_seconds"))
+        _refuse_unknown(where, item, [f.name for f in fields(PoolConfig)])
         name = str(item.get("name") or f"pool-{i + 1}")
         rpm = _coerce(f"{where}.rpm", item.get("rpm"), int)
         ipm = _coerce(f"{where}.ipm", item.get("ipm", 0), int)
@@ -160,34 +167,45 @@ def _pools(raw: Any, env: Mapping[str, str]) -> tuple[PoolConfig, ...]:
         secrets = tuple(_secret(f"{where}.keys[{j}]", k, env) for j, k in enumerate(keys))
         if len(set(secrets)) != len(secrets):
             raise ConfigError(f"{where}.keys: a key is listed twice")
-        pools.append(PoolConfig(name=name, rpm=rpm, keys=secrets, window_seconds=window, ipm=ipm, rpd=rpd))
-    if len({p.name for p in pools}) != len(pools):
-        raise ConfigError("[[pools]]: pool names must be unique")
+        tier, against = str(item.get("service_tier", STANDARD)), str(item.get("counts_against", ""))
+        price = _coerce(f"{where}.price_per_image", item.get("price_per_image", -1.0), float)
+        if "price_per_image" in item and not 0 <= price < math.inf:
+            raise ConfigError(
+                f"{where}.price_per_image: a price in USD >= 0, got {item['price_per_image']!r}"
+            )
+        cap = _coerce(f"{where}.max_spend_per_day", item.get("max_spend_per_day", 0.0), float)
+        pools.append(PoolConfig(name, rpm, secrets, window, ipm, rpd, tier, price, against, cap))
+    check_pools(pools)
     return tuple(pools)
 
 
 def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     """A Config from a parsed TOML document and an environment."""
-    unknown = sorted(set(raw) - set(SECTIONS) - {"pools"})
+    unknown = sorted(set(raw) - set(SECTIONS) - {"pools", "routes", "lanes"})
     if unknown:
-        named = ", ".join(f"[{name}]{_hint(name, [*SECTIONS, 'pools'])}" for name in unknown)
+        named = ", ".join(
+            f"[{name}]{_hint(name, [*SECTIONS, 'pools', 'routes', 'lanes'])}" for name in unknown
+        )
         raise ConfigError(f"unknown section {named}; remove or rename it")
     _refuse_unknown_environment(raw, env)
-    # The webhook secret is a Secret like a pool key: a literal or env:VAR ("": webhooks off).
-    raw_hooks = dict(raw.get("webhooks", {}))
-    hook_secret = raw_hooks.pop("secret", None)
+    # The secrets are Secrets like a pool key: a literal or env:VAR ("": webhooks off, a kept key).
+    tables = {name: dict(raw.get(name, {})) for name, _ in SECRETS}
+    secrets = {(name, key): tables[name].pop(key, None) for name, key in SECRETS}
     sections = {
-        name: _section(name, cls, raw_hooks if name == "webhooks" else raw.get(name, {}), env)
-        for name, cls in SECTIONS.items()
+        name: _section(name, cls, tables.get(name, raw.get(name, {})), env) for name, cls in SECTIONS.items()
     }
-    if hook_secret not in (None, "") and "GENQUEUE_WEBHOOKS_SECRET" not in env:
-        secret = _secret("webhooks.secret", hook_secret, env)
-        sections["webhooks"] = replace(sections["webhooks"], secret=secret)
+    for (name, key), value in secrets.items():
+        if value not in (None, "") and f"GENQUEUE_{name.upper()}_{key.upper()}" not in env:
+            sections[name] = replace(sections[name], **{key: _secret(f"{name}.{key}", value, env)})
     env_url = env.get("GENQUEUE_REDIS_URL")
     if env_url is not None:
         sections["redis"] = replace(sections["redis"], url=env_url)
     pools = _pools(raw["pools"], env) if "pools" in raw else default_pools()
-    config = Config(pools=pools, **sections)
+    routes, lanes = (
+        parse_routes(raw.get("routes", []), _refuse_unknown),
+        parse_lanes(raw.get("lanes", []), _refuse_unknown),
+    )
+    config = Config(pools=pools, routes=routes, lanes=lanes, **sections)
     _check(config)
     return config
 
@@ -207,6 +225,20 @@ def _check(config: Config) -> None:
     s = config.storage
     if s.retention_seconds < 0 or s.sweep_seconds <= 0:
         raise ConfigError("[storage]: retention_seconds >= 0 (0: kept), sweep_seconds > 0")
+    if not 1 <= s.link_seconds <= 7 * 86_400 or 0 < len(s.link_secret.reveal()) < 32:
+        raise ConfigError("[storage]: link_seconds from 1 to 604800, link_secret empty or 32+ characters")
+    r, a = config.retention, config.archive
+    if r.live_seconds < 0 or r.task_seconds < 0 or r.every_seconds <= 0:
+        raise ConfigError(
+            "[retention]: live_seconds >= 0 (0: nothing archived), task_seconds >= 0 (0: kept), "
+            "every_seconds > 0"
+        )
+    if not 1 <= a.segment_events <= 10_000_000:
+        raise ConfigError("[archive]: segment_events from 1 to 10000000")
+    if a.url and "://" not in a.url:
+        raise ConfigError(
+            "[archive]: url is an fsspec URL such as file:///srv/genqueue/archive or s3://bucket/path"
+        )
     if config.server.submit_concurrency < 1:
         raise ConfigError("server.submit_concurrency must be >= 1")
     if config.server.replicas < 1:
@@ -236,6 +268,9 @@ def _check(config: Config) -> None:
     c = config.credits
     if min(c.photography, c.fitting, c.default_grant) < 0:
         raise ConfigError("[credits]: prices and default_grant must be >= 0")
+    if c.daily_cap < 0 or 0 < c.daily_cap < max(c.photography, c.fitting):
+        # Under a price, that kind could never be submitted, though each refusal says "tomorrow".
+        raise ConfigError("[credits] daily_cap: 0 (no cap) or at least the highest price")
     lim = config.limits
     for name in ("user_submit_rate", "service_submit_rate"):
         try:
@@ -249,10 +284,23 @@ def _check(config: Config) -> None:
         raise ConfigError("[limits]: max_batch_body_bytes must be >= max_body_bytes")
     if lim.body_read_seconds <= 0 or min(lim.max_submits_per_token, lim.max_submits_per_service_token) < 1:
         raise ConfigError("[limits]: body_read_seconds must be > 0 and max_submits_per_* >= 1")
-    if p.latency_seconds < 0 or p.latency_jitter < 0 or p.timeout_seconds <= 0:
+    if min(p.latency_seconds, p.latency_jitter, p.expected_call_seconds) < 0 or p.timeout_seconds <= 0:
         raise ConfigError("[provider]: latencies must be >= 0 and timeout_seconds > 0")
     _check_webhooks(config.webhooks)
+    _check_image_urls(lim)
     _check_ports(config.server)
+
+
+def _check_image_urls(lim: LimitsConfig) -> None:
+    if min(lim.image_url_connect_seconds, lim.image_url_seconds) <= 0 or lim.image_url_fetches < 0:
+        raise ConfigError(
+            "[limits]: image_url_*seconds must be > 0, image_url_fetches >= 0 (0: URLs refused)"
+        )
+    for net in lim.image_url_allow_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"limits.image_url_allow_networks: {net!r} is not a network (CIDR)") from exc
 
 
 def _check_ports(server: ServerConfig) -> None:
@@ -304,6 +352,9 @@ def relaxed_security(config: Config) -> list[tuple[str, str]]:
     if config.webhooks.allow_networks:
         nets = ", ".join(config.webhooks.allow_networks)
         found.append(("webhooks.allow_networks", f"task webhooks may reach {nets}"))
+    if config.limits.image_url_allow_networks:
+        nets = ", ".join(config.limits.image_url_allow_networks)
+        found.append(("limits.image_url_allow_networks", f"input image URLs may reach {nets}"))
     base = config.provider.base_url
     if config.provider.name == "gemini" and base.startswith("http://") and not _loopback(base):
         found.append(

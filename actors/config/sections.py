@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from events.errors import GenqueueError
-
-
-class ConfigError(GenqueueError):
-    """The configuration is invalid; the message names the key."""
-
-
-class Secret:
-    """A secret string whose repr and str never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself; call only where it is sent upstream."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
-        return (Secret, (self._value,))
-
-    def hint(self) -> str:
-        """Four characters that tell keys apart in events and logs, never most of the key.
-
-        The last four characters of a key of 16 or more; four hex digits of a short key's
-        SHA-256 otherwise.
-        """
-        if len(self._value) >= 16:
-            return self._value[-4:]
-        return hashlib.sha256(self._value.encode()).hexdigest()[:4]
+from actors.config.lanes import LaneConfig, check_lanes
+from actors.config.log_sections import ArchiveConfig, RetentionConfig
+from actors.config.pools import ConfigError as ConfigError
+from actors.config.pools import PoolConfig as PoolConfig
+from actors.config.pools import Secret as Secret
+from actors.config.pools import check_pools
+from actors.config.routes import RouteConfig, check_routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,43 +77,14 @@ class ProviderConfig:
     timeout_seconds: float = 120.0
     latency_seconds: float = 2.0
     latency_jitter: float = 0.5
+    # The call time the ETA assumes until one is measured (0: the provider's own: the offline
+    # provider's latency_seconds, an upstream's 10 s).
+    expected_call_seconds: float = 0.0
     image_size: str = "1K"
     # offline only: false answers every call with one stock PNG of `image_size` instead of
     # rendering with Pillow, so a benchmark on a small machine measures genqueue, not Pillow
     # (a real upstream renders on its own machines).
     render: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class PoolConfig:
-    """One quota pool: an upstream project, its limits and its keys.
-
-    `rpm` requests and `ipm` images per window of `window_seconds` (scaled from a minute;
-    0 = no separate images limit), `rpd` requests per day, reset at midnight Pacific
-    (0 = no daily limit).
-    """
-
-    name: str
-    rpm: int
-    keys: tuple[Secret, ...]
-    window_seconds: float = 60.0
-    ipm: int = 0
-    rpd: int = 0
-
-    @property
-    def key_ids(self) -> tuple[str, ...]:
-        """Names for the keys that are safe to log: pool name and position."""
-        return tuple(f"{self.name}#{i + 1}" for i in range(len(self.keys)))
-
-    @property
-    def key_hints(self) -> dict[str, str]:
-        """Key id -> the key's hint (see `Secret.hint`)."""
-        return {kid: key.hint() for kid, key in zip(self.key_ids, self.keys, strict=True)}
-
-    @property
-    def rate(self) -> int:
-        """Calls per minute this pool may make: the smaller of its request and image limits."""
-        return min(self.rpm, self.ipm) if self.ipm else self.rpm
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +143,15 @@ class StorageConfig:
     empty means `file://<data_dir>/blobs`. Every node reads and writes the same place, so
     on several machines a local path must be a shared mount. A task's blobs are deleted
     `retention_seconds` after the task ended (0: kept for ever), looked for every
-    `sweep_seconds`.
+    `sweep_seconds`. A task's result link (`GET /v1/results/...`, no token) is signed with
+    `link_secret` (empty: a key kept in `<data_dir>/result-links.key`) and lasts `link_seconds`.
     """
 
     url: str = ""
     retention_seconds: float = 0.0
     sweep_seconds: float = 60.0
+    link_secret: Secret = field(default_factory=lambda: Secret(""))
+    link_seconds: int = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +163,9 @@ class AlertsConfig:
     error_window_seconds: float = 300.0
     error_min_calls: int = 10
     processing_above_seconds: float = 180.0
+    # A priority pool's calls served at another tier (upstream's header says so), as a share of
+    # its calls answered in the last `error_window_seconds` (at least `error_min_calls`).
+    downgraded_above: float = 0.10
     resolve_ratio: float = 0.8
     webhooks: tuple[str, ...] = ()
     webhook_attempts: int = 5
@@ -264,6 +205,15 @@ class LimitsConfig:
     # and gets its own cap. 0: no cap.
     max_streams_per_token: int = 8
     max_streams_per_service_token: int = 1000
+    # Input images given as {"url": "https://..."}: fetched within these seconds (connecting,
+    # then in all), at most `image_url_fetches` at once per ingress replica (0: URLs refused),
+    # only from public addresses or `image_url_allow_networks` (CIDRs, e.g. "127.0.0.0/8" for
+    # tests), verified against the default CAs or the PEM bundle `image_url_ca_file`.
+    image_url_connect_seconds: float = 5.0
+    image_url_seconds: float = 10.0
+    image_url_fetches: int = 32
+    image_url_allow_networks: tuple[str, ...] = ()
+    image_url_ca_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,12 +227,15 @@ class AuthConfig:
 @dataclass(frozen=True, slots=True)
 class CreditsConfig:
     """The credit ledger: a price per kind, charged at submit and refunded when a task does
-    not succeed; `default_grant` credits for a user's first submit (0: none)."""
+    not succeed; `default_grant` credits for a user's first submit (0: none); `daily_cap`
+    credits a user may be charged per UTC calendar day, net of that day's refunds (0: no cap;
+    over it a submit is a 429 until the next UTC midnight)."""
 
     enabled: bool = True
     photography: int = 1
     fitting: int = 2
     default_grant: int = 0
+    daily_cap: int = 0
 
     def price(self, kind: str) -> int:
         """The credits a task of `kind` costs (0 when credits are off)."""
@@ -350,6 +303,34 @@ class Config:
     credits: CreditsConfig = field(default_factory=CreditsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    # Fallback routes in order of preference (`actors.config.routes`); none: one implicit route.
+    routes: tuple[RouteConfig, ...] = ()
+    # Priority lanes sharing slots and calls by weight (`actors.config.lanes`); none: one lane.
+    lanes: tuple[LaneConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_pools(self.pools)
+        check_routes(self.routes, self.pools)
+        check_lanes(self.lanes)
+        if any(lane.reserved for lane in self.lanes) and self.keypool.tokens_per_round:
+            # The round's tokens are granted in dispatch order, past any window's reserve.
+            raise ConfigError(
+                "[[lanes]] reserved shares need [keypool] tokens_per_round = false; set it, or drop reserved"
+            )
+        if self.routes and self.keypool.tokens_per_round:
+            # The round's tokens cover a prefix of its dispatches, which routes would break.
+            raise ConfigError(
+                "[[routes]] need [keypool] tokens_per_round = false; set it, or drop the routes"
+            )
+
+    def pool(self, name: str) -> PoolConfig:
+        """The configured pool named `name`."""
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise ConfigError(f"unknown pool {name!r}")
 
     def key_secret(self, key_id: str) -> Secret:
         """The secret behind a key id."""
@@ -373,4 +354,6 @@ SECTIONS: dict[str, type[Any]] = {
     "credits": CreditsConfig,
     "webhooks": WebhooksConfig,
     "admission": AdmissionConfig,
+    "retention": RetentionConfig,
+    "archive": ArchiveConfig,
 }

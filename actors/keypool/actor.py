@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
-from actors.config import Config
+from actors.archiving import archive_of
+from actors.config import Config, lane_weights
+from actors.config.routes import chain as routes_of
 from actors.keypool.decide import (
-    Tuning,
     grant_round,
     learn,
     probe_all,
@@ -26,13 +24,23 @@ from actors.keypool.decide import (
     reported_sends,
     usable_at,
 )
-from actors.keypool.state import KeyPoolEvent, KeyPoolState, PoolState, apply, call_name, restore, snapshot
+from actors.keypool.line import Line, Waiter
+from actors.keypool.routes import route_groups
+from actors.keypool.state import (
+    KeyPoolEvent,
+    PoolState,
+    apply,
+    call_name,
+    from_config,
+    restore,
+    snapshot,
+)
 from actors.keypool.status import outage
 from actors.logs import configure
-from actors.messages import CallFailure, Grants, Token
+from actors.messages import YIELDED, CallFailure, Grants, Token
 from actors.shell import Cadence, recover, retrying, take_snapshot
 from actors.telemetry import PoolMetrics
-from events.catalogue import KeyTokenGranted, StoredEvent
+from events.catalogue import AlertRaised, StoredEvent
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import EventStore
@@ -43,18 +51,11 @@ SNAPSHOT_ACTOR = "keypool"
 SNAPSHOT_SECONDS = 10.0
 SNAPSHOT_EVENTS = 20_000
 METRICS_SECONDS = 0.5
+# The reason of a refusal because the attempt's deadline passed before a token came.
+DEADLINE = "deadline"
 # Reported sends that found no grants to ride with for this long are written alone, so
 # that a restart dates few grants at its own time (each such date holds a place longer).
 FLUSH_SECONDS = 0.1
-
-
-@dataclass(order=True, slots=True)
-class _Waiter:
-    order: float
-    seq: int
-    task_id: str = field(compare=False)
-    attempt: int = field(compare=False)
-    future: asyncio.Future[Token] = field(compare=False)
 
 
 def _stop_on_crash(granter: asyncio.Task[None]) -> None:
@@ -77,9 +78,8 @@ class KeyPool:
     def __init__(self, config: Config) -> None:
         configure()
         self._config = config
-        self._state = self._fresh()
-        self._waiters: list[_Waiter] = []
-        self._arrivals = itertools.count()
+        self._state = from_config(self._config)
+        self._line = Line(lane_weights(config), {lane.name: lane.reserved for lane in config.lanes})
         # Sends reported by workers (call name -> wire time), written with the next grants, and
         # since when (monotonic) the oldest of them waits.
         self._reported: dict[str, float] = {}
@@ -94,30 +94,6 @@ class KeyPool:
         self._metrics = PoolMetrics()
         self._metrics_at = 0.0
         self._calls: Counter[str] = Counter()  # calls per method of the hot path
-
-    def _fresh(self) -> KeyPoolState:
-        """The state before any event: the configured pools."""
-        k = self._config.keypool
-        tuning = Tuning(
-            decrease=k.decrease,
-            probe_after=k.probe_after_windows,
-            probe_step=k.probe_step,
-            margin=k.margin_seconds,
-        )
-        return KeyPoolState(
-            pools={
-                p.name: PoolState(
-                    name=p.name,
-                    rpm=p.rate,
-                    window=p.window_seconds,
-                    key_ids=p.key_ids,
-                    rpd=p.rpd,
-                    tuning=tuning,
-                    hints=p.key_hints,
-                )
-                for p in self._config.pools
-            }
-        )
 
     @property
     def _pools(self) -> list[PoolState]:
@@ -143,11 +119,12 @@ class KeyPool:
         recovered = await recover(
             store,
             SNAPSHOT_ACTOR,
-            load=lambda data: restore(data, self._fresh()),
-            empty=self._fresh,
+            load=lambda data: restore(data, from_config(self._config)),
+            empty=lambda: from_config(self._config),
             covers=lambda state: state.last_id,
             fold=apply,
             log=log,
+            archive=archive_of(self._config),
         )
         self._state = recovered.state
         dated = recovered_sends(self._state, time.time()) if self._config.keypool.redate_late_sends else None
@@ -164,8 +141,8 @@ class KeyPool:
         }
         log.info("key pools recovered", **{k: v for k, v in self._recovery.items() if k != "pools"})
 
-    async def _append(self, events: Sequence[KeyPoolEvent]) -> None:
-        """Write key events, riding out a store outage, then fold them in as a replay would."""
+    async def _append(self, events: Sequence[KeyPoolEvent | AlertRaised]) -> None:
+        """Write key events and their alerts, riding out an outage, then fold them in as a replay would."""
         assert self._store is not None
         store = self._store
         ids = await retrying("cannot record key events; retrying", lambda: store.append(events), log)
@@ -183,46 +160,60 @@ class KeyPool:
                 await take_snapshot(self._store, SNAPSHOT_ACTOR, state.last_id, lambda: snapshot(state), log)
                 self._cadence.taken(time.monotonic())
 
-    async def acquire(self, task_id: str, attempt: int, order: float = 0.0) -> Token:
+    async def acquire(
+        self,
+        task_id: str,
+        attempt: int,
+        order: float = 0.0,
+        until: float = 0.0,
+        kind: str = "",
+        price: int = 0,
+        lane: str = "",
+    ) -> Token:
         """Wait for a token, served in task `order`; a repeated call gets the same grant.
 
         Refused (a Token without a pool) when no pool can serve at all: every pool parked
-        for the day or out of keys. Cooldowns are short and are waited out.
+        for the day or out of keys. Cooldowns are short and are waited out. With `until`
+        (epoch s), refused with reason "deadline" once that passes without a token: the
+        attempt leaves the line and takes no place in a window. With `[[routes]]`, the token
+        comes from a route of `kind`'s chain that costs no more than the task's `price`
+        (`actors.keypool.routes`). With `[[lanes]]`, the tokens are shared among the tasks'
+        `lane`s by weight (`actors.keypool.line`).
         """
         await self._ensure()
         self._calls["acquire"] += 1
         if (known := self._known(task_id, attempt)) is not None:
             return known
-        future: asyncio.Future[Token] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, _Waiter(order, next(self._arrivals), task_id, attempt, future))
+        future = self._line.join(order, task_id, attempt, self._routes(kind, price), until, lane)
         assert self._wake is not None
         self._wake.set()
-        return await future
+        if not until:
+            return await future
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, until - time.time()))
+        if future.done():  # granted as the time ran out
+            return future.result()
+        future.cancel()  # the grant loop skips it
+        return Token(until=until, reason=DEADLINE)
+
+    async def withdraw(self, attempts: list[tuple[str, int]]) -> int:
+        """Refuse the `attempts` still waiting for a token (reason YIELDED): the QueueActor takes
+        their slots back for a lane below its share; they return to their places, with no call
+        made. One already granted keeps its token. How many were withdrawn."""
+        self._calls["withdraw"] += 1
+        return self._line.withdraw(set(attempts), Token(until=time.time(), reason=YIELDED))
+
+    def _routes(self, kind: str, price: int) -> tuple[tuple[str, ...], ...] | None:
+        """The pool groups a task of `kind` charged `price` may use (None: any pool)."""
+        if not self._config.routes or not kind:
+            return None
+        chain = [(route.pools, route.price) for route in routes_of(self._config, kind)]
+        charged = price if self._config.credits.enabled else max((p for _, p in chain), default=0)
+        return route_groups(chain, charged)
 
     def _known(self, task_id: str, attempt: int) -> Token | None:
         known = self._state.grants.get((task_id, attempt))
         return None if known is None else Token(known.pool, known.key_id, not_before=known.at)
-
-    def _next_waiters(self, served: list[_Waiter], again: list[_Waiter]) -> Iterator[tuple[str, int]]:
-        """The waiting attempts in order, each taken off the heap only when a token is there for it.
-
-        An attempt already granted (a repeated acquire) gets its grant and takes no token; one
-        served in this very turn waits for the next, which finds its grant.
-        """
-        taken = set()
-        while self._waiters:
-            waiter = heapq.heappop(self._waiters)
-            key = (waiter.task_id, waiter.attempt)
-            if waiter.future.done():
-                continue
-            if (known := self._known(*key)) is not None:
-                waiter.future.set_result(known)
-            elif key in taken:
-                again.append(waiter)
-            else:
-                taken.add(key)
-                served.append(waiter)
-                yield key
 
     async def _grant_loop(self) -> None:
         assert self._wake is not None and self._lock is not None
@@ -232,28 +223,30 @@ class KeyPool:
                 now = time.time()
                 if learned := probe_all(self._pools, now):
                     await self._append(learned)
-                if self._waiters and (back := usable_at(self._pools, now)) > now:
+                if self._line and (back := usable_at(self._pools, now)) > now:
                     self._refuse_all(back, now)
                 reported = dict(self._reported)
-                served: list[_Waiter] = []
-                again: list[_Waiter] = []
-                turn = grant_round(self._state, reported, self._next_waiters(served, again), now, lead)
+                served: list[Waiter] = []
+                again: list[Waiter] = []
+                shut: set[str] = set()  # lanes whose waiters may take no place left this turn
+                line = self._line.take(self._known, served, again, shut)
+                turn = grant_round(self._state, reported, line, now, lead, shut)
                 events = turn.events
                 waited = time.monotonic() - self._reported_since
                 flush = not events and bool(reported) and waited >= FLUSH_SECONDS
                 if flush and (record := reported_sends(self._state, reported, now)) is not None:
                     events = [record]
                 if events:
-                    await self._append(events)
+                    await self._append([*events, *turn.alerts])
                 if events or flush:
                     self._reported = {k: v for k, v in self._reported.items() if reported.get(k) != v}
                     self._reported_since = time.monotonic()
-                self._hand_out(served + again, turn.grants)
+                self._line.hand_out(served + again, turn.grants)
             self._update_metrics(now)
             await self._maybe_snapshot()
             self._wake.clear()
             wake_at = math.inf
-            if self._waiters:
+            if self._line:
                 wake_at = turn.next_free - lead
                 if any(p.rate < p.rpm for p in self._pools):
                     wake_at = min(wake_at, now + min(p.window for p in self._pools))
@@ -297,7 +290,7 @@ class KeyPool:
             reported = dict(self._reported)
             turn = grant_round(self._state, reported, iter(fresh), now, self._config.keypool.lead_seconds)
             if turn.events:
-                await self._append(turn.events)
+                await self._append([*turn.events, *turn.alerts])
                 self._reported = {k: v for k, v in self._reported.items() if reported.get(k) != v}
                 self._reported_since = time.monotonic()
         granted = {(g.task_id, g.attempt): Token(g.pool, g.key_id, not_before=g.at) for g in turn.grants}
@@ -318,22 +311,11 @@ class KeyPool:
         for task_id, attempt, at in sends:
             await self.sent(task_id, attempt, at)
 
-    def _hand_out(self, served: list[_Waiter], grants: list[KeyTokenGranted]) -> None:
-        """Answer the waiters given tokens (their grants are written); the others wait again."""
-        for waiter, g in zip(served, grants, strict=False):
-            if not waiter.future.done():
-                waiter.future.set_result(Token(g.pool, g.key_id, not_before=g.at))
-        for waiter in served[len(grants) :]:
-            heapq.heappush(self._waiters, waiter)
-
     def _refuse_all(self, until: float, now: float) -> None:
         """Answer every waiter with a refusal that says why no pool serves (`outage`)."""
         down = outage(p.status(now) for p in self._pools)
         reason = down.reason if down is not None else "no quota pool can serve"
-        while self._waiters:
-            waiter = heapq.heappop(self._waiters)
-            if not waiter.future.done():
-                waiter.future.set_result(Token(until=until, reason=reason))
+        self._line.refuse_all(Token(until=until, reason=reason))
 
     async def sent(self, task_id: str, attempt: int, at: float) -> None:
         """The call of this grant went out on the wire at `at`: count it in its window from then on.
@@ -390,4 +372,4 @@ class KeyPool:
         """Each pool's limits, learned rate, tokens left, cooldown, parking and disabled keys."""
         await self._ensure()
         now = time.time()
-        return [p.describe(now, len(self._waiters)) for p in self._pools]
+        return [p.describe(now, len(self._line)) for p in self._pools]

@@ -6,6 +6,8 @@ Pacific. A per-minute 429 cools the pool down for upstream's RetryInfo delay and
 pool's rate (the real limit is lower than configured); after a clean, busy period the rate
 is probed back up additively, never above the configured one. A per-day 429 parks the pool
 until midnight Pacific; a rejected key is disabled and the pool goes on with its other keys.
+A pool whose grants of the Pacific day reach its daily spend cap is parked the same way, by a
+`key.parked` written with the grant that reached it, and raises `spend_cap:<pool>`.
 Decisions return events and change nothing: the caller appends them and folds them in with
 `actors.keypool.state.apply`. Time is always a parameter.
 """
@@ -17,12 +19,23 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from actors.forecast import window_capacity as window_capacity
-from actors.keypool.state import KeyPoolEvent, KeyPoolState, apply_pool, call_key, call_name, sends
+from actors.keypool.routes import Want, kept, pools_for, wanted
+from actors.keypool.state import (
+    KeyPoolEvent,
+    KeyPoolState,
+    apply_pool,
+    call_key,
+    call_name,
+    copy_pools,
+    sends,
+)
 from actors.keypool.state import PoolState as PoolState
 from actors.keypool.state import Tuning as Tuning
 from actors.messages import CallFailure
 from actors.providers.base import Failure
+from actors.queue.alerts import spend_cap_alert
 from events.catalogue import (
+    AlertRaised,
     KeyCooledDown,
     KeyDisabled,
     KeyEvent,
@@ -36,22 +49,34 @@ from events.days import next_pacific_midnight
 # How much of the window a 429 at the right rate adds to the margin: 10 ms at 1 s windows,
 # where one late packet of a loaded machine is enough for such a 429.
 MARGIN_STEP = 0.01
+# The quota_id of a park for the pool's own daily spend cap (a day quota's names upstream's quota).
+SPEND_CAP_QUOTA = "spend_cap"
+# The quota_id of a park for the pool's own configured `rpd` (its day limit reached here).
+RPD_QUOTA = "rpd"
 
 
 def choose(pools: list[PoolState], now: float) -> PoolState | None:
-    """The pool with the most budget left at `now`, or None when every pool is spent."""
+    """The pool with the most budget left at `now`, or None when every pool is spent.
+
+    On a tie, a pool that counts against another (a priority pool against its project's
+    standard one, whose budget it can never exceed) wins over one that does not, whatever
+    their order: it serves whenever it has as many places left as the pool it counts against.
+    """
     best: PoolState | None = None
     best_free = 0
     for pool in pools:
         free = pool.available(now)
-        if free > best_free:
+        if free > best_free or (
+            free and free == best_free and pool.over and best is not None and not best.over
+        ):
             best, best_free = pool, free
     return best
 
 
 def soonest(pools: list[PoolState], now: float, lead: float) -> tuple[PoolState, float] | None:
-    """The pool whose next place frees first and when, if that is at most `lead` seconds away."""
-    best = min(pools, key=lambda p: p.next_free_at(now), default=None)
+    """The pool whose next place frees first and when, if that is at most `lead` seconds away
+    (on a tie, one that counts against another, as in `choose`)."""
+    best = min(pools, key=lambda p: (p.next_free_at(now), not p.over), default=None)
     if best is None:
         return None
     at = best.next_free_at(now)
@@ -110,50 +135,120 @@ def recovered_sends(state: KeyPoolState, now: float) -> KeyGrantsRedated | None:
     return KeyGrantsRedated(calls=calls, recovered=True, at=now) if calls else None
 
 
+def day_park(pool: PoolState, key_id: str, at: float, now: float) -> KeyParked | None:
+    """At `now`, the park of `pool` until the Pacific midnight after `at` once its calls of
+    that day reached what its spend cap pays for, or its configured `rpd` (`key_id`: the key of
+    the call that reached it, if any); None under both, or when it is parked until then
+    already. A parked pool is one its tasks' fallback routes move on from."""
+    at_rpd = bool(pool.rpd) and pool.calls_on(at) >= pool.rpd
+    if not pool.capped(at) and not at_rpd:
+        return None
+    until = next_pacific_midnight(at)
+    if pool.parked_until >= until:
+        return None
+    if pool.capped(at):
+        quota, reason = SPEND_CAP_QUOTA, pool.spend_text(at)
+    else:
+        quota, reason = RPD_QUOTA, f"day limit: {pool.rpd} calls today (rpd)"
+    return KeyParked(pool=pool.name, key_id=key_id, until=until, quota_id=quota, reason=reason, at=now)
+
+
 @dataclass(frozen=True, slots=True)
 class Round:
-    """One turn of the grant loop: the events to append and fold in (the reported sends, then the
-    grants), and when a pool can grant next once all of them count."""
+    """One turn of the grant loop: the events to append and fold in (the reported sends, the
+    parks of pools found over their spend cap, then the grants, each followed by the park of
+    the pool it took to its cap), the alerts of those parks (appended after them, in the same
+    append), and when a pool can grant next once all of them count."""
 
     events: list[KeyPoolEvent]
     grants: list[KeyTokenGranted]
     next_free: float
+    alerts: tuple[AlertRaised, ...] = ()
 
 
 def grant_round(
     state: KeyPoolState,
     reported: Mapping[str, float],
-    waiting: Iterator[tuple[str, int]],
+    waiting: Iterator[Want | tuple[str, int]],
     now: float,
     lead: float,
+    shut: set[str] | None = None,
 ) -> Round:
-    """Tokens for the `waiting` attempts, in their order, while a pool has a place now or within
-    `lead` seconds (granted for then), counting the `reported` sends first.
+    """Tokens for the `waiting` attempts, in their order, while a pool each may use
+    (`actors.keypool.routes.pools_for`) has a place now or within `lead` seconds (granted for
+    then), counting the `reported` sends first. An attempt whose routes have no place is
+    skipped (it was taken from the line: its caller puts it back); the round ends once no
+    pool has a place for anyone.
 
     The grants are tried on copies of the pools with the fold's own rules. The sends are
-    recorded only with grants: no grant is then written without the sends it relied on, and
-    a turn that grants nothing writes nothing.
+    recorded only with grants (or parks): no grant is then written without the sends it
+    relied on, and a turn that grants nothing writes nothing but the park of a pool over its
+    spend cap and not yet parked (its cap was lowered by a restart), with the sends.
     """
-    pools = {name: pool.copy() for name, pool in state.pools.items()}
+    pools = copy_pools(state.pools)
     record = reported_sends(state, reported, now)
     if record is not None:
         sends(pools, state.grants, record)
     candidates = list(pools.values())
     granted: list[KeyTokenGranted] = []
+    decided: list[KeyPoolEvent] = []
+    alerts: list[AlertRaised] = []
+
+    def park(pool: PoolState, key_id: str, at: float) -> None:
+        if (parked := day_park(pool, key_id, at, now)) is not None:
+            calls, price = pool.calls_on(at), pool.price_per_image
+            if parked.quota_id == SPEND_CAP_QUOTA:
+                alerts.append(spend_cap_alert(parked, calls, price, pool.max_spend_per_day))
+            apply_pool(pool, parked)
+            decided.append(parked)
+
+    for over in candidates:
+        park(over, "", now)
+    wake = math.inf  # when an attempt skipped for want of a place on its routes may be served
+    exhausted = False
     while True:
+        # Nothing is taken from the line while no pool has a place for anyone.
         pool, at = choose(candidates, now), now
-        if pool is None:
-            if (ahead := soonest(candidates, now, lead)) is None:
-                break
-            pool, at = ahead
-        attempt = next(waiting, None)
-        if attempt is None:
+        ahead = None if pool is not None else soonest(candidates, now, lead)
+        if pool is None and ahead is None:
             break
-        event = grant(pool, attempt[0], attempt[1], at)
+        item = next(waiting, None)
+        if item is None:
+            exhausted = True
+            break
+        want = wanted(item)
+        allowed = candidates
+        if want.routes is not None:  # only its routes' pools: choose again among those
+            allowed = pools_for(pools, want, now)
+            pool, at = choose(allowed, now), now
+            ahead = None if pool is not None else soonest(allowed, now, lead)
+        if want.keep:
+            # Its lane must leave other lanes' reserved places: only a pool with more left.
+            roomy = [p for p in allowed if p.available(now) > kept(p, want.keep)]
+            pool, at = choose(roomy, now), now
+            if pool is None:  # its lane waits for the next turn; later lanes go on
+                if shut is not None:
+                    shut.add(want.lane)
+                wake = min(wake, next_free_at(allowed, now))
+                continue
+        if pool is None:
+            if ahead is None:
+                # Its routes have no place (other pools have): it waits, and later attempts
+                # of other routes go on; its caller puts it back in the line.
+                named = [pools[n] for names in want.routes or () for n in names if n in pools]
+                wake = min(wake, next_free_at(allowed or named or candidates, now))
+                continue
+            pool, at = ahead
+        event = grant(pool, want.task_id, want.attempt, at)
         apply_pool(pool, event)
         granted.append(event)
-    events: list[KeyPoolEvent] = [record] if record is not None and granted else []
-    return Round([*events, *granted], granted, next_free_at(candidates, now))
+        decided.append(event)
+        park(pool, event.key_id, at)
+    events: list[KeyPoolEvent] = [record] if record is not None and decided else []
+    # When every waiter asked was served or skipped, the next turn is due when a skipped one
+    # may be served, not when some other route frees a place.
+    free = wake if exhausted and math.isfinite(wake) else min(wake, next_free_at(candidates, now))
+    return Round([*events, *decided], granted, free, tuple(alerts))
 
 
 @dataclass(frozen=True, slots=True)

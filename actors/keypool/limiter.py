@@ -12,10 +12,15 @@ from dataclasses import dataclass, field
 class SlidingWindowLog:
     """At most `capacity` grants in any window of `window` seconds, and a burst may take them all.
 
-    Keeps the times of the last `capacity` grants. A grant at `now` is allowed iff fewer
-    than `capacity` grants are logged or the oldest of the last `capacity` lies at least
-    `window` seconds back; so any two grants `capacity` apart are `window` apart, and no
-    half-open window [t, t + window) ever holds more than `capacity` grants.
+    Keeps grant times in time order. A grant at `now` is allowed iff fewer than `capacity`
+    logged grants lie less than `window` seconds back; so no half-open window
+    [t, t + window) ever holds more than the capacity in force at its last grant.
+
+    A grant is forgotten once it is both older than the newest `capacity` grants and a full
+    window older than the newest grant: from then on it can never bind again. Forgetting only
+    by count would lose, on a shrink, grants that bind again when the capacity grows back in
+    the same window. Every change ends with the same rule, so live grants, replayed ones and
+    a restored log hold the same times.
     """
 
     capacity: int
@@ -28,55 +33,66 @@ class SlidingWindowLog:
         if self.window <= 0:
             raise ValueError(f"window must be positive, got {self.window}")
 
-    def available(self, now: float) -> int:
-        """How many grants may be taken at `now`."""
-        free = self.capacity - len(self.log)
+    def _in_window(self, now: float) -> int:
+        """How many logged grants lie less than a window before `now`."""
+        expired = 0
         for t in self.log:
             if now - t >= self.window:
-                free += 1
+                expired += 1
             else:
                 break
-        return free
+        return len(self.log) - expired
+
+    def _forget(self) -> None:
+        """Drop the grants that can never bind again (see the class docstring)."""
+        log = self.log
+        while len(log) > self.capacity and log[-1] - log[0] >= self.window:
+            log.popleft()
+
+    def _insert(self, at: float) -> None:
+        """Log a grant at `at`, keeping time order."""
+        if self.log and at < self.log[-1]:
+            items = list(self.log)
+            bisect.insort(items, at)
+            self.log = deque(items)
+        else:
+            self.log.append(at)
+        self._forget()
+
+    def available(self, now: float) -> int:
+        """How many grants may be taken at `now`."""
+        return max(0, self.capacity - self._in_window(now))
 
     def next_free_at(self, now: float) -> float:
         """The earliest time at or after `now` when one grant is allowed."""
-        if len(self.log) < self.capacity:
+        n = len(self.log)
+        if n < self.capacity:
             return now
-        at = self.log[0] + self.window
-        if at - self.log[0] < self.window:  # rounding: the time returned must pass `take`
+        # The capacity-th newest grant must be a window old.
+        oldest = self.log[n - self.capacity]
+        at = oldest + self.window
+        if at - oldest < self.window:  # rounding: the time returned must pass `take`
             at = math.nextafter(at, math.inf)
         return max(now, at)
 
     def take(self, now: float) -> bool:
         """Record a grant at `now` if allowed; False (and nothing recorded) otherwise."""
-        if len(self.log) >= self.capacity:
-            if now - self.log[0] < self.window:
-                return False
-            self.log.popleft()
-        self.log.append(now)
+        n = len(self.log)
+        if n >= self.capacity and now - self.log[n - self.capacity] < self.window:
+            return False
+        self._insert(now)
         return True
 
     def record(self, at: float) -> None:
-        """Replay a grant made at `at`, keeping only the last `capacity` grants in time order."""
-        if self.log and at < self.log[-1]:
-            items = sorted([*self.log, at])
-            self.log = deque(items[-self.capacity :])
-        else:
-            self.log.append(at)
-            while len(self.log) > self.capacity:
-                self.log.popleft()
+        """Replay a grant made at `at` (in any order)."""
+        self._insert(at)
 
     def resize(self, capacity: int) -> None:
-        """Change the capacity from now on, keeping the grants that still bind.
-
-        Keeping the newest `capacity` grants gives the same rule for the new capacity: a
-        grant is allowed iff the `capacity`-th latest lies a full window back.
-        """
+        """Change the capacity from now on, keeping every grant that may still bind."""
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        while len(self.log) > capacity:
-            self.log.popleft()
+        self._forget()
 
     def copy(self) -> SlidingWindowLog:
         """An independent limiter with the same grants (a decision tries grants on a copy)."""
@@ -94,3 +110,4 @@ class SlidingWindowLog:
         del items[i]
         bisect.insort(items, new)
         self.log = deque(items)
+        self._forget()

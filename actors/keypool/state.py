@@ -13,19 +13,26 @@ start-up the actor dates every such grant still in its window at the start's tim
 before then. A call that goes out later is reported to the new actor, whose fold knows the
 grant and re-dates it again (only ever later); until that report is written the grant
 stays unreported, so another start dates it again.
+
+A pool's calls of the Pacific day are counted by its grants (`count_day`), whatever its
+limits: a day limit (`rpd`, the spend cap) set at a restart finds the day's calls counted,
+from a snapshot as from the log. A pool that reaches its spend cap is parked by a
+`key.parked` written with the grant that reached it (`actors.keypool.decide.day_park`).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
-from actors.forecast import window_capacity
-from actors.keypool.limiter import SlidingWindowLog
-from actors.keypool.status import PoolStatus, pool_status
+from actors.config import Config, counted_against
+from actors.forecast import window_capacity as window_capacity
+from actors.keypool.pool import PoolState as PoolState
+from actors.keypool.pool import Tuning as Tuning
+from actors.keypool.pool import copy_pools as copy_pools
+from actors.keypool.pool import link as link
 from events.catalogue import (
     KeyCooledDown,
     KeyDisabled,
@@ -35,7 +42,6 @@ from events.catalogue import (
     KeyTokenGranted,
     StoredEvent,
 )
-from events.days import next_pacific_midnight, pacific_day
 
 # Grants remembered (a repeated acquire gets the same token; a late send report finds its
 # grant); past it the older half is forgotten, on replay as live.
@@ -43,153 +49,6 @@ MAX_GRANTS = 10_000
 
 PoolEvent = KeyTokenGranted | KeyCooledDown | KeyParked | KeyDisabled | KeyLimitLearned
 KeyPoolEvent = PoolEvent | KeyGrantsRedated
-
-
-@dataclass(frozen=True, slots=True)
-class Tuning:
-    """How a pool learns from 429s.
-
-    `decrease`: the factor a per-minute 429 multiplies the rate by (unless upstream's
-    quotaValue names a lower rate, which is then taken); `probe_after`: windows of clean,
-    busy running before the rate is raised; `probe_step`: how much of the configured rate
-    each probe adds. `margin`: seconds added to each window, for the spread between a
-    grant and its call reaching upstream; it widens by MARGIN_STEP of the window, up to
-    `max_margin` (a share of the window), when upstream's quotaValue shows the rate is right
-    and the 429 came from timing.
-    """
-
-    decrease: float = 0.7
-    probe_after: float = 10.0
-    probe_step: float = 0.05
-    margin: float = 0.0
-    max_margin: float = 0.1
-
-
-@dataclass(slots=True)
-class PoolState:
-    """One quota pool (one upstream project): its keys, limiters and what upstream told it.
-
-    `name` to `tuning` and `hints` (key id -> the key's hint) come from the configuration;
-    the rest changes only by `apply`.
-    """
-
-    name: str
-    rpm: int
-    window: float
-    key_ids: tuple[str, ...]
-    rpd: int = 0
-    tuning: Tuning = field(default_factory=Tuning)
-    rate: int = 0  # the effective calls per minute: the configured rate, or less once learned
-    hints: dict[str, str] = field(default_factory=dict)
-    margin: float = field(init=False)
-    limiter: SlidingWindowLog = field(init=False)
-    cooldown_until: float = 0.0
-    parked_until: float = 0.0
-    disabled: set[str] = field(default_factory=set)
-    day: str = ""
-    day_calls: int = 0
-    last_throttled: float = 0.0
-    last_change: float = -math.inf
-    next_key: int = 0
-    granted: int = 0
-
-    def __post_init__(self) -> None:
-        self.rate = self.rpm if self.rate <= 0 else min(self.rate, self.rpm)
-        self.margin = self.tuning.margin
-        self.limiter = SlidingWindowLog(
-            capacity=window_capacity(self.rate, self.window), window=self.window + self.margin
-        )
-
-    def describe(self, now: float, waiting: int) -> dict[str, Any]:
-        """The pool as `KeyPool.status` shows it: limits, learned rate, tokens left, cooldown,
-        parking, disabled keys and today's calls."""
-        return {
-            "name": self.name,
-            "rpm": self.rpm,
-            "rate": self.rate,
-            "margin": self.margin,
-            "rpd": self.rpd,
-            "window_seconds": self.window,
-            "capacity": self.limiter.capacity,
-            "available": self.available(now),
-            "next_free_in": max(0.0, min(self.next_free_at(now), now + 10**9) - now),
-            "cooldown_in": max(0.0, self.cooldown_until - now),
-            "parked_until": self.parked_until if self.parked_until > now else 0.0,
-            "disabled": sorted(self.disabled),
-            "day_calls": self.day_calls if self.day == pacific_day(now) else 0,
-            "granted": self.granted,
-            "keys": len(self.key_ids),
-            "waiting": waiting,
-        }
-
-    def copy(self) -> PoolState:
-        """An independent copy (a decision tries its grants on one)."""
-        twin = copy.copy(self)
-        twin.limiter = self.limiter.copy()
-        twin.disabled = set(self.disabled)
-        return twin
-
-    @property
-    def healthy_keys(self) -> tuple[str, ...]:
-        """The keys not disabled, in configured order."""
-        return tuple(k for k in self.key_ids if k not in self.disabled)
-
-    def status(self, now: float) -> PoolStatus:
-        """The pool as the page, the queue and the alerts see it (its `disabled` set already
-        holds only the keys rejected under their configured hint)."""
-        keys = dict.fromkeys(self.key_ids, "")
-        return pool_status(
-            self.name, keys, dict.fromkeys(self.disabled, ""), self.parked_until, self.cooldown_until, now
-        )
-
-    def usable(self, now: float) -> bool:
-        """Whether the pool may serve calls at all at `now` (a cooldown is a short wait, not this)."""
-        return self.status(now).usable_from <= now
-
-    def day_left(self, now: float) -> float:
-        """Calls left today (inf without a daily limit)."""
-        if not self.rpd:
-            return math.inf
-        return self.rpd - (self.day_calls if pacific_day(now) == self.day else 0)
-
-    def available(self, now: float) -> int:
-        """Tokens the pool can hand out at `now`."""
-        if not self.usable(now) or now < self.cooldown_until:
-            return 0
-        return int(min(self.limiter.available(now), self.day_left(now)))
-
-    def next_free_at(self, now: float) -> float:
-        """The earliest time at or after `now` when the pool may grant (inf when unusable)."""
-        if not self.healthy_keys:
-            return math.inf
-        at = max(now, self.parked_until, self.cooldown_until, self.limiter.next_free_at(now))
-        if self.day_left(at) <= 0:
-            at = max(at, next_pacific_midnight(at))
-        return at
-
-    def next_key_id(self) -> str:
-        """The healthy key this pool hands out next (round robin)."""
-        keys = self.healthy_keys
-        return keys[self.next_key % len(keys)]
-
-    def set_rate(self, rate: int, now: float) -> None:
-        """Use `rate` calls per minute from now on (capped at the configured rate)."""
-        self.rate = max(1, min(rate, self.rpm))
-        self.limiter.resize(window_capacity(self.rate, self.window))
-        self.last_change = now
-
-    def set_margin(self, margin: float, now: float) -> None:
-        """Keep `margin` seconds between a grant and the one a window later that reuses its place."""
-        self.margin = max(self.tuning.margin, min(margin, self.tuning.max_margin * self.window))
-        self.limiter.window = self.window + self.margin
-        self.last_change = now
-
-    def count_day(self, at: float) -> None:
-        """Count one call against the day it falls in (Pacific)."""
-        day = pacific_day(at)
-        if day != self.day:
-            self.day, self.day_calls = day, 0
-        self.day_calls += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +72,38 @@ class KeyPoolState:
     grants: dict[tuple[str, int], Grant] = field(default_factory=dict)
     last_id: str = "0-0"
 
+    def __post_init__(self) -> None:
+        link(self.pools)
+
+
+def from_config(config: Config) -> KeyPoolState:
+    """The state before any event: the configured pools, tuned by `[keypool]`."""
+    k = config.keypool
+    tuning = Tuning(
+        decrease=k.decrease,
+        probe_after=k.probe_after_windows,
+        probe_step=k.probe_step,
+        margin=k.margin_seconds,
+    )
+    return KeyPoolState(
+        pools={
+            p.name: PoolState(
+                name=p.name,
+                rpm=p.rate,
+                window=p.window_seconds,
+                key_ids=p.key_ids,
+                rpd=p.rpd,
+                tuning=tuning,
+                hints=p.key_hints,
+                service_tier=p.service_tier,
+                price_per_image=p.price_per_image,
+                max_spend_per_day=p.max_spend_per_day,
+                counts_against=counted_against(config.pools, p.name),
+            )
+            for p in config.pools
+        }
+    )
+
 
 def call_name(task_id: str, attempt: int) -> str:
     """How `key.grants_redated` names an attempt's call."""
@@ -230,10 +121,11 @@ def apply_pool(pool: PoolState, event: PoolEvent) -> None:
     match event:
         case KeyTokenGranted():
             pool.limiter.record(event.at)
+            for log in pool.over:
+                log.record(event.at)
             pool.next_key += 1
             pool.granted += 1
-            if pool.rpd:
-                pool.count_day(event.at)
+            pool.count_day(event.at)  # for rpd and the spend cap, counted with or without them
         case KeyCooledDown():
             pool.cooldown_until = max(pool.cooldown_until, event.until)
             pool.last_throttled = max(pool.last_throttled, event.at)
@@ -258,7 +150,8 @@ def redate(pool: PoolState, grant: Grant, sent: float, reported: bool = True) ->
     """
     counted = max(grant.counted, sent)
     if counted > grant.counted:
-        pool.limiter.move(grant.counted, counted)
+        for log in (pool.limiter, *pool.over):
+            log.move(grant.counted, counted)
     return replace(grant, counted=counted, sent=grant.sent or reported)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from actors.config import Secret
+from actors.config import STANDARD, Secret
 from events.errors import GenqueueError
 
 # The input images each kind of task sends upstream, in order.
@@ -25,14 +25,16 @@ class ImageRequest:
     prompt: str
     images: dict[str, bytes]
     options: dict[str, Any] = field(default_factory=dict)
+    model: str = ""  # the model to call ("": the provider's configured one)
 
 
 @dataclass(frozen=True, slots=True)
 class ImageResult:
-    """One generated image."""
+    """One generated image, and the service tier upstream says served its call ("": not told)."""
 
     data: bytes
     mime_type: str
+    service_tier: str = ""
 
 
 class Failure(StrEnum):
@@ -116,12 +118,13 @@ class Provider(Protocol):
         key: Secret,
         on_sent: Callable[[float], None] | None = None,
         not_before: float = 0.0,
+        tier: str = STANDARD,
     ) -> ImageResult:
         """The image for `request`, using upstream key `key`; raises ProviderError.
 
         `on_sent(at)`: the request left for upstream at `at` (epoch seconds). `not_before`:
         the request is built but goes out no earlier than this (epoch seconds), when its
-        rate-limit place frees."""
+        rate-limit place frees. `tier`: the service tier the call asks for (its pool's)."""
         ...
 
 

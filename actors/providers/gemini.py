@@ -12,6 +12,7 @@ import contextvars
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -19,7 +20,7 @@ import httpx
 from google import genai
 from google.genai import errors, types
 
-from actors.config import ProviderConfig, Secret
+from actors.config import FLEX, PRIORITY, STANDARD, ProviderConfig, Secret
 from actors.providers import images
 from actors.providers.base import INPUT_ROLES, Failure, ImageRequest, ImageResult, ProviderError, hold_until
 
@@ -40,6 +41,10 @@ _KEYLIKE = re.compile(r"AIza[0-9A-Za-z_\-]{10,}|api_key:[^\s'\"]+")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
 _MODEL = re.compile(r"models/([\w.\-]+)")
 _RETRYABLE_STATUSES = {408}
+# The response header that names the tier which served a call, and the tiers a request asks for.
+TIER_HEADER = "x-gemini-service-tier"
+_TIERS = {FLEX: types.ServiceTier.FLEX, PRIORITY: types.ServiceTier.PRIORITY}
+_TIER_WORD = re.compile(r"[a-z][a-z_]{0,31}")
 # Responses can carry several large images in one JSON body: read in big chunks, as the SDK does.
 _READ_BUFFER = 2**22
 # The call in progress in this task: told the time its request went out on the wire, and
@@ -123,19 +128,21 @@ class GeminiProvider:
         for kind, roles in INPUT_ROLES.items():
             warm = ImageRequest("warm-up", kind, "", dict.fromkeys(roles, png), {})
             _contents(warm)
-            self._config(warm)
+            self._config(warm, PRIORITY)
         data = base64.b64encode(png).decode()
         part = {"inlineData": {"mimeType": "image/png", "data": data}}
         types.GenerateContentResponse.model_validate(
             {"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP"}]}
         )
 
-    def _config(self, request: ImageRequest) -> types.GenerateContentConfig:
+    def _config(self, request: ImageRequest, tier: str = STANDARD) -> types.GenerateContentConfig:
         aspect = request.options.get("aspect_ratio")
         seed = request.options.get("seed")
         return types.GenerateContentConfig(
             response_modalities=["IMAGE"],
             seed=seed if isinstance(seed, int) else None,
+            # Standard is sent as no field: the API's default (the SDK's ServiceTier.UNSPECIFIED).
+            service_tier=_TIERS.get(tier),
             image_config=types.ImageConfig(
                 aspect_ratio=aspect if isinstance(aspect, str) else "3:4", image_size=self._size
             ),
@@ -154,20 +161,24 @@ class GeminiProvider:
         key: Secret,
         on_sent: Callable[[float], None] | None = None,
         not_before: float = 0.0,
+        tier: str = STANDARD,
     ) -> ImageResult:
-        """One image for `request` with `key`; ProviderError (its `failure` sorted) otherwise.
+        """One image for `request` with `key`, asking for service `tier`; ProviderError (its
+        `failure` sorted) otherwise.
 
         `on_sent` is called with the time the request went out on the wire (after the SDK
         built it), not called when it never did. With `not_before`, the request, built and
-        connected, waits until then before it goes out."""
+        connected, waits until then before it goes out. The result names the tier upstream
+        says served the call (`served_tier`)."""
         await self.start()
         contents = _contents(request)
-        config = self._config(request)
+        config = self._config(request, tier)
+        model = request.model or self._model  # a fallback route may name its own
         _ON_SENT.set(on_sent)
         _NOT_BEFORE.set(not_before)
         try:
             response = await self._client(key).aio.models.generate_content(
-                model=self._model, contents=contents, config=config
+                model=model, contents=contents, config=config
             )
         except (
             errors.APIError,
@@ -176,11 +187,11 @@ class GeminiProvider:
             aiohttp.ClientError,
             httpx.HTTPError,
         ) as exc:
-            raise _scrubbed(classify(exc, self._model), key) from None
+            raise _scrubbed(classify(exc, model), key) from None
         finally:
             _ON_SENT.set(None)
             _NOT_BEFORE.set(0.0)
-        return _image(response)
+        return replace(_image(response), service_tier=served_tier(response))
 
     async def aclose(self) -> None:
         """Close every client's connections (call on the loop that made the calls)."""
@@ -209,6 +220,15 @@ def _contents(request: ImageRequest) -> list[Any]:
             raise ProviderError(f"input image {role!r} is not PNG, JPEG or WebP", failure=Failure.PERMANENT)
         parts.append(types.Part.from_bytes(data=data, mime_type=mime))
     return [*parts, text]
+
+
+def served_tier(response: types.GenerateContentResponse) -> str:
+    """The service tier that served the call, as the `x-gemini-service-tier` response header
+    names it (the SDK keeps the headers in `sdk_http_response`), lower case; "": not said."""
+    raw = response.sdk_http_response
+    headers = {k.lower(): v for k, v in (raw.headers or {}).items()} if raw is not None else {}
+    text = str(headers.get(TIER_HEADER) or "").strip().lower().removeprefix("service_tier_")
+    return text if _TIER_WORD.fullmatch(text) else ""
 
 
 def _image(response: types.GenerateContentResponse) -> ImageResult:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 from PIL import Image, UnidentifiedImageError
 
-from actors.config import ProviderConfig, Secret
+from actors.config import STANDARD, ProviderConfig, Secret
 from actors.providers import images
 from actors.providers.base import INPUT_ROLES, ImageRequest, ImageResult, ProviderError, hold_until
 
@@ -40,10 +40,12 @@ class OfflineProvider:
         key: Secret,
         on_sent: Callable[[float], None] | None = None,
         not_before: float = 0.0,
+        tier: str = STANDARD,
     ) -> ImageResult:
         """Render in a thread while the simulated latency runs; the call lasts the longer of the two.
 
-        Without rendering (`render = false`), the stock image after the latency."""
+        Without rendering (`render = false`), the stock image after the latency. Every tier
+        is served as asked."""
         await hold_until(not_before)
         if on_sent is not None:
             on_sent(time.time())
@@ -52,10 +54,10 @@ class OfflineProvider:
             if missing := [role for role in needed if role not in request.images]:
                 raise ProviderError(f"missing input image {missing[0]!r}", retryable=False)
             await asyncio.sleep(self.latency())
-            return ImageResult(data=self._stock, mime_type="image/png")
+            return ImageResult(data=self._stock, mime_type="image/png", service_tier=tier)
         render = asyncio.to_thread(self._render, request)
         _, data = await asyncio.gather(asyncio.sleep(self.latency()), render)
-        return ImageResult(data=data, mime_type="image/png")
+        return ImageResult(data=data, mime_type="image/png", service_tier=tier)
 
     def _render(self, request: ImageRequest) -> bytes:
         try:

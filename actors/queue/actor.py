@@ -13,7 +13,8 @@ from typing import Any
 import ray
 import structlog
 
-from actors.config import Config
+from actors.archiving import archive_of
+from actors.config import Config, lane_weights, reserved_slots
 from actors.logs import configure
 from actors.messages import Grants, Token
 from actors.queue.alerts import evaluate
@@ -25,6 +26,7 @@ from actors.queue.decide import (
     dispatch_only,
     next_wakeup,
     pools_usable_at,
+    recalls,
 )
 from actors.queue.outbox import Outbox
 from actors.queue.snapshots import frozen_copy, places, write
@@ -68,9 +70,11 @@ class Queue:
         configure()
         self._config = config
         self._workers = workers
-        # With the key pool, each round's dispatches take their tokens first (one call a round)
-        # and a task waits for quota in its place; without, each worker asks for its own.
+        # With the key pool and tokens_per_round, each round's dispatches take their tokens first
+        # (one call a round) and a task waits for quota in its place; without, each worker asks
+        # for its own. With lanes, slots are taken back through it (`recalls`).
         self._keypool = keypool
+        self._recalled: set[tuple[str, int]] = set()  # attempts whose slot was asked back
         self._tokens_at = 0.0  # no token to be had before this (epoch seconds)
         self._outbox = Outbox(workers)
         # Stream ids of the queue's own events, applied when appended, skipped when tailed.
@@ -82,6 +86,8 @@ class Queue:
             max_attempts=config.queue.max_attempts,
             workers=len(workers),
             per_user_running=config.queue.per_user_running,
+            weights=lane_weights(config),
+            reserved=reserved_slots(config),
         )
         self._pool_keys = [(p.name, p.key_hints) for p in config.pools]
         self._rng = random.Random(rng_seed)
@@ -130,6 +136,7 @@ class Queue:
             covers=lambda state: state.last_id,
             fold=apply,
             log=log,
+            archive=archive_of(self._config),
         )
         self._state = recovered.state
         self._recovery = recovered.summary()
@@ -246,7 +253,7 @@ class Queue:
         now = time.time()
         usable = pools_usable_at(self._state, self._pool_keys, now)
         decisions = decide(self._state, self._policy, now, self._rng, usable)
-        if decisions and self._keypool is not None:
+        if decisions and self._keypool is not None and self._config.keypool.tokens_per_round:
             decisions = await self._with_tokens(decisions, now)
         if now - self._alerts_at >= ALERT_EVERY_SECONDS:
             self._alerts_at = now
@@ -260,7 +267,19 @@ class Queue:
             # A guard found a task view ahead of this state: catch up before deciding again,
             # or the same decision would be refused for ever.
             self._apply(await self._store.read(self._state.last_id))
+        if self._policy.weights and self._keypool is not None:
+            await self._recall(now)
         return bool(decisions)
+
+    async def _recall(self, now: float) -> None:
+        """Ask the key pool to take back the slots `recalls` names (each asked once)."""
+        held = {(t, lease.attempt) for t, lease in self._state.running.items()}
+        self._recalled &= held
+        wanted = [pair for pair in recalls(self._state, self._policy, now) if pair not in self._recalled]
+        if wanted:
+            self._recalled.update(wanted)
+            taken = await self._keypool.withdraw.remote(wanted)
+            log.info("slots taken back for a lane below its share", asked=len(wanted), withdrawn=taken)
 
     async def _with_tokens(self, decisions: list[Decision], now: float) -> list[Decision]:
         """The decisions with only the dispatches the key pool gave tokens to (one call a round).
@@ -352,6 +371,7 @@ class Queue:
                 "succeeded": s.succeeded,
                 "failed": s.failed,
                 "cancelled": s.cancelled,
+                "expired": s.expired,
                 "late": s.late,
                 "throttled": s.throttled,
                 "waiting_order": list(s.waiting_order()),

@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from actors.config import AlertsConfig
+from actors.config.pools import usd
 from actors.keypool.status import pool_status
-from actors.queue.state import OUTCOME_BUCKET_SECONDS, QueueState
-from events.catalogue import AlertRaised, AlertResolved, Event
+from actors.queue.buckets import bucket_sums
+from actors.queue.state import QueueState
+from events.catalogue import AlertRaised, AlertResolved, Event, KeyParked
 
 # Alerts are signed as if by a token with this id, so `genqueue token secret alerts` prints
 # their whsec_ secret. Token ids are 12 hex digits: none is this one.
@@ -30,12 +32,7 @@ def _utc(at: float) -> str:
 
 def error_rate(state: QueueState, now: float, window: float) -> tuple[float, int]:
     """(share of failed upstream calls, calls) over the buckets inside the last `window` seconds."""
-    since = now - window - OUTCOME_BUCKET_SECONDS
-    ok = errors = 0
-    for bucket, (good, bad) in state.outcomes.items():
-        if bucket >= since:
-            ok += good
-            errors += bad
+    ok, errors = bucket_sums(state.outcomes, now, window)
     calls = ok + errors
     return (errors / calls if calls else 0.0), calls
 
@@ -49,7 +46,9 @@ def evaluate(
     """The alert events that the state calls for at `now`; empty when nothing changes.
 
     `pools` names each pool's keys (key id -> hint) for the parked-pool and disabled-key
-    rules; a disabled key whose hint changed was replaced and no longer alerts.
+    rules; a disabled key whose hint changed was replaced and no longer alerts. A pool parked
+    by its spend cap has the key pool's `spend_cap:<pool>` alert (`spend_cap_alert`) instead
+    of `pool_parked:<pool>`; it is resolved here once the pool is no longer parked.
     """
     rate, calls = error_rate(state, now, rules.error_window_seconds)
     oldest = min((lease.since for lease in state.running.values() if lease.since), default=now)
@@ -73,14 +72,17 @@ def evaluate(
     ]
     for pool, hints in pools:
         status = pool_status(pool, hints, state.disabled, state.parked.get(pool, 0.0), 0.0, now)
+        capped = f"{SPEND_CAP}{pool}" in state.alerts
         checks.append(
             (
                 f"pool_parked:{pool}",
-                1.0 if status.parked else 0.0,
+                1.0 if status.parked and not capped else 0.0,
                 0.5,
                 f"pool {pool} is parked until its daily quota resets at {_utc(status.parked_until)}",
             )
         )
+        # Raised only by the key pool, with the park: here it can only be resolved.
+        checks.append((f"{SPEND_CAP}{pool}", 1.0 if status.parked and capped else 0.0, 0.5, ""))
         for key_id in hints:
             off = key_id in status.disabled_keys
             detail = f"key {key_id} was rejected by upstream and is disabled; replace it in the config"
@@ -94,14 +96,68 @@ def evaluate(
             "upstream answers 404 for the configured model: it was retired or renamed; set provider.model",
         )
     )
+    checks += downgrade_checks(state, rules, now)
+    return transitions(checks, state.alerts, rules, now)
+
+
+def transitions(
+    checks: Iterable[tuple[str, float, float, str]], active: Collection[str], rules: AlertsConfig, now: float
+) -> list[Event]:
+    """The events of the checks (name, value, threshold, detail) whose alert changes at `now`:
+    raised above its threshold, resolved at or under `resolve_ratio` of it."""
     events: list[Event] = []
     for name, value, threshold, detail in checks:
-        active = name in state.alerts
-        if not active and value > threshold:
+        on = name in active
+        if not on and value > threshold:
             events.append(AlertRaised(name=name, value=value, threshold=threshold, detail=detail, at=now))
-        elif active and value <= threshold * rules.resolve_ratio:
+        elif on and value <= threshold * rules.resolve_ratio:
             events.append(AlertResolved(name=name, value=value, at=now))
     return events
+
+
+DOWNGRADED = "downgraded:"
+SPEND_CAP = "spend_cap:"
+
+
+def spend_cap_alert(park: KeyParked, calls: int, price: float, cap: float) -> AlertRaised:
+    """`spend_cap:<pool>`, raised by the key pool with the park of a pool whose `calls` today at
+    `price` USD reached its `max_spend_per_day` `cap` (resolved by `evaluate` once unparked)."""
+    spent = calls * price
+    detail = (
+        f"pool {park.pool} reached its daily spend cap: ${usd(spent)} of ${usd(cap)} today "
+        f"({calls} calls at ${usd(price)} an image); parked until {_utc(park.until)} (midnight "
+        "Pacific) while the other pools serve; a higher max_spend_per_day applies from the next day"
+    )
+    return AlertRaised(
+        name=f"{SPEND_CAP}{park.pool}", value=round(spent, 6), threshold=cap, detail=detail, at=park.at
+    )
+
+
+def tier_share(state: QueueState, pool: str, now: float, window: float) -> tuple[float, int, int]:
+    """(share served at another tier, those calls, all calls) of priority pool `pool` over the
+    buckets inside the last `window` seconds."""
+    calls, down = bucket_sums(state.tiers.get(pool, {}), now, window)
+    return (down / calls if calls else 0.0), down, calls
+
+
+def downgrade_checks(
+    state: QueueState, rules: AlertsConfig, now: float
+) -> list[tuple[str, float, float, str]]:
+    """`downgraded:<pool>`: more than `downgraded_above` of a priority pool's calls answered in
+    the last `error_window_seconds` (at least `error_min_calls` of them) were served at another
+    tier: upstream's priority limit is below the pool's rate."""
+    window = rules.error_window_seconds
+    checks = []
+    for pool in sorted(state.tiers):
+        share, down, calls = tier_share(state, pool, now, window)
+        detail = (
+            f"pool {pool} asks for priority, and upstream served {down} of its {calls} calls in the "
+            f"last {window:g} s at standard ({share:.0%}): its priority limit is below the pool's rate; "
+            "lower the pool's rpm or expect standard latency"
+        )
+        value = share if calls >= rules.error_min_calls else 0.0
+        checks.append((f"{DOWNGRADED}{pool}", value, rules.downgraded_above, detail))
+    return checks
 
 
 def payload(event: AlertRaised | AlertResolved, namespace: str) -> dict[str, Any]:

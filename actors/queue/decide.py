@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from actors.config.lanes import next_lane
 from actors.keypool.status import earliest_usable, pool_status
 from actors.queue.state import QueueState
 from events.catalogue import (
@@ -16,6 +17,7 @@ from events.catalogue import (
     Event,
     TaskCancelled,
     TaskDispatched,
+    TaskExpired,
     TaskFailed,
     TaskLeaseExpired,
     TaskRetryScheduled,
@@ -34,6 +36,9 @@ class Policy:
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
     per_user_running: int = 0  # 0: no cap
+    # Priority lanes (`actors.config.lanes`): their weights, and the slots kept for each alone.
+    weights: Mapping[str, float] = field(default_factory=dict)
+    reserved: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,8 @@ def _after_attempt(
 ) -> list[Event]:
     entry = state.tasks[task_id]
     charged = entry.charged
+    if expires(entry.deadline, entry.started, now):
+        return expire(state, task_id, attempt, now)
     if retryable and charged < policy.max_attempts:
         delay = backoff(attempt, policy.backoff_base, policy.backoff_cap, rng.random())
         return [
@@ -69,12 +76,27 @@ def _after_attempt(
                 attempt=attempt,
                 not_before=now + delay,
                 order=entry.order,
+                lane=entry.lane,
                 at=now,
             )
         ]
     reason = error if not retryable else f"gave up after {charged} attempts: {error}"
-    failed = TaskFailed(task_id=task_id, attempt=attempt, error=reason, kind=entry.kind, at=now)
+    failed = TaskFailed(
+        task_id=task_id, attempt=attempt, error=reason, kind=entry.kind, lane=entry.lane, at=now
+    )
     return [failed, *refund(state, task_id, "failed", now)]
+
+
+def expires(deadline: float, started: bool, now: float) -> bool:
+    """Whether a task with `deadline` (0: none) ends expired at `now`: none of its calls started."""
+    return bool(deadline) and not started and deadline <= now
+
+
+def expire(state: QueueState, task_id: str, attempt: int, now: float) -> list[Event]:
+    """The end of a task whose deadline passed before any call of it started, with its refund."""
+    entry = state.tasks[task_id]
+    ended = TaskExpired(task_id=task_id, attempt=attempt, deadline=entry.deadline, lane=entry.lane, at=now)
+    return [ended, *refund(state, task_id, "expired", now)]
 
 
 def refund(state: QueueState, task_id: str, reason: str, now: float) -> list[Event]:
@@ -98,7 +120,7 @@ def cancel(
     if not state.is_waiting(task_id):
         return "running"
     events = (
-        TaskCancelled(task_id=task_id, reason=reason, at=now),
+        TaskCancelled(task_id=task_id, reason=reason, lane=entry.lane, at=now),
         *refund(state, task_id, "cancelled", now),
     )
     return Decision(events, {task_id: Expect(QUEUED, entry.attempts)})
@@ -138,6 +160,18 @@ def decide(
             expired = TaskLeaseExpired(task_id=task_id, attempt=lease.attempt, at=now)
             follow = _after_attempt(state, task_id, lease.attempt, True, "lease expired", policy, now, rng)
             decisions.append(Decision((expired, *follow), {task_id: Expect(RUNNING, lease.attempt)}))
+    # Every waiting task past its deadline, in one append (one round trip however many expire
+    # at once), each guarded as still waiting. A dispatched task's worker expires it if its
+    # token does not come in time.
+    expiring: dict[str, Expect] = {}
+    ends: list[Event] = []
+    for task_id in state.due(now):
+        entry = state.tasks[task_id]
+        if state.is_waiting(task_id):
+            expiring[task_id] = Expect(QUEUED, entry.attempts)
+            ends += expire(state, task_id, entry.attempts, now)
+    if ends:
+        decisions.append(Decision(tuple(ends), expiring))
     free = policy.slots - len(state.running)
     if free > 0 and state.waiting and usable_at <= now:
         load = [0] * policy.workers
@@ -145,12 +179,19 @@ def decide(
             if 0 <= lease.worker < policy.workers:
                 load[lease.worker] += 1
         per_user = state.running_per_user() if policy.per_user_running else {}
-        for task_id in state.waiting_order():
+        used = state.lane_used() if policy.weights else {}
+        shut: set[str] = set()  # lanes that may take no more slots in this round
+        for task_id in _by_lane(state, policy, used, shut) if policy.weights else state.waiting_order():
             if free == 0:
                 break
-            if state.not_before.get(task_id, 0.0) > now:
+            if state.not_before.get(task_id, 0.0) > now or task_id in expiring:
                 continue
             entry = state.tasks[task_id]
+            if policy.weights:
+                if free <= _kept(policy.reserved, used, entry.lane):
+                    shut.add(entry.lane)  # the free slots left are kept for other lanes
+                    continue
+                used[entry.lane] = used.get(entry.lane, 0) + 1
             if policy.per_user_running:
                 if per_user.get(entry.user_id, 0) >= policy.per_user_running:
                     continue
@@ -166,12 +207,86 @@ def decide(
                     worker=worker,
                     lease_deadline=now + policy.lease_seconds,
                     order=entry.order,
+                    lane=entry.lane,
                     at=now,
                 )
             )
     if batch:
         decisions.insert(0, Decision(tuple(batch), guards))
     return decisions
+
+
+def _kept(reserved: Mapping[str, int], used: Mapping[str, int], lane: str) -> int:
+    """The free slots that `lane` may not take: the other lanes' reserved slots they do not use."""
+    return sum(max(0, n - used.get(other, 0)) for other, n in reserved.items() if other != lane)
+
+
+def _by_lane(state: QueueState, policy: Policy, used: dict[str, int], shut: set[str]) -> Iterator[str]:
+    """The waiting tasks interleaved across lanes by weight: next, the head of the lane with the
+    fewest slots held per unit of weight (`used`, which the caller counts up as it dispatches),
+    so each lane with tasks waiting gets its weight's share of the slots; inside a lane, the
+    queue's fair order. A lane with nothing waiting lends its share until its tasks come; a
+    lane the caller `shut` yields no more."""
+    heads: dict[str, tuple[float, int, str]] = {}
+    rest: dict[str, Iterator[tuple[float, int, str]]] = {}
+    for lane, places in state.lanes.items():
+        rest[lane] = iter(places)
+        if (head := next(rest[lane], None)) is not None:
+            heads[lane] = head
+    while heads:
+        lane = next_lane(policy.weights, used, heads)
+        if lane not in shut:
+            yield heads[lane][2]
+        if lane in shut or (head := next(rest[lane], None)) is None:
+            del heads[lane]
+        else:
+            heads[lane] = head
+
+
+def recalls(state: QueueState, policy: Policy, now: float) -> list[tuple[str, int]]:
+    """The slots to take back for lanes below their share: (task id, attempt) of holders whose
+    call has not started, newest first, from the lanes holding most above their share.
+
+    A lane lends the slots it does not need; when its tasks come and every slot is held, the
+    slots are freed only as calls end, and the holders of a lending lane may wait a long time
+    for tokens that now go to the lane that came back (the key pool's virtual time). So, while a
+    lane with tasks ready to start holds fewer slots than its share (its weight's, or its
+    reserve), as many slots are taken back from lanes above theirs, never one whose call began:
+    the key pool refuses those still waiting for a token (`KeyPool.withdraw`), and they go back
+    to their places having made no call. Slots free now are given first; nothing without lanes.
+    """
+    if not policy.weights:
+        return []
+    held = state.lane_used()
+    ready = {lane: len(places) for lane, places in state.lanes.items()}
+    for task_id, until in state.not_before.items():  # few: the tasks in a retry's backoff
+        if until > now and (entry := state.tasks.get(task_id)) is not None and state.is_waiting(task_id):
+            ready[entry.lane] -= 1
+    active = {lane for lane, n in {**held, **ready}.items() if n}
+    total = sum(policy.weights.get(lane, 1.0) for lane in active)
+    share = {
+        lane: max(policy.slots * policy.weights.get(lane, 1.0) / total, policy.reserved.get(lane, 0))
+        for lane in active
+    }
+    short = sum(
+        min(ready.get(lane, 0), max(0, math.floor(share[lane]) - held.get(lane, 0))) for lane in active
+    )
+    short -= max(0, policy.slots - len(state.running))
+    taken: list[tuple[str, int]] = []
+    for lane in sorted(active, key=lambda m: held.get(m, 0) / policy.weights.get(m, 1.0), reverse=True):
+        over = held.get(lane, 0) - math.ceil(share[lane])
+        if short - len(taken) <= 0 or over <= 0:
+            continue
+        mine = sorted(
+            (
+                (lease.since, t, lease.attempt)
+                for t, lease in state.running.items()
+                if (e := state.tasks.get(t)) is not None and e.lane == lane and not e.started
+            ),
+            reverse=True,
+        )
+        taken += [(t, attempt) for _, t, attempt in mine[: min(over, short - len(taken))]]
+    return taken
 
 
 def dispatch_only(decisions: list[Decision], granted: int) -> list[Decision]:
@@ -190,9 +305,14 @@ def dispatch_only(decisions: list[Decision], granted: int) -> list[Decision]:
 
 def next_wakeup(state: QueueState, usable_at: float = 0.0) -> float | None:
     """The earliest time a decision may change without a new event: a lease deadline, a retry,
-    or a pool coming back."""
+    a task's deadline, or a pool coming back."""
     times = [lease.deadline for lease in state.running.values()]
     times += list(state.not_before.values())
+    for deadline, task_id in state.deadlines:
+        # The first waiting one: a dispatched task's deadline is its worker's to keep.
+        if state.is_waiting(task_id):
+            times.append(deadline)
+            break
     if state.waiting and math.isfinite(usable_at) and usable_at > 0:
         times.append(usable_at)
     return min(times) if times else None

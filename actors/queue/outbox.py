@@ -50,6 +50,10 @@ class Outbox:
             pool=token.pool,
             key_id=token.key_id,
             not_before=token.not_before,
+            deadline=0.0 if entry.started else entry.deadline,
+            user_id=entry.user_id,
+            price=entry.price,
+            lane=entry.lane,
         )
         self._specs.setdefault(worker % len(self._workers), []).append(spec)
 

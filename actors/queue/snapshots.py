@@ -33,6 +33,9 @@ def frozen_copy(state: QueueState) -> QueueState:
         running=dict(state.running),
         to_decide=dict(state.to_decide),
         outcomes={bucket: list(counts) for bucket, counts in state.outcomes.items()},
+        tiers={pool: {b: list(c) for b, c in buckets.items()} for pool, buckets in state.tiers.items()},
+        deadlines=SortedList(),  # derived from the tasks at a restore; not in the document
+        lanes={},  # derived from the queue at a restore; not in the document
         alerts=dict(state.alerts),
         parked=dict(state.parked),
         disabled=dict(state.disabled),

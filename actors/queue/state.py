@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, assert_never
 
 from sortedcontainers import SortedList
 
+from actors.config.pools import PRIORITY, downgraded
+from actors.queue.buckets import count_in_bucket
+from actors.queue.entries import EndedAttempt as EndedAttempt
+from actors.queue.entries import Lease as Lease
+from actors.queue.entries import PendingWebhook as PendingWebhook
+from actors.queue.entries import TaskEntry as TaskEntry
+from actors.queue.entries import entry_with
 from events.catalogue import (
     AlertNotified,
     AlertRaised,
@@ -25,11 +33,13 @@ from events.catalogue import (
     KeyLimitLearned,
     KeyParked,
     KeyTokenGranted,
+    LogArchived,
     SnapshotTaken,
     StoredEvent,
     TaskAttemptFailed,
     TaskCancelled,
     TaskDispatched,
+    TaskExpired,
     TaskFailed,
     TaskLateOutcomeIgnored,
     TaskLeaseExpired,
@@ -44,74 +54,6 @@ from events.catalogue import (
     WebhookDelivered,
     WebhookFailed,
 )
-
-OUTCOME_BUCKET_SECONDS = 10
-OUTCOME_BUCKETS = 60  # ten minutes: the longest error-rate window an alert rule may use
-
-
-@dataclass(frozen=True, slots=True)
-class TaskEntry:
-    """What the queue keeps of a live (not yet ended) task; replaced, never changed, so that a
-    shallow copy of the state is a consistent one (see `frozen_copy`)."""
-
-    task_id: str
-    user_id: str
-    kind: str
-    prompt: str
-    inputs: dict[str, str]
-    options: dict[str, Any]
-    order: float  # the task's place: waiting tasks start by (order, seq)
-    seq: int
-    attempts: int = 0
-    throttled: int = 0  # attempts that ended in a 429: they do not count against the retry budget
-    at: float = 0.0  # when it was submitted
-    price: int = 0  # credits charged at submit, refunded if it does not succeed
-    webhook_url: str = ""  # where to POST the task view when it ends
-    token_id: str = ""  # the submitting token, whose secret signs the webhook
-
-    @property
-    def place(self) -> tuple[float, int, str]:
-        """The task's key in the waiting queue."""
-        return (self.order, self.seq, self.task_id)
-
-    @property
-    def charged(self) -> int:
-        """Attempts that count against the retry budget."""
-        return self.attempts - self.throttled
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A slot held by one attempt, dispatched at `since`, until `deadline`."""
-
-    attempt: int
-    worker: int
-    deadline: float
-    since: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class EndedAttempt:
-    """An attempt that ended without an image and awaits a retry-or-fail decision."""
-
-    attempt: int
-    error: str
-    retryable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class PendingWebhook:
-    """A completion webhook of an ended task, not yet delivered nor given up.
-
-    `attempts` made so far; the next is due at `next_at`; `ended_at` starts its time bound.
-    """
-
-    task_id: str
-    url: str
-    token_id: str
-    ended_at: float
-    attempts: int = 0
-    next_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -142,15 +84,33 @@ class QueueState:
     last_success: float = 0.0
     # Completion webhooks still to deliver, by task id.
     webhooks: dict[str, PendingWebhook] = field(default_factory=dict)
+    expired: int = 0
+    # Priority pools' answered calls per 10 s bucket (pool -> bucket start -> [calls, served at
+    # another tier]), the last OUTCOME_BUCKETS: the `downgraded:<pool>` alert's figures.
+    tiers: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+    # (deadline, task id) of the tasks whose deadline still applies (none of their calls started).
+    deadlines: SortedList = field(default_factory=SortedList)
+    # The waiting places again, one list per lane (derived: rebuilt from `queue` at a restore).
+    lanes: dict[str, SortedList] = field(default_factory=dict)
+
+    def due(self, now: float) -> Iterator[str]:
+        """The tasks whose deadline has passed at `now` and still applies, soonest first."""
+        for deadline, task_id in self.deadlines:
+            if deadline > now:
+                return
+            yield task_id
 
     def record_outcome(self, at: float, ok: bool) -> None:
         """Count one upstream call's outcome in its 10 s bucket, forgetting old buckets."""
-        bucket = int(at // OUTCOME_BUCKET_SECONDS) * OUTCOME_BUCKET_SECONDS
-        counts = self.outcomes.setdefault(bucket, [0, 0])
-        counts[0 if ok else 1] += 1
-        if len(self.outcomes) > OUTCOME_BUCKETS:
-            for old in sorted(self.outcomes)[: len(self.outcomes) - OUTCOME_BUCKETS]:
-                del self.outcomes[old]
+        count_in_bucket(self.outcomes, at, 0 if ok else 1)
+
+    def record_tier(self, pool: str, at: float, downgraded: bool) -> None:
+        """Count one answered call of priority pool `pool` (and whether it was served at another
+        tier) in its 10 s bucket, forgetting old buckets."""
+        buckets = self.tiers.setdefault(pool, {})
+        count_in_bucket(buckets, at, 0)
+        if downgraded:
+            count_in_bucket(buckets, at, 1)
 
     @property
     def waiting(self) -> int:
@@ -170,17 +130,32 @@ class QueueState:
 
     def running_per_user(self) -> dict[str, int]:
         """How many tasks of each user hold a slot."""
-        counts: dict[str, int] = {}
+        return Counter(entry.user_id for entry in self._holders())
+
+    def lane_used(self) -> dict[str, int]:
+        """How many slots each lane's tasks hold."""
+        return Counter(entry.lane for entry in self._holders())
+
+    def _holders(self) -> Iterator[TaskEntry]:
         for task_id in self.running:
-            entry = self.tasks.get(task_id)
-            if entry is not None:
-                counts[entry.user_id] = counts.get(entry.user_id, 0) + 1
-        return counts
+            if (entry := self.tasks.get(task_id)) is not None:
+                yield entry
+
+    def _enqueue(self, entry: TaskEntry) -> None:
+        self.queue.add(entry.place)
+        lane = self.lanes.get(entry.lane)
+        if lane is None:
+            lane = self.lanes[entry.lane] = SortedList()
+        lane.add(entry.place)
 
     def _unqueue(self, task_id: str) -> None:
         entry = self.tasks.get(task_id)
         if entry is not None:
             self.queue.discard(entry.place)
+            if (lane := self.lanes.get(entry.lane)) is not None:
+                lane.discard(entry.place)
+                if not lane:
+                    del self.lanes[entry.lane]
         self.not_before.pop(task_id, None)
 
     def _end(self, task_id: str, at: float) -> None:
@@ -191,23 +166,12 @@ class QueueState:
         self.running.pop(task_id, None)
         self.to_decide.pop(task_id, None)
         self.tasks.pop(task_id, None)
+        if entry is not None and entry.deadline:
+            self.deadlines.discard((entry.deadline, task_id))
 
     def _holds(self, task_id: str, attempt: int) -> bool:
         lease = self.running.get(task_id)
         return lease is not None and lease.attempt == attempt
-
-
-_ENTRY_FIELDS = tuple(f.name for f in fields(TaskEntry))
-
-
-def _entry_with(entry: TaskEntry, name: str, value: int) -> TaskEntry:
-    """`replace(entry, name=value)` without its generic walk over the fields: half the time,
-    on the fold's hottest path."""
-    new = object.__new__(TaskEntry)
-    for slot in _ENTRY_FIELDS:
-        object.__setattr__(new, slot, getattr(entry, slot))
-    object.__setattr__(new, name, value)
-    return new
 
 
 def apply(state: QueueState, stored: StoredEvent) -> QueueState:
@@ -239,10 +203,12 @@ def _apply_event(state: QueueState, event: Event) -> None:
         return
     if isinstance(event, (IntakePaused, IntakeResumed)):  # intake, not the queue: queued tasks drain
         return
+    if isinstance(event, LogArchived):
+        return
     if isinstance(event, CreditsCharged):
         charged = state.tasks.get(event.task_id)
         if charged is not None:
-            state.tasks[event.task_id] = _entry_with(charged, "price", charged.price + event.amount)
+            state.tasks[event.task_id] = entry_with(charged, "price", charged.price + event.amount)
         return
     t = event.task_id
     match event:
@@ -262,17 +228,23 @@ def _apply_event(state: QueueState, event: Event) -> None:
                 at=event.at,
                 webhook_url=event.webhook_url,
                 token_id=event.token_id,
+                deadline=event.deadline,
+                lane=event.lane,
             )
-            state.queue.add(state.tasks[t].place)
+            state._enqueue(state.tasks[t])
+            if event.deadline:
+                state.deadlines.add((event.deadline, t))
         case TaskDispatched():
             entry = state.tasks.get(t)
             if entry is None or t in state.running:
                 return
             state._unqueue(t)
-            state.tasks[t] = _entry_with(entry, "attempts", event.attempt)
+            state.tasks[t] = entry_with(entry, "attempts", event.attempt)
             state.running[t] = Lease(event.attempt, event.worker, event.lease_deadline, event.at)
         case TaskSucceeded():
             state.record_outcome(event.at, ok=True)
+            if event.asked_tier == PRIORITY:
+                state.record_tier(event.pool, event.at, downgraded(event.asked_tier, event.service_tier))
             state.last_success = max(state.last_success, event.at)
             if state._holds(t, event.attempt):
                 state._end(t, event.at)
@@ -292,7 +264,7 @@ def _apply_event(state: QueueState, event: Event) -> None:
             entry = state.tasks.get(t)
             if entry is None or state.to_decide.pop(t, None) is None:
                 return
-            state.queue.add(entry.place)
+            state._enqueue(entry)
             state.not_before[t] = event.not_before
         case TaskFailed():
             if t in state.tasks:
@@ -302,14 +274,25 @@ def _apply_event(state: QueueState, event: Event) -> None:
             if t in state.tasks and t not in state.running:
                 state._end(t, event.at)
                 state.cancelled += 1
+        case TaskExpired():
+            # A waiting task (attempt 0 or its last attempt's count), or a dispatched one whose
+            # worker found the deadline passed before its call (it holds that attempt).
+            entry = state.tasks.get(t)
+            if (
+                entry is not None
+                and not entry.started
+                and (t not in state.running or state._holds(t, event.attempt))
+            ):
+                state._end(t, event.at)
+                state.expired += 1
         case TaskUpstreamThrottled():
             entry = state.tasks.get(t)
             if entry is None or not state._holds(t, event.attempt):
                 return
             del state.running[t]
-            state.tasks[t] = _entry_with(entry, "throttled", entry.throttled + 1)
+            state.tasks[t] = entry_with(entry, "throttled", entry.throttled + 1)
             state.throttled += 1
-            state.queue.add(entry.place)
+            state._enqueue(entry)
         case TaskLateOutcomeIgnored():
             state.late += 1
         case WebhookAttempted():
@@ -318,7 +301,13 @@ def _apply_event(state: QueueState, event: Event) -> None:
                 state.webhooks[t] = replace(pending, attempts=event.attempt, next_at=event.next_at)
         case WebhookDelivered() | WebhookFailed():
             state.webhooks.pop(t, None)
-        case TaskStarted() | KeyTokenGranted():
+        case TaskStarted():
+            entry = state.tasks.get(t)
+            if entry is not None and not entry.started:
+                state.tasks[t] = entry_with(entry, "started", True)
+                if entry.deadline:
+                    state.deadlines.discard((entry.deadline, t))
+        case KeyTokenGranted():
             pass
         case _:
             assert_never(event)
@@ -348,7 +337,7 @@ def snapshot(state: QueueState) -> dict[str, Any]:
         "to_decide": {t: asdict(ended) for t, ended in state.to_decide.items()},
         "seq": state.seq,
         "last_id": state.last_id,
-        "counters": [state.succeeded, state.failed, state.cancelled, state.late],
+        "counters": [state.succeeded, state.failed, state.cancelled, state.late, state.expired],
         "outcomes": {str(b): c for b, c in state.outcomes.items()},
         "alerts": state.alerts,
         "throttled": state.throttled,
@@ -356,6 +345,7 @@ def snapshot(state: QueueState) -> dict[str, Any]:
         "disabled": state.disabled,
         "model": [state.last_not_found, state.last_success],
         "webhooks": {t: asdict(pending) for t, pending in state.webhooks.items()},
+        "tiers": {pool: {str(b): c for b, c in buckets.items()} for pool, buckets in state.tiers.items()},
     }
 
 
@@ -373,7 +363,15 @@ def restore(data: dict[str, Any]) -> QueueState:
             seq=int(data["seq"]),
             last_id=str(data["last_id"]),
         )
-        state.succeeded, state.failed, state.cancelled, state.late = (int(n) for n in data["counters"])
+        counters = [int(n) for n in data["counters"]]
+        state.succeeded, state.failed, state.cancelled, state.late = counters[:4]
+        state.expired = counters[4] if len(counters) > 4 else 0
+        state.deadlines = SortedList(
+            (entry.deadline, t) for t, entry in state.tasks.items() if entry.deadline and not entry.started
+        )
+        for place in state.queue:
+            if (entry := state.tasks.get(place[2])) is not None:
+                state.lanes.setdefault(entry.lane, SortedList()).add(place)
         state.outcomes = {int(b): [int(ok), int(err)] for b, (ok, err) in data.get("outcomes", {}).items()}
         state.alerts = {str(n): float(at) for n, at in data.get("alerts", {}).items()}
         state.throttled = int(data.get("throttled", 0))
@@ -381,6 +379,10 @@ def restore(data: dict[str, Any]) -> QueueState:
         state.disabled = {str(k): str(h) for k, h in data.get("disabled", {}).items()}
         state.last_not_found, state.last_success = (float(x) for x in data.get("model", [0.0, 0.0]))
         state.webhooks = {t: PendingWebhook(**p) for t, p in data.get("webhooks", {}).items()}
+        state.tiers = {
+            str(pool): {int(b): [int(calls), int(down)] for b, (calls, down) in buckets.items()}
+            for pool, buckets in data.get("tiers", {}).items()
+        }
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed snapshot: {exc!r}") from exc
     return state

@@ -24,7 +24,8 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 import httpx
 import structlog
@@ -55,11 +56,14 @@ from events.catalogue import (
     AlertResolved,
     Event,
     TaskCancelled,
+    TaskExpired,
     TaskFailed,
     TaskSucceeded,
 )
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
+
+T = TypeVar("T")
 
 log = structlog.get_logger("genqueue.webhooks")
 
@@ -118,35 +122,46 @@ async def check_url(url: str, allow_networks: Iterable[str]) -> str | None:
     return found if isinstance(found, str) else None
 
 
-async def post_checked(
-    client: httpx.AsyncClient, url: str, addresses: Sequence[str], body: str, headers: dict[str, str]
-) -> httpx.Response:
-    """POST `body` to `url` over a connection to the first of `addresses` (its host's, checked
-    by `checked_addresses`) that takes one.
-
-    The name is not resolved again. The Host header and TLS SNI keep it, and the server's
-    certificate is verified against it, so the receiver sees what a plain POST would send.
-    """
+def pinned(url: str, headers: Mapping[str, str]) -> tuple[httpx.URL, dict[str, str], dict[str, object]]:
+    """What a request to `url` sent to one of its host's checked addresses carries: the target,
+    `headers` with the name in Host, and (https) the name as TLS SNI, so the server sees what a
+    plain request would send and its certificate is verified against the name."""
     target = httpx.URL(url)
-    headers = {**headers, "host": target.netloc.decode("ascii")}
+    carried = {**headers, "host": target.netloc.decode("ascii")}
     extensions: dict[str, object] = {}
     if target.scheme == "https":
         extensions["sni_hostname"] = target.raw_host.decode("ascii")
         # The pool keys connections by address: one verified for another name at the same
         # address must not carry this request.
-        headers["connection"] = "close"
+        carried["connection"] = "close"
+    return target, carried, extensions
 
-    def to(address: str) -> httpx.Request:
-        return client.build_request(
-            "POST", target.copy_with(host=address), content=body, headers=headers, extensions=extensions
-        )
 
+async def first_to_connect(addresses: Sequence[str], attempt: Callable[[str], Awaitable[T]]) -> T:
+    """`attempt` on the first of `addresses` that takes a connection (nothing was sent to those
+    that did not, so the next may answer); the last one's failure is raised."""
     for address in addresses[:-1]:
         try:
-            return await client.send(to(address))
+            return await attempt(address)
         except (httpx.ConnectError, httpx.ConnectTimeout):
-            continue  # nothing was sent: the next address may answer
-    return await client.send(to(addresses[-1]))
+            continue
+    return await attempt(addresses[-1])
+
+
+async def post_checked(
+    client: httpx.AsyncClient, url: str, addresses: Sequence[str], body: str, headers: dict[str, str]
+) -> httpx.Response:
+    """POST `body` to `url` over a connection to the first of `addresses` (its host's, checked
+    by `checked_addresses`) that takes one; the name is not resolved again (`pinned`)."""
+    target, carried, extensions = pinned(url, headers)
+
+    async def send(address: str) -> httpx.Response:
+        request = client.build_request(
+            "POST", target.copy_with(host=address), content=body, headers=carried, extensions=extensions
+        )
+        return await client.send(request)
+
+    return await first_to_connect(addresses, send)
 
 
 class Deliverer:
@@ -175,7 +190,7 @@ class Deliverer:
 
     def follow(self, state: QueueState, event: Event) -> None:
         """Start the webhook that `event` (just applied to `state`) made pending, if any."""
-        if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled):
+        if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled | TaskExpired):
             pending = state.webhooks.get(event.task_id)
             if pending is not None and pending.attempts == 0:
                 self.start(pending)

@@ -7,13 +7,14 @@ import contextlib
 import os
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import ray.exceptions
 import structlog
 
 from actors.blobs import blob_store, task_blob
-from actors.config import Config
+from actors.config import Config, Route, route_of
 from actors.logs import configure
 from actors.messages import AttemptSpec, Token
 from actors.providers.base import ImageRequest, Provider, ProviderError
@@ -27,12 +28,22 @@ from actors.worker.decide import (
     Refused,
     Superseded,
     Unreadable,
+    expired,
     is_stale,
     outcome,
     report,
+    settled,
     started,
+    too_late,
 )
-from events.catalogue import RUNNING, Event, TaskAttemptFailed, TaskSucceeded, TaskUpstreamThrottled
+from events.catalogue import (
+    RUNNING,
+    Event,
+    TaskAttemptFailed,
+    TaskExpired,
+    TaskSucceeded,
+    TaskUpstreamThrottled,
+)
 from events.errors import StoreUnavailableError
 from events.redis_store import RedisEventStore
 from events.store import EventStore, Expect
@@ -150,12 +161,19 @@ class Worker:
         except Exception as exc:
             return await self._record(store, spec, outcome(spec, Unreadable(type(exc).__name__), time.time()))
         request = ImageRequest(spec.task_id, spec.kind, spec.prompt, images, spec.options)
+        if too_late(spec, time.time()):
+            return await self._expire(store, spec)
         token: Token = (
             Token(spec.pool, spec.key_id, not_before=spec.not_before)
             if spec.pool
-            else await self._keypool.acquire.remote(spec.task_id, spec.attempt, spec.order)
+            else await self._keypool.acquire.remote(
+                spec.task_id, spec.attempt, spec.order, spec.deadline, spec.kind, spec.price, lane=spec.lane
+            )
         )
         now = time.time()
+        if too_late(spec, max(now, token.not_before)):
+            # No call starts after the deadline; a token that came too late goes unused.
+            return await self._expire(store, spec)
         if not token.granted:
             recorded = await self._record(store, spec, outcome(spec, NoPool(token.reason), now))
             if recorded == TaskUpstreamThrottled.type:
@@ -163,6 +181,11 @@ class Worker:
             return recorded
         pool, key_id = token.pool, token.key_id
         bound = bound.bind(pool=pool, key_id=key_id)
+        # Without [[routes]] nothing is refunded at success (a price changed since the charge
+        # is not a cheaper route), and the provider's model serves.
+        route = route_of(self._config, pool, spec.kind) if self._config.routes else None
+        if route is not None:  # the provider calls with the route's model
+            request = replace(request, model=route.model)
         start = started(spec, pool, key_id, token.not_before, now)
         # The call starts as soon as the token is in hand (the limiter counted it at the
         # grant); the started event is written meanwhile, and a refused one stops the call.
@@ -173,14 +196,14 @@ class Worker:
             call.cancel()
             return await self._late(store, spec, start.type)
         self._metrics.queue_wait.observe(start.waited)
-        ended = outcome(spec, await call, time.time())
+        ended = outcome(spec, await call, time.time(), route)
         if isinstance(ended, TaskSucceeded):
             self._metrics.call(pool, 200, ended.elapsed)
         elif isinstance(ended, TaskAttemptFailed):
             self._metrics.call(pool, ended.code, ended.elapsed)
         elif isinstance(ended, TaskUpstreamThrottled):
             self._metrics.call(pool, ended.code, max(0.0, ended.at - start.at))
-        recorded = await self._record(store, spec, ended)
+        recorded = await self._record(store, spec, ended, route)
         if recorded == ended.type:
             bound.info("attempt ended", outcome=ended.type)
         return recorded
@@ -208,8 +231,10 @@ class Worker:
         def sent(at: float) -> None:
             reports.sent(spec.task_id, spec.attempt, at)
 
+        tier = self._config.pool(pool).service_tier  # the service tier the pool's calls ask for
         try:
-            result = await self._provider.generate(request, self._config.key_secret(key_id), sent, not_before)
+            key = self._config.key_secret(key_id)
+            result = await self._provider.generate(request, key, sent, not_before, tier)
             ext = _EXTENSIONS.get(result.mime_type, "bin")
             ref = task_blob(spec.task_id, f"result-{spec.attempt}.{ext}")
             await self._blobs.write({ref: result.data})
@@ -223,16 +248,19 @@ class Worker:
         except Exception as exc:
             bound.exception("attempt crashed")
             return Crashed(pool, type(exc).__name__, t0)
-        return Generated(pool, ref, result.mime_type, t0)
+        return Generated(pool, ref, result.mime_type, t0, tier, result.service_tier)
 
     @staticmethod
     def _expect(spec: AttemptSpec) -> dict[str, Expect]:
         # The store appends an attempt's event only while the task runs that attempt.
         return {spec.task_id: Expect(RUNNING, spec.attempt)}
 
-    async def _record(self, store: EventStore, spec: AttemptSpec, event: Outcome) -> str:
-        """Append the attempt's `event`; returns its type, or the late event's when the guard refused it."""
-        if await self._append(store, [event], self._expect(spec)) is None:
+    async def _record(
+        self, store: EventStore, spec: AttemptSpec, event: Outcome, route: Route | None = None
+    ) -> str:
+        """Append the attempt's `event` (with a success's route refund, `settled`); returns its
+        type, or the late event's when the guard refused it."""
+        if await self._append(store, settled(spec, event, route), self._expect(spec)) is None:
             return await self._late(store, spec, event.type)
         return event.type
 
@@ -247,6 +275,14 @@ class Worker:
         if self._appender is None:
             self._appender = Appender(store, self._config.queue.lease_seconds, log)
         return await self._appender.append(events, expect)
+
+    async def _expire(self, store: EventStore, spec: AttemptSpec) -> str:
+        """End the task expired (with its refund) in place of its call."""
+        events = expired(spec, time.time())
+        if await self._append(store, events, self._expect(spec)) is None:
+            return await self._late(store, spec, TaskExpired.type)
+        log.info("deadline passed before the call", task_id=spec.task_id, attempt=spec.attempt)
+        return TaskExpired.type
 
     async def _late(self, store: EventStore, spec: AttemptSpec, refused: str) -> str:
         late = outcome(spec, Superseded(refused), time.time())

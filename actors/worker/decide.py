@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import assert_never
 
-from actors.messages import AttemptSpec, CallFailure
+from actors.config import Route
+from actors.messages import YIELDED, AttemptSpec, CallFailure
 from actors.providers.base import Failure, ProviderError
 from events.catalogue import (
     RUNNING,
+    YIELDED_QUOTA,
+    CreditsRefunded,
+    Event,
     TaskAttemptFailed,
+    TaskExpired,
     TaskLateOutcomeIgnored,
     TaskStarted,
     TaskSucceeded,
@@ -41,12 +46,15 @@ class NoPool:
 
 @dataclass(frozen=True, slots=True)
 class Generated:
-    """The call made an image, stored as blob `result`; the call started at `t0`."""
+    """The call made an image, stored as blob `result`; the call started at `t0`, asked for
+    service tier `asked_tier` (its pool's) and was served at `service_tier` ("": not told)."""
 
     pool: str
     result: str
     mime_type: str
     t0: float
+    asked_tier: str = ""
+    service_tier: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,27 @@ def started(spec: AttemptSpec, pool: str, key_id: str, not_before: float, now: f
     )
 
 
+def too_late(spec: AttemptSpec, starts: float) -> bool:
+    """Whether a call starting at `starts` would start after the attempt's deadline."""
+    return bool(spec.deadline) and starts >= spec.deadline
+
+
+def expired(spec: AttemptSpec, now: float) -> list[Event]:
+    """The end of a task whose deadline passed before its call could start, with its refund."""
+    ended: list[Event] = [
+        TaskExpired(
+            task_id=spec.task_id, attempt=spec.attempt, deadline=spec.deadline, lane=spec.lane, at=now
+        )
+    ]
+    if spec.price:
+        ended.append(
+            CreditsRefunded(
+                user_id=spec.user_id, task_id=spec.task_id, amount=spec.price, reason="expired", at=now
+            )
+        )
+    return ended
+
+
 def report(ended: Ended) -> CallFailure | None:
     """What the key pool must learn before the outcome is written, if anything.
 
@@ -126,8 +155,23 @@ def report(ended: Ended) -> CallFailure | None:
     )
 
 
-def outcome(spec: AttemptSpec, ended: Ended, now: float) -> Outcome:
-    """The event that records how the attempt ended at `now`."""
+def settled(spec: AttemptSpec, event: Outcome, route: Route | None) -> list[Event]:
+    """The events that record the attempt's `event`, appended together: a success on a route
+    cheaper than the task's charge also gives the difference back (reason "route")."""
+    if not isinstance(event, TaskSucceeded) or route is None or spec.price <= route.price:
+        return [event]
+    refund = CreditsRefunded(
+        user_id=spec.user_id,
+        task_id=spec.task_id,
+        amount=spec.price - route.price,
+        reason="route",
+        at=event.at,
+    )
+    return [event, refund]
+
+
+def outcome(spec: AttemptSpec, ended: Ended, now: float, route: Route | None = None) -> Outcome:
+    """The event that records how the attempt ended at `now`; a success names its `route`."""
     match ended:
         case Unreadable(error=error):
             return TaskAttemptFailed(
@@ -144,9 +188,11 @@ def outcome(spec: AttemptSpec, ended: Ended, now: float) -> Outcome:
                 pool="",
                 key_id="",
                 code=0,
-                quota="none",
+                # Its slot taken back for another lane (`KeyPool.withdraw`), or no pool serves.
+                quota=YIELDED_QUOTA if reason == YIELDED else "none",
                 retry_after=0.0,
                 order=spec.order,
+                lane=spec.lane,
                 reason=reason,
                 at=now,
             )
@@ -160,6 +206,9 @@ def outcome(spec: AttemptSpec, ended: Ended, now: float) -> Outcome:
                 held=now - spec.dispatched_at if spec.dispatched_at else 0.0,
                 kind=spec.kind,
                 pool=ended.pool,
+                service_tier=ended.service_tier,
+                asked_tier=ended.asked_tier,
+                route=route.name if route is not None else "",
                 at=now,
             )
         case Refused(error=exc) if exc.failure in QUOTA:
@@ -172,6 +221,7 @@ def outcome(spec: AttemptSpec, ended: Ended, now: float) -> Outcome:
                 quota=QUOTA[exc.failure],
                 retry_after=exc.retry_after or 0.0,
                 order=spec.order,
+                lane=spec.lane,
                 reason=exc.reason,
                 at=now,
             )

@@ -60,6 +60,12 @@ def token_create(
             "comma-separated or repeated ('app1:*,vip-7'). Default: every user.",
         ),
     ] = None,
+    lane: Annotated[
+        str,
+        typer.Option(
+            "--lane", help="The priority lane its submits ride, one of [[lanes]] (default: the default lane)."
+        ),
+    ] = "",
     config_file: ConfigFile = None,
     data_dir: DataDir = None,
     redis_url: RedisUrl = None,
@@ -80,11 +86,19 @@ def token_create(
         fail(f"--users: {exc}", 2)
     if scope and role != SERVICE:
         fail("--users: only a service token is scoped to users", 2)
-    hooks = config_or_exit(config_file).webhooks if role == SERVICE else None
-    token, event = new_token(user, role, webhook_url, scope)
+    config = config_or_exit(config_file)
+    lanes = [each.name for each in config.lanes]
+    if lane and lane not in lanes:
+        fail(
+            f"--lane: {lane!r} is not a configured lane "
+            f"({', '.join(lanes) or 'the config has no [[lanes]]'})",
+            2,
+        )
+    hooks = config.webhooks if role == SERVICE else None
+    token, event = new_token(user, role, webhook_url, scope, lane)
     with store(config_file, data_dir, redis_url, namespace) as where:
         asyncio.run(_append(where.url, where.namespace, [event]))
-    within = f", for users {', '.join(scope)}" if scope else ""
+    within = (f", for users {', '.join(scope)}" if scope else "") + (f", lane {lane}" if lane else "")
     err.print(f"token {event.token_id} for {user} ({role}{within}); it is shown only now:", markup=False)
     print(token)
     if hooks is not None and hooks.enabled:

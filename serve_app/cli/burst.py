@@ -1,23 +1,34 @@
-"""A burst of simulated users over HTTP: submit all at once, follow every task to its end, summarise."""
+"""A burst of simulated users over HTTP: submit all at once, follow every task to its end, summarise.
+
+The simulated users (here, in `genqueue loadtest` and in the demo) talk to genqueue through
+`genqueue_client`, over aiohttp's connection pool (`pooled`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import httpx
+from genqueue_client import AsyncClient, GenqueueError
+from httpx_aiohttp import AiohttpTransport
 
 from actors.forecast import makespan_at_rate, throughput_bound
 from actors.providers.images import sample_garment, sample_selfie
+from events.catalogue import TERMINAL
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-JSON = {"Content-Type": "application/json"}
+
+def pooled(limit: int = 0) -> httpx.AsyncBaseTransport:
+    """The transport of a client that holds hundreds of connections (`limit`, 0: no limit):
+    aiohttp's pool under httpx. httpx's own pool scans every connection per request, which
+    makes the client, not genqueue, the bottleneck at hundreds of simulated users."""
+    return AiohttpTransport(client=lambda: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)))
 
 
 def user_kind(i: int, kind: str) -> str:
@@ -27,33 +38,32 @@ def user_kind(i: int, kind: str) -> str:
     return kind
 
 
+def images(i: int, kind: str) -> dict[str, bytes]:
+    """Simulated user `i`'s photos for a task of `kind`: a selfie, and a garment for a fitting."""
+    photos = {"person": sample_selfie(i)}
+    if kind == "fitting":
+        photos["garment"] = sample_garment(i)
+    return photos
+
+
+def prompt(i: int) -> str:
+    """What simulated user `i` asks for."""
+    return f"studio portrait, look {i % 7}"
+
+
+def user_id(i: int) -> str:
+    """Simulated user `i`'s id: a service token submits on its behalf."""
+    return f"user-{i}"
+
+
 def payload(i: int, kind: str) -> dict[str, Any]:
     """A submit body for simulated user `i`, with generated photos."""
-    images = {"person": base64.b64encode(sample_selfie(i)).decode()}
-    if kind == "fitting":
-        images["garment"] = base64.b64encode(sample_garment(i)).decode()
     return {
         "kind": kind,
-        "prompt": f"studio portrait, look {i % 7}",
-        "images": images,
-        "user_id": f"user-{i}",
+        "prompt": prompt(i),
+        "images": {role: base64.b64encode(data).decode() for role, data in images(i, kind).items()},
+        "user_id": user_id(i),
     }
-
-
-async def sse_messages(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, str]]:
-    """The messages of a `text/event-stream` body, each as its fields (`id`, `event`, `data`)."""
-    message: dict[str, str] = {}
-    async for raw in content:
-        line = raw.decode().rstrip("\r\n")
-        if line:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            # Several data lines make one value, joined by newlines.
-            message[name] = f"{message[name]}\n{value}" if name == "data" and name in message else value
-            continue
-        if "data" in message:
-            yield message
-        message = {}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -111,78 +121,81 @@ async def run_burst(
     deadline_seconds: float = 900.0,
     poll: float = 0.5,
     watch_last: int = 0,
-    headers: dict[str, str] | None = None,
+    token: str | None = None,
+    task_deadline: Callable[[int], float | None] | None = None,
+    task_lane: Callable[[int], str | None] | None = None,
 ) -> BurstResult:
     """Submit `users` tasks at once and wait until all have ended (or `deadline_seconds` pass).
 
-    `headers` go with every request (an `Authorization` of an admin token: the burst reads
-    `/v1/queue` and submits on behalf of its simulated users)."""
-    # Encoded before the clock starts: each simulated user has its request ready when it presses.
-    bodies = await asyncio.to_thread(
-        lambda: [json.dumps(payload(i, user_kind(i, kind))).encode() for i in range(users)]
-    )
-    # aiohttp rather than httpx: httpx's pool scans every connection per request, which
-    # made the client, not the server, the bottleneck at hundreds of connections.
-    connector = aiohttp.TCPConnector(limit=users)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout, headers=headers) as client:
-
-        async def get(path: str) -> dict[str, Any]:
-            async with client.get(path) as r:
-                body: dict[str, Any] = await r.json(content_type=None)
-                return body
-
-        before = await get("/v1/queue")
+    `token` goes with every request: an admin's, as the burst reads `/v1/queue` and submits on
+    behalf of its simulated users. Retries are off: every refusal is counted. `task_deadline`
+    gives user i's task its deadline (seconds, None: none); such a task is queued even when its
+    ETA already misses it (`if_late` accept), so that a burst shows what expires; `task_lane`
+    gives its priority lane (None: the token's)."""
+    # Made before the clock starts: each simulated user has its photos ready when it presses.
+    photos = await asyncio.to_thread(lambda: [images(i, user_kind(i, kind)) for i in range(users)])
+    client = AsyncClient(url, token, timeout=60.0, retries=0, transport=pooled(users))
+    async with client:
+        before = await client.queue()
         # Each simulated user is connected before it presses, as an app on a phone is: the
         # clock then times genqueue, not one client process opening hundreds of connections.
-        await asyncio.gather(*(get("/healthz") for _ in range(users)))
+        await asyncio.gather(*(client.request("GET", "/healthz") for _ in range(users)))
         result = BurstResult(started=time.time())
 
-        async def submit(body: bytes) -> str | None:
+        async def submit(i: int) -> str | None:
             t0 = time.perf_counter()
-            async with client.post("/v1/tasks", data=body, headers=JSON) as r:
-                answer = await r.json(content_type=None)
-            result.submit_latencies.append(time.perf_counter() - t0)
-            if r.status != 202:
-                result.rejected[r.status] = result.rejected.get(r.status, 0) + 1
+            try:
+                seconds = task_deadline(i) if task_deadline is not None else None
+                task = await client.submit(
+                    user_kind(i, kind),
+                    photos[i],
+                    prompt(i),
+                    user_id=user_id(i),
+                    deadline_seconds=seconds,
+                    if_late="accept" if seconds else None,
+                    lane=task_lane(i) if task_lane is not None else None,
+                )
+            except GenqueueError as exc:
+                result.submit_latencies.append(time.perf_counter() - t0)
+                result.rejected[exc.status] = result.rejected.get(exc.status, 0) + 1
                 return None
-            result.predicted[answer["task_id"]] = float(answer["eta_seconds"] or 0.0)
-            return str(answer["task_id"])
+            result.submit_latencies.append(time.perf_counter() - t0)
+            eta = task.submitted.eta_seconds if task.submitted else None
+            result.predicted[task.id] = float(eta or 0.0)
+            return task.id
 
         async def watch(task_id: str) -> None:
             """Follow one task's SSE stream; time each state change from its event to its message."""
             seen = -1
-            async with client.get(f"/v1/tasks/{task_id}/watch") as r:
-                async for message in sse_messages(r.content):
-                    arrived = time.time()
-                    result.sse_messages[task_id] = result.sse_messages.get(task_id, 0) + 1
-                    count = int(message.get("id", "0-").split("-")[0] or 0)
-                    data = json.loads(message["data"])
-                    if count != seen and seen >= 0:
-                        stamps = [
-                            data[k] for k in ("dispatched_at", "started_at", "finished_at") if data.get(k)
-                        ]
-                        if stamps:
-                            result.sse_delays.append(arrived - max(stamps))
-                    seen = count
+            async for update in client.watch(task_id):
+                arrived = time.time()
+                result.sse_messages[task_id] = result.sse_messages.get(task_id, 0) + 1
+                count = int(update.id.split("-")[0] or 0)
+                view = update.view
+                if count != seen and seen >= 0:
+                    stamps = [t for t in (view.dispatched_at, view.started_at, view.finished_at) if t]
+                    if stamps:
+                        result.sse_delays.append(arrived - max(stamps))
+                seen = count
 
         # One simulated user after another, each request on the wire before the next is built:
         # with all 600 started at once, aiohttp writes a request body in a task of its own,
         # queued behind the other users' starts, and the first request would leave last.
         pending = []
-        for body in bodies:
-            pending.append(asyncio.create_task(submit(body)))
+        for i in range(users):
+            pending.append(asyncio.create_task(submit(i)))
             await asyncio.sleep(0)
         ids = [t for t in await asyncio.gather(*pending) if t]
         result.submits_answered = time.time()
         watchers = [asyncio.create_task(watch(t)) for t in ids[-watch_last:]] if watch_last else []
         deadline = time.monotonic() + deadline_seconds
-        base_done = sum(before[k] for k in TERMINAL)
+        # Each ending's count (one an older server does not report counts 0).
+        base_done = sum(before.get(k, 0) for k in TERMINAL)
         while time.monotonic() < deadline:
-            q = await get("/v1/queue")
+            q = await client.queue()
             if on_progress is not None:
                 on_progress(q)
-            if sum(q[k] for k in TERMINAL) - base_done >= len(ids):
+            if sum(q.get(k, 0) for k in TERMINAL) - base_done >= len(ids):
                 break
             await asyncio.sleep(poll)
         if watchers:
@@ -191,7 +204,7 @@ async def run_burst(
 
         async def fetch(task_id: str) -> None:
             async with sem:
-                result.views[task_id] = await get(f"/v1/tasks/{task_id}")
+                result.views[task_id] = (await client.task(task_id).status()).raw
 
         await asyncio.gather(*(fetch(t) for t in ids))
     result.finished = time.time()

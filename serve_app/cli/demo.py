@@ -6,18 +6,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
+from genqueue_client import AsyncClient
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from actors.config import Config
+from events.catalogue import TERMINAL
 from events.redis_store import RedisEventStore
 from serve_app.cli.burst import bound_seconds, percentile, run_burst
 from serve_app.http.auth import new_token
-
-_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
 def _pools_table(q: dict[str, Any]) -> Table:
@@ -37,33 +36,43 @@ def _pools_table(q: dict[str, Any]) -> Table:
     return table
 
 
-async def save_images(url: str, views: dict[str, dict[str, Any]], out: Path, headers: dict[str, str]) -> None:
+def extension(image: bytes) -> str:
+    """The file extension of a PNG, JPEG or WebP image, from its first bytes ("bin" otherwise)."""
+    if image.startswith(b"\x89PNG"):
+        return "png"
+    if image.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+        return "webp"
+    return "bin"
+
+
+async def save_images(url: str, views: dict[str, dict[str, Any]], out: Path, token: str) -> None:
     """Download every succeeded task's image into `out`, named by user and kind."""
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
-    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
+    async with AsyncClient(url, token, timeout=60) as client:
         for task_id, view in views.items():
             if view.get("status") != "succeeded":
                 continue
-            r = await client.get(f"/v1/tasks/{task_id}/result")
-            ext = _EXT.get(r.headers.get("content-type", ""), "bin")
-            target = out / f"{view['user_id']}-{view['kind']}.{ext}"
-            await asyncio.to_thread(target.write_bytes, r.content)
+            image = await client.task(task_id).result()
+            target = out / f"{view['user_id']}-{view['kind']}.{extension(image)}"
+            await asyncio.to_thread(target.write_bytes, image)
 
 
-async def demo_token(config: Config) -> dict[str, str]:
-    """Headers with a new admin token for the demo: it submits for its users and reads the queue."""
+async def demo_token(config: Config) -> str:
+    """A new admin token for the demo: it submits for its users and reads the queue."""
     secret, event = new_token("demo", "admin")
     store = RedisEventStore.from_url(config.redis.url, config.redis.namespace)
     try:
         await store.append([event])
     finally:
         await store.close()
-    return {"Authorization": f"Bearer {secret}"}
+    return secret
 
 
 async def run_demo(url: str, config: Config, users: int, out: Path, console: Console) -> bool:
     """Burst `users` tasks, show progress live, save the images; True if every task succeeded."""
-    headers = await demo_token(config)
+    token = await demo_token(config)
     progress = Progress(
         TextColumn("{task.description:>9}"),
         BarColumn(),
@@ -76,12 +85,12 @@ async def run_demo(url: str, config: Config, users: int, out: Path, console: Con
         latest.update(q)
         progress.update(bars["waiting"], completed=q["waiting"])
         progress.update(bars["running"], completed=q["running"])
-        progress.update(bars["done"], completed=q["succeeded"] + q["failed"] + q["cancelled"])
+        progress.update(bars["done"], completed=sum(q.get(k, 0) for k in TERMINAL))
         live.update(Group(progress, _pools_table(q)))
 
     with Live(progress, console=console, refresh_per_second=8) as live:
-        result = await run_burst(url, users, "mixed", on_progress=show, poll=0.25, headers=headers)
-    await save_images(url, result.views, out, headers)
+        result = await run_burst(url, users, "mixed", on_progress=show, poll=0.25, token=token)
+    await save_images(url, result.views, out, token)
     waits = result.waits()
     rpm_total = sum(p.rpm for p in config.pools)
     latency = latest.get("mean_latency_seconds") or config.provider.latency_seconds

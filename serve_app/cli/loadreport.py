@@ -16,7 +16,8 @@ from rich.table import Table
 from actors.forecast import makespan_at_rate
 from actors.keypool.status import OK, SERVING
 from actors.planner import PoolPlan, simulate
-from serve_app.cli.burst import TERMINAL, percentile
+from events.catalogue import TERMINAL
+from serve_app.cli.burst import percentile
 
 
 @dataclass(slots=True)
@@ -110,7 +111,13 @@ def bound_from_queue(queue: dict[str, Any], arrival_times: list[float]) -> Bound
     windows = {float(p["window_seconds"]) for p in pools}
     if len(windows) == 1:
         window = windows.pop()
-        plans = tuple(PoolPlan(p["name"], int(p["learned_rpm"])) for p in pools)
+        names = {p["name"] for p in pools}
+        # A pool counting against another shares that one's window (only if it serves too).
+        against = {p["name"]: next(iter(p.get("counts_against") or []), "") for p in pools}
+        plans = tuple(
+            PoolPlan(p["name"], int(p["learned_rpm"]), a if (a := against[p["name"]]) in names else "")
+            for p in pools
+        )
         seconds = simulate(arrival_times, slots, latency, plans, window).makespan
         return Bound(slots, latency, rate, round(seconds, 3), "windows")
     seconds = makespan_at_rate(len(arrival_times), rate, latency, max(arrival_times))
@@ -124,8 +131,8 @@ def _cause(run: UserRun) -> str | None:
         return None
     if status == "failed":
         return f"failed: {str(run.view.get('error') or 'no reason given')[:80]}"
-    if status == "cancelled":
-        return "cancelled"
+    if status in ("cancelled", "expired"):
+        return str(status)  # expired: its deadline passed before it could start; refunded
     return f"unfinished ({status or 'never seen'})"
 
 

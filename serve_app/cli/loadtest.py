@@ -3,7 +3,8 @@
 Each user presses generate (all at once, or spread evenly over a ramp), follows its task
 over Server-Sent Events (falling back to polling the task view when the stream is not
 available or breaks) and stops when the task ends; `serve_app.cli.loadreport` sums up what
-they saw. aiohttp is imported when a test runs, so that the `genqueue` command starts fast.
+they saw. The users talk to genqueue through `genqueue_client`, with retries off: the test
+counts every refusal and every lost answer as the user saw it.
 """
 
 from __future__ import annotations
@@ -12,40 +13,44 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import httpx
 import typer
+from genqueue_client import AsyncClient, AsyncTask, ConnectionFailed, Forbidden, GenqueueError, Unauthorized
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from events.errors import GenqueueError
-from serve_app.cli.burst import payload, sse_messages, user_kind
+from events import errors
+from serve_app.cli.burst import images, pooled, prompt, user_id, user_kind
 from serve_app.cli.loadreport import LoadReport, UserRun, hints, render, summarise
 from serve_app.cli.options import fail
 
 KINDS = ("photography", "fitting", "mixed")
 FOLLOW = ("sse", "poll")
+# A submit may wait long for its answer under a burst; connecting is bounded on its own. A watch
+# stream's reads wait for its keep-alive comments at least (see `genqueue_client`).
+TIMEOUT = httpx.Timeout(120.0, connect=30.0)
 
 
-class LoadtestError(GenqueueError):
+# A failure the client did not turn into a GenqueueError: one of aiohttp's (under the client's
+# transport) that httpx-aiohttp does not map, such as a malformed answer.
+UNMAPPED = aiohttp.ClientError
+
+
+class LoadtestError(errors.GenqueueError):
     """The load test could not run at all (the instance is unreachable or answers nonsense)."""
 
 
-async def _problem_reason(r: aiohttp.ClientResponse) -> str:
-    """`<status> <problem title>` of a refused request (its reason phrase when the body has no title)."""
-    title = r.reason or ""
-    with contextlib.suppress(ValueError, aiohttp.ClientError):
-        body = await r.json(content_type=None)
-        if isinstance(body, dict) and body.get("title"):
-            title = str(body["title"])
-    return f"{r.status} {title}".strip()
-
-
-# An SSE stream stays quiet while nothing changes for its task; only connecting is bounded.
-_NO_READ_LIMIT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None)
+def _reason(exc: GenqueueError | aiohttp.ClientError) -> str:
+    """`<status> <problem title>` of a refused request; `no answer: <why>` of one not answered."""
+    if isinstance(exc, GenqueueError) and exc.status:
+        return f"{exc.status} {exc.title}".strip()
+    return f"no answer: {type(exc.__cause__ or exc).__name__}"
 
 
 class LoadTest:
@@ -83,7 +88,7 @@ class LoadTest:
             raise ValueError("; ".join(problems))
         self.url, self.kind, self.ramp = url.rstrip("/"), kind, ramp
         self.follow, self.poll_seconds, self.deadline_seconds = follow, poll_seconds, deadline_seconds
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token = token
         self.runs = [UserRun(i, user_kind(i, kind)) for i in range(users)]
         self.reached = asyncio.Event()  # set once the instance has answered `/v1/queue`
         self.queue_refused = ""  # why `/v1/queue` was refused to this token, if it was
@@ -98,93 +103,89 @@ class LoadTest:
             "ended": sum(1 for r in self.runs if r.ended),
         }
 
-    async def _queue(self, client: aiohttp.ClientSession) -> dict[str, Any] | None:
+    async def _queue(self, client: AsyncClient) -> dict[str, Any] | None:
         """`/v1/queue`, or None when this token may not read it (it needs an admin's)."""
         try:
-            async with client.get("/v1/queue", timeout=aiohttp.ClientTimeout(total=30)) as r:
-                if r.status in (401, 403):
-                    self.queue_refused = await _problem_reason(r)
-                    return None
-                if r.status != 200:
-                    raise LoadtestError(f"GET {self.url}/v1/queue answered {await _problem_reason(r)}")
-                body = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise LoadtestError(f"cannot read {self.url}/v1/queue: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(body, dict) or "slots" not in body:
+            body = await client.queue()
+        except (Unauthorized, Forbidden) as exc:
+            self.queue_refused = _reason(exc)
+            return None
+        except ConnectionFailed as exc:
+            raise LoadtestError(f"cannot read {self.url}/v1/queue: {exc.detail}") from exc
+        except GenqueueError as exc:
+            if exc.status == 200:  # answered, but not with JSON
+                raise LoadtestError(f"cannot read {self.url}/v1/queue: {exc.detail}") from exc
+            raise LoadtestError(f"GET {self.url}/v1/queue answered {_reason(exc)}") from exc
+        if "slots" not in body:
             raise LoadtestError(f"{self.url}/v1/queue does not look like genqueue's queue view")
         return body
 
     async def run(self) -> LoadReport:
         """Press generate for every user, follow every task to its end (or the deadline), report."""
-        bodies = await asyncio.to_thread(lambda: [payload(r.index, r.kind) for r in self.runs])
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(self.url, connector=connector, headers=self._headers) as client:
+        # Made before the clock starts: each simulated user has its photos ready when it presses.
+        photos = await asyncio.to_thread(lambda: [images(r.index, r.kind) for r in self.runs])
+        client = AsyncClient(self.url, self._token, timeout=TIMEOUT, retries=0, transport=pooled())
+        async with client:
             await self._queue(client)
             self.reached.set()
             t0 = time.monotonic()
             deadline = t0 + self.deadline_seconds
             users = len(self.runs)
 
-            async def user(run: UserRun, body: dict[str, Any]) -> None:
+            async def user(run: UserRun, photos: Mapping[str, bytes]) -> None:
                 await asyncio.sleep(max(0.0, t0 + self.ramp * run.index / users - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        if await self._submit(client, run, body):
-                            await self._follow(client, run)
+                        task = await self._submit(client, run, photos)
+                        if task is not None:
+                            await self._follow(task, run)
 
-            await asyncio.gather(*(user(r, b) for r, b in zip(self.runs, bodies, strict=True)))
+            await asyncio.gather(*(user(r, p) for r, p in zip(self.runs, photos, strict=True)))
             try:
                 after = await self._queue(client)
             except LoadtestError:
                 after = None
         return summarise(self.runs, self.kind, self.ramp, after)
 
-    async def _submit(self, client: aiohttp.ClientSession, run: UserRun, body: dict[str, Any]) -> bool:
+    async def _submit(
+        self, client: AsyncClient, run: UserRun, photos: Mapping[str, bytes]
+    ) -> AsyncTask | None:
         run.pressed = time.time()
         t0 = time.perf_counter()
         try:
-            async with client.post("/v1/tasks", json=body, timeout=aiohttp.ClientTimeout(total=120)) as r:
-                if r.status == 202:
-                    answer = await r.json(content_type=None)
-                    run.task_id = str(answer["task_id"])
-                    run.view = dict(answer)
-                else:
-                    run.reason = await _problem_reason(r)
-                run.status = r.status
-            run.submit_seconds = time.perf_counter() - t0
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
-            run.reason = f"no answer: {type(exc).__name__}"
-        return run.accepted
+            task = await client.submit(run.kind, photos, prompt(run.index), user_id=user_id(run.index))
+        except (GenqueueError, UNMAPPED) as exc:
+            run.reason = _reason(exc)
+            if isinstance(exc, GenqueueError) and exc.status:
+                run.status, run.submit_seconds = exc.status, time.perf_counter() - t0
+            return None
+        run.submit_seconds = time.perf_counter() - t0
+        run.status = 202
+        run.task_id = task.id
+        run.view = dict(task.submitted.raw) if task.submitted else {}
+        return task
 
-    async def _follow(self, client: aiohttp.ClientSession, run: UserRun) -> None:
-        if self.follow == "sse" and await self._watch(client, run):
+    async def _follow(self, task: AsyncTask, run: UserRun) -> None:
+        if self.follow == "sse" and await self._watch(task, run):
             return
-        await self._poll(client, run)
+        await self._poll(task, run)
 
-    async def _watch(self, client: aiohttp.ClientSession, run: UserRun) -> bool:
+    async def _watch(self, task: AsyncTask, run: UserRun) -> bool:
         """Follow the task's SSE stream; True once it has ended, False to fall back to polling."""
         run.followed_by = "sse"
-        path = f"/v1/tasks/{run.task_id}/watch"
-        try:
-            async with client.get(path, headers={"Accept": "text/event-stream"}, timeout=_NO_READ_LIMIT) as r:
-                if r.status != 200 or not r.content_type.startswith("text/event-stream"):
-                    return False
-                async for message in sse_messages(r.content):
-                    self._seen(run, json.loads(message["data"]))
+        with contextlib.suppress(GenqueueError, UNMAPPED):
+            async with contextlib.aclosing(task.watch()) as updates:
+                async for update in updates:
+                    self._seen(run, update.view.raw)
                     if run.ended:
                         return True
-        except (aiohttp.ClientError, ValueError):
-            pass
         return False
 
-    async def _poll(self, client: aiohttp.ClientSession, run: UserRun) -> None:
+    async def _poll(self, task: AsyncTask, run: UserRun) -> None:
         run.followed_by = "poll"
         while True:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                timeout = aiohttp.ClientTimeout(total=30)
-                async with client.get(f"/v1/tasks/{run.task_id}", timeout=timeout) as r:
-                    if r.status == 200:
-                        self._seen(run, await r.json(content_type=None))
+            with contextlib.suppress(GenqueueError, UNMAPPED):
+                self._seen(run, (await task.status()).raw)
             if run.ended:
                 return
             await asyncio.sleep(self.poll_seconds)

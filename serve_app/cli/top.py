@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from genqueue_client import Client
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Group
 from rich.table import Table
@@ -38,15 +38,13 @@ class Frame:
     at: float = field(default_factory=time.monotonic)
 
 
-def fetch(client: httpx.Client) -> Frame:
-    """Read /v1/queue and /metrics once (an HTTP error, such as a 401 without an admin token, raises)."""
-    answer = client.get("/v1/queue")
-    answer.raise_for_status()
-    queue = answer.json()
+def fetch(client: Client) -> Frame:
+    """Read /v1/queue and /metrics once (a refusal, such as a 401 without an admin token, raises
+    the client's GenqueueError)."""
+    queue = client.queue()
     buckets: list[tuple[float, float]] = []
     completed = 0.0
-    metrics = client.get("/metrics")
-    metrics.raise_for_status()
+    metrics = client.request("GET", "/metrics")
     for family in text_string_to_metric_families(metrics.text):
         for s in family.samples:
             if s.name == "genqueue_queue_wait_seconds_bucket":
@@ -70,7 +68,11 @@ def render(frame: Frame, previous: Frame | None) -> Group:
     head.add_row("throughput", f"{rate:.2f} tasks/s (bound {q['throughput_bound_per_second']:.2f})")
     p50, p99 = (histogram_quantile(frame.wait_buckets, q) for q in (0.5, 0.99))
     head.add_row("wait p50 / p99", f"{p50:.1f} s / {p99:.1f} s")
-    head.add_row("ended", f"succeeded {q['succeeded']}, failed {q['failed']}, cancelled {q['cancelled']}")
+    head.add_row(
+        "ended",
+        f"succeeded {q['succeeded']}, failed {q['failed']}, cancelled {q['cancelled']}, "
+        f"expired {q.get('expired', 0)}",
+    )
     pools = Table(title="pools")
     for col in (
         "pool",

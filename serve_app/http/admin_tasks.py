@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
@@ -24,12 +23,15 @@ from fastapi import APIRouter, Body, Response
 from actors.blobs import BlobNotFoundError, task_blob
 from events.catalogue import FAILED, QUEUED, IntakePaused, IntakeResumed, TaskSubmitted
 from events.codec import decode
+from events.task_ids import new_task_id
+from serve_app.http.archived import task_log
 from serve_app.http.auth import Caller
 from serve_app.http.context import Context
 from serve_app.http.deps import AdminDep, Ctx, TaskId
 from serve_app.http.models import PauseIntake, Retried
 from serve_app.http.ops_figures import intake_json
-from serve_app.http.problems import Conflict, NotFound
+from serve_app.http.problem_docs import responses
+from serve_app.http.problems import Conflict, NotFound, PaymentRequired, TooManyRequests, Unavailable
 from serve_app.http.tasks import enqueue
 
 router = APIRouter()
@@ -42,7 +44,7 @@ def retry_key(task_id: str) -> str:
 
 async def submitted_event(c: Context, task_id: str) -> TaskSubmitted:
     """The task's `task.submitted`, from its audit trail."""
-    for entry in await c.store.task_log(task_id):
+    for entry in await task_log(c, task_id):  # its submit read from the archive once trimmed
         if entry.get("type") == TaskSubmitted.type:
             fields = {"type": entry["type"], "v": str(entry["v"]), "data": json.dumps(entry["data"])}
             event = decode(fields)
@@ -80,6 +82,8 @@ def retry_event(failed: TaskSubmitted, task_id: str, at: float) -> TaskSubmitted
         idempotency_key=key,
         digest=hashlib.sha256(key.encode()).hexdigest(),
         token_id=failed.token_id,
+        max_price=failed.max_price,
+        lane=failed.lane,
         at=at,
     )
 
@@ -89,7 +93,7 @@ def retry_event(failed: TaskSubmitted, task_id: str, at: float) -> TaskSubmitted
     status_code=202,
     response_model=Retried,
     tags=["ops"],
-    responses={402: {}, 404: {}, 409: {}, 429: {}, 503: {}},
+    responses=responses(PaymentRequired, Conflict, TooManyRequests, Unavailable),
 )
 async def retry_task(task_id: TaskId, c: Ctx, caller: AdminDep, response: Response) -> Retried:
     """Submit a failed task again as a new task (admin), charged to its user like any submit.
@@ -103,7 +107,7 @@ async def retry_task(task_id: TaskId, c: Ctx, caller: AdminDep, response: Respon
     if view.get("status") != FAILED:
         raise Conflict(f"task {task_id} is {view.get('status', QUEUED)}; only a failed task can be retried")
     failed = await submitted_event(c, task_id)
-    new_id = uuid.uuid4().hex
+    new_id = new_task_id()
     event = retry_event(failed, new_id, time.time())
     accepted = await enqueue(c, event, await copied_inputs(c, failed, new_id), caller, response)
     return Retried(**accepted.model_dump(), retry_of=task_id)

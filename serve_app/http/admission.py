@@ -4,6 +4,7 @@ that answers a refusal."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import math
 
@@ -11,7 +12,7 @@ import limits
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from actors.config import Config, LimitsConfig
+from actors.config import Config, LimitsConfig, charged_price, default_lane, lowest_price
 from events.admission import Admission, Rate, Refusal
 from events.store import QueueCounts
 from serve_app.http.auth import USER, Caller, authenticate
@@ -19,7 +20,15 @@ from serve_app.http.context import Context
 from serve_app.http.deps import tokens
 from serve_app.http.estimates import refusal_wait
 from serve_app.http.gate import BATCH_PATH, Admitted
-from serve_app.http.problems import ApiProblem, Forbidden, PaymentRequired, TooManyRequests, Unavailable
+from serve_app.http.problems import (
+    ApiProblem,
+    DailyCapReached,
+    Forbidden,
+    PaymentRequired,
+    TooManyRequests,
+    Unavailable,
+    Unprocessable,
+)
 from serve_app.http.serving import serving_now
 
 # The Retry-After of a submit refused while no pool serves and none is known to come back
@@ -59,21 +68,50 @@ async def admit(ctx: Context, scope: Scope) -> Admitted:
     return Admitted(caller.token_id or "open", cap)
 
 
-def admission(config: Config, kind: str, caller: Caller) -> Admission:
-    """What a submit of `kind` by `caller` must pass."""
+def check_max_price(config: Config, kind: str, max_price: int | None) -> None:
+    """A 422 naming `max_price` when it is below the price of the first route serving `kind`."""
+    least = lowest_price(config, kind)
+    if max_price is not None and max_price < least:
+        raise Unprocessable(
+            f"max_price {max_price} is below the price of a {kind} task, {least} credit(s)",
+            errors=[{"field": "max_price", "message": f"at least {least}"}],
+        )
+
+
+def lane_of(config: Config, caller: Caller, asked: str | None) -> str:
+    """The lane a submit by `caller` rides: the one `asked` for (a service or admin token may
+    name any configured lane; a user token only its own), else the token's lane, else the
+    default lane ("" with no lanes); a 422 naming `lane` for a lane not configured."""
+    names = [lane.name for lane in config.lanes]
+    own = caller.lane if caller.lane in names else default_lane(config)
+    if asked is None:
+        return own
+    if asked not in names:
+        known = f"one of {', '.join(names)}" if names else "left out: this genqueue has no [[lanes]]"
+        raise Unprocessable(f"lane {asked!r} is not configured", errors=[{"field": "lane", "message": known}])
+    if caller.role == USER and asked != own:
+        raise Forbidden(f"a user token's tasks ride its lane, {own!r}; leave lane out")
+    return asked
+
+
+def admission(config: Config, kind: str, caller: Caller, max_price: int | None = None) -> Admission:
+    """What a submit of `kind` by `caller` must pass: it is charged `charged_price` (the first
+    fallback route's price, or with `max_price` the dearest route's within it)."""
     credits, queue = config.credits, config.queue
     return Admission(
-        price=credits.price(kind),
+        price=charged_price(config, kind, max_price),
         default_grant=credits.default_grant if credits.enabled else 0,
         per_user_waiting=queue.per_user_waiting,
         max_waiting=queue.max_waiting,
         rate=submit_rate(config.limits, caller),
+        daily_cap=credits.daily_cap if credits.enabled else 0,
     )
 
 
 def refused(config: Config, refusal: Refusal, counts: QueueCounts, user_id: str) -> ApiProblem:
     """The problem for a refused submit: 402 for credits, 429 with Retry-After for the token's
-    submit rate or a full backlog, 503 with Retry-After while intake is paused."""
+    submit rate, a full backlog or the user's daily spend cap, 503 with Retry-After while
+    intake is paused."""
     if refusal.reason == "paused":
         wait = max(1, math.ceil(refusal.wait_ms / 1000))
         problem = Unavailable(
@@ -89,6 +127,8 @@ def refused(config: Config, refusal: Refusal, counts: QueueCounts, user_id: str)
             balance=refusal.balance,
             price=refusal.price,
         )
+    if refusal.reason == "daily_cap":
+        return daily_cap_problem(refusal, user_id)
     if refusal.reason == "rate":
         wait = max(1, math.ceil(refusal.wait_ms / 1000))
         rate = refusal.rate
@@ -100,6 +140,23 @@ def refused(config: Config, refusal: Refusal, counts: QueueCounts, user_id: str)
     else:
         detail = f"{user_id} has {refusal.waiting} tasks waiting, the limit per user"
     return TooManyRequests(f"{detail}; try again in about {wait} s", wait, waiting=refusal.waiting)
+
+
+def daily_cap_problem(refusal: Refusal, user_id: str) -> DailyCapReached:
+    """The 429 of a submit over the user's daily spend cap: what was spent, the cap, the price,
+    and until when (the next UTC midnight, in `Retry-After` too)."""
+    wait = max(1, math.ceil(refusal.wait_ms / 1000))
+    until = dt.datetime.fromtimestamp(refusal.until, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return DailyCapReached(
+        f"{user_id} was charged {refusal.spent_today} of its {refusal.daily_cap} credits today (UTC); "
+        f"this task costs {refusal.price}; nothing was charged; try again after {until}",
+        wait,
+        spent_today=refusal.spent_today,
+        daily_cap=refusal.daily_cap,
+        price=refusal.price,
+        until=refusal.until,
+        until_iso=until,
+    )
 
 
 async def refuse_if_blocked(ctx: Context, kind: str) -> None:

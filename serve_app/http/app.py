@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from actors.config import Config
-from serve_app.http import admin_tasks, batch, credits, ops, pages, problems, task_list, tasks
+from serve_app.http import admin_tasks, batch, credits, ops, pages, problems, results, task_list, tasks
 from serve_app.http.admission import admit
 from serve_app.http.bodylimit import BodyLimit
 from serve_app.http.context import Canceller, Context, Readiness
@@ -58,6 +58,7 @@ def create_app(
     # Pillow's own decompression-bomb limit, for anything in this process that opens images.
     Image.MAX_IMAGE_PIXELS = config.limits.max_image_pixels
     app.state.ctx = ctx
+    app.state.links = results.links_of(config)
     pages.install(app)
     for router in (
         tasks.router,
@@ -66,6 +67,7 @@ def create_app(
         credits.router,
         ops.router,
         admin_tasks.router,
+        results.router,
     ):
         app.include_router(router)
     return app

@@ -76,6 +76,7 @@ class Caller:
     token_id: str = ""
     webhook_url: str = ""
     users: tuple[str, ...] = ()
+    lane: str = ""  # the priority lane its token names ("": the default lane)
 
     def acts_for(self, body_user: str | None) -> str:
         """The user a submit is for: a user always itself; a service or admin the body's user,
@@ -112,10 +113,10 @@ def digest(token: str) -> str:
 
 
 def new_token(
-    user_id: str, role: str, webhook_url: str = "", users: Iterable[str] = ()
+    user_id: str, role: str, webhook_url: str = "", users: Iterable[str] = (), lane: str = ""
 ) -> tuple[str, TokenCreated]:
     """A new token and the event that records its digest (never the token); `users` scopes
-    a service token to those user ids and prefixes ending in "*"."""
+    a service token to those user ids and prefixes ending in "*"; its submits ride `lane`."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     scope = list(users)
@@ -130,6 +131,7 @@ def new_token(
         role=role,
         webhook_url=webhook_url,
         users=scope,
+        lane=lane,
         at=time.time(),
     )
     return token, event
@@ -266,4 +268,5 @@ async def authenticate(
     if found["role"] not in roles:
         raise Forbidden(f"a {found['role']} token may not do this; it needs a {' or '.join(roles)} token")
     users = tuple(json.loads(found.get("users") or "[]"))
-    return Caller(found["user_id"], found["role"], found["token_id"], found.get("webhook_url", ""), users)
+    hook, lane = found.get("webhook_url", ""), found.get("lane", "")
+    return Caller(found["user_id"], found["role"], found["token_id"], hook, users, lane)

@@ -47,7 +47,7 @@ class BodyLimit:
     async def _refuse(self, scope: Scope, send: Send, detail: str) -> None:
         body = json.dumps(
             {
-                "type": "about:blank",
+                "type": TooLarge.type_uri,
                 "title": TooLarge.title,
                 "status": 413,
                 "detail": detail,

@@ -12,8 +12,9 @@ from PIL import Image
 from redis.exceptions import RedisError
 
 from actors.blobs import blob_store
-from actors.config import Config
+from actors.config import Config, lane_weights
 from events.errors import StoreUnavailableError
+from events.lane_positions import Lanes
 from events.redis_store import RedisEventStore
 from serve_app.http.pools import PoolView, read_pools
 from serve_app.http.watch import Hub
@@ -45,6 +46,10 @@ class Context:
         self._hub: Hub | None = None
         self._pools: tuple[float, list[PoolView]] = (-math.inf, [])
         self._pools_read: asyncio.Future[list[PoolView]] | None = None
+        # The priority lanes positions are read among (None without `[[lanes]]`), and their
+        # weights for the ETA: fixed with the config, so made once.
+        self.lanes = Lanes.of(lane_weights(config), config.queue.slots)
+        self.lane_weights = lane_weights(config)
 
     @property
     def store(self) -> RedisEventStore:
@@ -60,7 +65,7 @@ class Context:
     def hub(self) -> Hub:
         """The replica's stream tailer for watchers."""
         if self._hub is None:
-            self._hub = Hub(self.store)
+            self._hub = Hub(self.store, lanes=self.lanes)
         return self._hub
 
     async def recent_pools(self) -> list[PoolView]:

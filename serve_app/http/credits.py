@@ -8,13 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from events.catalogue import CreditsGranted
+from events.daily_spend import SPENT, day_id
+from events.days import utc_day
 from serve_app.http.deps import AdminDep, CallerDep, Ctx
 from serve_app.http.models import Grant, Granted, Me
 
 router = APIRouter()
 
 
-@router.get("/v1/me", response_model=Me, tags=["credits"])
+@router.get("/v1/me", response_model=Me, response_model_exclude_none=True, tags=["credits"])
 async def me(
     c: Ctx,
     caller: CallerDep,
@@ -28,9 +30,18 @@ async def me(
         ),
     ] = None,
 ) -> Me:
-    """The caller's balance and its newest ledger entries."""
+    """The caller's balance and its newest ledger entries; under a `[credits] daily_cap`, also
+    `spent_today` (credits charged today, the UTC calendar day, net of today's refunds) and
+    `daily_cap`."""
     who = caller.acts_for(user_id)
     totals, ledger = await c.store.user(who)
+    credits = c.config.credits
+    cap = credits.daily_cap if credits.enabled else 0
+    spent = None
+    if cap:
+        # The day's count is a hash of its own, read as the user hash of the day's id.
+        day, _ = await c.store.user(day_id(who, utc_day(time.time())), entries=0)
+        spent = int(day.get(SPENT, 0))
     return Me(
         user_id=who,
         role=caller.role,
@@ -39,6 +50,8 @@ async def me(
         charged=int(totals.get("charged", 0)),
         refunded=int(totals.get("refunded", 0)),
         ledger=ledger,
+        spent_today=spent,
+        daily_cap=cap or None,
     )
 
 

@@ -113,7 +113,7 @@ async def open_stream(
             streams=most,
         )
     # No await between the count and the registration: concurrent requests cannot both pass.
-    with ctx.hub.watch(task_id, caller.token_id, renderer(ctx)) as stream:
+    with ctx.hub.watch(task_id, caller.token_id, renderer(ctx, request.app.state.links)) as stream:
         yield stream
 
 

@@ -10,8 +10,9 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from actors import eta_range, forecast
-from actors.config import Config
+from actors import eta_range, forecast, linked_pools
+from actors.config import Config, counted_against
+from actors.serving_routes import serving_pools
 from events.admission import Refusal
 from events.catalogue import RUNNING
 from events.eta_reads import QueueReads, Recent, read_queue, recent_events
@@ -71,7 +72,7 @@ class Eta:
 def prior(config: Config) -> float:
     """The call time assumed until one is measured (`forecast.prior_latency`)."""
     p = config.provider
-    return forecast.prior_latency(p.name, p.latency_seconds, p.timeout_seconds)
+    return forecast.prior_latency(p.name, p.latency_seconds, p.timeout_seconds, p.expected_call_seconds)
 
 
 def throughput(
@@ -79,10 +80,25 @@ def throughput(
 ) -> tuple[float, float]:
     """(tasks per second the configuration can sustain, mean call latency used for it).
 
-    With the pools' views, their learned rates count and parked or keyless pools do not.
+    With the pools' views, their learned rates count and parked or keyless pools do not. Pools
+    that count against another add nothing to its rate (`linked_pools.shared_rates`). With
+    `[[routes]]`, only the pools of the routes that serve now count
+    (`actors.serving_routes`; without views, each kind's first route).
     """
-    rates = [p.rate for p in config.pools] if pools is None else [v.rate for v in pools if v.serving]
-    return forecast.throughput(config.queue.slots, stats, prior(config), rates)
+    links = {p.name: counted_against(config.pools, p.name) for p in config.pools}
+    if pools is None:
+        rates = {p.name: float(p.rate) for p in config.pools}
+        serving = set(rates)
+        routed = serving_pools(config)
+    else:
+        rates = {v.name: float(v.rate) for v in pools}
+        serving = {v.name for v in pools if v.serving}
+        at = pools[0].status.now if pools else 0.0
+        routed = serving_pools(config, {v.name: v.status for v in pools}, at)
+    if routed is not None:
+        serving &= routed
+    shared = linked_pools.shared_rates(rates, links, serving)
+    return forecast.throughput(config.queue.slots, stats, prior(config), shared)
 
 
 def refusal_wait(config: Config, refusal: Refusal, counts: QueueCounts) -> int:
@@ -107,7 +123,11 @@ def snapshot(config: Config, reads: QueueReads, recent: Recent, at: float) -> et
     A slot holder has its token when its current attempt is among a pool's grants, or when that
     attempt's call started before the read (a call older than its pool's window); its call
     starts at its `started_at`, else at its grant. The others wait for a token, in the order
-    they were dispatched.
+    they were dispatched. Pools that count against another are one window with it
+    (`linked_pools.shared_windows`): their calls take its places, and they add none. With
+    `[[routes]]`, a pool outside the routes that serve now (`actors.serving_routes`: each
+    kind's first route with a pool neither parked nor keyless, one table for every kind) gives
+    no places: a fallback counts only once the route before it is parked or out of keys.
     """
     views = pool_views(config, {p: [t for _, t in g] for p, g in reads.grants.items()}, reads.states, at)
     granted = {member: t for grants in reads.grants.values() for member, t in grants}
@@ -121,26 +141,43 @@ def snapshot(config: Config, reads: QueueReads, recent: Recent, at: float) -> et
                 ran = max(ran, at - began)
                 hand_ins.append(began - dispatched)
         else:
-            needing.append((dispatched, h.task_id))
+            needing.append((dispatched, h.task_id, h.fields.get("lane") or ""))
     p = config.provider
     spread = eta_range.prior_times(p.name, prior(config), p.latency_jitter, p.timeout_seconds)
     times = eta_range.call_times(reads.stats, recent.call_times, spread, ran)
-    windows = []
+    links = {view.name: view.counts_against for view in views}
+    routed = serving_pools(config, {view.name: view.status for view in views}, at)
+    windows = {}
     for view in views:
         window = view.eta_window()
-        late = eta_range.reuse_delay(recent.grants.get(view.name, []), window.window)
-        windows.append(replace(window, window=window.window + late))
+        late = eta_range.reuse_delay(_reuses(view, views, recent), window.window)
+        windows[view.name] = replace(window, window=window.window + late)
+        if routed is not None and view.name not in routed:
+            windows[view.name] = replace(window, available_from=math.inf)
     return eta_range.Snapshot(
         at=at,
         slots=config.queue.slots,
-        pools=tuple(windows),
+        pools=tuple(linked_pools.shared_windows(windows, links)),
         calls=tuple(calls),
-        needing=tuple(task_id for _, task_id in sorted(needing)),
+        needing=tuple(task_id for _, task_id, _ in sorted(needing)),
         running=len(reads.holders),
         outcomes=eta_range.outcomes(reads.stats),
         times=times,
         handoff=eta_range.handoff(recent.held_beyond, hand_ins),
+        needing_lanes=tuple(lane for _, _, lane in sorted(needing)) if config.lanes else (),
     )
+
+
+def _reuses(view: PoolView, views: list[PoolView], recent: Recent) -> list[tuple[float, int]]:
+    """The recent grants that took places in `view`'s window, oldest first, each with the
+    capacity it was made at: its own, and, when pools count against it, theirs too (at its
+    capacity now)."""
+    own = recent.grants.get(view.name, [])
+    members = [v.name for v in views if view.name in v.counts_against]
+    if not members:
+        return own
+    times = [at for name in (view.name, *members) for at, _ in recent.grants.get(name, [])]
+    return [(at, view.capacity) for at in sorted(times)]
 
 
 async def _read(ctx: Context, cache: _Cache) -> eta_range.Forecast:
@@ -202,12 +239,27 @@ def _rounded(answer: tuple[float, float] | None) -> Eta:
     return Eta(round(answer[0], 1), round(answer[1], 1))
 
 
-async def eta_range_of(ctx: Context, position: int | None, counts: QueueCounts) -> Eta:
-    """The ETA range of the task that `position` waiting tasks are ahead of (None: not waiting)."""
+async def eta_range_of(
+    ctx: Context, position: int | None, counts: QueueCounts, lane: str | None = None
+) -> Eta:
+    """The ETA range of the task that `position` waiting tasks are ahead of (None: not waiting);
+    with `[[lanes]]`, of a task of `lane`: the slot holders waiting for a token count by the
+    lanes' shares (`eta_range.needing_before`), and the other lanes' reserves are slots and
+    places it cannot use: the tasks ahead of it take that much longer (`lane_ahead`)."""
     if position is None:
         return Eta()
     built = await current(ctx, counts)
-    return _rounded(built.range(built.ahead(position, counts.running, counts.stats), time.time()))
+    ahead = built.ahead(position, counts.running, counts.stats, lane, ctx.lane_weights)
+    if lane is not None and ctx.config.lanes:
+        ahead = lane_ahead(ahead, sum(x.reserved for x in ctx.config.lanes if x.name != lane))
+    return _rounded(built.range(ahead, time.time()))
+
+
+def lane_ahead(ahead: int, kept: float) -> int:
+    """The tasks ahead of a task whose lane may use only 1 - `kept` of the slots and of each
+    window (the other lanes' reserves), counted as places of the whole: each of its starts
+    takes 1 / (1 - kept) of them."""
+    return math.ceil(ahead / (1.0 - kept) - 1e-9) if kept else ahead
 
 
 async def task_eta(
@@ -216,13 +268,13 @@ async def task_eta(
     """A queued task's ETA range: by its place while it waits for its turn; once dispatched, by
     its turn among the slot holders waiting for a token; 0 once it has its token."""
     if position is not None:
-        return await eta_range_of(ctx, position, counts)
+        return await eta_range_of(ctx, position, counts, view.get("lane", ""))
     if view.get("status") != RUNNING or call_in_flight(view):
         return Eta()
     if view.get("call") == GRANTED and view.get("call_attempt") == view.get("attempts", "0"):
         return Eta(0.0, round(eta_range.START_JITTER, 1))
     built = await current(ctx, counts)
-    ahead = built.dispatched_ahead(task_id, counts.running, counts.stats)
+    ahead = built.dispatched_ahead(task_id, counts.running, counts.stats, ctx.lane_weights)
     return _rounded(built.range(ahead, time.time()))
 
 

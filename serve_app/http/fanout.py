@@ -17,6 +17,7 @@ from actors.shell import Backoff
 from events.catalogue import QUEUED, TERMINAL, Event
 from events.errors import StoreUnavailableError
 from events.keys import Keys
+from events.lane_positions import Lanes
 from events.projection import project
 from events.read_ops import ZAdd, ZRem
 from events.redis_store import RedisEventStore
@@ -126,9 +127,12 @@ class Fanout:
         publish: Publish,
         refresh_seconds: float = REFRESH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        lanes: Lanes | None = None,
     ) -> None:
         self._store = store
         self._publish = publish
+        # With priority lanes a position is not a rank in the queue's head: each is read.
+        self._lanes = lanes
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self.render: Render | None = None
@@ -227,7 +231,7 @@ class Fanout:
         waiting = [t for t, u in self._updates.items() if u.waiting and t not in fresh] if positions else []
         known = [p for t in waiting if (p := self._updates[t].position) is not None]
         last = max(known, default=-1) + added
-        by_range = bool(waiting) and last + 1 <= RANGE_PER_TASK * len(waiting)
+        by_range = bool(waiting) and last + 1 <= RANGE_PER_TASK * len(waiting) and self._lanes is None
         ranked = changed if by_range else changed + waiting
         got = await self._read(changed, ranked, last if by_range else -1)
         ranks = dict(zip(ranked, got.ranks, strict=True))
@@ -276,5 +280,5 @@ class Fanout:
 
     async def _read(self, views: Sequence[str], ranks: Sequence[str], last: int) -> _Read:
         """One MULTI/EXEC: the views, the ranks, the queue's first `last + 1` members, the counts."""
-        found, ranked, head, counts = await self._store.watched(views, ranks, last + 1)
+        found, ranked, head, counts = await self._store.watched(views, ranks, last + 1, self._lanes)
         return _Read(views=found, ranks=ranked, head=head, counts=counts)

@@ -24,7 +24,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve_app.http.bodylimit import read_body
-from serve_app.http.problems import ApiProblem, RequestTimeout, TooLarge, TooManyRequests, problem
+from serve_app.http.problems import ApiProblem, RequestTimeout, TooLarge, TooManyRequests, respond
 
 SUBMIT_PATH = "/v1/tasks"
 BATCH_PATH = "/v1/tasks/batch"
@@ -116,10 +116,5 @@ class SubmitGate:
 
 async def _answer(exc: ApiProblem, scope: Scope, receive: Receive, send: Send, close: bool = False) -> None:
     """Send `exc` as problem+json; `close` ends the connection (its body was not read whole)."""
-    headers = dict(exc.headers)
-    if close:
-        headers["Connection"] = "close"
-    response = problem(
-        exc.status, exc.title, exc.detail, scope.get("path", ""), headers, errors=exc.errors, **exc.extra
-    )
+    response = respond(exc, scope.get("path", ""), {"Connection": "close"} if close else None)
     await response(scope, receive, send)

@@ -49,14 +49,32 @@ class RequestBody(BaseModel):
         return data
 
 
+class ImageUrl(RequestBody):
+    """An input image that genqueue fetches: an https URL of a PNG, JPEG or WebP."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        # URL parsers drop tabs and line breaks, so the URL checked would not be the one fetched.
+        # (The scheme is checked when it is fetched, so that the 422 can say what is wrong.)
+        pattern=r"^\S+$",
+        description="An https URL, fetched once at submit within `[limits] max_image_bytes` and "
+        "`image_url_seconds`, from a public address, without following redirects; one that "
+        "fails is a 422 naming the image.",
+    )
+
+
 class Images(RequestBody):
-    """Input images, base64 (standard or URL-safe) of PNG, JPEG or WebP."""
+    """Input images, each base64 (standard or URL-safe) of a PNG, JPEG or WebP, or `{"url":
+    "https://..."}` for genqueue to fetch. (A multipart submit sends them as file parts.)"""
 
     # Plain str, not Text: `serve_app.http.images.decode_image` admits only the base64 alphabet
     # (after whitespace), and its 422 names the field.
 
-    person: str = Field(description="The selfie (photography) or the person photo (fitting).")
-    garment: str | None = Field(default=None, description="The garment photo; required for fitting.")
+    person: str | ImageUrl = Field(description="The selfie (photography) or the person photo (fitting).")
+    garment: str | ImageUrl | None = Field(
+        default=None, description="The garment photo; required for fitting."
+    )
 
 
 class Options(RequestBody):
@@ -102,6 +120,40 @@ class SubmitTask(RequestBody):
         pattern=r"^\S+$",
         description="http(s) URL that gets the task view (POST, signed as Standard Webhooks) when "
         "the task ends; a service token's default when left out. Service and admin tokens only.",
+    )
+    deadline_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        strict=True,
+        allow_inf_nan=False,
+        description="Seconds from now by which the task's upstream call must start (at most a day); "
+        "not started by then, it ends `expired` and is refunded. Also a `Cancel-After` header "
+        "(`15s`, `5m`, `1h30m`). A deadline that the ETA's p90 already misses is a 409 "
+        "`deadline-unreachable`, nothing charged, unless `if_late` is `accept`.",
+    )
+    if_late: Literal["refuse", "accept"] = Field(
+        default="refuse",
+        description="When the ETA's p90 already misses the deadline: `refuse` (a 409, nothing "
+        "charged) or `accept` (queue it anyway; it expires, refunded, if it does not start in time).",
+    )
+    max_price: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        strict=True,
+        description="The most credits the task may cost: it is charged the dearest of its kind's "
+        "fallback routes within this (never less than the first route's price, the price without "
+        "it), may be served by any route up to that price, and gets back the difference when a "
+        "cheaper route serves it. Below the first route's price it is a 422.",
+    )
+
+    lane: Text | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]{1,32}$",
+        description="The priority lane the task rides, one of the configured `[[lanes]]`: service "
+        "and admin tokens choose it per task; a user token's tasks ride its token's lane (naming "
+        "another is a 403). Left out: the token's lane, else the default lane.",
     )
 
     def fields_bytes(self) -> tuple[int, str]:
@@ -162,7 +214,7 @@ class BatchProblem(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     status: int
-    type: str = "about:blank"
+    type: str = Field(description="The problem type, `/problems/<slug>`: a page that says what it means.")
     title: str
     detail: str
     errors: list[dict[str, str]] | None = None
@@ -193,7 +245,7 @@ class Granted(BaseModel):
 
 
 class Me(BaseModel):
-    """A user's balance and newest ledger entries."""
+    """A user's balance and newest ledger entries; with a `[credits] daily_cap`, its spend today."""
 
     user_id: str
     role: str
@@ -202,6 +254,14 @@ class Me(BaseModel):
     charged: int
     refunded: int
     ledger: list[dict[str, Any]]
+    spent_today: int | None = Field(
+        default=None,
+        description="Credits charged today (the UTC calendar day), net of today's refunds; only with a "
+        "daily cap.",
+    )
+    daily_cap: int | None = Field(
+        default=None, description="Credits the user may be charged per UTC day (`[credits] daily_cap`)."
+    )
 
 
 class Cancelled(BaseModel):
@@ -219,8 +279,8 @@ class TaskViewOut(BaseModel):
     user_id: str
     kind: str
     status: str = Field(
-        description="queued, running (only while its upstream call is in flight), succeeded, failed "
-        "or cancelled."
+        description="queued, running (only while its upstream call is in flight), succeeded, failed, "
+        "cancelled or expired (its deadline passed before its call started; refunded)."
     )
     stage: str | None = Field(
         default=None,
@@ -235,7 +295,15 @@ class TaskViewOut(BaseModel):
     blocked_until: float | None = Field(
         default=None, description="blocked: when a pool is expected back (epoch s); null when unknown."
     )
-    position: int | None = None
+    lane: str | None = Field(
+        default=None,
+        description="The priority lane it rides (one of `[[lanes]]`); null with no lanes.",
+    )
+    position: int | None = Field(
+        default=None,
+        description="While waiting for its turn: how many waiting tasks start before it (with "
+        "`[[lanes]]`, counted across the lanes by their weights).",
+    )
     eta_seconds: float | None = None
     eta_p90_seconds: float | None = None
     attempts: int = 0
@@ -247,8 +315,23 @@ class TaskViewOut(BaseModel):
     dispatched_at_iso: str | None = None
     started_at_iso: str | None = None
     finished_at_iso: str | None = None
+    deadline: float | None = Field(
+        default=None,
+        description="When its upstream call must have started (epoch s): not started by then, the task "
+        "ends expired, refunded. Null: no deadline.",
+    )
+    deadline_iso: str | None = None
     error: str | None = None
-    result_url: str | None = None
+    result_url: str | None = Field(
+        default=None,
+        description="Once succeeded, while the image is stored: GET /v1/tasks/{id} gives a signed link "
+        "that needs no token (for an <img>), until result_url_expires_at; lists, streams and webhooks "
+        "give /v1/tasks/{id}/result, which takes the bearer token.",
+    )
+    result_url_expires_at: int | None = Field(
+        default=None, description="When the signed result_url stops working (epoch s)."
+    )
+    result_url_expires_at_iso: str | None = None
     pool: str | None = None
     price: int | None = Field(default=None, description="Credits charged at submit.")
     refunded: int | None = Field(default=None, description="Credits given back: the task did not succeed.")

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from events.public_view import Blocked, iso
+from serve_app.http.context import Context
 from serve_app.http.deps import AdminDep, Ctx, ScraperDep
 from serve_app.http.estimates import throughput
 from serve_app.http.metrics import read_figures, render
@@ -30,7 +31,8 @@ def blocked_json(blocked: Blocked) -> dict[str, Any]:
 async def queue(c: Ctx, _admin: AdminDep) -> dict[str, Any]:
     """Waiting, starting (holding a slot, no call in flight yet: waiting for quota or about to
     call), running (upstream calls in flight), slots, the kinds no pool can serve (`blocked`),
-    throughput and each pool's window budget."""
+    throughput and each pool's window budget; with `[[lanes]]`, each lane's waiting tasks and
+    its weight and reserved share."""
     counts = await c.store.counts()
     held, calls = await c.store.in_flight()
     views = await read_pools(c.store, c.config)
@@ -48,6 +50,7 @@ async def queue(c: Ctx, _admin: AdminDep) -> dict[str, Any]:
         "succeeded": int(stats.get("succeeded", 0)),
         "failed": int(stats.get("failed", 0)),
         "cancelled": int(stats.get("cancelled", 0)),
+        "expired": int(stats.get("expired", 0)),
         "mean_latency_seconds": round(latency, 3),
         "throughput_bound_per_second": round(rate, 3),
         "throttled": int(stats.get("throttled", 0)),
@@ -55,6 +58,17 @@ async def queue(c: Ctx, _admin: AdminDep) -> dict[str, Any]:
         "alerts": await c.store.alerts(),
         "recent_failures": await c.store.recent_failures(),
         **await ops_figures(c.store),
+        **({"lanes": await lanes_json(c)} if c.lanes is not None else {}),
+    }
+
+
+async def lanes_json(c: Context) -> dict[str, dict[str, Any]]:
+    """Each configured lane's waiting tasks, weight and reserved share."""
+    assert c.lanes is not None
+    waiting = await c.store.waiting_by_lane(c.lanes)
+    return {
+        lane.name: {"waiting": waiting.get(lane.name, 0), "weight": lane.weight, "reserved": lane.reserved}
+        for lane in c.config.lanes
     }
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from actors.forecast import PoolWindow
 from actors.keypool.status import outage
 from events.catalogue import KINDS
 from events.days import next_pacific_midnight
@@ -27,18 +28,25 @@ class Serving:
     quota_until: float | None = None
 
 
+def full_until(window: PoolWindow, now: float) -> float:
+    """When `window` next holds a free place: now while it has one, else a window (and the
+    margin) after its capacity-th newest grant; inf without places."""
+    if window.capacity < 1:
+        return math.inf
+    if len(window.grants) < window.capacity:
+        return now
+    return window.grants[-window.capacity] + window.window
+
+
 def free_at(view: PoolView, now: float) -> float:
     """When `view`'s pool may next grant a call: after its parking or cooldown, once its window
-    holds a free place and its day has calls left (inf: it does not serve)."""
+    and each window it counts against hold a free place and its day has calls left (inf: it
+    does not serve)."""
     if not view.serving:
         return math.inf
     at = max(now, view.available_from)
-    capacity = view.capacity
-    if capacity < 1:
-        return math.inf
-    if len(view.grants) >= capacity:
-        # The place of the capacity-th newest grant frees a window (and the margin) after it.
-        at = max(at, view.grants[-capacity] + view.window_seconds + view.margin)
+    for window in (view.limit_window(), *view.linked):
+        at = max(at, full_until(window, now))
     if view.rpd and view.calls_today >= view.rpd:
         at = max(at, next_pacific_midnight(now))
     return at
@@ -46,7 +54,8 @@ def free_at(view: PoolView, now: float) -> float:
 
 def serving(views: Sequence[PoolView], now: float) -> Serving:
     """What the pools of `views` can do at `now`. Every pool serves every kind, so a kind is
-    blocked exactly when no pool serves at all (`actors.keypool.status.outage`)."""
+    blocked exactly when no pool serves at all (`actors.keypool.status.outage`). A pool that
+    counts against another is free only when that one's window has a place too."""
     down = outage(view.status for view in views)
     if down is not None:
         blocked = Blocked(down.reason, down.until)

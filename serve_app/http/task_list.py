@@ -25,12 +25,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from events.catalogue import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from events.catalogue import CANCELLED, EXPIRED, FAILED, QUEUED, RUNNING, SUCCEEDED
 from events.ops_models import TaskIndex
 from serve_app.http.auth import SERVICE, USER, Caller
 from serve_app.http.context import Context
 from serve_app.http.deps import CallerDep, Ctx
 from serve_app.http.models import USER_ID_PATTERN, TaskPage, TaskViewOut
+from serve_app.http.problem_docs import responses
 from serve_app.http.problems import Forbidden, Unprocessable
 from serve_app.http.watching import task_view_out
 
@@ -43,7 +44,7 @@ SCAN_CHUNK = 200
 CURSOR_MAX_CHARS = 200
 _TASK_ID = re.compile(r"[0-9a-f]{32}")
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 # The indexes a public status is found in: the stored status, and for `queued` also the
 # dispatched tasks whose call has not started (stored `running`, shown `queued`).
 _STATUS_INDEXES = {
@@ -52,6 +53,7 @@ _STATUS_INDEXES = {
     SUCCEEDED: (SUCCEEDED,),
     FAILED: (FAILED,),
     CANCELLED: (CANCELLED,),
+    EXPIRED: (EXPIRED,),
 }
 
 Position = tuple[float, str]
@@ -146,7 +148,7 @@ async def read_page(
     place, scanned, want = after, 0, limit + 1
     while True:
         entries, exhausted = merge(await c.store.task_index_pages(chosen.sources, place, want), want)
-        views, ranks = await c.store.task_views([task_id for _, task_id in entries])
+        views, ranks = await c.store.task_views([task_id for _, task_id in entries], c.lanes)
         for (score, task_id), view, rank in zip(entries, views, ranks, strict=True):
             if len(items) == limit or scanned == SCAN_BUDGET:
                 return items, place
@@ -162,7 +164,7 @@ async def read_page(
         want = SCAN_CHUNK
 
 
-@router.get("/v1/tasks", response_model=TaskPage, tags=["tasks"])
+@router.get("/v1/tasks", response_model=TaskPage, tags=["tasks"], responses=responses(Unprocessable))
 async def list_tasks(
     c: Ctx,
     caller: CallerDep,

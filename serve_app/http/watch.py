@@ -22,6 +22,7 @@ from events.catalogue import (
     TokenRevoked,
 )
 from events.errors import StoreUnavailableError
+from events.lane_positions import Lanes
 from events.redis_store import RedisEventStore
 from serve_app.http.fanout import REFRESH_SECONDS, Fanout, Render, Update, queue_effect
 
@@ -81,6 +82,7 @@ class Hub:
         clock: Callable[[], float] = time.monotonic,
         refresh_seconds: float = REFRESH_SECONDS,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
+        lanes: Lanes | None = None,
     ) -> None:
         self._store = store
         self._watchers: dict[str, set[Stream]] = defaultdict(set)
@@ -93,7 +95,7 @@ class Hub:
         self._keepalive_seconds = keepalive_seconds
         self._clock = clock
         self._revoked: list[Callable[[str], None]] = []
-        self._fanout = Fanout(store, self._publish, refresh_seconds, clock)
+        self._fanout = Fanout(store, self._publish, refresh_seconds, clock, lanes)
 
     def on_revoked(self, callback: Callable[[str], None]) -> None:
         """Call `callback(token_id)` for each revoked token the hub learns of; starts the tailer."""

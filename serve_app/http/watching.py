@@ -4,8 +4,9 @@ written as Server-Sent Events."""
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import StreamingResponse
 
@@ -19,6 +20,9 @@ from serve_app.http.fanout import Render
 from serve_app.http.models import TaskViewOut
 from serve_app.http.serving import serving_now
 from serve_app.http.watch import Stream
+
+if TYPE_CHECKING:
+    from serve_app.http.results import Links
 
 # What a stream is sent when the hub nudges it: a comment, which clients skip.
 KEEPALIVE = b": ping\n\n"
@@ -65,9 +69,19 @@ async def task_view_out(
     return TaskViewOut(**{**body, "status": status, "position": position, **eta.fields(), **stage.fields()})
 
 
-def renderer(c: Context) -> Render:
-    """How the replica's hub makes a watched task's view into what its streams are sent."""
-    return functools.partial(task_view_out, c)
+def renderer(c: Context, links: Links | None = None) -> Render:
+    """How the replica's hub makes a watched task's view into what its streams are sent: with
+    the signed result link (`links`) a succeeded task's view carries, as `GET /v1/tasks/{id}`."""
+    if links is None:
+        return functools.partial(task_view_out, c)
+
+    async def render(
+        task_id: str, view: dict[str, str], position: int | None, counts: QueueCounts | None = None
+    ) -> TaskViewOut:
+        out = await task_view_out(c, task_id, view, position, counts)
+        return links.attach(task_id, view, out, time.time())
+
+    return render
 
 
 def parse_event_id(value: str | None) -> tuple[int, int | None, str]:

@@ -1,6 +1,8 @@
 // The user page: submit a photo, follow the task through its stages over Server-Sent Events, show
-// the image. EventSource cannot send an Authorization header, so the stream is read with fetch().
-"use strict";
+// the image. It talks to genqueue through its TypeScript client (the built module beside this
+// file), which reads the stream with fetch() so that the token is sent, resumes a dropped stream
+// with Last-Event-ID and retries what is safe to retry.
+import { GenqueueClient, GenqueueError, newIdempotencyKey } from "/static/genqueue-client/genqueue-client.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "genqueue.token";
@@ -8,14 +10,14 @@ const TOKEN_KEY = "genqueue.token";
 const TASK_KEY = "genqueue.task";
 // The progress bar's steps, in order; a blocked task is shown on the quota step.
 const STAGES = ["waiting", "waiting_for_quota", "starting", "generating", "done"];
-const ENDED = ["succeeded", "failed", "cancelled"];
+const ENDED = ["succeeded", "failed", "cancelled", "expired"];
 // Every update the page showed: task, position, status, stage, headline and ETA line, when it
 // arrived and when it was painted.
 window.genqueueLog = [];
 
-let open = null; // the task followed: { id, kind, status, step, controller }
+let open = null; // the task followed: { id, kind, status, step, controller, task }
 let pressing = false; // a press of Generate whose answer has not come yet
-let unanswered = null; // { key, body } of a press that got no answer: the same request again reuses its key
+let unanswered = null; // { key, request } of a press that got no answer: the same request again reuses its key
 let presses = 0; // so that a late result of an older task never shows under a newer one
 let resultUrl = null;
 let ticker = null;
@@ -66,6 +68,18 @@ function blockedWords(view) {
 
 function refundWords(view) {
   return view.refunded > 0 ? `${credits(view.refunded)} refunded.` : "";
+}
+
+// A task whose deadline passed before its call could start: it was refunded and made no image.
+function expiredWords(view, balance) {
+  let text = "It could not start before your deadline, so ";
+  if (view.refunded > 0) {
+    text += `it cost nothing: ${credits(view.refunded)} refunded`;
+    if (balance != null) text += `; your balance is now ${credits(balance)}`;
+  } else {
+    text += "nothing was charged";
+  }
+  return text + ". Please try again, or allow more time.";
 }
 
 // What a failed task's error means to the person who asked for the image, when it can be told.
@@ -124,19 +138,11 @@ function token() {
   return $("token").value.trim();
 }
 
-function authHeaders() {
-  const t = token();
-  return t ? { Authorization: "Bearer " + t } : {};
-}
+// A 429 or 503 that asks for a short wait is waited out; a longer one is said beside the button.
+const client = new GenqueueClient({ token, retry: { maxRetryAfterSeconds: 5 } });
 
 const say = (text) => { $("error").textContent = text; };
-const pause = (ms) => new Promise((ok) => setTimeout(ok, ms));
-
-// A fresh Idempotency-Key; crypto.randomUUID exists only on https and localhost.
-function newKey() {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return "page-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
+const refusal = (e) => (e instanceof GenqueueError ? e.status : 0);
 
 function showBalance(n) {
   $("balance").classList.toggle("hidden", n == null);
@@ -146,27 +152,28 @@ function showBalance(n) {
 async function loadBalance() {
   if (!token()) { showBalance(null); return null; }
   try {
-    const r = await fetch("/v1/me", { headers: authHeaders() });
-    if (!r.ok) { showBalance(null); return null; }
-    const me = await r.json();
+    const me = await client.me();
     // A user who was never granted nor charged anything: credits are likely off here.
     const shown = me.balance || me.granted || me.charged ? me.balance : null;
     showBalance(shown);
     return me.balance;
-  } catch {
+  } catch (e) {
+    if (e instanceof GenqueueError) showBalance(null);
     return null;
   }
 }
 
-function readFile(input, what) {
-  return new Promise((resolve, reject) => {
-    const file = input.files[0];
-    if (!file) { reject(new Error(`Please choose ${what}.`)); return; }
-    const reader = new FileReader();
-    reader.onload = () => resolve(reader.result); // a data: URL; the API takes it as is
-    reader.onerror = () => reject(new Error(`${what[0].toUpperCase() + what.slice(1)} could not be read.`));
-    reader.readAsDataURL(file);
-  });
+// The file chosen in `input`; the client sends it as base64, as the API takes it.
+function chosen(input, what) {
+  const file = input.files[0];
+  if (!file) throw new Error(`Please choose ${what}.`);
+  return file;
+}
+
+// What makes two presses the same request: the kind, the style and the files chosen.
+function requestOf(kind, prompt, images) {
+  const f = (file) => file && [file.name, file.size, file.lastModified, file.type];
+  return JSON.stringify([kind, prompt, f(images.person), f(images.garment)]);
 }
 
 // ---- painting a task ----------------------------------------------------------------------
@@ -175,7 +182,7 @@ function stageOf(view) {
   switch (view.status) {
     case "running": return "generating";
     case "succeeded": return "done";
-    case "failed": case "cancelled": return view.status;
+    case "failed": case "cancelled": case "expired": return view.status;
     default: return view.stage || "waiting"; // a queued task with no stage from the API waits for its turn
   }
 }
@@ -183,9 +190,9 @@ function stageOf(view) {
 function paintBar(stage, kind) {
   const bar = $("stages");
   let step = stage === "blocked" ? 1 : STAGES.indexOf(stage);
-  if (step < 0) step = open ? open.step : 0; // failed or cancelled: the bar stays where the task got to
+  if (step < 0) step = open ? open.step : 0; // failed, cancelled or expired: the bar stays where the task got to
   else if (open) open.step = step;
-  bar.classList.toggle("ended", stage === "failed" || stage === "cancelled");
+  bar.classList.toggle("ended", ["failed", "cancelled", "expired"].includes(stage));
   bar.classList.toggle("finished", stage === "done");
   bar.querySelectorAll("li").forEach((li, i) => {
     li.classList.toggle("passed", i < step);
@@ -244,12 +251,26 @@ function render(view) {
       showResult(view.task_id, kind);
       break;
     case "cancelled": status("Cancelled"); $("detail").textContent = refundWords(view); break;
+    case "expired":
+      status(tryOn(kind) ? "Your try-on could not start in time" : "Your image could not start in time");
+      $("detail").textContent = expiredWords(view, null);
+      break;
     default:
       status(tryOn(kind) ? "We could not make your try-on" : "We could not make this image");
       $("detail").textContent = [failureWords(view.error), refundWords(view)].filter(Boolean).join(" ");
   }
-  if (ENDED.includes(view.status)) finish();
+  if (ENDED.includes(view.status)) {
+    const balance = finish();
+    if (stage === "expired") showBalanceAfter(view, balance);
+  }
   return stage;
+}
+
+// The balance an expired task's refund left, once it is read (unless another press came first).
+async function showBalanceAfter(view, reading) {
+  const press = presses;
+  const balance = await reading;
+  if (press === presses && balance != null) $("detail").textContent = expiredWords(view, balance);
 }
 
 function logged(view, stage, arrived) {
@@ -273,10 +294,7 @@ function clearResult() {
 async function showResult(taskId, kind) {
   const press = presses;
   try {
-    const r = await fetch(`/v1/tasks/${taskId}/result`, { headers: authHeaders() });
-    if (press !== presses) return;
-    if (!r.ok) { say(r.status === 404 ? "The image is no longer stored." : "We could not fetch the image. Please reload the page."); return; }
-    const blob = await r.blob();
+    const blob = await client.task(taskId).result();
     if (press !== presses) return;
     clearResult();
     resultUrl = URL.createObjectURL(blob);
@@ -287,8 +305,10 @@ async function showResult(taskId, kind) {
     $("download").download = (tryOn(kind) ? "genqueue-try-on." : "genqueue-image.") + ext;
     $("result").classList.remove("hidden");
     $("download").classList.remove("hidden");
-  } catch {
-    say("We could not fetch the image. Please reload the page.");
+  } catch (e) {
+    if (press !== presses) return;
+    const gone = [404, 410].includes(refusal(e));
+    say(gone ? "The image is no longer stored." : "We could not fetch the image. Please reload the page.");
   }
 }
 
@@ -296,7 +316,10 @@ async function showResult(taskId, kind) {
 
 function follow(view) {
   if (open) open.controller.abort();
-  open = { id: view.task_id, kind: view.kind, status: view.status, step: 0, controller: new AbortController() };
+  open = {
+    id: view.task_id, kind: view.kind, status: view.status, step: 0, controller: new AbortController(),
+    task: client.task(view.task_id),
+  };
   const task = open;
   localStorage.setItem(TASK_KEY, view.task_id);
   $("progress").classList.remove("hidden");
@@ -305,7 +328,8 @@ function follow(view) {
   if (open === task) watch(task);
 }
 
-// The task ended (or cannot be followed any more): Generate may be pressed again.
+// The task ended (or cannot be followed any more): Generate may be pressed again. The balance
+// is read again; the reading is returned.
 function finish() {
   if (open) open.controller.abort();
   open = null;
@@ -313,58 +337,28 @@ function finish() {
   clearInterval(ticker);
   $("cancel").classList.add("hidden");
   $("go").disabled = pressing;
-  loadBalance();
+  return loadBalance();
 }
 
 async function watch(task) {
   const signal = task.controller.signal;
-  let lastId = "", failures = 0;
-  while (!signal.aborted) {
-    try {
-      const h = authHeaders();
-      if (lastId) h["Last-Event-ID"] = lastId;
-      const r = await fetch(`/v1/tasks/${task.id}/watch`, { headers: h, signal });
-      if (r.status === 401 || r.status === 404) {
-        finish();
-        say(r.status === 401 ? "Your access token is no longer valid, so we cannot follow your image." : "We could not find your image any more.");
-        return;
-      }
-      if (!r.ok) throw new Error("stream " + r.status);
-      const reader = r.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        // Lines may end in CRLF, LF or CR (the SSE format allows all three).
-        buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, cut);
-          buffer = buffer.slice(cut + 2);
-          const fields = {};
-          for (const line of block.split("\n")) {
-            const i = line.indexOf(":");
-            if (i > 0) fields[line.slice(0, i)] = line.slice(i + 1).replace(/^ /, "");
-          }
-          if (!fields.data || signal.aborted) continue;
-          if (fields.id) lastId = fields.id;
-          failures = 0;
-          const view = JSON.parse(fields.data);
-          const arrived = performance.now();
-          task.status = view.status;
-          logged(view, render(view), arrived);
-          if (ENDED.includes(view.status)) return;
-        }
-      }
-    } catch (e) {
+  try {
+    // Each update as it comes, until the task ends; a dropped stream is resumed by the client.
+    for await (const view of task.task.watch({ signal })) {
       if (signal.aborted) return;
-      if (++failures >= 30) {
-        say("We lost contact with the service. Reload the page to see how your image is doing.");
-        return;
-      }
+      const arrived = performance.now();
+      task.status = view.status;
+      logged(view, render(view), arrived);
     }
-    await pause(1000); // reconnect, resuming with Last-Event-ID
+  } catch (e) {
+    if (signal.aborted) return;
+    const status = refusal(e);
+    if (status === 401 || status === 404) {
+      finish();
+      say(status === 401 ? "Your access token is no longer valid, so we cannot follow your image." : "We could not find your image any more.");
+      return;
+    }
+    say("We lost contact with the service. Reload the page to see how your image is doing.");
   }
 }
 
@@ -373,12 +367,14 @@ async function resume() {
   const id = localStorage.getItem(TASK_KEY);
   if (!id || !token()) return;
   try {
-    const r = await fetch(`/v1/tasks/${encodeURIComponent(id)}`, { headers: authHeaders() });
-    if (r.status === 401 || r.status === 404) { localStorage.removeItem(TASK_KEY); return; }
-    if (!r.ok) { say("We could not check on your image. Please reload the page in a moment."); return; }
-    if (!open && !pressing) follow(await r.json());
-  } catch {
-    say("We could not reach the service to check on your image. Please reload the page in a moment.");
+    const view = await client.task(id).status();
+    if (!open && !pressing) follow(view);
+  } catch (e) {
+    const status = refusal(e);
+    if (status === 401 || status === 404) { localStorage.removeItem(TASK_KEY); return; }
+    say(status
+      ? "We could not check on your image. Please reload the page in a moment."
+      : "We could not reach the service to check on your image. Please reload the page in a moment.");
   }
 }
 
@@ -406,30 +402,33 @@ $("submit-form").addEventListener("submit", async (event) => {
   localStorage.setItem(TOKEN_KEY, token());
   try {
     const kind = $("kind").value;
-    const images = { person: await readFile($("person"), "your photo") };
-    if (kind === "fitting") images.garment = await readFile($("garment"), "the garment photo");
-    const body = JSON.stringify({ kind, prompt: $("prompt").value, images });
-    // One key per press; a press whose answer was lost is sent again under its key, so that the
-    // service answers with the task it already made (and charged for) instead of a second one.
-    const key = unanswered && unanswered.body === body ? unanswered.key : newKey();
-    unanswered = { key, body };
-    let r;
+    const prompt = $("prompt").value;
+    const images = { person: chosen($("person"), "your photo") };
+    if (kind === "fitting") images.garment = chosen($("garment"), "the garment photo");
+    // One key per press; a press whose answer was lost (after the client's own retries) is sent
+    // again under its key, so that the service answers with the task it already made (and
+    // charged for) instead of a second one.
+    const request = requestOf(kind, prompt, images);
+    const key = unanswered && unanswered.request === request ? unanswered.key : newIdempotencyKey();
+    unanswered = { key, request };
+    let task;
     try {
-      r = await fetch("/v1/tasks", {
-        method: "POST",
-        headers: { ...authHeaders(), "Content-Type": "application/json", "Idempotency-Key": key },
-        body,
-      });
-    } catch {
-      throw new Error("We could not reach the service. Please check your connection and press Generate again.");
-    }
-    unanswered = null;
-    const answer = await r.json().catch(() => ({}));
-    if (!r.ok) {
-      say(explain(r.status, answer, r.headers.get("Retry-After")));
-      if (r.status === 402) showBalance(answer.balance);
+      task = await client.submit(kind, images, prompt, { idempotencyKey: key });
+    } catch (e) {
+      if (e instanceof DOMException && e.name === "NotReadableError") {
+        unanswered = null; // a file that could not be read was never sent
+        throw new Error("Your photo could not be read. Please choose it again.");
+      }
+      if (!(e instanceof GenqueueError)) {
+        throw new Error("We could not reach the service. Please check your connection and press Generate again.");
+      }
+      unanswered = null;
+      say(explain(e.status, e.problem, e.retryAfter));
+      if (e.status === 402) showBalance(e.balance);
       return;
     }
+    unanswered = null;
+    const answer = task.submitted;
     if (answer.balance != null) showBalance(answer.balance);
     follow({ ...answer, kind, status: answer.status || "queued" });
   } catch (e) {
@@ -446,10 +445,12 @@ $("cancel").addEventListener("click", async () => {
   $("cancel").disabled = true;
   say("");
   try {
-    const r = await fetch(`/v1/tasks/${task.id}`, { method: "DELETE", headers: authHeaders() });
-    const answer = await r.json().catch(() => ({}));
-    if (!r.ok) {
-      say(r.status === 409
+    let answer;
+    try {
+      answer = await task.task.cancel();
+    } catch (e) {
+      if (!(e instanceof GenqueueError)) throw e;
+      say(e.status === 409
         ? `${tryOn(task.kind) ? "Your try-on" : "Your image"} is already with a generator, so it can no longer be cancelled.`
         : "We could not cancel right now. Please try again in a moment.");
       return;

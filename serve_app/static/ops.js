@@ -150,12 +150,12 @@ function showIntake(intake) {
 
 function showQueue(q) {
   const now = Date.now() / 1000;
-  const done = q.succeeded + q.failed + q.cancelled;
+  const done = q.succeeded + q.failed + q.cancelled + (q.expired || 0);
   const rate = previous ? Math.max(0, (done - previous.done) / Math.max(0.001, now - previous.t)) : 0;
   previous = { t: now, done };
   samples.push({ t: now, waiting: q.waiting, rate });
   while (samples.length && samples[0].t < now - HISTORY_SECONDS) samples.shift();
-  for (const key of ["waiting", "starting", "running", "slots", "succeeded", "failed"]) {
+  for (const key of ["waiting", "starting", "running", "slots", "succeeded", "failed", "expired"]) {
     $(key).textContent = q[key] == null ? "–" : q[key];
   }
   $("throughput").textContent = rate.toFixed(1);

@@ -14,7 +14,7 @@ from actors import factory
 from actors.blobs import blob_store, task_blob
 from actors.config import Config
 from actors.providers.images import sample_selfie
-from events.catalogue import StoredEvent, TaskSubmitted
+from events.catalogue import TERMINAL, CreditsCharged, CreditsGranted, Event, StoredEvent, TaskSubmitted
 from events.redis_store import RedisEventStore
 from serve_app.runtime import resolve
 from tests.helpers import eventually, make_config
@@ -27,6 +27,7 @@ class Cluster:
         self.config = config
         self.handles = handles
         self.blobs = blob_store(config)
+        self._stocked = False
 
     def _run(self, fn: Callable[[RedisEventStore], Any]) -> Any:
         async def main() -> Any:
@@ -38,22 +39,39 @@ class Cluster:
 
         return asyncio.run(main())
 
-    def submit(self, n: int, user: str = "u") -> list[str]:
-        """Store inputs and append n task.submitted events, as the HTTP layer does."""
-        events = []
+    def submit(
+        self, n: int, user: str = "u", deadline_seconds: float = 0.0, price: int = 0, lane: str = ""
+    ) -> list[str]:
+        """Store inputs and append n task.submitted events, as the HTTP layer does; with a
+        `price`, each is charged that (granted first), and with `deadline_seconds`, each has
+        a deadline that long after its submit. Each rides `lane`; a `user` ending in "*" gives
+        each task a user of its own (that prefix and its number)."""
+        events: list[Event] = []
         for i in range(n):
+            at = time.time()
             event = TaskSubmitted(
                 task_id=f"{time.time_ns():x}{i:04d}".ljust(32, "0")[:32],
-                user_id=user,
+                user_id=f"{user[:-1]}{i}" if user.endswith("*") else user,
                 kind="photography",
                 prompt="p",
                 inputs={"person": task_blob("x", "person.png")},
-                at=time.time(),
+                deadline=at + deadline_seconds if deadline_seconds else 0.0,
+                lane=lane,
+                at=at,
             )
             events.append(event)
-        self.blobs.put(task_blob("x", "person.png"), sample_selfie(1))
+            if price:
+                events += [
+                    CreditsGranted(user_id=event.user_id, amount=price, at=at),
+                    CreditsCharged(user_id=event.user_id, task_id=event.task_id, amount=price, at=at),
+                ]
+        if not self._stocked:
+            # Written once: a blob is never rewritten while a task may read it (a reader could
+            # see it half written, as the blob store's contract says).
+            self.blobs.put(task_blob("x", "person.png"), sample_selfie(1))
+            self._stocked = True
         self._run(lambda s: s.append(events))
-        return [e.task_id for e in events]
+        return [e.task_id for e in events if isinstance(e, TaskSubmitted)]
 
     def corrupt_newest_snapshot(self, actor: str, every: bool = False) -> None:
         """Push an undecodable document in front of an actor's snapshots (or make all undecodable)."""
@@ -106,7 +124,7 @@ class Cluster:
 
     def ended(self, ids: list[str]) -> bool:
         """Whether every task has a terminal status."""
-        return all(v.get("status") in ("succeeded", "failed", "cancelled") for v in self.views(ids).values())
+        return all(v.get("status") in TERMINAL for v in self.views(ids).values())
 
 
 @pytest.fixture

@@ -76,6 +76,9 @@ def env() -> dict[str, str]:
         RAY_SERVE_ENABLE_HA_PROXY="1",
         RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
         RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
+        # Not Serve's fixed 8500 for the head's fallback proxy: another test on this machine
+        # may hold it (the deployment test takes it on purpose).
+        RAY_SERVE_FALLBACK_PROXY_HTTP_PORT=str(free_port()),
     )
     return e
 

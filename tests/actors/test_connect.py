@@ -25,7 +25,7 @@ from actors import factory
 from serve_app.runtime import resolve
 from tests.helpers import make_config
 args = json.loads(sys.argv[1])
-base = make_config(args["url"], args["data_dir"])
+base = make_config(args["url"], args["data_dir"], workers=2)
 config = resolve(replace(base, redis=replace(base.redis, namespace=args["namespace"])))
 ray.init(address=args["address"], logging_level="ERROR", log_to_driver=False)
 handles = factory.start(config)
@@ -37,7 +37,7 @@ def test_a_second_start_on_the_cluster_finds_the_running_singletons(
     ray_session: None, store_url: str, data_dir: str
 ) -> None:
     """Another driver's factory.start gets the same QueueActor and KeyPoolActor, and no second one exists."""
-    config = resolve(make_config(store_url, data_dir))
+    config = resolve(make_config(store_url, data_dir, workers=2))
     first = factory.start(config)
     try:
         args = {

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SCENARIO = Path(__file__).with_name("multinode_scenario.py")
 
 
@@ -29,7 +27,3 @@ def test_a_burst_survives_its_worker_node_on_a_ray_start_cluster() -> None:
     assert figures["succeeded_before_kill"] < figures["tasks"]
     assert (figures["succeeded"], figures["lost"], figures["ended_twice"]) == (figures["tasks"], 0, 0)
     assert figures["violations"] == [] and run.returncode == 0
-
-
-# Timings and whole clusters: run alone, after the tests that run two at a time.
-pytestmark = pytest.mark.serial

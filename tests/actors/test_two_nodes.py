@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SCENARIO = Path(__file__).with_name("two_node_scenario.py")
 
 
@@ -26,7 +24,3 @@ def test_worker_node_removed_mid_burst() -> None:
     assert result["workers_on_head"] is False
     assert result["submitted"] == 24 and result["ended"] == {"succeeded": 24}
     assert result["never_ended"] == result["ended_twice"] == result["overlapping"] == 0
-
-
-# Timings and whole clusters: run alone, after the tests that run two at a time.
-pytestmark = pytest.mark.serial

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -148,3 +149,31 @@ def test_credits_grant_adds_to_the_balance(store_url: str) -> None:
             await store.close()
 
     assert [(e["amount"], e["reason"]) for e in asyncio.run(ledger())] == [(7, "promo"), (5, "promo")]
+
+
+def test_a_token_made_with_a_lane_rides_it_and_an_unknown_lane_is_one_line(
+    store_url: str, tmp_path: Path
+) -> None:
+    """`--lane paid` with a config that has lanes paid and free: the API's caller carries the
+    lane and the confirmation names it; a lane the config lacks is exit 2 in one line naming
+    the lanes there are."""
+    config = tmp_path / "genqueue.toml"
+    config.write_text('[[lanes]]\nname = "paid"\nweight = 9\n[[lanes]]\nname = "free"\n')
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    where = ["--redis-url", store_url, "--namespace", ns, "--config", str(config)]
+    made = runner.invoke(app, ["token", "create", "--user", "vip", "--lane", "paid", *where])
+    assert made.exit_code == 0, made.output
+    assert "lane paid" in made.stderr
+    wrong = runner.invoke(app, ["token", "create", "--user", "vip", "--lane", "gold", *where])
+    assert wrong.exit_code == 2 and "Traceback" not in wrong.output
+    assert wrong.stderr.strip() == "--lane: 'gold' is not a configured lane (paid, free)"
+
+    async def lane() -> str:
+        store = RedisEventStore.from_url(store_url, ns)
+        try:
+            header = f"Bearer {made.stdout.strip().splitlines()[-1]}"
+            return (await authenticate(store, header, required=True, roles=ROLES)).lane
+        finally:
+            await store.close()
+
+    assert asyncio.run(lane()) == "paid"

@@ -21,6 +21,7 @@ from actors.blobs import blob_store
 from actors.config import CreditsConfig
 from events.catalogue import CreditsGranted, TaskSubmitted
 from serve_app.http.auth import new_token
+from tests.e2e.deadlines_helpers import counted_from_the_submit
 from tests.helpers import append_to, log_of, make_config
 from tests.served import App, served
 
@@ -175,3 +176,35 @@ def test_a_batch_counts_once_against_the_tokens_rate(app: App) -> None:
     assert limited.json()["retry_after"] == int(limited.headers["retry-after"])
     assert len(_submitted(app)) == before
     assert not set(blob_store(app.config).task_ids()) - {e.task_id for e in _submitted(app)}
+
+
+def test_a_cancel_after_header_is_the_deadline_of_items_without_their_own(app: App) -> None:
+    """`Cancel-After: 90s` gives each item without `deadline_seconds` a deadline 90 s after its
+    submit; an item with its own keeps it. A header that does not parse is a 422 naming it,
+    and nothing is queued."""
+    _grant(app, cal=2)
+    service = app.token("svc-cancel-after", "service")
+    before = len(_submitted(app))
+    bad = httpx.post(
+        f"{app.url}/v1/tasks/batch",
+        json={"tasks": [_task("cal")]},
+        headers={**service, "Cancel-After": "soon"},
+        timeout=30,
+    )
+    assert bad.status_code == 422, bad.text
+    assert [e["field"] for e in bad.json()["errors"]] == ["Cancel-After"] and "Cancel-After" in bad.json()[
+        "detail"
+    ]
+    assert len(_submitted(app)) == before
+    answer = httpx.post(
+        f"{app.url}/v1/tasks/batch",
+        json={"tasks": [_task("cal"), _task("cal", deadline_seconds=3600)]},
+        headers={**service, "Cancel-After": "90s"},
+        timeout=30,
+    )
+    assert answer.status_code == 200 and answer.json()["accepted"] == 2, answer.text
+    views = [
+        httpx.get(f"{app.url}/v1/tasks/{r['task_id']}", headers=service, timeout=30).json()
+        for r in answer.json()["results"]
+    ]
+    assert counted_from_the_submit(views[0], 90.0) and counted_from_the_submit(views[1], 3600.0), views

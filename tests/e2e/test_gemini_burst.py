@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from genqueue_client import AsyncClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -55,22 +56,47 @@ def live(
         yield r
 
 
+class Refusals(httpx.AsyncHTTPTransport):
+    """An HTTP transport that keeps the bodies of the 503s it carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bytes] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if response.status_code == 503:
+            self.seen.append((await response.aread())[:300])
+        return response
+
+
 def test_a_burst_through_http_ends_with_images_and_never_overruns_a_project(
     live: Running, upstream: str
 ) -> None:
     """90 submits at once: all succeed (max_attempts 1, so no 429 was charged), no project saw more
     than its 10 calls in a rolling second, and the misconfigured pool learned upstream's rate."""
 
+    refused = Refusals()
+
     async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=live.api_url, timeout=60) as client:
+        # genqueue's own client, as an app would send them: a 503 (a replica busy starting, a
+        # store hiccup on a loaded machine) is tried again after its Retry-After, under the
+        # same idempotency key, so it is never charged twice.
+        async with AsyncClient(live.api_url, timeout=60, retries=3, transport=refused) as client:
             return await asyncio.gather(
                 *(
-                    client.post("/v1/tasks", json=payload(i, "fitting" if i % 2 else "photography"))
+                    client.request(
+                        "POST",
+                        "/v1/tasks",
+                        body=payload(i, "fitting" if i % 2 else "photography"),
+                        headers={"Idempotency-Key": f"burst-{i}"},
+                    )
                     for i in range(TASKS)
                 )
             )
 
     responses = asyncio.run(burst())
+    print(f"503s tried again: {len(refused.seen)} {refused.seen[:3]}")
     assert [r.status_code for r in responses] == [202] * TASKS
     ids = [r.json()["task_id"] for r in responses]
     with httpx.Client(base_url=live.api_url, timeout=30) as client:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from actors.config import CreditsConfig
-from events.catalogue import CreditsGranted, CreditsRefunded, KeyTokenGranted, TaskFailed
+from events.catalogue import CreditsGranted, CreditsRefunded, KeyTokenGranted, TaskExpired, TaskFailed
 from serve_app.cli.burst import payload
 from tests.helpers import append_to, make_config
 from tests.served import App, served
@@ -145,5 +145,34 @@ def test_pause_and_resume_buttons_switch_intake_and_the_banner_names_when_the_po
     waiting = page.locator("#waiting").text_content() or "0"
     assert int(waiting) >= 1
     expect(page.locator("#chart-waiting-now")).to_have_text(waiting)
+    assert violations == []
+    page.close()
+
+
+def test_expired_tasks_are_counted_and_filtered(app: App, browser: Browser) -> None:
+    """A task that expired (as the queue writes it: the ending and its refund in one append) is
+    counted in /v1/queue and on the page, and is the one row the `expired` filter shows."""
+    admin, kim = app.token("ops", "admin"), app.token("kim", "user")
+    append_to(app.config, [CreditsGranted(user_id="kim", amount=10, by="test", at=time.time())])
+    with httpx.Client(base_url=app.url, timeout=30) as client:
+        before = client.get("/v1/queue", headers=admin).json()["expired"]
+        late, other = submit(client, kim), submit(client, kim)
+        now = time.time()
+        ended = TaskExpired(task_id=late, attempt=0, deadline=now - 1, at=now)
+        append_to(
+            app.config,
+            [ended, CreditsRefunded(user_id="kim", task_id=late, amount=1, reason="expired", at=now)],
+        )
+        assert client.get("/v1/queue", headers=admin).json()["expired"] == before + 1
+        listed = client.get("/v1/tasks", params={"status": "expired"}, headers=kim).json()["tasks"]
+        assert [t["task_id"] for t in listed] == [late] and other != late
+    page, violations = ops_page(browser, app, admin)
+    expect(page.locator("#expired")).to_have_text(str(before + 1))
+    page.fill("#filter-user", "kim")
+    page.select_option("#filter-status", "expired")
+    rows = page.locator("#tasks tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(late[:8])
+    expect(rows.first).to_contain_text("expired")
     assert violations == []
     page.close()

@@ -121,6 +121,10 @@ def test_an_upstream_call_is_assumed_to_take_its_own_time_until_one_is_measured(
     assert prior_latency("gemini", 2.0, 120.0) == 10.0
     assert prior_latency("gemini", 2.0, 5.0) == 5.0
     assert prior_latency("offline", 2.0, 120.0) == 2.0
+    # [provider] expected_call_seconds, when set, is the prior of either provider.
+    assert prior_latency("gemini", 2.0, 120.0, expected=0.5) == 0.5
+    assert prior_latency("gemini", 2.0, 5.0, expected=30.0) == 5.0
+    assert prior_latency("offline", 2.0, 120.0, expected=0.01) == 0.1
     spread = eta_range.prior_times("gemini", 10.0, 0.5, 120.0)
     assert min(spread) >= 5.0 and max(spread) <= 20.0
     assert eta_range.call_times({}, [], spread, ran=0.0).mean == pytest.approx(sum(spread) / len(spread))

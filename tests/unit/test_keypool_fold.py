@@ -36,7 +36,8 @@ LEAD = 0.05
 
 
 def fresh() -> KeyPoolState:
-    """Two pools as the configuration gives them: a (3 calls/s, two keys) and b (4 calls/2 s, 40 a day)."""
+    """Three pools as the configuration gives them: a (3 calls/s, two keys), b (4 calls/2 s, 40 a
+    day) and c (4 calls/s, a $0.15 daily spend cap at $0.05 a call: 3 calls a day)."""
     tuning = Tuning(margin=0.02, probe_after=2, probe_step=0.2)
     return KeyPoolState(
         pools={
@@ -50,6 +51,16 @@ def fresh() -> KeyPoolState:
             ),
             "b": PoolState(
                 name="b", rpm=120, window=2.0, key_ids=("b#1",), rpd=40, tuning=tuning, hints={"b#1": "h3"}
+            ),
+            "c": PoolState(
+                name="c",
+                rpm=240,
+                window=1.0,
+                key_ids=("c#1",),
+                tuning=tuning,
+                hints={"c#1": "h4"},
+                price_per_image=0.05,
+                max_spend_per_day=0.15,
             ),
         }
     )
@@ -129,6 +140,38 @@ class Sim:
             sends(pools, self.state.grants, record)
         return pools
 
+    def play(
+        self, step: tuple[object, ...], grants: dict[str, list[float]]
+    ) -> tuple[dict[str, PoolState], KeyPoolState] | None:
+        """One generated step (acquire, tick, send, 429, day, reject, restart); grants made go
+        into `grants` by pool. A restart answers the live pools just before it and the state
+        rebuilt after it."""
+        match step:
+            case ("acquire", int(n)):
+                self.acquire(n)
+            case ("tick", int(n), int(arrivals), delay):
+                self.now += n * 0.05
+                if isinstance(delay, float):  # the calls granted so far went out and are reported
+                    self.send(-1, delay)
+                self.acquire(arrivals)
+                for g in self.turn(flush=n >= 20):
+                    grants[g.pool].append(g.at)
+            case ("send", int(pick), float(delay)):
+                self.send(pick, delay)
+            case ("429", str(pool), float(retry_after), quota):
+                self.refused(pool, Failure.THROTTLED, retry_after, quota)  # type: ignore[arg-type]
+            case ("day", str(pool)):
+                self.refused(pool, Failure.QUOTA_DAY, 0.0, None)
+            case ("reject", str(pool)):
+                self.refused(pool, Failure.KEY_REJECTED, 0.0, None)
+            case ("restart", int(cut), int(n), delay):
+                self.now += n * 0.05
+                if isinstance(delay, float):  # calls went out and were reported just before the crash
+                    self.send(-1, delay)
+                live = self.live_view()
+                return live, self.restart(cut)
+        return None
+
     def restart(self, cut: int) -> KeyPoolState:
         """Crash and start again: unwritten reports are lost; the state comes from a snapshot
         taken after `cut` events and the rest of the log; grants whose send the log lacks are dated now."""
@@ -149,9 +192,12 @@ ops = st.lists(
         ),
         st.tuples(st.just("send"), st.one_of(st.just(-1), st.integers(0, 50)), st.floats(0.0, 0.6)),
         st.tuples(
-            st.just("429"), st.sampled_from(["a", "b"]), st.floats(0.0, 1.0), st.sampled_from([None, 60, 120])
+            st.just("429"),
+            st.sampled_from(["a", "b", "c"]),
+            st.floats(0.0, 1.0),
+            st.sampled_from([None, 60, 120]),
         ),
-        st.tuples(st.just("day"), st.sampled_from(["a", "b"])),
+        st.tuples(st.just("day"), st.sampled_from(["a", "b", "c"])),
         st.tuples(st.just("reject"), st.sampled_from(["a", "b"])),
         st.tuples(
             st.just("restart"),
@@ -175,38 +221,17 @@ def test_live_replayed_and_snapshot_restored_states_are_equal_and_a_restart_is_n
     restart never counts a call from earlier, nor lets a pool grant sooner, than the live
     actor did."""
     sim = Sim()
-    grants: dict[str, list[float]] = {"a": [], "b": []}
+    grants: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     for step in steps:
-        match step:
-            case ("acquire", int(n)):
-                sim.acquire(n)
-            case ("tick", int(n), int(arrivals), delay):
-                sim.now += n * 0.05
-                if isinstance(delay, float):  # the calls granted so far went out and are reported
-                    sim.send(-1, delay)
-                sim.acquire(arrivals)
-                for g in sim.turn(flush=n >= 20):
-                    grants[g.pool].append(g.at)
-            case ("send", int(pick), float(delay)):
-                sim.send(pick, delay)
-            case ("429", str(pool), float(retry_after), quota):
-                sim.refused(pool, Failure.THROTTLED, retry_after, quota)  # type: ignore[arg-type]
-            case ("day", str(pool)):
-                sim.refused(pool, Failure.QUOTA_DAY, 0.0, None)
-            case ("reject", str(pool)):
-                sim.refused(pool, Failure.KEY_REJECTED, 0.0, None)
-            case ("restart", int(cut), int(n), delay):
-                sim.now += n * 0.05
-                if isinstance(delay, float):  # calls went out and were reported just before the crash
-                    sim.send(-1, delay)
-                live = sim.live_view()
-                after = sim.restart(cut)
-                for name, pool in after.pools.items():
-                    counted, before = sorted(pool.limiter.log), sorted(live[name].limiter.log)
-                    assert len(counted) == len(before) and all(
-                        a >= b for a, b in zip(counted, before, strict=True)
-                    )
-                    assert pool.next_free_at(sim.now) >= live[name].next_free_at(sim.now)
+        restarted = sim.play(step, grants)
+        if restarted is not None:
+            live, after = restarted
+            for name, pool in after.pools.items():
+                mine, theirs = pool.limiter, live[name].limiter
+                # Calls counted from no earlier: from now on it never has more places free.
+                horizon = [sim.now + i * theirs.window / 20 for i in range(22)]
+                assert all(mine.available(t) <= theirs.available(t) for t in horizon)
+                assert pool.next_free_at(sim.now) >= live[name].next_free_at(sim.now)
     assert replay(sim.log, fresh()) == sim.state
     for cut in (0, len(sim.log) // 3, len(sim.log)):
         data = json.loads(json.dumps(snapshot(replay(sim.log[:cut], fresh()))))
@@ -214,6 +239,7 @@ def test_live_replayed_and_snapshot_restored_states_are_equal_and_a_restart_is_n
     for name, times in grants.items():
         pool = sim.state.pools[name]
         assert max_in_window(sorted(times), pool.window) <= window_capacity(pool.rpm, pool.window)
+        assert not pool.day_limit or len(times) <= pool.day_limit  # a run stays within one Pacific day
 
 
 def test_a_restart_counts_the_last_windows_calls_from_when_they_went_out() -> None:

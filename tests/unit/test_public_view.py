@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from actors.config import Config, ConfigError, PoolConfig, Secret, parse
 from actors.keypool.status import outage, pool_status
+from actors.webhooks.rules import task_body
 from events.catalogue import (
     Event,
     KeyCooledDown,
@@ -172,7 +173,11 @@ def test_times_are_iso_8601_in_utc() -> None:
         "dispatched_at_iso": "2023-11-14T22:13:21.500Z",
         "started_at_iso": None,
         "finished_at_iso": None,
+        "deadline_iso": None,
     }
+    timed = fold_task_view([replace(submitted(T, at=1_700_000_000.0), deadline=1_700_000_030.0)])
+    assert task_body(T, timed)["deadline"] == 1_700_000_030.0
+    assert at_iso(timed)["deadline_iso"] == "2023-11-14T22:13:50.000Z"
     numeric = {name for name in TaskViewOut.model_fields if name.endswith("_at")}
     assert {f"{name}_iso" for name in numeric} <= set(TaskViewOut.model_fields)
 

@@ -1,0 +1,88 @@
+"""What the queue keeps per task, per slot, per ended attempt and per pending webhook: frozen
+values, replaced and never changed, so that a shallow copy of the state is a consistent one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEntry:
+    """What the queue keeps of a live (not yet ended) task; replaced, never changed, so that a
+    shallow copy of the state is a consistent one (see `frozen_copy`)."""
+
+    task_id: str
+    user_id: str
+    kind: str
+    prompt: str
+    inputs: dict[str, str]
+    options: dict[str, Any]
+    order: float  # the task's place: waiting tasks start by (order, seq)
+    seq: int
+    attempts: int = 0
+    throttled: int = 0  # attempts that ended in a 429: they do not count against the retry budget
+    at: float = 0.0  # when it was submitted
+    price: int = 0  # credits charged at submit, refunded if it does not succeed
+    webhook_url: str = ""  # where to POST the task view when it ends
+    token_id: str = ""  # the submitting token, whose secret signs the webhook
+    deadline: float = 0.0  # not started upstream by then, it expires (0: never)
+    started: bool = False  # a call of it started upstream: its deadline no longer applies
+    lane: str = ""  # its priority lane ("": no lanes)
+
+    @property
+    def place(self) -> tuple[float, int, str]:
+        """The task's key in the waiting queue."""
+        return (self.order, self.seq, self.task_id)
+
+    @property
+    def charged(self) -> int:
+        """Attempts that count against the retry budget."""
+        return self.attempts - self.throttled
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A slot held by one attempt, dispatched at `since`, until `deadline`."""
+
+    attempt: int
+    worker: int
+    deadline: float
+    since: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EndedAttempt:
+    """An attempt that ended without an image and awaits a retry-or-fail decision."""
+
+    attempt: int
+    error: str
+    retryable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWebhook:
+    """A completion webhook of an ended task, not yet delivered nor given up.
+
+    `attempts` made so far; the next is due at `next_at`; `ended_at` starts its time bound.
+    """
+
+    task_id: str
+    url: str
+    token_id: str
+    ended_at: float
+    attempts: int = 0
+    next_at: float = 0.0
+
+
+ENTRY_FIELDS = tuple(f.name for f in fields(TaskEntry))
+
+
+def entry_with(entry: TaskEntry, name: str, value: int | bool) -> TaskEntry:
+    """`replace(entry, name=value)` without its generic walk over the fields: half the time,
+    on the fold's hottest path."""
+    new = object.__new__(TaskEntry)
+    for slot in ENTRY_FIELDS:
+        object.__setattr__(new, slot, getattr(entry, slot))
+    object.__setattr__(new, name, value)
+    return new

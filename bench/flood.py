@@ -1,0 +1,158 @@
+"""Priority lanes under a flood: a paid burst alone, then the same paid burst behind ten times as
+many free tasks, on one genqueue with `[[lanes]]` paid (weight --paid-weight, --paid-reserved of the slots and
+of each window kept for it) and free (weight 1).
+
+Each run's waits come from the event log (a task's first `task.started` minus its submit), by
+lane. The free tasks of the flood are submitted first, one user each, then the paid ones, so
+every free task is ahead of every paid one in the queue's fair order: only the lanes put the
+paid tasks first. Prints the paid p50/p90 wait alone and in the flood (and their ratio), the
+free tasks' p50/p90/longest wait, each lane's ETA error at submit (|told - waited| / max(waited,
+1 s)), and, with --provider gemini, upstream's calls and 429s.
+
+    python bench/flood.py --provider gemini --paid 60 --pools 3x600 --window 1 --latency 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from actors.config import LaneConfig, ProviderConfig
+from bench.burst import read_log
+from bench.common import (
+    bench_config,
+    bench_pools,
+    emulator_process,
+    own_serve_ports,
+    print_figures,
+    upstream_counts,
+)
+from events.catalogue import YIELDED_QUOTA, StoredEvent, TaskStarted, TaskSubmitted, TaskUpstreamThrottled
+from serve_app.cli.burst import percentile, run_burst
+
+PAID, FREE = "paid", "free"
+
+
+def waits_by_lane(log: list[StoredEvent], since: float) -> dict[str, list[float]]:
+    """Each lane's waits (first task.started minus submit) of the tasks submitted after `since`."""
+    submitted: dict[str, TaskSubmitted] = {}
+    started: dict[str, float] = {}
+    for stored in log:
+        event = stored.event
+        if isinstance(event, TaskSubmitted) and event.at >= since:
+            submitted[event.task_id] = event
+        elif isinstance(event, TaskStarted) and event.task_id not in started:
+            started[event.task_id] = event.at
+    waits: dict[str, list[float]] = {}
+    for task_id, event in submitted.items():
+        if task_id in started:
+            waits.setdefault(event.lane, []).append(started[task_id] - event.at)
+    return waits
+
+
+def summary(waits: list[float]) -> dict[str, float]:
+    return {
+        "n": len(waits),
+        "p50_s": round(percentile(waits, 50), 3),
+        "p90_s": round(percentile(waits, 90), 3),
+        "max_s": round(max(waits, default=0.0), 3),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--paid", type=int, default=60, help="paid tasks in each run")
+    p.add_argument("--ratio", type=int, default=10, help="free tasks per paid task in the flood")
+    p.add_argument("--paid-weight", type=float, default=9.0)
+    p.add_argument("--paid-reserved", type=float, default=0.2, help="of the slots and of each window")
+    p.add_argument("--slots", type=int, default=20)
+    p.add_argument("--latency", type=float, default=0.5)
+    p.add_argument("--pools", default="3x600", help="COUNTxRPM")
+    p.add_argument("--window", type=float, default=1.0)
+    p.add_argument("--provider", default="offline", choices=["offline", "gemini"])
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    args = p.parse_args()
+    count, _, rpm = args.pools.partition("x")
+    pools = bench_pools(int(count), int(rpm), args.window, 1)
+    own_serve_ports()
+    from serve_app.runtime import running
+
+    with contextlib.ExitStack() as stack:
+        emulator = ""
+        if args.provider == "gemini":
+            emulator = stack.enter_context(emulator_process(pools, args.window, args.latency, 0.0))
+        provider = ProviderConfig(
+            name=args.provider,
+            base_url=emulator,
+            latency_seconds=args.latency,
+            expected_call_seconds=args.latency,
+            image_size="512",
+            timeout_seconds=30,
+        )
+        config = bench_config(pools, args.slots, provider)
+        lanes = (LaneConfig(PAID, args.paid_weight, args.paid_reserved), LaneConfig(FREE, 1.0, default=True))
+        config = replace(config, lanes=lanes)
+        with running(config, dashboard=False) as live:
+
+            def burst(
+                n: int, lane_of: Callable[[int], str | None]
+            ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+                """One burst: each lane's waits, and each lane's ETA errors at submit."""
+                since = time.time()
+                result = asyncio.run(run_burst(live.api_url, n, "photography", poll=0.2, task_lane=lane_of))
+                time.sleep(args.window)  # the windows empty before the next run
+                log = asyncio.run(read_log(live.config))
+                lanes = {s.event.task_id: s.event.lane for s in log if isinstance(s.event, TaskSubmitted)}
+                errors: dict[str, list[float]] = {}
+                for task_id, view in result.views.items():
+                    if task_id in result.predicted and view.get("started_at"):
+                        wait = max(view["started_at"] - view["submitted_at"], 1.0)
+                        error = (
+                            abs(result.predicted[task_id] - (view["started_at"] - view["submitted_at"]))
+                            / wait
+                        )
+                        errors.setdefault(lanes.get(task_id, ""), []).append(error)
+                yielded[0] = sum(
+                    1
+                    for s in log
+                    if isinstance(s.event, TaskUpstreamThrottled) and s.event.quota == YIELDED_QUOTA
+                )
+                return waits_by_lane(log, since), errors
+
+            yielded = [0]  # slots taken back for the paid lane so far (the whole log's)
+
+            alone, alone_eta = burst(args.paid, lambda i: PAID)
+            flood = args.paid * args.ratio
+            mixed, mixed_eta = burst(flood + args.paid, lambda i: FREE if i < flood else PAID)
+            figures: dict[str, object] = {
+                "paid_alone": summary(alone.get(PAID, [])),
+                "paid_in_flood": summary(mixed.get(PAID, [])),
+                "free_in_flood": summary(mixed.get(FREE, [])),
+            }
+            a, b = percentile(alone.get(PAID, []), 90), percentile(mixed.get(PAID, []), 90)
+            figures["paid_p90_ratio"] = round(b / a, 3) if a else None
+            figures["slots_taken_back"] = yielded[0]
+            for name, errors in (
+                ("paid_alone", alone_eta.get(PAID, [])),
+                ("paid_in_flood", mixed_eta.get(PAID, [])),
+                ("free_in_flood", mixed_eta.get(FREE, [])),
+            ):
+                figures[f"eta_error_{name}"] = {
+                    "p50": round(percentile(errors, 50), 3),
+                    "p90": round(percentile(errors, 90), 3),
+                }
+            if emulator:
+                figures.update(upstream_counts(emulator))
+    print_figures(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
