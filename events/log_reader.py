@@ -17,7 +17,7 @@ not match.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -30,6 +30,8 @@ from events.redis_store import RedisEventStore
 PAGE = 20_000
 
 Key = tuple[int, int]
+# An entry whose fields may be bytes (`raw_pages`).
+RawEntry = tuple[str, Sequence[str] | Sequence[bytes]]
 
 
 async def archived_to(store: RedisEventStore) -> str:
@@ -239,6 +241,34 @@ async def pages(
     lacks a segment of it or holds one that breaks the chain (with a `check` that is not
     strict, the breaks are kept there instead and the read goes on).
     """
+    async for page in _pages(store, archive, after, end, count, check, raw=False):
+        yield cast(list[Entry], page)
+
+
+async def raw_pages(
+    store: RedisEventStore,
+    archive: Archive | None,
+    after: str = "0-0",
+    end: str = "+",
+    count: int = PAGE,
+    check: Chain | None = None,
+) -> AsyncIterator[list[RawEntry]]:
+    """`pages` for `codec.decode_flat`: the stream's entries keep their fields as bytes (the
+    archive's are text), which spares the read decoding every field to text."""
+    async for page in _pages(store, archive, after, end, count, check, raw=True):
+        yield page
+
+
+async def _pages(
+    store: RedisEventStore,
+    archive: Archive | None,
+    after: str,
+    end: str,
+    count: int,
+    check: Chain | None,
+    raw: bool,
+) -> AsyncIterator[list[RawEntry]]:
+    """`pages`, the stream's fields as bytes if `raw`."""
     check = check if check is not None else Chain()
     top: Key = stream_id_key(end) if end != "+" else (2**64, 0)
     position = after
@@ -248,11 +278,11 @@ async def pages(
             if archive is None:
                 raise ArchiveError(f"events up to {upto} are archived; set [archive] url to read them")
             async for archived in _archived(archive, position, upto, top, count, check):
-                yield archived
+                yield cast(list[RawEntry], archived)
             if top <= stream_id_key(upto):
                 return
             position = upto
-        page = cast(list[Entry], await store.read_flat(position, count, end))
+        page = cast(list[RawEntry], await store.read_flat(position, count, end, raw=raw))
         now = await archived_to(store)
         if now != upto:
             upto = now
@@ -272,5 +302,5 @@ async def events(
     check: Chain | None = None,
 ) -> AsyncIterator[list[StoredEvent]]:
     """`pages`, decoded (an entry no codec path can read raises EventDecodeError)."""
-    async for page in pages(store, archive, after, end, check=check):
+    async for page in raw_pages(store, archive, after, end, check=check):
         yield [StoredEvent(entry_id, decode_flat(fields)) for entry_id, fields in page]

@@ -20,7 +20,7 @@ from events.archive import Archive
 from events.catalogue import LogArchived, StoredEvent
 from events.codec import decode_flat
 from events.errors import EventDecodeError
-from events.log_reader import Chain, pages
+from events.log_reader import Chain, pages, raw_pages
 from events.redis_store import RedisEventStore
 
 
@@ -93,7 +93,7 @@ async def run_audit(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        async for page in pages(store, archive, check=check):
+        async for page in raw_pages(store, archive, check=check):
             for entry_id, flat in page:
                 try:
                     event = decode_flat(flat)
@@ -138,7 +138,7 @@ async def state_at(url: str, namespace: str, when: dt.datetime, archive: Archive
     state = QueueState()
     until = f"{int(when.timestamp() * 1000)}-{2**63 - 1}"
     try:
-        async for page in pages(store, archive, end=until):
+        async for page in raw_pages(store, archive, end=until):
             for entry_id, flat in page:
                 with contextlib.suppress(EventDecodeError):
                     apply(state, StoredEvent(entry_id, decode_flat(flat)))

@@ -19,7 +19,7 @@ from actors.shell import recover
 from events.archive import Archive, ArchiveError, Entry, Sealed, SegmentError
 from events.catalogue import StoredEvent
 from events.codec import decode_flat
-from events.log_reader import Chain, pages
+from events.log_reader import Chain, pages, raw_pages
 from events.redis_store import RedisEventStore
 from serve_app.http.archived import ArchivedTasks
 from tests.archiving import archive_upto, finished_tasks, segment_file
@@ -63,6 +63,21 @@ async def setup(store: RedisEventStore, archive: Archive, tasks: int = 60) -> tu
     before = await live(store)
     sealed = await archive_upto(store, archive, before[149][0], per_segment=40)
     return before, sealed
+
+
+def test_raw_pages_decode_to_the_events_the_text_gives(run: Callable[[Body], None]) -> None:
+    """The raw read keeps the stream's fields as bytes (ids as text) and decodes, archive then
+    stream, to exactly the events and ids the text read gives."""
+
+    async def body(store: RedisEventStore, archive: Archive) -> None:
+        await setup(store, archive)
+        text = [(i, decode_flat(f)) async for page in pages(store, archive, count=33) for i, f in page]
+        raw = [(i, f) async for page in raw_pages(store, archive, count=33) for i, f in page]
+        assert all(isinstance(i, str) for i, _ in raw)
+        assert {type(f[0]) for _, f in raw} == {str, bytes}  # archived: text; live: bytes
+        assert [(i, decode_flat(f)) for i, f in raw] == text and len(text) > 150
+
+    run(body)
 
 
 def test_the_archive_then_the_stream_give_every_entry_once_in_order(run: Callable[[Body], None]) -> None:

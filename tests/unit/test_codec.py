@@ -89,3 +89,20 @@ def test_flat_fields_decode_as_the_mapping_does() -> None:
         decode_flat(["type", "task.succeeded", "v", "1", "task", "t1"])
     with pytest.raises(EventDecodeError, match="no upcaster from version 0"):
         decode_flat([*flat[:3], "0", *flat[4:]])
+
+
+def test_fields_as_bytes_decode_as_text_does() -> None:
+    """A raw read's bytes decode to the event the text gives, on the direct path and on the
+    general one (another field order, NaN, an old version naming its missing upcaster)."""
+    event = TaskSucceeded(task_id="t1", attempt=2, result="r", mime_type="image/png", elapsed=1.5, at=3.0)
+    flat = [x for pair in encode(event).items() for x in pair]
+    as_bytes = [x.encode() for x in flat]
+    assert decode_flat(as_bytes) == decode_flat(flat) == event
+    pairs = list(zip(as_bytes[::2], as_bytes[1::2], strict=True))
+    assert decode_flat([x for pair in reversed(pairs) for x in pair]) == event
+    nan = decode_flat([*as_bytes[:7], as_bytes[7].replace(b'"elapsed":1.5', b'"elapsed":NaN')])
+    assert isinstance(nan, TaskSucceeded) and nan.elapsed != nan.elapsed
+    with pytest.raises(EventDecodeError, match="no upcaster from version 0"):
+        decode_flat([*as_bytes[:3], b"0", *as_bytes[4:]])
+    with pytest.raises(EventDecodeError, match="missing"):
+        decode_flat([*as_bytes[:7], b'{"task_id":"t1"}'])
