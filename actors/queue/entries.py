@@ -1,14 +1,17 @@
 """What the queue keeps per task, per slot, per ended attempt and per pending webhook: frozen
-values, replaced and never changed, so that a shallow copy of the state is a consistent one."""
+values, replaced and never changed, so that a shallow copy of the state is a consistent one.
+
+They are msgspec structs: made and replaced in its C code, ten times faster than a frozen
+dataclass, on the fold's hottest path (three replacements and a lease per task)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any
 
+from msgspec import Struct
 
-@dataclass(frozen=True, slots=True)
-class TaskEntry:
+
+class TaskEntry(Struct, frozen=True):
     """What the queue keeps of a live (not yet ended) task; replaced, never changed, so that a
     shallow copy of the state is a consistent one (see `frozen_copy`)."""
 
@@ -41,8 +44,7 @@ class TaskEntry:
         return self.attempts - self.throttled
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
+class Lease(Struct, frozen=True):
     """A slot held by one attempt, dispatched at `since`, until `deadline`."""
 
     attempt: int
@@ -51,8 +53,7 @@ class Lease:
     since: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class EndedAttempt:
+class EndedAttempt(Struct, frozen=True):
     """An attempt that ended without an image and awaits a retry-or-fail decision."""
 
     attempt: int
@@ -60,8 +61,7 @@ class EndedAttempt:
     retryable: bool
 
 
-@dataclass(frozen=True, slots=True)
-class PendingWebhook:
+class PendingWebhook(Struct, frozen=True):
     """A completion webhook of an ended task, not yet delivered nor given up.
 
     `attempts` made so far; the next is due at `next_at`; `ended_at` starts its time bound.
@@ -73,16 +73,3 @@ class PendingWebhook:
     ended_at: float
     attempts: int = 0
     next_at: float = 0.0
-
-
-ENTRY_FIELDS = tuple(f.name for f in fields(TaskEntry))
-
-
-def entry_with(entry: TaskEntry, name: str, value: int | bool) -> TaskEntry:
-    """`replace(entry, name=value)` without its generic walk over the fields: half the time,
-    on the fold's hottest path."""
-    new = object.__new__(TaskEntry)
-    for slot in ENTRY_FIELDS:
-        object.__setattr__(new, slot, getattr(entry, slot))
-    object.__setattr__(new, name, value)
-    return new

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from sortedcontainers import SortedList
 
@@ -20,7 +20,7 @@ from actors.queue.state import QueueState, TaskEntry, snapshot
 
 # Entries serialised per chunk: about a millisecond of work each.
 CHUNK = 500
-_TASK_FIELDS = tuple(f.name for f in fields(TaskEntry))
+_TASK_FIELDS = TaskEntry.__struct_fields__
 
 
 def frozen_copy(state: QueueState) -> QueueState:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, assert_never
 
+from msgspec import structs
 from sortedcontainers import SortedList
 
 from actors.config.pools import PRIORITY, downgraded
@@ -15,7 +16,6 @@ from actors.queue.entries import EndedAttempt as EndedAttempt
 from actors.queue.entries import Lease as Lease
 from actors.queue.entries import PendingWebhook as PendingWebhook
 from actors.queue.entries import TaskEntry as TaskEntry
-from actors.queue.entries import entry_with
 from events.catalogue import (
     AlertNotified,
     AlertRaised,
@@ -162,8 +162,8 @@ class QueueState:
         entry = self.tasks.get(task_id)
         if entry is not None and entry.webhook_url:
             self.webhooks[task_id] = PendingWebhook(task_id, entry.webhook_url, entry.token_id, at, 0, at)
-        self._unqueue(task_id)
-        self.running.pop(task_id, None)
+        if self.running.pop(task_id, None) is None:  # a task holding a slot is not waiting
+            self._unqueue(task_id)
         self.to_decide.pop(task_id, None)
         self.tasks.pop(task_id, None)
         if entry is not None and entry.deadline:
@@ -182,37 +182,11 @@ def apply(state: QueueState, stored: StoredEvent) -> QueueState:
 
 
 def _apply_event(state: QueueState, event: Event) -> None:
-    if isinstance(event, AlertRaised):
-        state.alerts[event.name] = event.at
-        return
-    if isinstance(event, AlertResolved):
-        state.alerts.pop(event.name, None)
-        return
-    if isinstance(event, AlertNotified):
-        return
-    if isinstance(event, KeyParked):
-        state.parked[event.pool] = max(event.until, state.parked.get(event.pool, 0.0))
-        return
-    if isinstance(event, KeyDisabled):
-        state.disabled[event.key_id] = event.hint
-        return
-    # Tuples, not unions: a union in `isinstance` is built anew on every call of this hot fold.
-    if isinstance(event, (SnapshotTaken, KeyGrantsRedated, KeyCooledDown, KeyLimitLearned, CreditsGranted)):
-        return
-    if isinstance(event, (TokenCreated, TokenRevoked, CreditsRefunded, BlobsExpired)):
-        return
-    if isinstance(event, (IntakePaused, IntakeResumed)):  # intake, not the queue: queued tasks drain
-        return
-    if isinstance(event, LogArchived):
-        return
-    if isinstance(event, CreditsCharged):
-        charged = state.tasks.get(event.task_id)
-        if charged is not None:
-            state.tasks[event.task_id] = entry_with(charged, "price", charged.price + event.amount)
-        return
-    t = event.task_id
+    # The cases go by how often each type comes in a log, a task's own events first: each case
+    # is a type check, on the fold's hottest path.
     match event:
         case TaskSubmitted():
+            t = event.task_id
             if t in state.tasks:
                 return
             state.seq += 1
@@ -234,14 +208,27 @@ def _apply_event(state: QueueState, event: Event) -> None:
             state._enqueue(state.tasks[t])
             if event.deadline:
                 state.deadlines.add((event.deadline, t))
+        case CreditsCharged():
+            charged = state.tasks.get(event.task_id)
+            if charged is not None:
+                state.tasks[event.task_id] = structs.replace(charged, price=charged.price + event.amount)
         case TaskDispatched():
+            t = event.task_id
             entry = state.tasks.get(t)
             if entry is None or t in state.running:
                 return
             state._unqueue(t)
-            state.tasks[t] = entry_with(entry, "attempts", event.attempt)
+            state.tasks[t] = structs.replace(entry, attempts=event.attempt)
             state.running[t] = Lease(event.attempt, event.worker, event.lease_deadline, event.at)
+        case TaskStarted():
+            t = event.task_id
+            entry = state.tasks.get(t)
+            if entry is not None and not entry.started:
+                state.tasks[t] = structs.replace(entry, started=True)
+                if entry.deadline:
+                    state.deadlines.discard((entry.deadline, t))
         case TaskSucceeded():
+            t = event.task_id
             state.record_outcome(event.at, ok=True)
             if event.asked_tier == PRIORITY:
                 state.record_tier(event.pool, event.at, downgraded(event.asked_tier, event.service_tier))
@@ -249,7 +236,10 @@ def _apply_event(state: QueueState, event: Event) -> None:
             if state._holds(t, event.attempt):
                 state._end(t, event.at)
                 state.succeeded += 1
+        case KeyTokenGranted() | KeyGrantsRedated() | CreditsGranted() | CreditsRefunded():
+            pass
         case TaskAttemptFailed():
+            t = event.task_id
             state.record_outcome(event.at, ok=False)
             if event.code == 404:
                 state.last_not_found = max(state.last_not_found, event.at)
@@ -257,26 +247,30 @@ def _apply_event(state: QueueState, event: Event) -> None:
                 del state.running[t]
                 state.to_decide[t] = EndedAttempt(event.attempt, event.error, event.retryable)
         case TaskLeaseExpired():
+            t = event.task_id
             if state._holds(t, event.attempt):
                 del state.running[t]
                 state.to_decide[t] = EndedAttempt(event.attempt, "lease expired", True)
         case TaskRetryScheduled():
+            t = event.task_id
             entry = state.tasks.get(t)
             if entry is None or state.to_decide.pop(t, None) is None:
                 return
             state._enqueue(entry)
             state.not_before[t] = event.not_before
         case TaskFailed():
-            if t in state.tasks:
-                state._end(t, event.at)
+            if event.task_id in state.tasks:
+                state._end(event.task_id, event.at)
                 state.failed += 1
         case TaskCancelled():
+            t = event.task_id
             if t in state.tasks and t not in state.running:
                 state._end(t, event.at)
                 state.cancelled += 1
         case TaskExpired():
             # A waiting task (attempt 0 or its last attempt's count), or a dispatched one whose
             # worker found the deadline passed before its call (it holds that attempt).
+            t = event.task_id
             entry = state.tasks.get(t)
             if (
                 entry is not None
@@ -286,28 +280,36 @@ def _apply_event(state: QueueState, event: Event) -> None:
                 state._end(t, event.at)
                 state.expired += 1
         case TaskUpstreamThrottled():
+            t = event.task_id
             entry = state.tasks.get(t)
             if entry is None or not state._holds(t, event.attempt):
                 return
             del state.running[t]
-            state.tasks[t] = entry_with(entry, "throttled", entry.throttled + 1)
+            state.tasks[t] = structs.replace(entry, throttled=entry.throttled + 1)
             state.throttled += 1
             state._enqueue(entry)
         case TaskLateOutcomeIgnored():
             state.late += 1
         case WebhookAttempted():
+            t = event.task_id
             pending = state.webhooks.get(t)
             if pending is not None and event.attempt > pending.attempts:
-                state.webhooks[t] = replace(pending, attempts=event.attempt, next_at=event.next_at)
+                state.webhooks[t] = structs.replace(pending, attempts=event.attempt, next_at=event.next_at)
         case WebhookDelivered() | WebhookFailed():
-            state.webhooks.pop(t, None)
-        case TaskStarted():
-            entry = state.tasks.get(t)
-            if entry is not None and not entry.started:
-                state.tasks[t] = entry_with(entry, "started", True)
-                if entry.deadline:
-                    state.deadlines.discard((entry.deadline, t))
-        case KeyTokenGranted():
+            state.webhooks.pop(event.task_id, None)
+        case AlertRaised():
+            state.alerts[event.name] = event.at
+        case AlertResolved():
+            state.alerts.pop(event.name, None)
+        case KeyParked():
+            state.parked[event.pool] = max(event.until, state.parked.get(event.pool, 0.0))
+        case KeyDisabled():
+            state.disabled[event.key_id] = event.hint
+        case AlertNotified() | SnapshotTaken() | KeyCooledDown() | KeyLimitLearned() | LogArchived():
+            pass
+        case TokenCreated() | TokenRevoked() | BlobsExpired():
+            pass
+        case IntakePaused() | IntakeResumed():  # intake, not the queue: queued tasks drain
             pass
         case _:
             assert_never(event)
@@ -330,11 +332,11 @@ def snapshot(state: QueueState) -> dict[str, Any]:
     """The state as plain JSON-able data (the inverse of `restore`)."""
     return {
         "v": SNAPSHOT_VERSION,
-        "tasks": [asdict(entry) for entry in state.tasks.values()],
+        "tasks": [structs.asdict(entry) for entry in state.tasks.values()],
         "queue": [list(place) for place in state.queue],
         "not_before": state.not_before,
-        "running": {t: asdict(lease) for t, lease in state.running.items()},
-        "to_decide": {t: asdict(ended) for t, ended in state.to_decide.items()},
+        "running": {t: structs.asdict(lease) for t, lease in state.running.items()},
+        "to_decide": {t: structs.asdict(ended) for t, ended in state.to_decide.items()},
         "seq": state.seq,
         "last_id": state.last_id,
         "counters": [state.succeeded, state.failed, state.cancelled, state.late, state.expired],
@@ -344,7 +346,7 @@ def snapshot(state: QueueState) -> dict[str, Any]:
         "parked": state.parked,
         "disabled": state.disabled,
         "model": [state.last_not_found, state.last_success],
-        "webhooks": {t: asdict(pending) for t, pending in state.webhooks.items()},
+        "webhooks": {t: structs.asdict(pending) for t, pending in state.webhooks.items()},
         "tiers": {pool: {str(b): c for b, c in buckets.items()} for pool, buckets in state.tiers.items()},
     }
 
