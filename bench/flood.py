@@ -3,10 +3,14 @@ many free tasks, on one genqueue with `[[lanes]]` paid (weight --paid-weight, --
 of each window kept for it) and free (weight 1).
 
 Each run's waits come from the event log (a task's first `task.started` minus its submit), by
-lane. The free tasks of the flood are submitted first, one user each, then the paid ones, so
-every free task is ahead of every paid one in the queue's fair order: only the lanes put the
-paid tasks first. Prints the paid p50/p90 wait alone and in the flood (and their ratio), the
-free tasks' p50/p90/longest wait, each lane's ETA error at submit (|told - waited| / max(waited,
+lane. The flood comes two ways, one user a task:
+  mixed       one burst of free and paid together, a paid task every ratio + 1 submits;
+  free first  the free tasks first, then the paid ones, so every free task is ahead of every
+              paid one in the queue's fair order and has taken the window's budget when the
+              paid ones arrive: only the lanes put the paid tasks first, and they get their
+              share of the places as the window frees (the reserved part at once).
+Prints, for each, the paid p50/p90 wait alone and in the flood (and their ratio), the free
+tasks' p50/p90/longest wait, each lane's ETA error at submit (|told - waited| / max(waited,
 1 s)), and, with --provider gemini, upstream's calls and 429s.
 
     python bench/flood.py --provider gemini --paid 60 --pools 3x600 --window 1 --latency 0.5
@@ -131,19 +135,23 @@ def main() -> None:
 
             alone, alone_eta = burst(args.paid, lambda i: PAID)
             flood = args.paid * args.ratio
-            mixed, mixed_eta = burst(flood + args.paid, lambda i: FREE if i < flood else PAID)
-            figures: dict[str, object] = {
-                "paid_alone": summary(alone.get(PAID, [])),
-                "paid_in_flood": summary(mixed.get(PAID, [])),
-                "free_in_flood": summary(mixed.get(FREE, [])),
-            }
-            a, b = percentile(alone.get(PAID, []), 90), percentile(mixed.get(PAID, []), 90)
-            figures["paid_p90_ratio"] = round(b / a, 3) if a else None
+            every = args.ratio + 1
+            mixed, mixed_eta = burst(flood + args.paid, lambda i: PAID if i % every == args.ratio else FREE)
+            first, first_eta = burst(flood + args.paid, lambda i: FREE if i < flood else PAID)
+            a = percentile(alone.get(PAID, []), 90)
+            figures: dict[str, object] = {"paid_alone": summary(alone.get(PAID, []))}
+            for name, waits in (("", mixed), ("_free_first", first)):
+                figures[f"paid_in_flood{name}"] = summary(waits.get(PAID, []))
+                figures[f"free_in_flood{name}"] = summary(waits.get(FREE, []))
+                b = percentile(waits.get(PAID, []), 90)
+                figures[f"paid_p90_ratio{name}"] = round(b / a, 3) if a else None
             figures["slots_taken_back"] = yielded[0]
             for name, errors in (
                 ("paid_alone", alone_eta.get(PAID, [])),
                 ("paid_in_flood", mixed_eta.get(PAID, [])),
                 ("free_in_flood", mixed_eta.get(FREE, [])),
+                ("paid_in_flood_free_first", first_eta.get(PAID, [])),
+                ("free_in_flood_free_first", first_eta.get(FREE, [])),
             ):
                 figures[f"eta_error_{name}"] = {
                     "p50": round(percentile(errors, 50), 3),
