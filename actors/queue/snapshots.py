@@ -14,13 +14,13 @@ import json
 import time
 from dataclasses import replace
 
+from msgspec import structs
 from sortedcontainers import SortedList
 
-from actors.queue.state import QueueState, TaskEntry, snapshot
+from actors.queue.state import QueueState, snapshot
 
 # Entries serialised per chunk: about a millisecond of work each.
 CHUNK = 500
-_TASK_FIELDS = TaskEntry.__struct_fields__
 
 
 def frozen_copy(state: QueueState) -> QueueState:
@@ -70,7 +70,7 @@ def document(copy: QueueState, waiting: list[tuple[float, int, str]]) -> list[st
     parts = ['{"tasks":[']
     entries = list(copy.tasks.values())
     for start in range(0, len(entries), CHUNK):
-        tasks = [{name: getattr(e, name) for name in _TASK_FIELDS} for e in entries[start : start + CHUNK]]
+        tasks = [structs.asdict(e) for e in entries[start : start + CHUNK]]
         parts.append(("," if start else "") + json.dumps(tasks, separators=(",", ":"))[1:-1])
         time.sleep(0)  # let the loop thread run
     parts.append('],"queue":[')
