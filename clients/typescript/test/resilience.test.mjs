@@ -73,7 +73,11 @@ test("a watch stream dropped mid-message resumes with Last-Event-ID: nothing los
   assert.equal(watches[0].headers["Last-Event-ID"], undefined);
   // The reconnect asked for what came after the second message: the third, cut off, was not delivered.
   assert.equal(watches[1].headers["Last-Event-ID"], ids[1]);
-  assert.equal(new Set(ids).size, ids.length, `a message repeated: ${ids.join(" ")}`);
+  // A message id names the state it reports (events seen, position, stage), and a stage may come
+  // back (starting, then waiting_for_quota when another task took the free place, then starting):
+  // a repeat is two messages in a row with one id, above all the first after the reconnect.
+  assert.notEqual(ids[2], ids[1], `the reconnect repeated a message: ${ids.join(" ")}`);
+  ids.slice(1).forEach((id, i) => assert.notEqual(id, ids[i], `a message repeated: ${ids.join(" ")}`));
   assert.equal(views.at(-1).status, "succeeded");
   const seen = ids.map((id) => idParts(id)[0]);
   assert.deepEqual(seen, [...seen].sort((a, b) => a - b), ids.join(" "));
