@@ -79,6 +79,52 @@ def _png_with_garbage_pixels() -> bytes:
     return data[:start] + chunk + data[start + 12 + length :]
 
 
+def _chunk(kind: bytes, body: bytes, crc_flip: int = 0) -> bytes:
+    """A PNG chunk, its CRC XORed with `crc_flip` (0: a valid one)."""
+    crc = zlib.crc32(kind + body) ^ crc_flip
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _png_with_pixels(raw: bytes, size: tuple[int, int] = (4, 2)) -> bytes:
+    """An RGB PNG of `size` whose one IDAT chunk holds `raw` (filter bytes and rows) compressed,
+    every chunk with a valid CRC: only what the pixel data says can be wrong."""
+
+    header = struct.pack(">IIBBBBB", *size, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
+
+
+ROW = b"\x00" + b"\x10\x20\x30" * 4  # filter type 0, then 4 RGB pixels
+
+
+def test_a_png_s_rows_are_checked_without_being_decoded() -> None:
+    """A PNG whose pixel data inflates to the rows its size holds is taken; one row short, one
+    row too many, or a row with a filter type PNG does not define is refused, as decoding it
+    would; so is a damaged chunk after the pixel data."""
+    good = _png_with_pixels(ROW * 2)
+    assert decode_image("images.person", base64.b64encode(good).decode(), 1_000_000)[1] == "image/png"
+    damaged = good[:-12] + _chunk(b"tEXt", b"Comment\0x", crc_flip=1) + good[-12:]  # after the pixels
+    bad = [_png_with_pixels(raw) for raw in (ROW, ROW * 3, ROW + b"\x05" + ROW[1:])] + [damaged]
+    for data in bad:
+        with pytest.raises(ImageRejected, match=r"^images\.person: the PNG data does not decode"):
+            decode_image("images.person", base64.b64encode(data).decode(), 1_000_000)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16"])
+def test_pngs_of_every_mode_and_depth_are_taken(mode: str) -> None:
+    """PNGs of each colour type and bit depth Pillow writes, odd sizes included, are taken."""
+    for size in ((1, 1), (7, 3), (33, 17)):
+        image = Image.effect_noise(size, 50).convert(mode) if mode != "I;16" else Image.new(mode, size, 40000)
+        for options in ({}, {"bits": 4} if mode == "P" else {"compress_level": 0}):
+            buf = io.BytesIO()
+            image.save(buf, format="PNG", **options)
+            assert decode_image("images.person", base64.b64encode(buf.getvalue()).decode(), 1_000_000)
+
+
 def _jpeg_cut_short() -> bytes:
     buf = io.BytesIO()
     Image.effect_noise((64, 64), 60).convert("RGB").save(buf, format="JPEG")
