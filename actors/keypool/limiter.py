@@ -34,13 +34,10 @@ class SlidingWindowLog:
             raise ValueError(f"window must be positive, got {self.window}")
 
     def _in_window(self, now: float) -> int:
-        """How many logged grants lie less than a window before `now`."""
-        expired = 0
-        for t in self.log:
-            if now - t >= self.window:
-                expired += 1
-            else:
-                break
+        """How many logged grants lie less than a window before `now` (a binary search: the log
+        may hold a large pool's whole window)."""
+        window = self.window
+        expired = bisect.bisect_left(self.log, True, key=lambda t: now - t < window)
         return len(self.log) - expired
 
     def _forget(self) -> None:
@@ -52,9 +49,7 @@ class SlidingWindowLog:
     def _insert(self, at: float) -> None:
         """Log a grant at `at`, keeping time order."""
         if self.log and at < self.log[-1]:
-            items = list(self.log)
-            bisect.insort(items, at)
-            self.log = deque(items)
+            bisect.insort(self.log, at)
         else:
             self.log.append(at)
         self._forget()
@@ -103,11 +98,10 @@ class SlidingWindowLog:
 
         Later is only ever stricter. A grant no longer in the log changes nothing.
         """
-        items = list(self.log)
-        i = bisect.bisect_left(items, old)
-        if i == len(items) or items[i] != old or new < old:
+        log = self.log
+        i = bisect.bisect_left(log, old)
+        if i == len(log) or log[i] != old or new < old:
             return
-        del items[i]
-        bisect.insort(items, new)
-        self.log = deque(items)
+        del log[i]
+        bisect.insort(log, new)
         self._forget()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,3 +93,55 @@ def test_choose_prefers_the_pool_with_most_budget_and_rotates_keys() -> None:
     take(b, 0.0)
     assert choose([a, b], 0.5) is None
     assert next_free_at([a, b], 0.5) == 1.0
+
+
+# One step on a limiter: ("take", t), ("record", t), ("move", index into the log, later by d),
+# ("resize", capacity).
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("take"), st.floats(0, 30)),
+        st.tuples(st.just("record"), st.floats(0, 30)),
+        st.tuples(st.just("move"), st.integers(0, 40), st.floats(-0.5, 2)),
+        st.tuples(st.just("resize"), st.integers(1, 12)),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps, st.integers(1, 12), st.sampled_from([0.5, 1.0, 3.0]))
+def test_the_log_is_the_sorted_list_of_grants_that_may_bind(
+    ops: list[tuple], capacity: int, window: float
+) -> None:
+    """Taken, replayed, re-dated and resized grants leave the log equal to a plain sorted list
+    kept by the class's rules, and `available` counts that list's grants less than a window old."""
+    limiter = SlidingWindowLog(capacity, window)
+    model: list[float] = []
+
+    def forget() -> None:
+        while len(model) > capacity and model[-1] - model[0] >= window:
+            model.pop(0)
+
+    now = 0.0
+    for op in ops:
+        if op[0] == "take":
+            now = max(now, op[1])
+            allowed = len(model) < capacity or now - model[-capacity] >= window
+            assert limiter.take(now) == allowed
+            if allowed:
+                bisect.insort(model, now)
+        elif op[0] == "record":
+            limiter.record(op[1])
+            bisect.insort(model, op[1])
+        elif op[0] == "move" and model:
+            old = model[op[1] % len(model)]
+            limiter.move(old, old + op[2])
+            if op[2] >= 0:
+                model.remove(old)
+                bisect.insort(model, old + op[2])
+        elif op[0] == "resize":
+            capacity = op[1]
+            limiter.resize(capacity)
+        forget()
+        assert list(limiter.log) == model
+        assert limiter.available(now) == max(0, capacity - sum(1 for t in model if now - t < window))
