@@ -9,6 +9,9 @@ lane. The flood comes two ways, one user a task:
               paid one in the queue's fair order and has taken the window's budget when the
               paid ones arrive: only the lanes put the paid tasks first, and they get their
               share of the places as the window frees (the reserved part at once).
+Each flood is compared with the same paid tasks alone: mixed, with each pressed at the second it
+was submitted in the flood (so the yardstick has the flood's arrivals, not 60 at once); free
+first, with the 60 pressed at once, as they are behind the flood.
 Prints, for each, the paid p50/p90 wait alone and in the flood (and their ratio), the free
 tasks' p50/p90/longest wait, each lane's ETA error at submit (|told - waited| / max(waited,
 1 s)), and, with --provider gemini, upstream's calls and 429s.
@@ -39,7 +42,14 @@ from bench.common import (
     print_figures,
     upstream_counts,
 )
-from events.catalogue import YIELDED_QUOTA, StoredEvent, TaskStarted, TaskSubmitted, TaskUpstreamThrottled
+from events.catalogue import (
+    YIELDED_QUOTA,
+    StoredEvent,
+    TaskDispatched,
+    TaskStarted,
+    TaskSubmitted,
+    TaskUpstreamThrottled,
+)
 from serve_app.cli.burst import percentile, run_burst
 
 PAID, FREE = "paid", "free"
@@ -59,6 +69,24 @@ def waits_by_lane(log: list[StoredEvent], since: float) -> dict[str, list[float]
     for task_id, event in submitted.items():
         if task_id in started:
             waits.setdefault(event.lane, []).append(started[task_id] - event.at)
+    return waits
+
+
+def slot_waits(log: list[StoredEvent], since: float, lane: str) -> list[float]:
+    """The share of each `lane` task's wait spent before the slot its call started in: from its
+    submit to the dispatch of the attempt whose `task.started` came first (the rest of the wait
+    is for a token)."""
+    submitted: dict[str, float] = {}
+    dispatched: dict[str, float] = {}
+    waits: list[float] = []
+    for stored in log:
+        event = stored.event
+        if isinstance(event, TaskSubmitted) and event.at >= since and event.lane == lane:
+            submitted[event.task_id] = event.at
+        elif isinstance(event, TaskDispatched) and event.task_id in submitted:
+            dispatched[event.task_id] = event.at
+        elif isinstance(event, TaskStarted) and event.task_id in dispatched:
+            waits.append(dispatched.pop(event.task_id) - submitted.pop(event.task_id))
     return waits
 
 
@@ -107,14 +135,22 @@ def main() -> None:
         with running(config, dashboard=False) as live:
 
             def burst(
-                n: int, lane_of: Callable[[int], str | None]
+                n: int, lane_of: Callable[[int], str | None], press_at: Callable[[int], float] | None = None
             ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-                """One burst: each lane's waits, and each lane's ETA errors at submit."""
+                """One burst: each lane's waits, and each lane's ETA errors at submit. Each lane's
+                submit times (seconds after the burst's first) go in `arrivals`."""
                 since = time.time()
-                result = asyncio.run(run_burst(live.api_url, n, "photography", poll=0.2, task_lane=lane_of))
+                result = asyncio.run(
+                    run_burst(live.api_url, n, "photography", poll=0.2, task_lane=lane_of, press_at=press_at)
+                )
                 time.sleep(args.window)  # the windows empty before the next run
                 log = asyncio.run(read_log(live.config))
                 lanes = {s.event.task_id: s.event.lane for s in log if isinstance(s.event, TaskSubmitted)}
+                submits = [s.event for s in log if isinstance(s.event, TaskSubmitted) and s.event.at >= since]
+                first = min((e.at for e in submits), default=since)
+                arrivals.clear()
+                for e in sorted(submits, key=lambda e: e.at):
+                    arrivals.setdefault(e.lane, []).append(e.at - first)
                 errors: dict[str, list[float]] = {}
                 for task_id, view in result.views.items():
                     if task_id in result.predicted and view.get("started_at"):
@@ -129,22 +165,36 @@ def main() -> None:
                     for s in log
                     if isinstance(s.event, TaskUpstreamThrottled) and s.event.quota == YIELDED_QUOTA
                 )
+                slots.append(summary(slot_waits(log, since, PAID)))
                 return waits_by_lane(log, since), errors
 
             yielded = [0]  # slots taken back for the paid lane so far (the whole log's)
+            arrivals: dict[str, list[float]] = {}
+            slots: list[dict[str, float]] = []  # each burst's paid waits for a slot
 
             alone, alone_eta = burst(args.paid, lambda i: PAID)
             flood = args.paid * args.ratio
             every = args.ratio + 1
             mixed, mixed_eta = burst(flood + args.paid, lambda i: PAID if i % every == args.ratio else FREE)
+            # The mixed flood's own yardstick: the same paid tasks, each pressed when it was in
+            # the flood (its submit's offset in that burst), with no free task around them.
+            offsets = list(arrivals.get(PAID, []))
+            paced, _ = burst(len(offsets), lambda i: PAID, lambda i: offsets[i])
             first, first_eta = burst(flood + args.paid, lambda i: FREE if i < flood else PAID)
-            a = percentile(alone.get(PAID, []), 90)
-            figures: dict[str, object] = {"paid_alone": summary(alone.get(PAID, []))}
-            for name, waits in (("", mixed), ("_free_first", first)):
+            figures: dict[str, object] = {
+                "paid_alone": summary(alone.get(PAID, [])),
+                "paid_alone_paced": summary(paced.get(PAID, [])),
+                "paid_arrivals_span_s": round(offsets[-1], 3) if offsets else None,
+            }
+            for name, waits, base in (("", mixed, paced), ("_free_first", first, alone)):
                 figures[f"paid_in_flood{name}"] = summary(waits.get(PAID, []))
                 figures[f"free_in_flood{name}"] = summary(waits.get(FREE, []))
+                a = percentile(base.get(PAID, []), 90)
                 b = percentile(waits.get(PAID, []), 90)
                 figures[f"paid_p90_ratio{name}"] = round(b / a, 3) if a else None
+            shapes = ("alone", "in_flood", "alone_paced", "in_flood_free_first")
+            for name, waited in zip(shapes, slots, strict=True):
+                figures[f"paid_slot_wait_{name}"] = waited
             figures["slots_taken_back"] = yielded[0]
             for name, errors in (
                 ("paid_alone", alone_eta.get(PAID, [])),

@@ -124,6 +124,7 @@ async def run_burst(
     token: str | None = None,
     task_deadline: Callable[[int], float | None] | None = None,
     task_lane: Callable[[int], str | None] | None = None,
+    press_at: Callable[[int], float] | None = None,
 ) -> BurstResult:
     """Submit `users` tasks at once and wait until all have ended (or `deadline_seconds` pass).
 
@@ -131,7 +132,8 @@ async def run_burst(
     behalf of its simulated users. Retries are off: every refusal is counted. `task_deadline`
     gives user i's task its deadline (seconds, None: none); such a task is queued even when its
     ETA already misses it (`if_late` accept), so that a burst shows what expires; `task_lane`
-    gives its priority lane (None: the token's)."""
+    gives its priority lane (None: the token's). `press_at` gives the second, after the clock
+    starts, at which user i presses (None: all at once)."""
     # Made before the clock starts: each simulated user has its photos ready when it presses.
     photos = await asyncio.to_thread(lambda: [images(i, user_kind(i, kind)) for i in range(users)])
     client = AsyncClient(url, token, timeout=60.0, retries=0, transport=pooled(users))
@@ -142,7 +144,11 @@ async def run_burst(
         await asyncio.gather(*(client.request("GET", "/healthz") for _ in range(users)))
         result = BurstResult(started=time.time())
 
+        clock = time.perf_counter()
+
         async def submit(i: int) -> str | None:
+            if press_at is not None:
+                await asyncio.sleep(max(0.0, clock + press_at(i) - time.perf_counter()))
             t0 = time.perf_counter()
             try:
                 seconds = task_deadline(i) if task_deadline is not None else None
