@@ -92,7 +92,7 @@ class HAProxySetup:
         a failed retry of that wait on the console; a local genqueue stops its HAProxy itself
         and then the whole Ray.
         """
-        pids = _processes_on(self.directory)
+        pids = processes_on(self.directory)
         _signal(pids, signal.SIGUSR1)
         deadline = time.monotonic() + grace
         while pids and time.monotonic() < deadline:
@@ -101,7 +101,7 @@ class HAProxySetup:
         _signal(pids, signal.SIGKILL)
 
 
-def _processes_on(directory: Path) -> list[int]:
+def processes_on(directory: Path) -> list[int]:
     """The processes whose command line names a file in `directory`, from Linux's /proc."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):

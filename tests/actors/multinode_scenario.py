@@ -30,6 +30,7 @@ import httpx
 from events.catalogue import TaskSucceeded
 from serve_app.cli.burst import payload
 from serve_app.cli.ops import run_audit
+from serve_app.haproxy import processes_on
 from tests.conftest import free_port
 from tests.helpers import eventually
 
@@ -66,9 +67,13 @@ window_seconds = 1.0
 """
 
 
-def env() -> dict[str, str]:
-    """Ray's settings for every process of this cluster (token auth off: local test cluster)."""
+def env(tmp: Path) -> dict[str, str]:
+    """Ray's settings for every process of this cluster (token auth off: local test cluster),
+    its HAProxy's files under `tmp`/h, where `cluster` finds the HAProxy to stop. (HAProxy takes
+    socket paths of at most 97 characters, and Ray adds a 56-character node id: `tmp` is short.)"""
     e = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    haproxy = tmp / "h"
+    haproxy.mkdir(exist_ok=True)
     e.update(
         RAY_AUTH_MODE="disabled",
         RAY_USAGE_STATS_ENABLED="0",
@@ -76,6 +81,11 @@ def env() -> dict[str, str]:
         RAY_SERVE_ENABLE_HA_PROXY="1",
         RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
         RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
+        RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(haproxy / "haproxy.cfg"),
+        RAY_SERVE_HAPROXY_SOCKET_PATH=str(haproxy / "admin.sock"),
+        RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(haproxy),
+        RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(haproxy / "server-state"),
+        RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=str(haproxy / "metrics.sock"),
         # Not Serve's fixed 8500 for the head's fallback proxy: another test on this machine
         # may hold it (the deployment test takes it on purpose).
         RAY_SERVE_FALLBACK_PROXY_HTTP_PORT=str(free_port()),
@@ -90,7 +100,7 @@ def ray_start(args: list[str], log: Path) -> int:
             [str(BIN / "ray"), "start", "--disable-usage-stats", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env(),
+            env=env(log.parent),
             start_new_session=True,
         )
     if p.wait(timeout=120) != 0:
@@ -127,6 +137,11 @@ def cluster(tmp: Path) -> Iterator[tuple[str, list[int]]]:
     finally:
         for pgid in groups:
             kill_group(pgid)
+        # HAProxy reloads start a process of their own, outside the groups: stop them by the
+        # files they run on, which are this cluster's alone.
+        for pid in processes_on(tmp / "h"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def add_worker_node(address: str, tmp: Path, groups: list[int]) -> int:
@@ -137,7 +152,7 @@ def add_worker_node(address: str, tmp: Path, groups: list[int]) -> int:
     return pgid
 
 
-def resources_in_use(address: str) -> dict[str, float]:
+def resources_in_use(address: str, tmp: Path) -> dict[str, float]:
     """How much of each placement resource the cluster's actors hold: a worker actor holds one
     `genqueue_worker` (only the worker node has it), each singleton and Serve replica 0.1
     `genqueue_head` (only the head has it)."""
@@ -148,13 +163,14 @@ def resources_in_use(address: str) -> dict[str, float]:
         "names = ('genqueue_worker', 'genqueue_head');"
         "print(json.dumps({k: round(t.get(k, 0) - a.get(k, 0), 2) for k in names}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=120)
+    command = [sys.executable, "-c", code]
+    out = subprocess.run(command, capture_output=True, text=True, env=env(tmp), timeout=120)
     used: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return used
 
 
 def main() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="genqueue-multinode-"))
+    tmp = Path(tempfile.mkdtemp(prefix="gq-mn-"))
     config = tmp / "genqueue.toml"
     config.write_text(CONFIG.format())
     data, api_port = tmp / "data", free_port()
@@ -178,7 +194,7 @@ def main() -> None:
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=env(),
+                env=env(tmp),
                 start_new_session=True,
             )
         groups.append(up.pid)
@@ -187,7 +203,7 @@ def main() -> None:
         )
         if up.poll() is not None:
             raise SystemExit(f"genqueue up failed: {log.read_text()[-3000:]}")
-        used = resources_in_use(address)
+        used = resources_in_use(address, tmp)
         figures["workers_on_worker_node"] = used["genqueue_worker"]
         figures["head_resource_in_use"] = used["genqueue_head"]
         url = f"http://127.0.0.1:{api_port}"
@@ -232,7 +248,7 @@ def main() -> None:
         )
         subprocess.run(
             [str(BIN / "genqueue"), "down", "--address", address, "--config", str(config)],
-            env=env(),
+            env=env(tmp),
             capture_output=True,
             timeout=120,
             check=False,
