@@ -64,7 +64,13 @@ def decode_flat(flat: Sequence[str] | Sequence[bytes]) -> Event:
 
 
 def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """A field as text; one of a raw read that is not UTF-8 is a malformed entry."""
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode()
+    except UnicodeDecodeError as exc:
+        raise EventDecodeError(f"malformed stream entry: {exc}") from exc
 
 
 def _decode(

@@ -106,3 +106,13 @@ def test_fields_as_bytes_decode_as_text_does() -> None:
         decode_flat([*as_bytes[:3], b"0", *as_bytes[4:]])
     with pytest.raises(EventDecodeError, match="missing"):
         decode_flat([*as_bytes[:7], b'{"task_id":"t1"}'])
+
+
+def test_raw_fields_that_are_not_utf8_are_a_malformed_entry() -> None:
+    """A raw read's field that is not UTF-8, in the data or in a field name, is an
+    EventDecodeError (which the audit lists as undecodable), not a crash."""
+    event = TaskSucceeded(task_id="t1", attempt=2, result="r", mime_type="image/png", elapsed=1.5, at=3.0)
+    as_bytes = [x.encode() for pair in encode(event).items() for x in pair]
+    for flat in ([*as_bytes[:7], b'{"task_id":"\xff"}'], [b"type\xff", *as_bytes[1:]]):
+        with pytest.raises(EventDecodeError, match="malformed stream entry"):
+            decode_flat(flat)
