@@ -27,7 +27,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,6 +53,19 @@ from events.catalogue import (
 from serve_app.cli.burst import percentile, run_burst
 
 PAID, FREE = "paid", "free"
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """One burst's figures: each lane's waits and ETA errors at submit, each lane's submit times
+    (seconds after the burst's first), the paid tasks' waits for a slot (`slot_waits`), and the
+    slots taken back for the paid lane so far (the whole log's)."""
+
+    waits: dict[str, list[float]]
+    errors: dict[str, list[float]]
+    arrivals: dict[str, list[float]]
+    slot_waits: list[float]
+    yielded: int
 
 
 def waits_by_lane(log: list[StoredEvent], since: float) -> dict[str, list[float]]:
@@ -136,21 +149,22 @@ def main() -> None:
 
             def burst(
                 n: int, lane_of: Callable[[int], str | None], press_at: Callable[[int], float] | None = None
-            ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-                """One burst: each lane's waits, and each lane's ETA errors at submit. Each lane's
-                submit times (seconds after the burst's first) go in `arrivals`."""
+            ) -> Burst:
+                """One burst, and its figures from the event log and the views."""
                 since = time.time()
                 result = asyncio.run(
                     run_burst(live.api_url, n, "photography", poll=0.2, task_lane=lane_of, press_at=press_at)
                 )
                 time.sleep(args.window)  # the windows empty before the next run
                 log = asyncio.run(read_log(live.config))
-                lanes = {s.event.task_id: s.event.lane for s in log if isinstance(s.event, TaskSubmitted)}
-                submits = [s.event for s in log if isinstance(s.event, TaskSubmitted) and s.event.at >= since]
-                first = min((e.at for e in submits), default=since)
-                arrivals.clear()
-                for e in sorted(submits, key=lambda e: e.at):
-                    arrivals.setdefault(e.lane, []).append(e.at - first)
+                submits = sorted(
+                    (s.event for s in log if isinstance(s.event, TaskSubmitted) and s.event.at >= since),
+                    key=lambda e: e.at,
+                )
+                arrivals: dict[str, list[float]] = {}
+                for e in submits:
+                    arrivals.setdefault(e.lane, []).append(e.at - submits[0].at)
+                lanes = {e.task_id: e.lane for e in submits}
                 errors: dict[str, list[float]] = {}
                 for task_id, view in result.views.items():
                     if task_id in result.predicted and view.get("started_at"):
@@ -160,48 +174,44 @@ def main() -> None:
                             / wait
                         )
                         errors.setdefault(lanes.get(task_id, ""), []).append(error)
-                yielded[0] = sum(
+                yielded = sum(
                     1
                     for s in log
                     if isinstance(s.event, TaskUpstreamThrottled) and s.event.quota == YIELDED_QUOTA
                 )
-                slots.append(summary(slot_waits(log, since, PAID)))
-                return waits_by_lane(log, since), errors
+                waits = waits_by_lane(log, since)
+                return Burst(waits, errors, arrivals, slot_waits(log, since, PAID), yielded)
 
-            yielded = [0]  # slots taken back for the paid lane so far (the whole log's)
-            arrivals: dict[str, list[float]] = {}
-            slots: list[dict[str, float]] = []  # each burst's paid waits for a slot
-
-            alone, alone_eta = burst(args.paid, lambda i: PAID)
+            alone = burst(args.paid, lambda i: PAID)
             flood = args.paid * args.ratio
             every = args.ratio + 1
-            mixed, mixed_eta = burst(flood + args.paid, lambda i: PAID if i % every == args.ratio else FREE)
+            mixed = burst(flood + args.paid, lambda i: PAID if i % every == args.ratio else FREE)
             # The mixed flood's own yardstick: the same paid tasks, each pressed when it was in
             # the flood (its submit's offset in that burst), with no free task around them.
-            offsets = list(arrivals.get(PAID, []))
-            paced, _ = burst(len(offsets), lambda i: PAID, lambda i: offsets[i])
-            first, first_eta = burst(flood + args.paid, lambda i: FREE if i < flood else PAID)
+            offsets = mixed.arrivals.get(PAID, [])
+            paced = burst(len(offsets), lambda i: PAID, lambda i: offsets[i])
+            first = burst(flood + args.paid, lambda i: FREE if i < flood else PAID)
             figures: dict[str, object] = {
-                "paid_alone": summary(alone.get(PAID, [])),
-                "paid_alone_paced": summary(paced.get(PAID, [])),
+                "paid_alone": summary(alone.waits.get(PAID, [])),
+                "paid_alone_paced": summary(paced.waits.get(PAID, [])),
                 "paid_arrivals_span_s": round(offsets[-1], 3) if offsets else None,
             }
-            for name, waits, base in (("", mixed, paced), ("_free_first", first, alone)):
-                figures[f"paid_in_flood{name}"] = summary(waits.get(PAID, []))
-                figures[f"free_in_flood{name}"] = summary(waits.get(FREE, []))
-                a = percentile(base.get(PAID, []), 90)
-                b = percentile(waits.get(PAID, []), 90)
+            for name, run, base in (("", mixed, paced), ("_free_first", first, alone)):
+                figures[f"paid_in_flood{name}"] = summary(run.waits.get(PAID, []))
+                figures[f"free_in_flood{name}"] = summary(run.waits.get(FREE, []))
+                a = percentile(base.waits.get(PAID, []), 90)
+                b = percentile(run.waits.get(PAID, []), 90)
                 figures[f"paid_p90_ratio{name}"] = round(b / a, 3) if a else None
-            shapes = ("alone", "in_flood", "alone_paced", "in_flood_free_first")
-            for name, waited in zip(shapes, slots, strict=True):
-                figures[f"paid_slot_wait_{name}"] = waited
-            figures["slots_taken_back"] = yielded[0]
+            shapes = {"alone": alone, "in_flood": mixed, "alone_paced": paced, "in_flood_free_first": first}
+            for name, run in shapes.items():
+                figures[f"paid_slot_wait_{name}"] = summary(run.slot_waits)
+            figures["slots_taken_back"] = first.yielded  # the whole log's, at the last burst
             for name, errors in (
-                ("paid_alone", alone_eta.get(PAID, [])),
-                ("paid_in_flood", mixed_eta.get(PAID, [])),
-                ("free_in_flood", mixed_eta.get(FREE, [])),
-                ("paid_in_flood_free_first", first_eta.get(PAID, [])),
-                ("free_in_flood_free_first", first_eta.get(FREE, [])),
+                ("paid_alone", alone.errors.get(PAID, [])),
+                ("paid_in_flood", mixed.errors.get(PAID, [])),
+                ("free_in_flood", mixed.errors.get(FREE, [])),
+                ("paid_in_flood_free_first", first.errors.get(PAID, [])),
+                ("free_in_flood_free_first", first.errors.get(FREE, [])),
             ):
                 figures[f"eta_error_{name}"] = {
                     "p50": round(percentile(errors, 50), 3),

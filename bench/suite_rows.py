@@ -220,7 +220,6 @@ def flood_rows(step: Step | None) -> list[tuple[str, str, str]]:
         return statistics.median(float(r[lane][key]) for r in runs)
 
     paid = step.args[step.args.index("--paid") + 1]
-    alone = fmt(median("paid_alone", "p90_s"), " s", 2)
     rows = []
     # Before the mixed flood existed, "paid_in_flood" was the free-first one.
     mixed = "paid_in_flood_free_first" in runs[0]
@@ -228,12 +227,11 @@ def flood_rows(step: Step | None) -> list[tuple[str, str, str]]:
     paced = "paid_alone_paced" in runs[0]
     for name, free_first in shapes:
         how = "all submitted first" if free_first else "mixed in one burst, one paid in 11"
-        if not free_first and paced:
-            # The mixed flood's yardstick: the paid tasks alone, each pressed when it was in the flood.
-            alone = fmt(median("paid_alone_paced", "p90_s"), " s", 2)
+        # The mixed flood's yardstick: the paid tasks alone, each pressed when it was in the flood.
+        yardstick = "paid_alone_paced" if paced and not free_first else "paid_alone"
+        if yardstick == "paid_alone_paced":
             how += ", alone pressed at their flood times"
-        elif free_first:
-            alone = fmt(median("paid_alone", "p90_s"), " s", 2)
+        alone = fmt(median(yardstick, "p90_s"), " s", 2)
         flood = fmt(median(f"paid_in_flood{name}", "p90_s"), " s", 2)
         ratio_ = fmt(statistics.median(float(r[f"paid_p90_ratio{name}"]) for r in runs), "", 2)
         free50 = fmt(median(f"free_in_flood{name}", "p50_s"), " s", 1)
