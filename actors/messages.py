@@ -55,6 +55,20 @@ class Token:
         return bool(self.pool)
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A worker's request for one attempt's token (`KeyPool.acquire_many`): the task's place in
+    the queue, its deadline (epoch s, 0: none), kind and charge (for its routes) and lane."""
+
+    task_id: str
+    attempt: int
+    order: float = 0.0
+    until: float = 0.0
+    kind: str = ""
+    price: int = 0
+    lane: str = ""
+
+
 # A refusal's reason when the QueueActor took the slot back for a lane below its share: the
 # attempt goes back to its place, having made no call (`KeyPool.withdraw`).
 YIELDED = "yielded its slot to a lane below its share"

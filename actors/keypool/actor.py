@@ -16,6 +16,7 @@ import structlog
 from actors.archiving import archive_of
 from actors.config import Config, lane_weights
 from actors.config.routes import chain as routes_of
+from actors.keypool.asks import Asks
 from actors.keypool.decide import (
     grant_round,
     learn,
@@ -37,7 +38,7 @@ from actors.keypool.state import (
 )
 from actors.keypool.status import outage
 from actors.logs import configure
-from actors.messages import YIELDED, CallFailure, Grants, Token
+from actors.messages import YIELDED, Ask, CallFailure, Grants, Token
 from actors.shell import Cadence, recover, retrying, take_snapshot
 from actors.telemetry import PoolMetrics
 from events.catalogue import AlertRaised, StoredEvent
@@ -80,6 +81,7 @@ class KeyPool:
         self._config = config
         self._state = from_config(self._config)
         self._line = Line(lane_weights(config), {lane.name: lane.reserved for lane in config.lanes})
+        self._asks = Asks()  # attempts asked for whose answer has not gone back yet
         # Sends reported by workers (call name -> wire time), written with the next grants, and
         # since when (monotonic) the oldest of them waits.
         self._reported: dict[str, float] = {}
@@ -170,31 +172,46 @@ class KeyPool:
         price: int = 0,
         lane: str = "",
     ) -> Token:
-        """Wait for a token, served in task `order`; a repeated call gets the same grant.
-
-        Refused (a Token without a pool) when no pool can serve at all: every pool parked
-        for the day or out of keys. Cooldowns are short and are waited out. With `until`
-        (epoch s), refused with reason "deadline" once that passes without a token: the
-        attempt leaves the line and takes no place in a window. With `[[routes]]`, the token
-        comes from a route of `kind`'s chain that costs no more than the task's `price`
-        (`actors.keypool.routes`). With `[[lanes]]`, the tokens are shared among the tasks'
-        `lane`s by weight (`actors.keypool.line`).
-        """
-        await self._ensure()
+        """One attempt's token: `acquire_many` of one ask."""
         self._calls["acquire"] += 1
-        if (known := self._known(task_id, attempt)) is not None:
-            return known
-        future = self._line.join(order, task_id, attempt, self._routes(kind, price), until, lane)
+        [(_, _, token)] = await self._answers([Ask(task_id, attempt, order, until, kind, price, lane)])
+        return token
+
+    async def acquire_many(self, asks: list[Ask]) -> list[tuple[str, int, Token]]:
+        """Tokens for a worker's attempts, each served in task `order`; returns once one of them
+        is answered, with every answer ready by then, as (task id, attempt, token). The worker
+        asks again for the rest: each keeps its place in the line (`actors.keypool.asks`).
+
+        An attempt granted before gets the same grant. Refused (a Token without a pool) when no
+        pool can serve at all: every pool parked for the day or out of keys; cooldowns are short
+        and are waited out. With `until` (epoch s), refused with reason "deadline" once that
+        passes without a token: the attempt leaves the line and takes no place in a window.
+        With `[[routes]]`, the token comes from a route of the ask's `kind` that costs no more
+        than its `price` (`actors.keypool.routes`). With `[[lanes]]`, the tokens are shared
+        among the asks' `lane`s by weight (`actors.keypool.line`).
+        """
+        self._calls["acquire_many"] += 1
+        self._calls["asks"] += len(asks)
+        return await self._answers(asks)
+
+    async def _answers(self, asks: list[Ask]) -> list[tuple[str, int, Token]]:
+        await self._ensure()
         assert self._wake is not None
-        self._wake.set()
-        if not until:
-            return await future
-        with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(asyncio.shield(future), max(0.0, until - time.time()))
-        if future.done():  # granted as the time ran out
-            return future.result()
-        future.cancel()  # the grant loop skips it
-        return Token(until=until, reason=DEADLINE)
+        self._asks.prune()
+        loop = asyncio.get_running_loop()
+        for ask in asks:
+            key = (ask.task_id, ask.attempt)
+            if self._asks.get(key) is not None:
+                continue  # asked before: it keeps its place
+            if (known := self._known(*key)) is not None:
+                future: asyncio.Future[Token] = loop.create_future()
+                future.set_result(known)
+            else:
+                routes = self._routes(ask.kind, ask.price)
+                future = self._line.join(ask.order, ask.task_id, ask.attempt, routes, ask.until, ask.lane)
+                self._wake.set()
+            self._asks.add(key, future)
+        return await self._asks.answers(asks, lambda ask: Token(until=ask.until, reason=DEADLINE))
 
     async def withdraw(self, attempts: list[tuple[str, int]]) -> int:
         """Refuse the `attempts` still waiting for a token (reason YIELDED): the QueueActor takes

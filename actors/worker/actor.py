@@ -16,10 +16,10 @@ import structlog
 from actors.blobs import blob_store, task_blob
 from actors.config import Config, Route, route_of
 from actors.logs import configure
-from actors.messages import AttemptSpec, Token
+from actors.messages import Ask, AttemptSpec, Token
 from actors.providers.base import ImageRequest, Provider, ProviderError
 from actors.telemetry import WorkerMetrics
-from actors.worker.batching import Appender, SendReports
+from actors.worker.batching import Appender, SendReports, TokenAsks
 from actors.worker.decide import (
     Crashed,
     Generated,
@@ -83,6 +83,7 @@ class Worker:
         self._ready = False
         self._appender: Appender | None = None
         self._sends: SendReports | None = None
+        self._asks: TokenAsks | None = None
         # The attempts sent with run_many, held until they end (the loop keeps only weak refs).
         self._running: set[asyncio.Task[str]] = set()
         self._calls: Counter[str] = Counter()  # calls received per method, and attempts sent with them
@@ -166,9 +167,7 @@ class Worker:
         token: Token = (
             Token(spec.pool, spec.key_id, not_before=spec.not_before)
             if spec.pool
-            else await self._keypool.acquire.remote(
-                spec.task_id, spec.attempt, spec.order, spec.deadline, spec.kind, spec.price, lane=spec.lane
-            )
+            else await self._token(spec)
         )
         now = time.time()
         if too_late(spec, max(now, token.not_before)):
@@ -207,6 +206,13 @@ class Worker:
         if recorded == ended.type:
             bound.info("attempt ended", outcome=ended.type)
         return recorded
+
+    async def _token(self, spec: AttemptSpec) -> Token:
+        """The attempt's token from the key pool, asked for with the round's other attempts."""
+        if self._asks is None:
+            self._asks = TokenAsks(self._keypool)
+        ask = Ask(spec.task_id, spec.attempt, spec.order, spec.deadline, spec.kind, spec.price, spec.lane)
+        return await self._asks.acquire(ask)
 
     async def _inputs(self, spec: AttemptSpec) -> dict[str, bytes]:
         """The task's input images, read from the blob store."""

@@ -1,0 +1,121 @@
+"""The key pool's open asks (`actors.keypool.asks`): a worker's call for several attempts' tokens
+returns once one is answered, with every answer ready by then; the rest keep their places and
+their answers wait for the next call; an ask past its deadline is refused and leaves the line."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from actors.keypool.asks import KEEP_SECONDS, Asks
+from actors.messages import Ask, Token
+from actors.worker.batching import TokenAsks
+
+DEADLINE = "deadline"
+
+
+def refused(ask: Ask) -> Token:
+    return Token(until=ask.until, reason=DEADLINE)
+
+
+def opened(asks: Asks, *keys: tuple[str, int]) -> dict[tuple[str, int], asyncio.Future[Token]]:
+    """A future per key, added to `asks` as the key pool does for an attempt joining the line."""
+    futures = {}
+    for key in keys:
+        futures[key] = asyncio.get_running_loop().create_future()
+        asks.add(key, futures[key])
+    return futures
+
+
+def test_a_call_returns_at_the_first_answer_with_every_answer_ready_and_the_rest_stay_open() -> None:
+    async def main() -> None:
+        asks = Asks()
+        futures = opened(asks, ("a", 1), ("b", 1), ("c", 1))
+        call = asyncio.ensure_future(asks.answers([Ask("a", 1), Ask("b", 1), Ask("c", 1)], refused))
+        await asyncio.sleep(0)  # let the call start waiting
+        assert not call.done()
+        futures["b", 1].set_result(Token("p1", "k1"))
+        futures["c", 1].set_result(Token("p1", "k2"))
+        answered = await asyncio.wait_for(call, 5)
+        assert sorted(answered) == [("b", 1, Token("p1", "k1")), ("c", 1, Token("p1", "k2"))]
+        assert asks.get(("a", 1)) is futures["a", 1]  # still waiting, in its place
+        assert asks.get(("b", 1)) is None and asks.get(("c", 1)) is None  # handed out
+        assert len(asks) == 1
+
+    asyncio.run(main())
+
+
+def test_an_answer_given_while_no_call_waits_goes_to_the_next_call() -> None:
+    async def main() -> None:
+        asks = Asks()
+        futures = opened(asks, ("a", 1), ("b", 1))
+        futures["a", 1].set_result(Token("p1", "k1"))
+        first = await asyncio.wait_for(asks.answers([Ask("a", 1), Ask("b", 1)], refused), 5)
+        assert first == [("a", 1, Token("p1", "k1"))]
+        futures["b", 1].set_result(Token("p2", "k9"))  # between the calls
+        again = await asyncio.wait_for(asks.answers([Ask("b", 1)], refused), 5)
+        assert again == [("b", 1, Token("p2", "k9"))]
+        assert len(asks) == 0
+
+    asyncio.run(main())
+
+
+def test_an_ask_past_its_deadline_is_refused_and_its_future_cancelled_so_the_line_skips_it() -> None:
+    async def main() -> None:
+        asks = Asks()
+        futures = opened(asks, ("late", 1), ("later", 1))
+        until = time.time() + 0.05
+        answered = await asyncio.wait_for(
+            asks.answers([Ask("late", 1, until=until), Ask("later", 1, until=until + 60)], refused), 5
+        )
+        assert time.time() >= until
+        assert answered == [("late", 1, Token(until=until, reason=DEADLINE))]
+        assert futures["late", 1].cancelled() and not futures["later", 1].done()
+        assert asks.get(("later", 1)) is futures["later", 1]
+
+    asyncio.run(main())
+
+
+def test_answers_nobody_came_back_for_are_dropped_after_the_keep_time_waiting_ones_are_not() -> None:
+    async def main() -> None:
+        now = [1000.0]
+        asks = Asks(clock=lambda: now[0])
+        futures = opened(asks, ("gone", 1), ("waiting", 1))
+        futures["gone", 1].set_result(Token("p1", "k1"))
+        await asyncio.sleep(0)  # the done callback runs
+        now[0] += KEEP_SECONDS - 1
+        assert asks.prune() == 0 and len(asks) == 2
+        now[0] += 2
+        assert asks.prune() == 1
+        assert asks.get(("gone", 1)) is None and asks.get(("waiting", 1)) is futures["waiting", 1]
+
+    asyncio.run(main())
+
+
+class OneAtATime:
+    """A key pool stand-in whose `acquire_many` answers only the first ask of each call, as a
+    pool with one place freeing at a time does; it records each call's asks."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[str, int]]] = []
+        self.acquire_many = self
+
+    def remote(self, asks: list[Ask]) -> asyncio.Future[list[tuple[str, int, Token]]]:
+        self.calls.append([(a.task_id, a.attempt) for a in asks])
+        future = asyncio.get_running_loop().create_future()
+        first = asks[0]
+        future.set_result([(first.task_id, first.attempt, Token("p1", f"k-{first.task_id}"))])
+        return future
+
+
+def test_a_workers_asks_of_one_turn_go_in_one_call_and_the_unanswered_are_asked_again() -> None:
+    async def main() -> None:
+        pool = OneAtATime()
+        asks = TokenAsks(pool)
+        tokens = await asyncio.wait_for(
+            asyncio.gather(*(asks.acquire(Ask(t, 1)) for t in ("a", "b", "c"))), 5
+        )
+        assert [t.key_id for t in tokens] == ["k-a", "k-b", "k-c"]
+        assert pool.calls == [[("a", 1), ("b", 1), ("c", 1)], [("b", 1), ("c", 1)], [("c", 1)]]
+
+    asyncio.run(main())
