@@ -41,8 +41,25 @@ def encode(event: Event) -> dict[str, str]:
         "type": event.type,
         "v": str(event.version),
         "task": str(data.get("task_id", "")),
-        "data": json.dumps(data, separators=(",", ":"), sort_keys=True),
+        "data": _json(data),
     }
+
+
+def _json(data: dict[str, Any]) -> str:
+    """`data` as compact JSON with sorted keys and non-ASCII text escaped.
+
+    orjson writes it about three times faster than the standard encoder, and the same text
+    but for how an exponent is spelt (`1e-5` for `1e-05`: the same number). What orjson
+    writes otherwise (UTF-8 text, NaN or an infinity as null) and what it cannot write (an
+    integer over 64 bits) go to the standard encoder, so those are stored as before.
+    """
+    try:
+        fast = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        fast = b"null"
+    if fast.isascii() and b"null" not in fast:
+        return fast.decode()
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 def decode(fields: Mapping[str, str], upcasters: Mapping[tuple[str, int], Upcaster] = UPCASTERS) -> Event:

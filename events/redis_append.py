@@ -19,9 +19,10 @@ way.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import orjson
 
 from events.catalogue import Event
 from events.keys import Keys
@@ -135,5 +136,5 @@ class Batch:
         self.groups.append([guards, commands])
 
     def argument(self) -> str:
-        """The script's ARGV[1]."""
-        return json.dumps(self.groups, separators=(",", ":"))
+        """The script's ARGV[1] (text as UTF-8, which the script's JSON reader takes as it is)."""
+        return orjson.dumps(self.groups).decode()

@@ -12,11 +12,11 @@ below zero. It is sent by SHA (EVALSHA), its text only when the server lacks it.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.exceptions import NoScriptError
 
 from events.admission import (
@@ -150,10 +150,6 @@ return counts('ok', id, rank, tonumber(redis.call('HGET', KEYS[1], 'balance') or
 )
 
 
-# The commands' JSON: compact, and text as UTF-8 rather than escapes, which the script passes on.
-COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
-
-
 @dataclass(frozen=True, slots=True)
 class Call:
     """One submit's script call: its keys and arguments."""
@@ -188,7 +184,8 @@ def submit_call(
         str(admission.per_user_waiting),
         str(admission.max_waiting),
         event.task_id,
-        json.dumps([c.row() for c in submit_commands(event, admission, keys)], **COMPACT),
+        # Compact, text as UTF-8 rather than escapes, which the script passes on as it is.
+        orjson.dumps([c.row() for c in submit_commands(event, admission, keys)]).decode(),
         str(admission.daily_cap),
     ]
     spend = day_key(keys, event.user_id, event.at)

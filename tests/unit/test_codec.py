@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import pytest
 from hypothesis import given
@@ -28,6 +30,29 @@ def test_submitted_round_trips(task_id: str, user: str, kind: str, prompt: str, 
         task_id=task_id, user_id=user, kind=kind, prompt=prompt, inputs={"person": "x"}, at=at
     )
     assert decode(encode(event)) == event
+
+
+@given(text, text, st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70))
+def test_data_is_written_as_the_standard_encoder_writes_it_but_for_an_exponents_spelling(
+    prompt: str, user: str, at: float, price: int
+) -> None:
+    """Sorted keys, compact, non-ASCII text escaped; NaN, infinities and integers over 64 bits
+    as the standard encoder writes them. The fast encoder may spell an exponent differently
+    (`1e-5` for `1e-05`), never the number."""
+    event = TaskSubmitted(
+        task_id="t", user_id=user, kind="fitting", prompt=prompt, inputs={}, max_price=price, at=at
+    )
+    data = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    standard = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    written = encode(event)["data"]
+    assert written.isascii()
+    if written != standard:  # only an exponent's spelling may differ
+
+        def spelt(text: str) -> str:
+            return re.sub(r"e([+-]?)0*(\d)", lambda m: "e" + m[1].lstrip("+") + m[2], text)
+
+        assert spelt(written) == spelt(standard)
+        assert json.loads(written) == json.loads(standard)
 
 
 def test_fields_are_plain_json_any_client_can_read() -> None:
