@@ -24,6 +24,9 @@ from events.store import EventStore, Expect
 
 # At most this many groups in one script call (a call's arguments stay a few hundred KB).
 MAX_GROUPS = 200
+# At most this many asks in one `acquire_many` call: while a pool binds, each call returns with
+# the next token and the rest are asked again, so a call's size is paid once per token.
+MAX_ASKS = 64
 # Send reports wait at most this long to ride together (the key pool re-dates grants with them
 # within its own flush time of 100 ms, so a few milliseconds here change nothing it decides).
 SENDS_SECONDS = 0.005
@@ -95,9 +98,9 @@ class SendReports:
 
 
 class TokenAsks:
-    """A worker's token requests to the key pool, in one `acquire_many` call for all the asks
-    made in one turn of the event loop (a round's attempts ask together), and again for those
-    still unanswered each time a call returns (`actors.keypool.asks`)."""
+    """A worker's token requests to the key pool, in one `acquire_many` call for the asks made
+    in one turn of the event loop (a round's attempts ask together; MAX_ASKS a call at most),
+    and again for those still unanswered each time a call returns (`actors.keypool.asks`)."""
 
     def __init__(self, keypool: Any) -> None:
         self._keypool = keypool
@@ -122,8 +125,8 @@ class TokenAsks:
     def _send(self) -> None:
         keys, self._unsent = self._unsent, []
         asks = [entry[0] for key in keys if (entry := self._live(key)) is not None]
-        if asks:
-            call = asyncio.ensure_future(self._call(asks))
+        for start in range(0, len(asks), MAX_ASKS):
+            call = asyncio.ensure_future(self._call(asks[start : start + MAX_ASKS]))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
 

@@ -9,7 +9,7 @@ import time
 
 from actors.keypool.asks import KEEP_SECONDS, Asks
 from actors.messages import Ask, Token
-from actors.worker.batching import TokenAsks
+from actors.worker.batching import MAX_ASKS, TokenAsks
 
 DEADLINE = "deadline"
 
@@ -117,5 +117,19 @@ def test_a_workers_asks_of_one_turn_go_in_one_call_and_the_unanswered_are_asked_
         )
         assert [t.key_id for t in tokens] == ["k-a", "k-b", "k-c"]
         assert pool.calls == [[("a", 1), ("b", 1), ("c", 1)], [("b", 1), ("c", 1)], [("c", 1)]]
+
+    asyncio.run(main())
+
+
+def test_a_workers_asks_go_at_most_max_asks_to_a_call() -> None:
+    async def main() -> None:
+        pool = OneAtATime()
+        asks = TokenAsks(pool)
+        count = 2 * MAX_ASKS + 2
+        waits = [asks.acquire(Ask(f"t{n}", 1)) for n in range(count)]
+        tokens = await asyncio.wait_for(asyncio.gather(*waits), 5)
+        assert [t.key_id for t in tokens] == [f"k-t{n}" for n in range(count)]
+        assert [len(call) for call in pool.calls[:3]] == [MAX_ASKS, MAX_ASKS, 2]
+        assert max(len(call) for call in pool.calls) == MAX_ASKS
 
     asyncio.run(main())
