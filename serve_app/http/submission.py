@@ -175,6 +175,9 @@ async def fetched_images(urls: Mapping[str, str], fetch: Fetch | None) -> dict[s
     return await fetch(urls)
 
 
+OVER_FIELDS = "the largest field of a request over max_fields_bytes"
+
+
 def check_fields(body: SubmitTask, limits: LimitsConfig) -> dict[str, str | ImageUrl]:
     """The input images the task's kind takes, by role, as sent; a 413 or 422 naming the
     field at fault."""
@@ -183,12 +186,12 @@ def check_fields(body: SubmitTask, limits: LimitsConfig) -> dict[str, str | Imag
             f"prompt is {len(body.prompt)} characters, the limit is {limits.max_prompt_chars}",
             errors=[{"field": "prompt", "message": "too long"}],
         )
-    size, largest = body.fields_bytes()
+    size = body.fields_bytes()
     if size > limits.max_fields_bytes:
         raise TooLarge(
             f"the request's fields other than images are {size} bytes as JSON, "
             f"the limit is {limits.max_fields_bytes} ([limits] max_fields_bytes)",
-            errors=[{"field": largest, "message": "the largest field of a request over max_fields_bytes"}],
+            errors=[{"field": body.largest_field(), "message": OVER_FIELDS}],
         )
     wanted: dict[str, str | ImageUrl] = {"person": body.images.person}
     if body.kind == "fitting":
