@@ -52,8 +52,6 @@ SNAPSHOT_ACTOR = "keypool"
 SNAPSHOT_SECONDS = 10.0
 SNAPSHOT_EVENTS = 20_000
 METRICS_SECONDS = 0.5
-# The reason of a refusal because the attempt's deadline passed before a token came.
-DEADLINE = "deadline"
 # Reported sends that found no grants to ride with for this long are written alone, so
 # that a restart dates few grants at its own time (each such date holds a place longer).
 FLUSH_SECONDS = 0.1
@@ -211,7 +209,7 @@ class KeyPool:
                 future = self._line.join(ask.order, ask.task_id, ask.attempt, routes, ask.until, ask.lane)
                 self._wake.set()
             self._asks.add(key, future)
-        return await self._asks.answers(asks, lambda ask: Token(until=ask.until, reason=DEADLINE))
+        return await self._asks.answers(asks)
 
     async def withdraw(self, attempts: list[tuple[str, int]]) -> int:
         """Refuse the `attempts` still waiting for a token (reason YIELDED): the QueueActor takes

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from actors.messages import Ask, Token
 
 Key = tuple[str, int]
+# The reason of a refusal because the attempt's deadline passed before a token came.
+DEADLINE = "deadline"
 # An answer nobody came back for (its worker gone) is dropped after this long; a worker asks
 # again within milliseconds of its call returning.
 KEEP_SECONDS = 300.0
@@ -47,12 +49,10 @@ class Asks:
 
         future.add_done_callback(answered)
 
-    async def answers(
-        self, asks: list[Ask], deadline: Callable[[Ask], Token]
-    ) -> list[tuple[str, int, Token]]:
+    async def answers(self, asks: list[Ask]) -> list[tuple[str, int, Token]]:
         """Wait until one of `asks` is answered or past its deadline; then every answer ready,
         as (task id, attempt, token), each handed out (forgotten here). An ask past its deadline
-        unanswered is answered `deadline(ask)` and leaves the line."""
+        unanswered is refused (reason DEADLINE) and leaves the line."""
         waiting = {(a.task_id, a.attempt): a for a in asks}
         futures = {key: self._open[key] for key in waiting}
         while True:
@@ -64,7 +64,7 @@ class Asks:
                     out.append((*key, future.result()))
                 elif future.cancelled() or (ask.until and ask.until <= now):
                     future.cancel()  # the grant loop skips it
-                    out.append((*key, deadline(ask)))
+                    out.append((*key, Token(until=ask.until, reason=DEADLINE)))
             if out:
                 for task_id, attempt, _ in out:
                     self._forget((task_id, attempt))

@@ -7,15 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from actors.keypool.asks import KEEP_SECONDS, Asks
+from actors.keypool.asks import DEADLINE, KEEP_SECONDS, Asks
 from actors.messages import Ask, Token
 from actors.worker.batching import MAX_ASKS, TokenAsks
-
-DEADLINE = "deadline"
-
-
-def refused(ask: Ask) -> Token:
-    return Token(until=ask.until, reason=DEADLINE)
 
 
 def opened(asks: Asks, *keys: tuple[str, int]) -> dict[tuple[str, int], asyncio.Future[Token]]:
@@ -31,12 +25,18 @@ def test_a_call_returns_at_the_first_answer_with_every_answer_ready_and_the_rest
     async def main() -> None:
         asks = Asks()
         futures = opened(asks, ("a", 1), ("b", 1), ("c", 1))
-        call = asyncio.ensure_future(asks.answers([Ask("a", 1), Ask("b", 1), Ask("c", 1)], refused))
-        await asyncio.sleep(0)  # let the call start waiting
-        assert not call.done()
-        futures["b", 1].set_result(Token("p1", "k1"))
-        futures["c", 1].set_result(Token("p1", "k2"))
+        call = asyncio.ensure_future(asks.answers([Ask("a", 1), Ask("b", 1), Ask("c", 1)]))
+
+        waited: list[bool] = []
+
+        def answer() -> None:  # runs after the call's first step: it is waiting by then
+            waited.append(not call.done())
+            futures["b", 1].set_result(Token("p1", "k1"))
+            futures["c", 1].set_result(Token("p1", "k2"))
+
+        asyncio.get_running_loop().call_soon(answer)
         answered = await asyncio.wait_for(call, 5)
+        assert waited == [True]
         assert sorted(answered) == [("b", 1, Token("p1", "k1")), ("c", 1, Token("p1", "k2"))]
         assert asks.get(("a", 1)) is futures["a", 1]  # still waiting, in its place
         assert asks.get(("b", 1)) is None and asks.get(("c", 1)) is None  # handed out
@@ -50,10 +50,10 @@ def test_an_answer_given_while_no_call_waits_goes_to_the_next_call() -> None:
         asks = Asks()
         futures = opened(asks, ("a", 1), ("b", 1))
         futures["a", 1].set_result(Token("p1", "k1"))
-        first = await asyncio.wait_for(asks.answers([Ask("a", 1), Ask("b", 1)], refused), 5)
+        first = await asyncio.wait_for(asks.answers([Ask("a", 1), Ask("b", 1)]), 5)
         assert first == [("a", 1, Token("p1", "k1"))]
         futures["b", 1].set_result(Token("p2", "k9"))  # between the calls
-        again = await asyncio.wait_for(asks.answers([Ask("b", 1)], refused), 5)
+        again = await asyncio.wait_for(asks.answers([Ask("b", 1)]), 5)
         assert again == [("b", 1, Token("p2", "k9"))]
         assert len(asks) == 0
 
@@ -66,7 +66,7 @@ def test_an_ask_past_its_deadline_is_refused_and_its_future_cancelled_so_the_lin
         futures = opened(asks, ("late", 1), ("later", 1))
         until = time.time() + 0.05
         answered = await asyncio.wait_for(
-            asks.answers([Ask("late", 1, until=until), Ask("later", 1, until=until + 60)], refused), 5
+            asks.answers([Ask("late", 1, until=until), Ask("later", 1, until=until + 60)]), 5
         )
         assert time.time() >= until
         assert answered == [("late", 1, Token(until=until, reason=DEADLINE))]
@@ -81,8 +81,10 @@ def test_answers_nobody_came_back_for_are_dropped_after_the_keep_time_waiting_on
         now = [1000.0]
         asks = Asks(clock=lambda: now[0])
         futures = opened(asks, ("gone", 1), ("waiting", 1))
+        kept = asyncio.Event()  # set by a callback added after the one `Asks.add` added
+        futures["gone", 1].add_done_callback(lambda _: kept.set())
         futures["gone", 1].set_result(Token("p1", "k1"))
-        await asyncio.sleep(0)  # the done callback runs
+        await asyncio.wait_for(kept.wait(), 5)
         now[0] += KEEP_SECONDS - 1
         assert asks.prune() == 0 and len(asks) == 2
         now[0] += 2
