@@ -14,13 +14,14 @@ import json
 import time
 from dataclasses import replace
 
-from msgspec import structs
+import msgspec
 from sortedcontainers import SortedList
 
 from actors.queue.state import QueueState, snapshot
 
-# Entries serialised per chunk: about a millisecond of work each.
+# Entries serialised per chunk: well under a millisecond of work each.
 CHUNK = 500
+_encode = msgspec.json.Encoder().encode
 
 
 def frozen_copy(state: QueueState) -> QueueState:
@@ -63,20 +64,25 @@ def write(copy: QueueState, waiting: list[tuple[float, int, str]]) -> list[str]:
 
 
 def document(copy: QueueState, waiting: list[tuple[float, int, str]]) -> list[str]:
-    """The snapshot document of `copy` with the queue `waiting`, as `json.dumps(snapshot(state))`
-    would give it, in parts (joined by the store), each built holding the interpreter briefly."""
+    """The snapshot document of `copy` with the queue `waiting`: what `json.dumps(snapshot(state))`
+    gives, read back, in parts (joined by the store), each built holding the interpreter briefly.
+
+    The entries are written by msgspec straight from their structs (a tenth of the time of a
+    dict each through the standard encoder); their text is UTF-8 rather than escapes, and their
+    numbers are finite (places, times, counts and integer options).
+    """
     head = snapshot(replace(copy, tasks={}, queue=SortedList()))
     del head["tasks"], head["queue"]
     parts = ['{"tasks":[']
     entries = list(copy.tasks.values())
     for start in range(0, len(entries), CHUNK):
-        tasks = [structs.asdict(e) for e in entries[start : start + CHUNK]]
-        parts.append(("," if start else "") + json.dumps(tasks, separators=(",", ":"))[1:-1])
+        tasks = _encode(entries[start : start + CHUNK])
+        parts.append(("," if start else "") + tasks.decode()[1:-1])
         time.sleep(0)  # let the loop thread run
     parts.append('],"queue":[')
     for start in range(0, len(waiting), CHUNK * 4):
-        queue = [list(place) for place in waiting[start : start + CHUNK * 4]]
-        parts.append(("," if start else "") + json.dumps(queue, separators=(",", ":"))[1:-1])
+        queue = _encode(waiting[start : start + CHUNK * 4])
+        parts.append(("," if start else "") + queue.decode()[1:-1])
         time.sleep(0)
     parts.append("],")
     parts.append(json.dumps(head, separators=(",", ":"))[1:])

@@ -4,6 +4,7 @@ same document the plain snapshot gives."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from actors.queue.snapshots import document, frozen_copy, places
 from actors.queue.state import QueueState, apply, restore, snapshot
@@ -66,6 +67,22 @@ def test_the_document_is_the_plain_snapshot() -> None:
     """Written in chunks, the document parses to exactly what `snapshot` gives, and restores."""
     state, _ = _busy(1_700)  # several chunks, the last one partial
     text = "".join(document(frozen_copy(state), places(state)))
+    assert json.loads(text) == json.loads(json.dumps(snapshot(state)))
+    assert snapshot(restore(json.loads(text))) == snapshot(state)
+
+
+def test_the_document_keeps_text_and_options_as_they_were() -> None:
+    """Prompts in any script (written as UTF-8, not escapes), quotes, control characters and
+    the largest seed come back from the document as they went in."""
+    state = QueueState()
+    prompts = ["portrait, 柔らかい光 — «studio»", 'say "cheese"\n\t\\', "\u2028 emoji 📸", ""]
+    for i, prompt in enumerate(prompts):
+        task = replace(
+            submitted(at=float(i)), prompt=prompt, options={"seed": 2**31 - 1, "aspect_ratio": "3:4"}
+        )
+        _fold(state, [task], i)
+    text = "".join(document(frozen_copy(state), places(state)))
+    assert sorted(e["prompt"] for e in json.loads(text)["tasks"]) == sorted(prompts)
     assert json.loads(text) == json.loads(json.dumps(snapshot(state)))
     assert snapshot(restore(json.loads(text))) == snapshot(state)
 
