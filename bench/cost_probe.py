@@ -129,11 +129,13 @@ def per_task_ms(delta: Mapping[str, float], tasks: int) -> dict[str, float]:
 
 @dataclass(frozen=True, slots=True)
 class Commands:
-    """Valkey's counters at one moment: calls per command, reads and writes processed."""
+    """Valkey's counters at one moment: calls and microseconds per command, reads and writes
+    processed."""
 
     calls: Mapping[str, int]
     reads: int
     writes: int
+    usec: Mapping[str, int] = field(default_factory=dict)
 
 
 def valkey_commands(url: str) -> Commands:
@@ -142,8 +144,12 @@ def valkey_commands(url: str) -> Commands:
         stats: dict[str, Any] = client.info("commandstats")
         general: dict[str, Any] = client.info("stats")
     calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+    usec = {k.removeprefix("cmdstat_"): int(v.get("usec", 0)) for k, v in stats.items()}
     return Commands(
-        calls, int(general.get("total_reads_processed", 0)), int(general.get("total_writes_processed", 0))
+        calls,
+        int(general.get("total_reads_processed", 0)),
+        int(general.get("total_writes_processed", 0)),
+        usec,
     )
 
 
@@ -153,7 +159,8 @@ _OWN = frozenset({"info", "ping", "hello", "client|setinfo", "client|setname", "
 
 def commands_per_task(before: Commands, after: Commands, tasks: int) -> dict[str, Any]:
     """Commands and round trips (reads the server processed) per task between two readings,
-    with the calls per task of each command that ran."""
+    with the calls per task of each command that ran and the server's time in each (a script's
+    time, EVALSHA's or FCALL's, includes the commands it ran, which are counted apart too)."""
     delta = {
         name: after.calls.get(name, 0) - before.calls.get(name, 0)
         for name in after.calls
@@ -161,12 +168,18 @@ def commands_per_task(before: Commands, after: Commands, tasks: int) -> dict[str
     }
     total = sum(delta.values())
     reads = after.reads - before.reads
+    spent = {name: after.usec.get(name, 0) - before.usec.get(name, 0) for name in delta}
     return {
         "tasks": tasks,
         "commands_per_task": round(total / tasks, 2) if tasks else 0.0,
         "round_trips_per_task": round(reads / tasks, 2) if tasks else 0.0,
         "by_command": {
             k: round(v / tasks, 2) for k, v in sorted(delta.items(), key=lambda kv: -kv[1]) if tasks
+        },
+        "usec_per_task": {
+            k: round(v / tasks, 1)
+            for k, v in sorted(spent.items(), key=lambda kv: -kv[1])
+            if tasks and v / tasks >= 0.05
         },
     }
 
