@@ -28,7 +28,14 @@ from serve_app.http.problems import (
     Unavailable,
     Unprocessable,
 )
-from serve_app.http.submission import Prepared, discard_many, key_conflict, late_submits, prepare
+from serve_app.http.submission import (
+    Checked,
+    Prepared,
+    discard_many,
+    key_conflict,
+    late_submits,
+    prepare,
+)
 
 router = APIRouter()
 
@@ -97,9 +104,10 @@ async def submit_batch(
         )
     results: list[Result | None] = [None] * len(body.tasks)
     ready: list[tuple[int, Prepared]] = []
+    checked: Checked = {}  # an image several items send is checked once
     for i, raw in enumerate(body.tasks):
         try:
-            ready.append((i, await _prepare(c, raw, caller, cancel_after)))
+            ready.append((i, await _prepare(c, raw, caller, cancel_after, checked)))
         except ApiProblem as exc:
             results[i] = _problem(exc)
     # Deadlines are checked in request order, each item at the place it would take after the
@@ -118,7 +126,9 @@ async def submit_batch(
     return BatchSubmitted(accepted=accepted, refused=len(out) - accepted, results=out)
 
 
-async def _prepare(c: Context, raw: object, caller: Caller, cancel_after: str | None) -> Prepared:
+async def _prepare(
+    c: Context, raw: object, caller: Caller, cancel_after: str | None, checked: Checked
+) -> Prepared:
     """One item checked as `POST /v1/tasks` checks its body, with its user named; the batch's
     `cancel_after` header is its deadline unless it has a `deadline_seconds` of its own."""
     try:
@@ -136,7 +146,7 @@ async def _prepare(c: Context, raw: object, caller: Caller, cancel_after: str | 
             errors=[{"field": "user_id", "message": "required in a batch"}],
         )
     own = item.deadline_seconds is not None
-    prepared = await prepare(c, item, caller, cancel_after=None if own else cancel_after)
+    prepared = await prepare(c, item, caller, cancel_after=None if own else cancel_after, checked=checked)
     await refuse_if_blocked(c, item.kind)
     return prepared
 

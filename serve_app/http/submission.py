@@ -34,6 +34,9 @@ log = structlog.get_logger("genqueue.api")
 
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
+# Images that passed their checks in one request, by the text or bytes they came as.
+Checked = dict[str | bytes, tuple[bytes, str]]
+
 # Gets the bytes behind image URLs by role (`fetch.Fetcher.fetch_all`); a 422 for any that fails.
 Fetch = Callable[[Mapping[str, str]], Awaitable[dict[str, bytes]]]
 
@@ -58,6 +61,7 @@ async def prepare(
     uploads: Mapping[str, bytes] | None = None,
     fetch: Fetch | None = None,
     cancel_after: str | None = None,
+    checked: Checked | None = None,
 ) -> Prepared:
     """The event and images of `body` submitted by `caller`, keyed by the body's idempotency
     key or the Idempotency-Key `header`, with the deadline of the body's `deadline_seconds` or
@@ -66,7 +70,8 @@ async def prepare(
 
     Each image is base64 in `body`, bytes in `uploads` (a multipart submit's file parts, by
     role), or a URL in `body` that `fetch` gets once every other check has passed (without
-    `fetch`, as in a batch, a 422).
+    `fetch`, as in a batch, a 422). An image already in `checked` (the same text or bytes,
+    earlier in the same request) is not checked again.
     """
     user_id = caller.acts_for(body.user_id)
     key = idempotency_key(body, header)
@@ -75,7 +80,7 @@ async def prepare(
     lane = lane_of(c.config, caller, body.lane)
     limits = c.config.limits
     wanted = {role: (uploads or {}).get(role, source) for role, source in check_fields(body, limits).items()}
-    decoded = check_images({r: s for r, s in wanted.items() if not isinstance(s, ImageUrl)}, limits)
+    decoded = check_images({r: s for r, s in wanted.items() if not isinstance(s, ImageUrl)}, limits, checked)
     webhook_url = await webhook_for(body.webhook_url, caller, c.config.webhooks)
     urls = {role: source.url for role, source in wanted.items() if isinstance(source, ImageUrl)}
     fetched = await fetched_images(urls, fetch)
@@ -208,17 +213,27 @@ def check_fields(body: SubmitTask, limits: LimitsConfig) -> dict[str, str | Imag
     return wanted
 
 
-def check_images(images: Mapping[str, str | bytes], limits: LimitsConfig) -> dict[str, tuple[bytes, str]]:
-    """Each image (base64, or bytes) and its mime type by role, or a 422 naming the field at fault."""
+def check_images(
+    images: Mapping[str, str | bytes], limits: LimitsConfig, checked: Checked | None = None
+) -> dict[str, tuple[bytes, str]]:
+    """Each image (base64, or bytes) and its mime type by role, or a 422 naming the field at fault.
+
+    `checked` holds the images that passed so far in one request, by their text or bytes: one
+    sent again (a batch's items styling the same selfie) is taken from it, not decoded again.
+    """
     bounds = (limits.max_image_bytes, limits.max_image_pixels, limits.max_image_side)
     decoded: dict[str, tuple[bytes, str]] = {}
+    seen: Checked = {} if checked is None else checked
     for role, image in images.items():
         field = f"images.{role}"
+        if (known := seen.get(image)) is not None:
+            decoded[role] = known
+            continue
         try:
             if isinstance(image, bytes):
-                decoded[role] = check_image(field, image, *bounds)
+                decoded[role] = seen[image] = check_image(field, image, *bounds)
             else:
-                decoded[role] = decode_image(field, image, *bounds)
+                decoded[role] = seen[image] = decode_image(field, image, *bounds)
         except ImageRejected as exc:
             raise Unprocessable(str(exc), errors=[{"field": f"images.{role}", "message": str(exc)}]) from exc
     return decoded

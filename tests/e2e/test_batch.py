@@ -106,6 +106,28 @@ def test_accepted_and_refused_items_come_back_side_by_side_in_request_order(app:
     assert hoard.json()["results"][3]["retry_after"] >= 1
 
 
+def test_items_sending_the_same_image_each_keep_it_and_share_its_verdict(app: App) -> None:
+    """An image several items send (a selfie in several styles) is stored for each of them as
+    sent; a bad one is refused for each item that sends it, not only the first."""
+    _grant(app, ivy=3)
+    selfie, other, bad = _png(7), _png(9), base64.b64encode(b"not an image").decode()
+    images = [selfie, bad, selfie, bad, other]
+    tasks = [_task("ivy", images={"person": image}) for image in images]
+    response = _post(app, app.token("svc-shared", "service"), tasks)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [202, 422, 202, 422, 202]
+    assert (
+        results[1]["errors"] == results[3]["errors"] and results[1]["errors"][0]["field"] == "images.person"
+    )
+    by_id = {e.task_id: e for e in _submitted(app)}
+    blobs = blob_store(app.config)
+    for result, image in zip(results, images, strict=True):
+        if result["status"] == 202:
+            stored = blobs.get(by_id[result["task_id"]].inputs["person"])
+            assert stored == base64.b64decode(image)
+
+
 def test_each_item_is_idempotent_on_its_own_key(app: App) -> None:
     """A repeated batch returns the first tasks, replayed and not charged again; a key repeated
     within a batch names the task of its first use; a key reused for another request is a 409."""
