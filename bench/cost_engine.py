@@ -157,14 +157,15 @@ def accepted_items(answer: Any) -> int:
 
 def batch_submit(inst: Instance, tasks: int, per_request: int = 500) -> dict[str, Any]:
     """`tasks` tasks through POST /v1/tasks/batch with a service token, four requests in flight:
-    tasks a second from the first request to the last task's end."""
+    tasks a second from the first request to the last task's end. Each of the 100 users has a
+    selfie of their own, which their items of a request (several styles of it) share."""
     users = fresh_users("batch", 100)
     (token,) = inst.tokens(["bench-service"], role="service")
     inst.tokens(users)  # their balances
     service = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     if not batch_available(inst, service):
         return {"available": False}
-    items = [json.loads(submit_body(users[i % len(users)])) for i in range(tasks)]
+    items = [json.loads(submit_body(users[i % len(users)], seed=i % len(users))) for i in range(tasks)]
     out: dict[str, Any] = {"available": True, "requested": tasks}
     with measured(inst, out):
         started = time.time()

@@ -75,17 +75,18 @@ def burst600_config() -> Config:
 
 
 @functools.cache
-def _selfie() -> str:
-    """The bench's selfie as base64 (drawing one takes about 6 ms)."""
-    return base64.b64encode(sample_selfie(7)).decode()
+def _selfie(seed: int) -> str:
+    """A selfie of the bench's as base64 (drawing one takes about 6 ms)."""
+    return base64.b64encode(sample_selfie(seed)).decode()
 
 
-def submit_body(user_id: str = "") -> bytes:
-    """A photography submit with a generated selfie (a service's item names its user)."""
+def submit_body(user_id: str = "", seed: int = 7) -> bytes:
+    """A photography submit with a generated selfie, drawn from `seed` (a service's item names
+    its user)."""
     body: dict[str, Any] = {
         "kind": "photography",
         "prompt": "studio portrait, warm light",
-        "images": {"person": _selfie()},
+        "images": {"person": _selfie(seed)},
     }
     if user_id:
         body["user_id"] = user_id
