@@ -20,6 +20,7 @@ from actors.shell import (
     Cadence,
     Recovered,
     next_delay,
+    parse_document,
     recover,
     retrying,
     take_snapshot,
@@ -175,6 +176,27 @@ def test_take_snapshot_skips_a_state_that_cannot_be_serialised() -> None:
     with capture_logs() as logs:
         assert asyncio.run(main()) == (False, [])
     assert logs[0]["event"] == "snapshot skipped: the state could not be serialised"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_a_document_parses_as_the_standard_parser_reads_it(data: object) -> None:
+    """Whatever the standard encoder wrote (text in any script, NaN and infinities, every float
+    and 64-bit integer) comes back as the standard parser reads it."""
+    document = json.dumps({"v": data}, separators=(",", ":"))
+    assert json.dumps(parse_document(document)) == json.dumps(json.loads(document))
+
+
+def test_a_document_that_is_not_json_is_a_value_error() -> None:
+    for broken in ('{"v": 1', "", "{'v': 1}", '{"v": NaNa}'):
+        with pytest.raises(ValueError):
+            parse_document(broken)
 
 
 def test_cadence_is_due_after_enough_events() -> None:
