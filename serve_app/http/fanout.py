@@ -48,11 +48,13 @@ Publish = Callable[[str, "Update"], bool]
 @dataclass(frozen=True, slots=True)
 class Update:
     """A task as its watchers are sent it: the view after `seen` of its events (None: the task is
-    gone) and that view as JSON, encoded once for every stream of the task."""
+    gone) and that view as JSON, encoded once for every stream of the task, and when it was
+    made (milliseconds since the epoch)."""
 
     seen: int
     view: TaskViewOut | None
     data: str = ""
+    made_ms: int = 0
 
     @property
     def position(self) -> int | None:
@@ -72,9 +74,16 @@ class Update:
     @property
     def event_id(self) -> str:
         """The SSE message id: `<events seen>-<position>-<stage>`, empty parts left out at the
-        end and an empty position kept in the middle ("7-3-waiting", "8--starting", "9")."""
+        end and an empty position kept in the middle ("7-3-waiting", "8--starting", "9"); a
+        queued task's stage is followed by when the update was made ("8--starting.1796585642513").
+
+        A dispatched task's stage may go from waiting_for_quota to starting and back with no
+        event of its own (a place frees, and another task takes it): the time keeps each of
+        those messages' ids apart. `watching.parse_event_id` reads the id without it.
+        """
         position = "" if self.position is None else str(self.position)
-        return "-".join((str(self.seen), position, self.stage)).rstrip("-")
+        stage = f"{self.stage}.{self.made_ms}" if self.stage else ""
+        return "-".join((str(self.seen), position, stage)).rstrip("-")
 
     @property
     def ended(self) -> bool:
@@ -267,7 +276,8 @@ class Fanout:
             update = Update(0, None)
         else:
             out = await render(task_id, view, rank, counts)
-            update = Update(int(view.get("events", 0)), out, out.model_dump_json())
+            made = time.time_ns() // 1_000_000
+            update = Update(int(view.get("events", 0)), out, out.model_dump_json(), made)
             if out.blocked_until is not None:
                 # Its stage changes when the pools are back, with no event to say so.
                 back = self._clock() + max(POOLS_SETTLE_SECONDS, out.blocked_until - time.time())

@@ -247,9 +247,11 @@ async def watch_task(
 
     A message is sent whenever the status, the stage or the position changes. Message ids are
     `<events seen>-<position>-<stage>` (empty parts left out at the end, an empty position kept
-    in the middle: `7-3-waiting`, `8--starting`, `9`); a reconnect with `Last-Event-ID` gets
-    only what changed since. The stream ends after the terminal state, or when its token is
-    revoked. A token holding `[limits] max_streams_per_token` streams gets a 429.
+    in the middle: `7-3-waiting.<ms>`, `8--starting.<ms>`, `9`), a queued task's stage followed
+    by when the update was made, so that a stage that goes back and forth keeps its ids apart;
+    a reconnect with `Last-Event-ID` gets only what changed since. The stream ends after the
+    terminal state, or when its token is revoked. A token holding `[limits]
+    max_streams_per_token` streams gets a 429.
 
     A comment line (`: ping`) every 15 s keeps a quiet stream alive. The replica's hub reads
     the watched tasks for all its streams at once (positions at most every 0.25 s while the

@@ -85,12 +85,13 @@ def renderer(c: Context, links: Links | None = None) -> Render:
 
 
 def parse_event_id(value: str | None) -> tuple[int, int | None, str]:
-    """(task events seen, position, stage) from a Last-Event-ID (`Update.event_id`); (0, None, "")
-    when absent or unreadable."""
+    """(task events seen, position, stage) from a Last-Event-ID (`Update.event_id`: the time
+    after the stage is left out); (0, None, "") when absent or unreadable."""
     if not value:
         return 0, None, ""
     seen, _, rest = value.partition("-")
     position, _, stage = rest.partition("-")
+    stage = stage.partition(".")[0]
     try:
         return int(seen), (int(position) if position not in ("", "None") else None), stage
     except ValueError:

@@ -268,17 +268,19 @@ def view_out(position: int | None, stage: str | None, status: str = "queued") ->
 
 
 def test_sse_ids_name_the_position_and_stage_and_never_none() -> None:
-    """Ids are `<seen>-<position>-<stage>` with empty parts left out at the end; each reads back
-    as the key that decides what a reconnect is sent, and so do the ids of older versions."""
+    """Ids are `<seen>-<position>-<stage>` with empty parts left out at the end, a stage followed
+    by when the update was made; each reads back as the key that decides what a reconnect is
+    sent, and so do the ids of older versions."""
     cases = [
-        (Update(1, view_out(3, "waiting")), "1-3-waiting"),
-        (Update(2, view_out(None, "waiting_for_quota")), "2--waiting_for_quota"),
-        (Update(3, view_out(None, None, "running")), "3"),
+        (Update(1, view_out(3, "waiting"), made_ms=1_796_585_642_001), "1-3-waiting.1796585642001"),
+        (Update(2, view_out(None, "waiting_for_quota"), made_ms=7), "2--waiting_for_quota.7"),
+        (Update(3, view_out(None, None, "running"), made_ms=9), "3"),
     ]
     for update, text in cases:
         assert update.event_id == text and "None" not in text
         assert parse_event_id(text) == update.key
     assert parse_event_id("4-None") == (4, None, "") and parse_event_id("2-7") == (2, 7, "")
+    assert parse_event_id("1-3-waiting") == (1, 3, "waiting")  # an older version's, with no time
     assert parse_event_id("x-1") == (0, None, "") and parse_event_id(None) == (0, None, "")
 
 
