@@ -50,14 +50,15 @@ def _json(data: dict[str, Any]) -> str:
 
     orjson writes it about three times faster than the standard encoder, and the same text
     but for how an exponent is spelt (`1e-5` for `1e-05`: the same number). What orjson
-    writes otherwise (UTF-8 text, NaN or an infinity as null) and what it cannot write (an
-    integer over 64 bits) go to the standard encoder, so those are stored as before.
+    writes otherwise (UTF-8 text, DEL as itself where the standard encoder escapes it, NaN or
+    an infinity as null) and what it cannot write (an integer over 64 bits) go to the
+    standard encoder, so those are stored as before.
     """
     try:
         fast = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
         fast = b"null"
-    if fast.isascii() and b"null" not in fast:
+    if fast.isascii() and b"null" not in fast and b"\x7f" not in fast:
         return fast.decode()
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
