@@ -41,7 +41,7 @@ from events.lua import lua_expression
 from events.ops_models import paused_refusal
 from events.redis_commands import ROUND_COUNTER_SECONDS, STREAM_ID
 from events.store import QueueCounts, SubmitReceipt
-from events.submit_plan import GRANT_ONLY, ORDER, ROUND, SUBMITTED, submit_commands
+from events.submit_plan import GRANT_ONLY, ORDER, ROUND, SUBMITTED, Command, submit_commands
 
 
 def lua_function(rule: Callable[..., int]) -> str:
@@ -57,9 +57,9 @@ RULES = (rate_wait, place_round, user_waiting, grant_of, over, short, capped, re
 # ARGV: now (ms), rate key ("" for none), rate limit, rate window (ms), rate cost (1: a hit;
 # 0: only pass if the hit named by the member passed), rate member, idempotency key ("" for
 # none), round counter prefix, ROUND_SPAN, counter TTL, price, default grant, per-user
-# waiting bound, queue bound, task id, the commands as one JSON array (a string per
-# argument, so no number is rounded on the way), each as flags, blanks, name, arguments
-# (`events.submit_plan.Command.row`), and the daily cap (0: none).
+# waiting bound, queue bound, task id, the commands as one flat JSON array of strings (so no
+# number is rounded on the way, and reading it builds one table, not one per command): their
+# number, then each as flags, blanks, name, arguments (`flat_rows`), and the daily cap (0: none).
 # Replies: {"paused", Retry-After s} | {"rate", wait ms} | {kind, waiting, running, stats,
 # ...}: "dup" with the first task's id and digest; "no" with the refusal code, balance,
 # grant, waiting, user's waiting, spend of the day and now (ms); "ok" with the task's stream
@@ -128,18 +128,29 @@ local numbers = {{{ORDER} = string.format('%.0f', round * span + n % span),
                  {ROUND} = string.format('%.0f', round)}}
 local id = ''
 local last = ''
-for _, row in ipairs(cjson.decode(ARGV[16])) do
-  local flags = row[1]
+local A = cjson.decode(ARGV[16])
+local i = 2
+for _ = 1, tonumber(A[1]) do
+  local flags, blanks = A[i], tonumber(A[i + 1])
+  local b = i + 2
+  local s = b + 3 * blanks
+  local first, e = s + 1, s + tonumber(A[s])
+  i = e + 1
   if grant > 0 or not string.find(flags, '{GRANT_ONLY}', 1, true) then
-    local command = {{unpack(row, 3)}}
-    for _, blank in ipairs(row[2]) do
-      local at, pos = blank[1] + 2, blank[3]
-      local text = command[at]
-      command[at] = string.sub(text, 1, pos) .. numbers[blank[2]] .. string.sub(text, pos + 1)
+    local reply
+    if blanks == 0 and not (A[first] == 'RPUSH' and A[first + 2] == '{STREAM_ID}') then
+      reply = redis.call(unpack(A, first, e))
+    else
+      local command = {{unpack(A, first, e)}}
+      for k = b, s - 1, 3 do
+        local at, pos = tonumber(A[k]) + 2, tonumber(A[k + 2])
+        local text = command[at]
+        command[at] = string.sub(text, 1, pos) .. numbers[A[k + 1]] .. string.sub(text, pos + 1)
+      end
+      if command[1] == 'RPUSH' and command[3] == '{STREAM_ID}' then command[3] = last end
+      reply = redis.call(unpack(command))
     end
-    if command[1] == 'RPUSH' and command[3] == '{STREAM_ID}' then command[3] = last end
-    local reply = redis.call(unpack(command))
-    if command[1] == 'XADD' then last = reply end
+    if A[first] == 'XADD' then last = reply end
     if string.find(flags, '{SUBMITTED}', 1, true) then id = reply end
   end
 end
@@ -148,6 +159,19 @@ return counts('ok', id, rank, tonumber(redis.call('HGET', KEYS[1], 'balance') or
 """,
     ]
 )
+
+
+def flat_rows(commands: Sequence[Command]) -> list[str]:
+    """The submit's commands as the script reads them: their number, then each one's flags, its
+    number of blanks, each blank (argument, kind, position), its length n and n strings (the
+    name, then the arguments)."""
+    items = [str(len(commands))]
+    for command in commands:
+        items += (command.flags, str(len(command.blanks)))
+        for blank in command.blanks:
+            items += (str(blank.arg), blank.kind, str(blank.at))
+        items += (str(len(command.args) + 1), command.name, *command.args)
+    return items
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +209,7 @@ def submit_call(
         str(admission.max_waiting),
         event.task_id,
         # Compact, text as UTF-8 rather than escapes, which the script passes on as it is.
-        orjson.dumps([c.row() for c in submit_commands(event, admission, keys)]).decode(),
+        orjson.dumps(flat_rows(submit_commands(event, admission, keys))).decode(),
         str(admission.daily_cap),
     ]
     spend = day_key(keys, event.user_id, event.at)

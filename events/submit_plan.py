@@ -53,10 +53,6 @@ class Command:
     blanks: tuple[Blank, ...] = ()
     flags: str = ""
 
-    def row(self) -> list[object]:
-        """As the script reads it (an item of a JSON array): flags, blanks, name, arguments."""
-        return [self.flags, [b.spec() for b in self.blanks], self.name, *self.args]
-
 
 def _numbers(round_: int) -> dict[str, str]:
     """The text of each number of a place, as the codec and redis-py write it (an order is a
