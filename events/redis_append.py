@@ -115,21 +115,22 @@ class Batch:
     """The KEYS and the argument of one call of APPEND_SCRIPT."""
 
     keys: list[str] = field(default_factory=list)
-    items: list[str] = field(default_factory=lambda: ["0"])
-    _index: dict[str, int] = field(default_factory=dict)
+    groups: int = 0
+    items: list[str] = field(default_factory=lambda: ["0"])  # the first: the groups, when written
+    _index: dict[str, str] = field(default_factory=dict)
 
     def key(self, name: str) -> str:
         """The 1-based KEYS index of `name`, added on first use, as the script reads it."""
         index = self._index.get(name)
         if index is None:
             self.keys.append(name)
-            index = self._index[name] = len(self.keys)
-        return str(index)
+            index = self._index[name] = str(len(self.keys))
+        return index
 
     def add(self, keys: Keys, events: Sequence[Event], expect: Mapping[str, Expect] | None) -> None:
         """One group: the guards of `expect`, then each event's XADD, audit-list push and read models."""
         items = self.items
-        items[0] = str(int(items[0]) + 1)
+        self.groups += 1
         items.append(str(len(expect or ())))
         for task_id, want in (expect or {}).items():
             items += (self.key(keys.task(task_id)), want.status, str(want.attempt))
@@ -149,4 +150,5 @@ class Batch:
 
     def argument(self) -> str:
         """The script's ARGV[1] (text as UTF-8, which the script's JSON reader takes as it is)."""
+        self.items[0] = str(self.groups)
         return orjson.dumps(self.items).decode()

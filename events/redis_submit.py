@@ -169,7 +169,7 @@ def flat_rows(commands: Sequence[Command]) -> list[str]:
     for command in commands:
         items += (command.flags, str(len(command.blanks)))
         for blank in command.blanks:
-            items += (str(blank.arg), blank.kind, str(blank.at))
+            items += map(str, blank.spec())
         items += (str(len(command.args) + 1), command.name, *command.args)
     return items
 
