@@ -5,16 +5,19 @@ of each window kept for it) and free (weight 1).
 Each run's waits come from the event log (a task's first `task.started` minus its submit), by
 lane. The flood comes two ways, one user a task:
   mixed       one burst of free and paid together, a paid task every ratio + 1 submits;
-  free first  the free tasks first, then the paid ones, so every free task is ahead of every
-              paid one in the queue's fair order and has taken the window's budget when the
-              paid ones arrive: only the lanes put the paid tasks first, and they get their
-              share of the places as the window frees (the reserved part at once).
+  free first  the free tasks first, then the paid ones once the free ones are in (as long after
+              as the mixed flood's submits took), so every free task is ahead of every paid one
+              in the queue's fair order and has taken the window's budget when the paid ones
+              arrive: only the lanes put the paid tasks first, and they get their share of the
+              places as the window frees (the reserved part at once).
 Each flood is compared with the same paid tasks alone: mixed, with each pressed at the second it
 was submitted in the flood (so the yardstick has the flood's arrivals, not 60 at once); free
 first, with the 60 pressed at once, as they are behind the flood.
-Prints, for each, the paid p50/p90 wait alone and in the flood (and their ratio), the free
-tasks' p50/p90/longest wait, each lane's ETA error at submit (|told - waited| / max(waited,
-1 s)), and, with --provider gemini, upstream's calls and 429s.
+A wait is from a task's submit (its acceptance into the queue) to its start, and again from when
+its user pressed (`from_press`: the time to get through the ingress counts; the 60 alone, pressed
+at once, are its yardstick). Prints, for each, the paid p50/p90 wait alone and in the flood (and
+their ratio), the free tasks' p50/p90/longest wait, each lane's ETA error at submit (|told -
+waited| / max(waited, 1 s)), and, with --provider gemini, upstream's calls and 429s.
 
     python bench/flood.py --provider gemini --paid 60 --pools 3x600 --window 1 --latency 0.5
 """
@@ -57,11 +60,13 @@ PAID, FREE = "paid", "free"
 
 @dataclass(frozen=True, slots=True)
 class Burst:
-    """One burst's figures: each lane's waits and ETA errors at submit, each lane's submit times
-    (seconds after the burst's first), the paid tasks' waits for a slot (`slot_waits`), and the
-    slots taken back for the paid lane so far (the whole log's)."""
+    """One burst's figures: each lane's waits (from the submit's acceptance, and from when its
+    user pressed) and ETA errors at submit, each lane's submit times (seconds after the burst's
+    first), the paid tasks' waits for a slot (`slot_waits`), and the slots taken back for the
+    paid lane so far (the whole log's)."""
 
     waits: dict[str, list[float]]
+    pressed: dict[str, list[float]]
     errors: dict[str, list[float]]
     arrivals: dict[str, list[float]]
     slot_waits: list[float]
@@ -166,7 +171,11 @@ def main() -> None:
                     arrivals.setdefault(e.lane, []).append(e.at - submits[0].at)
                 lanes = {e.task_id: e.lane for e in submits}
                 errors: dict[str, list[float]] = {}
+                pressed: dict[str, list[float]] = {}
                 for task_id, view in result.views.items():
+                    if task_id in result.pressed and view.get("started_at"):
+                        lane = lanes.get(task_id, "")
+                        pressed.setdefault(lane, []).append(view["started_at"] - result.pressed[task_id])
                     if task_id in result.predicted and view.get("started_at"):
                         wait = max(view["started_at"] - view["submitted_at"], 1.0)
                         error = (
@@ -180,7 +189,7 @@ def main() -> None:
                     if isinstance(s.event, TaskUpstreamThrottled) and s.event.quota == YIELDED_QUOTA
                 )
                 waits = waits_by_lane(log, since)
-                return Burst(waits, errors, arrivals, slot_waits(log, since, PAID), yielded)
+                return Burst(waits, pressed, errors, arrivals, slot_waits(log, since, PAID), yielded)
 
             alone = burst(args.paid, lambda i: PAID)
             flood = args.paid * args.ratio
@@ -190,10 +199,17 @@ def main() -> None:
             # the flood (its submit's offset in that burst), with no free task around them.
             offsets = mixed.arrivals.get(PAID, [])
             paced = burst(len(offsets), lambda i: PAID, lambda i: offsets[i])
-            first = burst(flood + args.paid, lambda i: FREE if i < flood else PAID)
+            # Free first: the paid tasks pressed once the mixed flood's submits had all been
+            # accepted, so that every free task is in the queue ahead of them (pressed at once,
+            # the submit gate would let them in ahead of the free ones still waiting to enter).
+            span = max((times[-1] for times in mixed.arrivals.values() if times), default=0.0)
+            first = burst(
+                flood + args.paid, lambda i: FREE if i < flood else PAID, lambda i: 0.0 if i < flood else span
+            )
             figures: dict[str, object] = {
                 "paid_alone": summary(alone.waits.get(PAID, [])),
                 "paid_alone_paced": summary(paced.waits.get(PAID, [])),
+                "paid_from_press_alone": summary(alone.pressed.get(PAID, [])),
                 "paid_arrivals_span_s": round(offsets[-1], 3) if offsets else None,
             }
             for name, run, base in (("", mixed, paced), ("_free_first", first, alone)):
@@ -202,6 +218,13 @@ def main() -> None:
                 a = percentile(base.waits.get(PAID, []), 90)
                 b = percentile(run.waits.get(PAID, []), 90)
                 figures[f"paid_p90_ratio{name}"] = round(b / a, 3) if a else None
+                # From the user's press: the flood's paid tasks and the 60 alone were each
+                # pressed at one instant, so the time to get in counts on both sides.
+                figures[f"paid_from_press_in_flood{name}"] = summary(run.pressed.get(PAID, []))
+                figures[f"free_from_press_in_flood{name}"] = summary(run.pressed.get(FREE, []))
+                a = percentile(alone.pressed.get(PAID, []), 90)
+                b = percentile(run.pressed.get(PAID, []), 90)
+                figures[f"paid_from_press_p90_ratio{name}"] = round(b / a, 3) if a else None
             shapes = {"alone": alone, "in_flood": mixed, "alone_paced": paced, "in_flood_free_first": first}
             for name, run in shapes.items():
                 figures[f"paid_slot_wait_{name}"] = summary(run.slot_waits)

@@ -83,6 +83,7 @@ class BurstResult:
     rejected: dict[int, int] = field(default_factory=dict)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     predicted: dict[str, float] = field(default_factory=dict)
+    pressed: dict[str, float] = field(default_factory=dict)  # by task: when its user pressed (epoch s)
     sse_messages: dict[str, int] = field(default_factory=dict)
     sse_delays: list[float] = field(default_factory=list)
     submits_answered: float = 0.0  # when the last submit was answered
@@ -149,7 +150,7 @@ async def run_burst(
         async def submit(i: int) -> str | None:
             if press_at is not None:
                 await asyncio.sleep(max(0.0, clock + press_at(i) - time.perf_counter()))
-            t0 = time.perf_counter()
+            t0, pressed = time.perf_counter(), time.time()
             try:
                 seconds = task_deadline(i) if task_deadline is not None else None
                 task = await client.submit(
@@ -168,6 +169,7 @@ async def run_burst(
             result.submit_latencies.append(time.perf_counter() - t0)
             eta = task.submitted.eta_seconds if task.submitted else None
             result.predicted[task.id] = float(eta or 0.0)
+            result.pressed[task.id] = pressed
             return task.id
 
         async def watch(task_id: str) -> None:
