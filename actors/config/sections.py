@@ -127,7 +127,8 @@ class ServerConfig:
     # Ray resources each ingress replica needs, e.g. {genqueue_ingress = 1} for the nodes
     # behind the load balancer.
     replica_resources: dict[str, float] = field(default_factory=dict)
-    # Submits each replica handles at once; more wait their turn in arrival order.
+    # Submits each replica handles at once; more wait their turn in arrival order (by lane, with
+    # [[lanes]]: `serve_app.http.gate.Places`).
     submit_concurrency: int = 16
     # The bundled HAProxy's stats page (/stats) and Prometheus exporter (/metrics), both
     # on `host` like the API; 0 picks a free port at start, so instances can share a machine.

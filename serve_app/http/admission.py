@@ -56,8 +56,8 @@ def submit_rate(lim: LimitsConfig, caller: Caller) -> Rate:
 async def admit(ctx: Context, scope: Scope) -> Admitted:
     """A submit checked from its headers alone, before any body byte is read: the caller
     (kept in the request's state for the route), its role (a batch acts for users: service
-    and admin tokens only) and its cap on submits in progress. Its rate is checked with the
-    submit itself, in the store's script."""
+    and admin tokens only), its cap on submits in progress and the lane it waits in at the
+    gate. Its rate is checked with the submit itself, in the store's script."""
     header = Headers(scope=scope).get("authorization") or None
     caller = await authenticate(ctx.store, header, ctx.config.auth.required, cache=tokens(ctx))
     if caller.role == USER and scope["path"].rstrip("/") == BATCH_PATH:
@@ -65,7 +65,8 @@ async def admit(ctx: Context, scope: Scope) -> Admitted:
     scope.setdefault("state", {})["caller"] = caller
     lim = ctx.config.limits
     cap = lim.max_submits_per_token if caller.role == USER else lim.max_submits_per_service_token
-    return Admitted(caller.token_id or "open", cap)
+    own = lane_of(ctx.config, caller, None)
+    return Admitted(caller.token_id or "open", cap, own, names_lane=caller.role != USER)
 
 
 def check_max_price(config: Config, kind: str, max_price: int | None) -> None:

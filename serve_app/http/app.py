@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from PIL import Image
 
-from actors.config import Config
+from actors.config import Config, lane_weights
 from serve_app.http import admin_tasks, batch, credits, ops, pages, problems, results, task_list, tasks
 from serve_app.http.admission import admit
 from serve_app.http.bodylimit import BodyLimit
@@ -54,6 +54,7 @@ def create_app(
         read_seconds=config.limits.body_read_seconds,
         max_body_bytes=lim.max_body_bytes,
         batch_body_bytes=lim.max_batch_body_bytes,
+        lanes=lane_weights(config),
     )
     # Pillow's own decompression-bomb limit, for anything in this process that opens images.
     Image.MAX_IMAGE_PIXELS = config.limits.max_image_pixels

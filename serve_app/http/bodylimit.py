@@ -65,6 +65,11 @@ class BodyLimit:
 
 async def read_body(receive: Receive, max_bytes: int) -> Receive:
     """The whole request body, as a receive that replays it; TooLarge once it passes `max_bytes`."""
+    return replay_of(await read_messages(receive, max_bytes), receive)
+
+
+async def read_messages(receive: Receive, max_bytes: int) -> list[Message]:
+    """The whole request body's messages; TooLarge once it passes `max_bytes`."""
     messages: list[Message] = []
     seen = 0
     while True:
@@ -77,6 +82,11 @@ async def read_body(receive: Receive, max_bytes: int) -> Receive:
             raise TooLarge(f"the body is larger than the limit of {max_bytes} bytes")
         if not message.get("more_body", False):
             break
+    return messages
+
+
+def replay_of(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that gives `messages` again, then goes on with `receive`."""
     pending = iter(messages)
 
     async def replay() -> Message:
