@@ -17,6 +17,7 @@ from actors.config import LaneConfig
 from events.catalogue import TaskSubmitted
 from serve_app.http.app import create_app
 from serve_app.http.auth import new_token
+from serve_app.http.gate import SubmitGate
 from tests.helpers import append_to, make_config, with_store
 
 LANES = (LaneConfig("paid", 9.0, reserved=0.2), LaneConfig("free", 1.0, default=True))
@@ -106,3 +107,56 @@ def test_without_lanes_naming_one_is_a_422(store_url: str, tmp_path: Path) -> No
     ]
     events = with_store(config, lambda store: store.read_range())
     assert [s.event.lane for s in events if isinstance(s.event, TaskSubmitted)] == [""]
+
+
+def _gate(app: Any) -> SubmitGate:
+    """The app's submit gate, in its built middleware stack."""
+    layer = app.middleware_stack
+    while not isinstance(layer, SubmitGate):
+        layer = layer.app
+    return layer
+
+
+def test_submits_waiting_at_the_door_enter_paid_first(store_url: str, tmp_path: Path) -> None:
+    """With the replica's one submit place held, a service's default-lane submit, a plain user's,
+    a paid user's (its token's lane), a service's naming paid and another service default wait
+    at the gate in that order; as the place frees, the two paid ones enter first, then the free
+    ones as they came, and the queue's log shows them accepted in that order."""
+    base = make_config(store_url, str(tmp_path), auth=True)
+    config = replace(base, lanes=LANES, server=replace(base.server, submit_concurrency=1))
+    service, service_made = new_token("app", "service")
+    vip, vip_made = new_token("vip", "user", lane="paid")
+    plain, plain_made = new_token("ann", "user")
+    append_to(config, [service_made, vip_made, plain_made])
+    arrivals = [
+        ("s-free-1", service, {"user_id": "s-free-1"}),
+        ("ann", plain, {}),
+        ("vip", vip, {}),
+        ("s-paid", service, {"user_id": "s-paid", "lane": "paid"}),
+        ("s-free-2", service, {"user_id": "s-free-2"}),
+    ]
+
+    async def scenario() -> list[int]:
+        app = create_app(config)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/healthz")).status_code == 200  # builds the middleware stack
+            places = _gate(app)._places
+            pending = []
+            async with places.place("free"):  # held, as by a submit in progress
+                for n, (_, token, extra) in enumerate(arrivals, start=1):
+                    headers = {"Authorization": f"Bearer {token}"}
+                    pending.append(
+                        asyncio.create_task(client.post("/v1/tasks", json=body(**extra), headers=headers))
+                    )
+                    for _ in range(10_000):  # until it waits for the place (each turn runs every task)
+                        if sum(places.waiting().values()) == n:
+                            break
+                        await asyncio.sleep(0)
+                assert places.waiting() == {"free": 3, "paid": 2}
+            return [r.status_code for r in await asyncio.gather(*pending)]
+
+    assert asyncio.run(scenario()) == [202] * 5
+    events = with_store(config, lambda store: store.read_range())
+    accepted = [s.event.user_id for s in events if isinstance(s.event, TaskSubmitted)]
+    assert accepted == ["vip", "s-paid", "s-free-1", "ann", "s-free-2"]
