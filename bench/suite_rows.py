@@ -244,6 +244,19 @@ def flood_rows(step: Step | None) -> list[tuple[str, str, str]]:
                 f"{paid} paid tasks alone, then with {int(paid) * 10} free ones, {how} (paid weight 9, "
                 f"reserved 0.2; google-genai, emulator); medians of {len(runs)} runs",
             ),
+        ]
+        if "paid_from_press_alone" in runs[0]:  # from when each user pressed (later versions)
+            pressed = fmt(median("paid_from_press_alone", "p90_s"), " s", 2)
+            flooded = fmt(median(f"paid_from_press_in_flood{name}", "p90_s"), " s", 2)
+            ratios = (float(r[f"paid_from_press_p90_ratio{name}"]) for r in runs)
+            rows.append(
+                (
+                    f"lanes, {label}: paid p90 from pressing, alone / in the flood (ratio)",
+                    f"{pressed} / {flooded} ({fmt(statistics.median(ratios), '', 2)})",
+                    "the time to get through the door counted; the same paid tasks pressed at once alone",
+                )
+            )
+        rows += [
             (
                 f"lanes, {label}: free p50 / longest wait",
                 f"{free50} / {free_max}",
