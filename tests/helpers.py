@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import TypeVar
 
@@ -25,6 +25,7 @@ from actors.config import (
 )
 from events.catalogue import Event, StoredEvent, TaskSubmitted
 from events.redis_store import RedisEventStore
+from serve_app.http.gate import Places
 
 T = TypeVar("T")
 
@@ -148,3 +149,30 @@ def append_to(config: Config, events: list[Event]) -> None:
 def log_of(config: Config) -> list[StoredEvent]:
     """The config's whole event log."""
     return with_store(config, lambda store: store.read_range())
+
+
+class CountedPlaces(Places):
+    """The submit gate's `Places`, counting the holders that have asked for a place, so that a
+    test can wait until `n` have (`asked_by`) rather than for time to pass. A holder that finds
+    no free place joins the line in the same step as it asks, so once `asked_by(n)` returns
+    every one of them holds a place or waits in line."""
+
+    def __init__(self, limit: int, weights: Mapping[str, float] | None = None) -> None:
+        super().__init__(limit, weights)
+        self.asked = 0
+        self._watchers: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def asked_by(self, n: int) -> None:
+        """Return once `n` holders have asked (callers bound it with `asyncio.timeout`)."""
+        if self.asked >= n:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.append((n, future))
+        await future
+
+    async def _enter(self, lane: str) -> None:
+        self.asked += 1
+        for n, future in self._watchers:
+            if self.asked >= n and not future.done():
+                future.set_result(None)
+        await super()._enter(lane)

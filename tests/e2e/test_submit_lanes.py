@@ -18,7 +18,7 @@ from events.catalogue import TaskSubmitted
 from serve_app.http.app import create_app
 from serve_app.http.auth import new_token
 from serve_app.http.gate import SubmitGate
-from tests.helpers import append_to, make_config, with_store
+from tests.helpers import CountedPlaces, append_to, make_config, with_store
 
 LANES = (LaneConfig("paid", 9.0, reserved=0.2), LaneConfig("free", 1.0, default=True))
 
@@ -141,7 +141,8 @@ def test_submits_waiting_at_the_door_enter_paid_first(store_url: str, tmp_path: 
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             assert (await client.get("/healthz")).status_code == 200  # builds the middleware stack
-            places = _gate(app)._places
+            gate = _gate(app)
+            gate._places = places = CountedPlaces(1, gate.lanes)
             pending = []
             async with places.place("free"):  # held, as by a submit in progress
                 for n, (_, token, extra) in enumerate(arrivals, start=1):
@@ -149,10 +150,8 @@ def test_submits_waiting_at_the_door_enter_paid_first(store_url: str, tmp_path: 
                     pending.append(
                         asyncio.create_task(client.post("/v1/tasks", json=body(**extra), headers=headers))
                     )
-                    for _ in range(10_000):  # until it waits for the place (each turn runs every task)
-                        if sum(places.waiting().values()) == n:
-                            break
-                        await asyncio.sleep(0)
+                    async with asyncio.timeout(30):  # until it waits for the place
+                        await places.asked_by(1 + n)
                 assert places.waiting() == {"free": 3, "paid": 2}
             return [r.status_code for r in await asyncio.gather(*pending)]
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from serve_app.http.gate import Admitted, Places, SubmitGate, body_lane
+from serve_app.http.gate import Admitted, SubmitGate, body_lane
+from tests.helpers import CountedPlaces
 
 
 def _scope(method: str, path: str) -> dict[str, Any]:
@@ -68,22 +69,13 @@ async def _until(changed: asyncio.Condition, ready: Any) -> None:
         await changed.wait_for(ready)
 
 
-async def _settled(ready: Any) -> None:
-    """Let the other tasks run until `ready()` (each turn of the loop runs every task that can)."""
-    for _ in range(1000):
-        if ready():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("not settled in 1,000 turns of the loop")
-
-
 def test_a_freed_place_goes_to_the_lane_furthest_below_its_share() -> None:
     """Ten free holders, then 20 free and 20 paid submits waiting (the free ones first): as the
     free holders leave, paid takes each place until it holds 9 of 10 (its weight 9 against 1),
     and free keeps 1; inside each lane, first come first served."""
 
     async def body() -> None:
-        places = Places(10, {"paid": 9.0, "free": 1.0})
+        places = CountedPlaces(10, {"paid": 9.0, "free": 1.0})
         changed = asyncio.Condition()
         entered: list[str] = []
         leave = {
@@ -103,7 +95,9 @@ def test_a_freed_place_goes_to_the_lane_furthest_below_its_share() -> None:
         await _until(changed, lambda: len(entered) == 10)
         tasks += [asyncio.create_task(hold(f"f{i}", "free")) for i in range(10, 30)]
         tasks += [asyncio.create_task(hold(f"p{i}", "paid")) for i in range(20)]
-        await _settled(lambda: places.waiting() == {"free": 20, "paid": 20})
+        async with asyncio.timeout(5):
+            await places.asked_by(50)
+        assert places.waiting() == {"free": 20, "paid": 20}
         for i in range(10):
             leave[f"f{i}"].set()
             await _until(changed, lambda i=i: len(entered) == 11 + i)
@@ -121,7 +115,7 @@ def test_a_freed_place_goes_to_the_lane_furthest_below_its_share() -> None:
 
 def test_a_cancelled_waiter_leaves_the_line_and_a_place_given_as_it_is_cancelled_is_handed_on() -> None:
     async def body() -> None:
-        places = Places(1, {"paid": 9.0, "free": 1.0})
+        places = CountedPlaces(1, {"paid": 9.0, "free": 1.0})
         first = asyncio.Event()
         release = asyncio.Event()
         given: list[asyncio.Task[str]] = []
@@ -143,13 +137,17 @@ def test_a_cancelled_waiter_leaves_the_line_and_a_place_given_as_it_is_cancelled
 
         gone = asyncio.create_task(waiter("paid"))
         later = asyncio.create_task(waiter("free"))
-        await _settled(lambda: places.waiting() == {"paid": 1, "free": 1})
+        async with asyncio.timeout(5):
+            await places.asked_by(3)
+        assert places.waiting() == {"paid": 1, "free": 1}
         gone.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gone
         assert places.waiting() == {"free": 1}
         given.append(asyncio.create_task(waiter("paid")))
-        await _settled(lambda: places.waiting() == {"free": 1, "paid": 1})
+        async with asyncio.timeout(5):
+            await places.asked_by(4)
+        assert places.waiting() == {"free": 1, "paid": 1}
         release.set()
         await held
         with contextlib.suppress(asyncio.CancelledError):
@@ -187,6 +185,7 @@ def test_a_submit_waits_in_its_tokens_lane_or_the_lane_a_services_json_body_name
             return Admitted(scope["name"], 0, "free", names_lane=not user)
 
         gate = SubmitGate(app, limit=1, admit=admit, lanes={"paid": 9.0, "free": 1.0})
+        gate._places = places = CountedPlaces(1, gate.lanes)
         bodies = {
             "holder": b"{}",
             "svc-free": b'{"kind": "photography", "lane": "free"}',
@@ -210,8 +209,9 @@ def test_a_submit_waits_in_its_tokens_lane_or_the_lane_a_services_json_body_name
         await _until(changed, lambda: entered == ["holder"])
         for name in ("svc-free", "svc-unknown", "user-paid", "svc-multipart", "svc-batch", "svc-paid"):
             tasks.append(asyncio.create_task(call(name)))
-        await _settled(lambda: sum(gate._places.waiting().values()) == 6)
-        assert gate._places.waiting() == {"free": 5, "paid": 1}
+        async with asyncio.timeout(5):
+            await places.asked_by(7)
+        assert places.waiting() == {"free": 5, "paid": 1}
         release.set()
         await asyncio.gather(*tasks)
         assert entered == [
