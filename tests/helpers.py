@@ -81,6 +81,7 @@ def make_config(
     per_user_running: int = 0,
     per_user_waiting: int = 100_000,
     lanes: tuple[LaneConfig, ...] = (),
+    gather_ms: float = QueueConfig().gather_ms,
 ) -> Config:
     """A fast config on a fresh namespace: offline provider, short windows.
 
@@ -98,6 +99,7 @@ def make_config(
             per_user_running=per_user_running,
             per_user_waiting=per_user_waiting,
             max_waiting=max(per_user_waiting, 100_000),
+            gather_ms=gather_ms,
         ),
         provider=provider or ProviderConfig(name="offline", latency_seconds=latency, latency_jitter=jitter),
         pools=pool_configs

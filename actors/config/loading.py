@@ -247,6 +247,8 @@ def _check(config: Config) -> None:
         raise ConfigError("server.replica_cpus must be 0 (no reservation) or from 0.0001 to 1024")
     if q.slots < 1 or q.workers < 1 or q.max_attempts < 1 or q.lease_seconds <= 0:
         raise ConfigError("[queue]: slots, workers and max_attempts must be >= 1, lease_seconds > 0")
+    if not 0 <= q.gather_ms <= 1000:
+        raise ConfigError("[queue]: gather_ms from 0 (decide at once) to 1000")
     if p.name not in ("offline", "gemini"):
         raise ConfigError(f"provider.name: expected 'offline' or 'gemini', got {p.name!r}")
     if p.image_size not in ("512", "1K", "2K"):

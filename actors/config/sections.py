@@ -53,6 +53,10 @@ class QueueConfig:
     # what follows the newest readable snapshot.
     snapshot_every: int = 5000
     snapshot_seconds: float = 60.0
+    # When submits come to a queue with nothing waiting, the QueueActor waits this long for
+    # more before it decides: what comes meanwhile joins the same round (one call to each
+    # worker, one token ask). Such a dispatch may wait this much longer; 0 decides at once.
+    gather_ms: float = 3.0
     # Fairness: at most this many tasks of one user run at once (0: no cap); waiting users
     # take turns. A user may have at most `per_user_waiting` tasks waiting, and the queue
     # at most `max_waiting`; beyond either a submit is a 429 with Retry-After.

@@ -44,6 +44,7 @@ from events.catalogue import (
     SnapshotTaken,
     StoredEvent,
     TaskDispatched,
+    TaskSubmitted,
     stream_id_key,
 )
 from events.errors import StoreUnavailableError
@@ -53,6 +54,7 @@ from events.store import Expect
 log = structlog.get_logger("genqueue.queue")
 
 MAX_BLOCK_MS = 1000
+TAIL_COUNT = 1000  # events read at most per step
 SNAPSHOT_ACTOR = "queue"
 ALERT_EVERY_SECONDS = 1.0
 
@@ -90,6 +92,7 @@ class Queue:
             reserved=reserved_slots(config),
         )
         self._pool_keys = [(p.name, p.key_hints) for p in config.pools]
+        self._gather = config.queue.gather_ms / 1000
         self._rng = random.Random(rng_seed)
         self._state = QueueState()
         self._stopping = False
@@ -236,11 +239,25 @@ class Queue:
         if self._tokens_at > now and self._state.waiting and len(self._state.running) < self._policy.slots:
             wake = self._tokens_at if wake is None else min(wake, self._tokens_at)
         block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
-        batch = await self._store.tail(self._state.last_id, block)
+        batch = await self._store.tail(self._state.last_id, block, TAIL_COUNT)
+        if self._gather and self._gathers(batch):
+            # New work for an idle queue: what the stream brings in the next few milliseconds
+            # joins its round, so that submits coming one by one cost one round, one call to
+            # each worker and one token ask together, not one each ([queue] gather_ms).
+            await asyncio.sleep(self._gather)
+            batch += await self._store.read(batch[-1].id, TAIL_COUNT)
         async with self._deciding:
             self._apply(batch)
         self._metrics.update(self._state.waiting, len(self._state.running))
         self._maybe_snapshot()
+
+    def _gathers(self, batch: list[StoredEvent]) -> bool:
+        """Whether to wait for more before deciding on `batch`: it brings submits while nothing
+        waits (a waiting task, e.g. one a freed slot can take, is dispatched at once), and it
+        is not a full read (a backlog needs no gathering)."""
+        if not batch or len(batch) >= TAIL_COUNT or self._state.waiting:
+            return False
+        return any(isinstance(stored.event, TaskSubmitted) for stored in batch)
 
     async def _decide(self) -> bool:
         """Decide and append; True when something was appended (and applied)."""

@@ -329,6 +329,29 @@ def test_without_tokens_per_round_each_worker_asks_for_a_rounds_tokens_in_one_ca
     assert keypool["acquire_many"] <= rounds * len(cluster.handles["workers"]) < 120
 
 
+def test_submits_that_come_while_the_queue_gathers_share_one_round(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """[queue] gather_ms: once a submit wakes the idle queue, the submits appended one by one
+    within the gather go to the worker in the same round (one `run_many` call carrying them,
+    one dispatch instant), none dispatched before the gather has passed."""
+    gather = 2.0
+    cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),), gather_ms=gather * 1000)
+    (warm,) = cluster.submit(1)  # the queue's first round, so the stream is quiet after it
+    eventually(lambda: cluster.ended([warm]), timeout=30, what="the first task ended")
+    (worker,) = cluster.handles["workers"]
+    before = ray.get(worker.calls.remote(), timeout=30)
+    ids = [cluster.submit(1)[0] for _ in range(4)]  # four appends, each a separate wake-up
+    eventually(lambda: cluster.ended(ids), timeout=60, what="the four tasks ended")
+    after = ray.get(worker.calls.remote(), timeout=30)
+    assert after["run_many"] - before["run_many"] == 1 and after["attempts"] - before["attempts"] == 4
+    log = cluster.log()
+    submitted = {s.event.task_id: s.event.at for s in log if isinstance(s.event, TaskSubmitted)}
+    dispatched = {s.event.task_id: s.event.at for s in log if isinstance(s.event, TaskDispatched)}
+    assert len({dispatched[t] for t in ids}) == 1
+    assert dispatched[ids[0]] - submitted[ids[0]] >= gather * 0.9
+
+
 def test_a_dispatch_its_guard_refuses_does_not_stop_the_queue_reading_the_stream(
     make_cluster: Callable[..., Cluster],
 ) -> None:

@@ -92,6 +92,8 @@ def test_config_objects_are_frozen() -> None:
             "unique",
         ),
         ({}, {"GENQUEUE_QUEUE_SLOTS": "x"}, "GENQUEUE_QUEUE_SLOTS"),
+        ({"queue": {"gather_ms": -1}}, {}, "[queue]: gather_ms"),
+        ({}, {"GENQUEUE_QUEUE_GATHER_MS": "5000"}, "[queue]: gather_ms"),
     ],
 )
 def test_bad_config_is_refused_with_the_key_named(
