@@ -58,16 +58,29 @@ def ray_session() -> Iterator[None]:
     from serve_app.runtime import ray_environment
 
     ray_environment()
-    ray.init(
-        # "local": a Ray of our own, even when another cluster runs on this machine
-        # (a `ray start` cluster would otherwise be joined).
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=100 * 1024 * 1024,
-        logging_level="WARNING",
-        log_to_driver=False,
-    )
+    # Each module's genqueue stops its Serve app at the end, and a replica drains for this long
+    # first (genqueue's own 2 s gives HAProxy time to stop routing to it; no test sends while
+    # its module stops). The local Ray's processes take it from here; set only around their
+    # start, so that the `genqueue up`s some tests start keep genqueue's default.
+    draining = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+    before = os.environ.get(draining)
+    os.environ[draining] = "0.1"
+    try:
+        ray.init(
+            # "local": a Ray of our own, even when another cluster runs on this machine
+            # (a `ray start` cluster would otherwise be joined).
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=100 * 1024 * 1024,
+            logging_level="WARNING",
+            log_to_driver=False,
+        )
+    finally:
+        if before is None:
+            del os.environ[draining]
+        else:
+            os.environ[draining] = before
     yield
     ray.shutdown()
 
