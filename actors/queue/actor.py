@@ -24,12 +24,13 @@ from actors.queue.decide import (
     cancel,
     decide,
     dispatch_only,
+    gathers,
     next_wakeup,
     pools_usable_at,
     recalls,
 )
 from actors.queue.outbox import Outbox
-from actors.queue.snapshots import frozen_copy, places, write
+from actors.queue.snapshots import Snapshots
 from actors.queue.state import QueueState, apply, restore
 from actors.shell import Backoff, Cadence, recover
 from actors.telemetry import QueueMetrics
@@ -44,7 +45,6 @@ from events.catalogue import (
     SnapshotTaken,
     StoredEvent,
     TaskDispatched,
-    TaskSubmitted,
     stream_id_key,
 )
 from events.errors import StoreUnavailableError
@@ -81,7 +81,6 @@ class Queue:
         self._outbox = Outbox(workers)
         # Stream ids of the queue's own events, applied when appended, skipped when tailed.
         self._own: set[str] = set()
-        self._snapshotting: asyncio.Future[str] | None = None
         self._policy = Policy(
             slots=config.queue.slots,
             lease_seconds=config.queue.lease_seconds,
@@ -99,7 +98,6 @@ class Queue:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="queue-pump", daemon=True)
         self._thread.start()
-        self._cadence = Cadence(config.queue.snapshot_every, config.queue.snapshot_seconds, time.monotonic())
         self._recovery: dict[str, Any] = {}
         self._metrics = QueueMetrics()
         self._alerts_at = 0.0
@@ -107,6 +105,8 @@ class Queue:
         # The first call to each worker sets up the route to it; made here, not in a burst.
         ray.wait([w.ping.remote() for w in workers], num_returns=len(workers), timeout=READY_TIMEOUT)
         self._store = self._call(self._connect)
+        cadence = Cadence(config.queue.snapshot_every, config.queue.snapshot_seconds, time.monotonic())
+        self._snapshots = Snapshots(self._store, SNAPSHOT_ACTOR, cadence)
         started = time.monotonic()
         self._call(self._recover)
         log.info(
@@ -144,38 +144,7 @@ class Queue:
         self._state = recovered.state
         self._recovery = recovered.summary()
         # A long replay is worth a snapshot right away.
-        self._cadence.since = recovered.replayed
-
-    def _maybe_snapshot(self) -> asyncio.Future[str] | None:
-        """Start a snapshot when one is due and none is being written: the state is copied here
-        (milliseconds), then written out in a thread while the loop goes on. The running
-        snapshot's future (its covering id, "" if skipped), or None."""
-        if self._snapshotting is not None and not self._snapshotting.done():
-            return self._snapshotting
-        # With own events applied ahead of the tail, the state is not yet a prefix of the stream.
-        if self._own or not self._cadence.due(time.monotonic()):
-            return None
-        covers = self._state.last_id
-        job = self._save_snapshot(frozen_copy(self._state), places(self._state), covers)
-        self._snapshotting = asyncio.ensure_future(job)
-        return self._snapshotting
-
-    async def _save_snapshot(
-        self, copy: QueueState, waiting: list[tuple[float, int, str]], covers: str
-    ) -> str:
-        try:
-            text = await asyncio.to_thread(write, copy, waiting)
-        except (ValueError, TypeError, RecursionError):
-            log.exception("snapshot skipped: the state could not be serialised", actor=SNAPSHOT_ACTOR)
-            self._cadence.taken(time.monotonic())
-            return ""
-        try:
-            await self._store.save_snapshot(SNAPSHOT_ACTOR, covers, text)
-        except StoreUnavailableError as exc:
-            log.warning("snapshot not saved: the event store is unavailable", error=str(exc))
-            return ""
-        self._cadence.taken(time.monotonic())
-        return covers
+        self._snapshots.cadence.since = recovered.replayed
 
     def _notify(self, event: AlertRaised | AlertResolved) -> None:
         """Deliver an alert to every configured webhook, in the background."""
@@ -199,7 +168,7 @@ class Queue:
         apply(self._state, stored)
         event = stored.event
         if not isinstance(event, SnapshotTaken):
-            self._cadence.count()
+            self._snapshots.cadence.count()
         if isinstance(event, TaskDispatched) and self._state.running.get(event.task_id):
             self._outbox.put(self._state, event.task_id, event.attempt, event.worker)
         elif isinstance(event, AlertRaised | AlertResolved):
@@ -240,7 +209,7 @@ class Queue:
             wake = self._tokens_at if wake is None else min(wake, self._tokens_at)
         block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))
         batch = await self._store.tail(self._state.last_id, block, TAIL_COUNT)
-        if self._gather and self._gathers(batch):
+        if self._gather and gathers(self._state, batch, full=len(batch) >= TAIL_COUNT):
             # New work for an idle queue: what the stream brings in the next few milliseconds
             # joins its round, so that submits coming one by one cost one round, one call to
             # each worker and one token ask together, not one each ([queue] gather_ms).
@@ -249,15 +218,7 @@ class Queue:
         async with self._deciding:
             self._apply(batch)
         self._metrics.update(self._state.waiting, len(self._state.running))
-        self._maybe_snapshot()
-
-    def _gathers(self, batch: list[StoredEvent]) -> bool:
-        """Whether to wait for more before deciding on `batch`: it brings submits while nothing
-        waits (a waiting task, e.g. one a freed slot can take, is dispatched at once), and it
-        is not a full read (a backlog needs no gathering)."""
-        if not batch or len(batch) >= TAIL_COUNT or self._state.waiting:
-            return False
-        return any(isinstance(stored.event, TaskSubmitted) for stored in batch)
+        self._snapshots.maybe(self._state, settled=not self._own)
 
     async def _decide(self) -> bool:
         """Decide and append; True when something was appended (and applied)."""
@@ -356,11 +317,8 @@ class Queue:
         async def take() -> str:
             async with self._deciding:
                 self._apply(await self._store.read(self._state.last_id))
-            if self._snapshotting is not None:
-                await asyncio.wait([self._snapshotting])
-            self._cadence.force()
-            running = self._maybe_snapshot()
-            return await running if running is not None else ""
+            await self._snapshots.written()
+            return await self._snapshots.take(self._state, settled=not self._own)
 
         result: str = self._call(take, timeout=60)
         return result

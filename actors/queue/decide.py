@@ -15,12 +15,14 @@ from events.catalogue import (
     RUNNING,
     CreditsRefunded,
     Event,
+    StoredEvent,
     TaskCancelled,
     TaskDispatched,
     TaskExpired,
     TaskFailed,
     TaskLeaseExpired,
     TaskRetryScheduled,
+    TaskSubmitted,
 )
 from events.store import Expect
 
@@ -316,3 +318,12 @@ def next_wakeup(state: QueueState, usable_at: float = 0.0) -> float | None:
     if state.waiting and math.isfinite(usable_at) and usable_at > 0:
         times.append(usable_at)
     return min(times) if times else None
+
+
+def gathers(state: QueueState, batch: Sequence[StoredEvent], full: bool) -> bool:
+    """Whether to wait for more events before deciding on `batch` (`[queue] gather_ms`): it
+    brings submits while nothing waits, and it is not a `full` read. A waiting task (one a freed
+    slot can take) is dispatched at once, and a backlog needs no gathering."""
+    if not batch or full or state.waiting:
+        return False
+    return any(isinstance(stored.event, TaskSubmitted) for stored in batch)

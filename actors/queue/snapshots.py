@@ -9,19 +9,75 @@ never waits for a whole serialisation.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import time
 from dataclasses import replace
 
 import msgspec
+import structlog
 from sortedcontainers import SortedList
 
 from actors.queue.state import QueueState, snapshot
+from actors.shell import Cadence
+from events.errors import StoreUnavailableError
+from events.redis_store import RedisEventStore
+
+log = structlog.get_logger("genqueue.queue")
 
 # Entries serialised per chunk: well under a millisecond of work each.
 CHUNK = 500
 _encode = msgspec.json.Encoder().encode
+
+
+class Snapshots:
+    """When the QueueActor snapshots (`cadence`) and the one being written: the state is copied
+    on the loop (milliseconds), then written out in a thread while the loop goes on."""
+
+    def __init__(self, store: RedisEventStore, actor: str, cadence: Cadence) -> None:
+        self.cadence = cadence
+        self._store = store
+        self._actor = actor
+        self._running: asyncio.Future[str] | None = None
+
+    def maybe(self, state: QueueState, settled: bool) -> asyncio.Future[str] | None:
+        """Start a snapshot of `state` when one is due and none is being written, and the state
+        is `settled` (no own events applied ahead of the tail: it is then a prefix of the
+        stream). The running snapshot's future (its covering id, "" if skipped), or None."""
+        if self._running is not None and not self._running.done():
+            return self._running
+        if not settled or not self.cadence.due(time.monotonic()):
+            return None
+        job = self._save(frozen_copy(state), places(state), state.last_id)
+        self._running = asyncio.ensure_future(job)
+        return self._running
+
+    async def written(self) -> None:
+        """Return once the snapshot being written (if any) is done."""
+        if self._running is not None:
+            await asyncio.wait([self._running])
+
+    async def take(self, state: QueueState, settled: bool) -> str:
+        """A snapshot now (after `written`): the stream id it covers, "" if none was taken."""
+        self.cadence.force()
+        running = self.maybe(state, settled)
+        return await running if running is not None else ""
+
+    async def _save(self, copy: QueueState, waiting: list[tuple[float, int, str]], covers: str) -> str:
+        try:
+            text = await asyncio.to_thread(write, copy, waiting)
+        except (ValueError, TypeError, RecursionError):
+            log.exception("snapshot skipped: the state could not be serialised", actor=self._actor)
+            self.cadence.taken(time.monotonic())
+            return ""
+        try:
+            await self._store.save_snapshot(self._actor, covers, text)
+        except StoreUnavailableError as exc:
+            log.warning("snapshot not saved: the event store is unavailable", error=str(exc))
+            return ""
+        self.cadence.taken(time.monotonic())
+        return covers
 
 
 def frozen_copy(state: QueueState) -> QueueState:

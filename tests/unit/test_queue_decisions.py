@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.queue.decide import Decision, Policy, backoff, decide, dispatch_only, next_wakeup
+from actors.queue.decide import Decision, Policy, backoff, decide, dispatch_only, gathers, next_wakeup
 from actors.queue.state import QueueState, apply, replay, restore, snapshot
 from events.catalogue import (
     QUEUED,
@@ -319,3 +319,23 @@ def test_only_the_dispatches_given_tokens_stay_and_the_rest_keep_their_places() 
     assert set(kept.expect) == set(order[:2])
     assert dispatch_only(decisions, 0) == []
     assert dispatch_only(decisions, 4) == decisions
+
+
+def test_only_submits_to_a_queue_with_nothing_waiting_are_gathered_for() -> None:
+    """`gathers` ([queue] gather_ms): a read that brings submits while nothing waits is waited on
+    for more; not an empty or full read, not one without submits, nor one while a task waits."""
+    state = QueueState()
+    first = StoredEvent("1-1", submitted("a", at=1.0))
+    assert gathers(state, [first], full=False)
+    assert not gathers(state, [], full=False)
+    assert not gathers(state, [first], full=True)
+    apply(state, first)
+    second = StoredEvent("1-2", submitted("b", at=2.0))
+    assert not gathers(state, [second], full=False)  # "a" waits: decide at once
+    apply(
+        state,
+        StoredEvent("1-3", TaskDispatched(task_id="a", attempt=1, worker=0, lease_deadline=60.0, at=3.0)),
+    )
+    ended = TaskSucceeded(task_id="a", attempt=1, result="r", mime_type="image/png", elapsed=0.5, at=4.0)
+    assert not gathers(state, [StoredEvent("1-4", ended)], full=False)
+    assert gathers(state, [second], full=False)
