@@ -12,10 +12,10 @@ import ray
 
 from actors.archiving import archive_of
 from actors.config import PoolConfig, Secret
-from actors.keypool.state import KeyPoolState, apply, from_config
+from actors.keypool.state import KeyPoolState, apply, call_name, from_config
 from events import log_reader
 from events.archive import Archive, Sealed
-from events.catalogue import KeyDisabled, KeyLimitLearned, KeyParked
+from events.catalogue import KeyDisabled, KeyGrantsRedated, KeyLimitLearned, KeyParked
 from events.redis_store import RedisEventStore
 from serve_app.cli.ops import run_audit
 from tests.actors.conftest import Cluster
@@ -78,6 +78,15 @@ def test_a_cold_key_pool_restart_replays_the_archive_then_the_stream(
     archive = archive_of(cluster.config)
     ids = cluster.submit(8)
     eventually(lambda: cluster.ended(ids), timeout=60, what="8 tasks ended")
+    # The key pool writes the calls' send times within its flush time of their ends: wait for
+    # them, so that none lands in the stream after the archive.
+    calls = {call_name(t, 1) for t in ids}
+
+    def redated() -> bool:
+        seen = {n for s in cluster.log() if isinstance(s.event, KeyGrantsRedated) for n in s.event.calls}
+        return calls <= seen
+
+    eventually(redated, timeout=30, what="the 8 calls' send times written")
     now = time.time()
     append_to(
         cluster.config,
