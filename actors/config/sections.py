@@ -337,8 +337,12 @@ class Config:
                 return pool
         raise ConfigError(f"unknown pool {name!r}")
 
+    def secrets_by_key(self) -> dict[str, Secret]:
+        """Every key's secret by its id (`key_secret` finds one)."""
+        return {kid: key for pool in self.pools for kid, key in zip(pool.key_ids, pool.keys, strict=True)}
+
     def key_secret(self, key_id: str) -> Secret:
-        """The secret behind a key id."""
+        """The secret behind a key id (a ConfigError for an unknown one)."""
         for pool in self.pools:
             for kid, secret in zip(pool.key_ids, pool.keys, strict=True):
                 if kid == key_id:

@@ -77,6 +77,7 @@ class Worker:
         self._blobs = blob_store(config)
         self._provider = make_provider(config)
         self._provider.prepare(key for pool in config.pools for key in pool.keys)
+        self._secrets = config.secrets_by_key()  # looked up once, not across the pools per call
         self._store: EventStore | None = None
         self._inflight: set[tuple[str, int]] = set()
         self._metrics = WorkerMetrics()
@@ -239,7 +240,7 @@ class Worker:
 
         tier = self._config.pool(pool).service_tier  # the service tier the pool's calls ask for
         try:
-            key = self._config.key_secret(key_id)
+            key = self._secrets[key_id] if key_id in self._secrets else self._config.key_secret(key_id)
             result = await self._provider.generate(request, key, sent, not_before, tier)
             ext = _EXTENSIONS.get(result.mime_type, "bin")
             ref = task_blob(spec.task_id, f"result-{spec.attempt}.{ext}")

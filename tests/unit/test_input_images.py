@@ -85,17 +85,15 @@ def _chunk(kind: bytes, body: bytes, crc_flip: int = 0) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
 
-def _png_with_pixels(raw: bytes, size: tuple[int, int] = (4, 2)) -> bytes:
+def _png_with_pixels(raw: bytes, size: tuple[int, int] = (4, 2), adler_flip: int = 0) -> bytes:
     """An RGB PNG of `size` whose one IDAT chunk holds `raw` (filter bytes and rows) compressed,
-    every chunk with a valid CRC: only what the pixel data says can be wrong."""
+    the zlib stream's checksum XORed with `adler_flip`, every chunk with a valid CRC: only
+    what the pixel data says can be wrong."""
 
     header = struct.pack(">IIBBBBB", *size, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(raw))
-        + _chunk(b"IEND", b"")
-    )
+    stream = zlib.compress(raw)
+    stream = stream[:-4] + struct.pack(">I", struct.unpack(">I", stream[-4:])[0] ^ adler_flip)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
 
 
 ROW = b"\x00" + b"\x10\x20\x30" * 4  # filter type 0, then 4 RGB pixels
@@ -103,12 +101,13 @@ ROW = b"\x00" + b"\x10\x20\x30" * 4  # filter type 0, then 4 RGB pixels
 
 def test_a_png_s_rows_are_checked_without_being_decoded() -> None:
     """A PNG whose pixel data inflates to the rows its size holds is taken; one row short, one
-    row too many, or a row with a filter type PNG does not define is refused, as decoding it
-    would; so is a damaged chunk after the pixel data."""
+    row too many, a row with a filter type PNG does not define, or pixel data whose checksum
+    does not match is refused, as decoding it would; so is a damaged chunk after the pixels."""
     good = _png_with_pixels(ROW * 2)
     assert decode_image("images.person", base64.b64encode(good).decode(), 1_000_000)[1] == "image/png"
     damaged = good[:-12] + _chunk(b"tEXt", b"Comment\0x", crc_flip=1) + good[-12:]  # after the pixels
-    bad = [_png_with_pixels(raw) for raw in (ROW, ROW * 3, ROW + b"\x05" + ROW[1:])] + [damaged]
+    bad = [_png_with_pixels(raw) for raw in (ROW, ROW * 3, ROW + b"\x05" + ROW[1:])]
+    bad += [damaged, _png_with_pixels(ROW * 2, adler_flip=1)]
     for data in bad:
         with pytest.raises(ImageRejected, match=r"^images\.person: the PNG data does not decode"):
             decode_image("images.person", base64.b64encode(data).decode(), 1_000_000)
