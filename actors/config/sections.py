@@ -56,7 +56,7 @@ class QueueConfig:
     # When submits come to a queue with nothing waiting, the QueueActor waits this long for
     # more before it decides: what comes meanwhile joins the same round (one call to each
     # worker, one token ask). Such a dispatch may wait this much longer; 0 decides at once.
-    gather_ms: float = 3.0
+    gather_ms: float = 10.0
     # Fairness: at most this many tasks of one user run at once (0: no cap); waiting users
     # take turns. A user may have at most `per_user_waiting` tasks waiting, and the queue
     # at most `max_waiting`; beyond either a submit is a 429 with Retry-After.
