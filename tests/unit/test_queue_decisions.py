@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.queue.decide import Decision, Policy, backoff, decide, dispatch_only, gathers, next_wakeup
+from actors.queue.decide import (
+    ROUND_CHUNK,
+    Decision,
+    Policy,
+    backoff,
+    decide,
+    dispatch_only,
+    gathers,
+    next_wakeup,
+)
 from actors.queue.state import QueueState, apply, replay, restore, snapshot
 from events.catalogue import (
     QUEUED,
@@ -339,3 +348,31 @@ def test_only_submits_to_a_queue_with_nothing_waiting_are_gathered_for() -> None
     ended = TaskSucceeded(task_id="a", attempt=1, result="r", mime_type="image/png", elapsed=0.5, at=4.0)
     assert not gathers(state, [StoredEvent("1-4", ended)], full=False)
     assert gathers(state, [second], full=False)
+
+
+def _workers_of(state: QueueState, policy: Policy, now: float) -> list[int]:
+    """The workers of the round `decide` makes at `now`, in queue order, folded into `state`."""
+    (round_,) = decide(state, policy, now, random.Random(1))
+    dispatched = [e for e in round_.events if isinstance(e, TaskDispatched)]
+    for i, event in enumerate(dispatched):
+        apply(state, StoredEvent(f"2-{int(now * 1000) + i}", event))
+    return [e.worker for e in dispatched]
+
+
+def test_a_small_round_goes_to_one_worker_and_a_large_one_is_spread_in_chunks() -> None:
+    """A round of up to ROUND_CHUNK dispatches goes to the least loaded worker alone (one call,
+    one outcome append); a larger round changes worker each time one holds ROUND_CHUNK more
+    than the least loaded, so the workers' loads never part by more than that."""
+    big = 3 * ROUND_CHUNK + 2
+    state = replay([StoredEvent(f"1-{i}", submitted(at=float(i))) for i in range(big + 3)])
+    policy = Policy(slots=big + 3, lease_seconds=60.0, max_attempts=3, workers=2)
+    waiting = list(state.waiting_order())
+    first = _workers_of(state, replace(policy, slots=big), 100.0)
+    # Worker 0 until it holds ROUND_CHUNK more than worker 1, then worker 1 until it holds
+    # ROUND_CHUNK more than worker 0, and so on.
+    assert first == [0] * ROUND_CHUNK + [1] * 2 * ROUND_CHUNK + [0] * 2
+    loads = [first.count(0), first.count(1)]
+    assert max(loads) - min(loads) <= ROUND_CHUNK
+    # The next small round (3 tasks): all to the worker with fewer running, in one call.
+    assert _workers_of(state, policy, 101.0) == [0, 0, 0]
+    assert not state.waiting and [t for t in waiting if t not in state.running] == []
