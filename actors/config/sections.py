@@ -343,11 +343,10 @@ class Config:
 
     def key_secret(self, key_id: str) -> Secret:
         """The secret behind a key id (a ConfigError for an unknown one)."""
-        for pool in self.pools:
-            for kid, secret in zip(pool.key_ids, pool.keys, strict=True):
-                if kid == key_id:
-                    return secret
-        raise ConfigError(f"unknown key id {key_id!r}")
+        secret = self.secrets_by_key().get(key_id)
+        if secret is None:
+            raise ConfigError(f"unknown key id {key_id!r}")
+        return secret
 
 
 SECTIONS: dict[str, type[Any]] = {
