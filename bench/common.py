@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,14 +18,8 @@ from typing import Any
 import httpx
 
 from actors.config import Config, CreditsConfig, KeyPoolConfig, PoolConfig, ProviderConfig, Secret
+from serve_app.ports import free_port
 from tests.helpers import make_config
-
-
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def own_serve_ports() -> None:

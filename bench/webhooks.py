@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -36,18 +35,12 @@ from events.catalogue import stream_id_ms
 from events.redis_store import RedisEventStore
 from serve_app.cli.burst import payload, percentile
 from serve_app.http.auth import new_token
+from serve_app.ports import free_port
 from serve_app.runtime import Running, running
 from tests.helpers import make_config
 from tests.webhook_receiver import Receiver
 
 SECRET = Secret("bench webhook secret")
-
-
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def burst(live: Running, headers: dict[str, str], n: int) -> list[str]:

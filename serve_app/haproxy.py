@@ -21,13 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from actors.config import ServerConfig
-
-
-def _free_port(host: str) -> int:
-    """A TCP port free on `host` right now."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+from serve_app.ports import free_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +147,9 @@ def private_haproxy(server: ServerConfig) -> Iterator[HAProxySetup | None]:
         setup = HAProxySetup(
             directory=directory,
             host=server.host,
-            stats_port=server.haproxy_stats_port or _free_port(server.host),
-            metrics_port=server.haproxy_metrics_port or _free_port(server.host),
-            fallback_port=_free_port(server.host),
+            stats_port=server.haproxy_stats_port or free_port(server.host),
+            metrics_port=server.haproxy_metrics_port or free_port(server.host),
+            fallback_port=free_port(server.host),
             binary=binary,
         )
         setup.write_wrapper()
