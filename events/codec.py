@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from events.catalogue import EVENT_TYPES, Event
+from events.catalogue import EVENT_TYPES, Event, StoredEvent
 from events.errors import EventDecodeError
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -70,6 +70,16 @@ def decode(fields: Mapping[str, str], upcasters: Mapping[tuple[str, int], Upcast
     except KeyError as exc:
         raise EventDecodeError(f"malformed stream entry: {exc}") from exc
     return _decode(kind, v, text, upcasters)
+
+
+def decode_entries(
+    entries: Sequence[tuple[str, Mapping[str, str]]], types: frozenset[str] | None = None
+) -> list[StoredEvent]:
+    """Stream entries (id, fields) decoded in order; with `types`, only those of these event
+    types (the others are skipped unread)."""
+    if types is None:
+        return [StoredEvent(eid, decode(fields)) for eid, fields in entries]
+    return [StoredEvent(eid, decode(fields)) for eid, fields in entries if fields.get("type") in types]
 
 
 def decode_flat(flat: Sequence[str] | Sequence[bytes]) -> Event:

@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events.admission import Admission
 from events.catalogue import Event, SnapshotTaken, StoredEvent, TaskSubmitted
-from events.codec import decode, encode
+from events.codec import decode_entries, encode
 from events.errors import StoreUnavailableError
 from events.keys import Keys
 from events.projection import project
@@ -180,7 +180,7 @@ class RedisEventStore(ReadModels):
         return index
 
     def _decode(self, entries: list[tuple[str, dict[str, str]]]) -> list[StoredEvent]:
-        return [StoredEvent(eid, decode(fields)) for eid, fields in entries]
+        return decode_entries(entries)
 
     async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:
         """Events after stream id `after`."""
@@ -242,13 +242,17 @@ class RedisEventStore(ReadModels):
 
     async def tail(self, after: str, block_ms: int, count: int = 1000) -> list[StoredEvent]:
         """XREAD BLOCK from `after`."""
+        return self._decode(await self.tail_raw(after, block_ms, count))
+
+    async def tail_raw(
+        self, after: str, block_ms: int, count: int = 1000
+    ) -> list[tuple[str, dict[str, str]]]:
+        """`tail`'s entries undecoded (stream id, fields): for a reader that decodes only some."""
         try:
             reply = await self._r.xread({self.keys.events: after}, count=count, block=max(1, block_ms))
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
-        if not reply:
-            return []
-        return self._decode(reply[0][1])
+        return reply[0][1] if reply else []
 
     async def last_id(self) -> str:
         """The newest event's id."""

@@ -21,6 +21,7 @@ from events.catalogue import (
     KeyTokenGranted,
     TokenRevoked,
 )
+from events.codec import decode_entries
 from events.errors import StoreUnavailableError
 from events.lane_positions import Lanes
 from events.redis_store import RedisEventStore
@@ -35,6 +36,7 @@ TOKEN_CHECK_SECONDS = 15.0
 # How often every open stream is sent a comment, so that proxies and clients do not take a
 # stream with nothing to say for dead.
 KEEPALIVE_SECONDS = 15.0
+_REVOCATION = frozenset({TokenRevoked.type})
 
 
 @dataclass(eq=False)
@@ -197,15 +199,20 @@ class Hub:
                     for stream in streams:
                         stream.nudge()
             try:
-                batch = await self._store.tail(after, 1000)
+                entries = await self._store.tail_raw(after, 1000)
                 backoff.reset()
             except (StoreUnavailableError, RedisError) as exc:
                 log.warning("watch tail: store unavailable", error=str(exc))
                 await backoff.wait()
                 continue
+            if entries:
+                after = entries[-1][0]
+            # With no stream open on this replica only revocations matter (the auth cache's):
+            # the rest of the batch is not decoded. Decided once the batch is in, so a stream
+            # opened while the read waited has every event of it.
+            wanted = None if self._watchers else _REVOCATION
             moved, added = False, 0
-            for stored in batch:
-                after = stored.id
+            for stored in decode_entries(entries, wanted):
                 event = stored.event
                 if isinstance(event, TokenRevoked):
                     self._end_streams_of(event.token_id)

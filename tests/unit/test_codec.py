@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from events.catalogue import EVENT_TYPES, TaskSubmitted, TaskSucceeded
-from events.codec import decode, decode_flat, encode
+from events.catalogue import EVENT_TYPES, StoredEvent, TaskSubmitted, TaskSucceeded, TokenRevoked
+from events.codec import decode, decode_entries, decode_flat, encode
 from events.errors import EventDecodeError
 
 text = st.text(max_size=50)
@@ -140,3 +140,15 @@ def test_raw_fields_that_are_not_utf8_are_a_malformed_entry() -> None:
     for flat in ([*as_bytes[:7], b'{"task_id":"\xff"}'], [b"type\xff", *as_bytes[1:]]):
         with pytest.raises(EventDecodeError, match="malformed stream entry"):
             decode_flat(flat)
+
+
+def test_entries_decode_in_order_and_a_type_filter_skips_the_others_unread() -> None:
+    """All entries decode in stream order; with a filter only its types, and a malformed entry
+    of another type is never read."""
+    submitted = TaskSubmitted(task_id="t1", user_id="u", kind="photography", prompt="p", inputs={}, at=1.0)
+    revoked = TokenRevoked(token_id="k1", digest="d", at=2.0)
+    entries = [("1-0", encode(submitted)), ("2-0", encode(revoked)), ("3-0", {"type": "task.broken"})]
+    with pytest.raises(EventDecodeError):
+        decode_entries(entries)
+    assert decode_entries(entries[:2]) == [StoredEvent("1-0", submitted), StoredEvent("2-0", revoked)]
+    assert decode_entries(entries, frozenset({TokenRevoked.type})) == [StoredEvent("2-0", revoked)]
