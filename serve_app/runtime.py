@@ -61,6 +61,10 @@ RAY_ENV_DEFAULTS = {
     # The bundled HAProxy stops routing to a draining replica at once; Serve's 30 s
     # default wait (for outside load balancers) only made every shutdown 30 s longer.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+    # Serve's controller steps its loop every 0.1 s by default, each step asking the GCS for
+    # every node's resources: 3.6 % of a core for the controller and 2.1 % for the GCS on an
+    # idle genqueue. Every 0.5 s: 1.3 % and 1.0 %; a stop takes 0.9 s longer, a start no longer.
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
 }
 
 
