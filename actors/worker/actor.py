@@ -204,7 +204,9 @@ class Worker:
         elif isinstance(ended, TaskUpstreamThrottled):
             self._metrics.call(pool, ended.code, max(0.0, ended.at - start.at))
         recorded = await self._record(store, spec, ended, route)
-        if recorded == ended.type:
+        if recorded == ended.type and not isinstance(ended, TaskSucceeded):
+            # A success is in the event log and the metrics: a line for each (read again by
+            # Ray's log monitor and sent through the GCS) cost 0.15-0.2 ms of CPU a task.
             bound.info("attempt ended", outcome=ended.type)
         return recorded
 
