@@ -1,0 +1,33 @@
+"""genqueue's defaults for Ray reach Ray Serve before it reads them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+READ = (
+    "from serve_app.runtime import ray_environment\n"
+    "ray_environment()\n"
+    "from ray.serve._private import constants\n"
+    "print(constants.CONTROL_LOOP_INTERVAL_S, constants.RAY_SERVE_ENABLE_DIRECT_INGRESS)\n"
+)
+
+
+def test_in_a_fresh_process_serve_reads_genqueues_control_loop_interval_and_direct_ingress() -> None:
+    """With none of Ray's variables set, Serve's controller steps every 0.5 s (its own default
+    is 0.1 s) and direct ingress is on, as a Ray started after `ray_environment()` inherits."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
+    read = subprocess.run(
+        [sys.executable, "-c", READ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert read.stdout.split() == ["0.5", "True"]
