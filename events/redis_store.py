@@ -179,16 +179,13 @@ class RedisEventStore(ReadModels):
             queue_op(pipe, op)
         return index
 
-    def _decode(self, entries: list[tuple[str, dict[str, str]]]) -> list[StoredEvent]:
-        return decode_entries(entries)
-
     async def read(self, after: str = "0-0", count: int | None = None) -> list[StoredEvent]:
         """Events after stream id `after`."""
         try:
             entries = await self._r.xrange(self.keys.events, f"({after}", "+", count=count)
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
-        return self._decode(entries)
+        return decode_entries(entries)
 
     async def read_raw(
         self, after: str = "0-0", count: int = 10_000, end: str = "+"
@@ -238,11 +235,11 @@ class RedisEventStore(ReadModels):
             entries = await self._r.xrange(self.keys.events, start, end)
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
-        return self._decode(entries)
+        return decode_entries(entries)
 
     async def tail(self, after: str, block_ms: int, count: int = 1000) -> list[StoredEvent]:
         """XREAD BLOCK from `after`."""
-        return self._decode(await self.tail_raw(after, block_ms, count))
+        return decode_entries(await self.tail_raw(after, block_ms, count))
 
     async def tail_raw(
         self, after: str, block_ms: int, count: int = 1000

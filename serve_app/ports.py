@@ -28,8 +28,13 @@ def _outgoing_range() -> range:
     return range(low, high + 1)
 
 
+def _socket(host: str) -> socket.socket:
+    """A TCP socket of `host`'s address family."""
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+
+
 def _bindable(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    with _socket(host) as s:
         try:
             s.bind((host, port))
         except OSError:
@@ -49,6 +54,6 @@ def free_port(host: str = "127.0.0.1", among: range = PICK_RANGE) -> int:
     for port in random.sample(candidates, min(_TRIES, len(candidates))):
         if _bindable(host, port):
             return port
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    with _socket(host) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
