@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -128,6 +129,13 @@ def main() -> None:
     p.add_argument("--pools", default="3x600", help="COUNTxRPM")
     p.add_argument("--window", type=float, default=1.0)
     p.add_argument("--provider", default="offline", choices=["offline", "gemini"])
+    p.add_argument(
+        "--client-nice",
+        type=int,
+        default=15,
+        help="niceness of the clients once genqueue is up: Ray runs its workers at 15, and on a small "
+        "machine a client at 0 takes the CPU from the system it measures (0: leave it)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args()
     count, _, rpm = args.pools.partition("x")
@@ -151,6 +159,8 @@ def main() -> None:
         lanes = (LaneConfig(PAID, args.paid_weight, args.paid_reserved), LaneConfig(FREE, 1.0, default=True))
         config = replace(config, lanes=lanes)
         with running(config, dashboard=False) as live:
+            if args.client_nice:
+                os.nice(args.client_nice)
 
             def burst(
                 n: int, lane_of: Callable[[int], str | None], press_at: Callable[[int], float] | None = None

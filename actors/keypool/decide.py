@@ -73,19 +73,23 @@ def choose(pools: list[PoolState], now: float) -> PoolState | None:
     return best
 
 
-def soonest(pools: list[PoolState], now: float, lead: float) -> tuple[PoolState, float] | None:
+def soonest(
+    pools: list[PoolState], now: float, lead: float, keep: float = 0.0
+) -> tuple[PoolState, float] | None:
     """The pool whose next place frees first and when, if that is at most `lead` seconds away
-    (on a tie, one that counts against another, as in `choose`)."""
-    best = min(pools, key=lambda p: (p.next_free_at(now), not p.over), default=None)
+    (on a tie, one that counts against another, as in `choose`); with `keep`, a place beyond
+    the `kept` ones."""
+    best = min(pools, key=lambda p: (p.next_free_at(now, kept(p, keep) + 1), not p.over), default=None)
     if best is None:
         return None
-    at = best.next_free_at(now)
+    at = best.next_free_at(now, kept(best, keep) + 1)
     return (best, at) if at <= now + lead else None
 
 
-def next_free_at(pools: list[PoolState], now: float) -> float:
-    """The earliest time any pool can grant again (inf when none ever can)."""
-    return min(p.next_free_at(now) for p in pools)
+def next_free_at(pools: list[PoolState], now: float, keep: float = 0.0) -> float:
+    """The earliest time any pool can grant again (inf when none ever can); with `keep`, grant
+    beyond the places it keeps for other lanes."""
+    return min((p.next_free_at(now, kept(p, keep) + 1) for p in pools), default=math.inf)
 
 
 def usable_at(pools: list[PoolState], now: float) -> float:
@@ -226,10 +230,13 @@ def grant_round(
             # Its lane must leave other lanes' reserved places: only a pool with more left.
             roomy = [p for p in allowed if p.available(now) > kept(p, want.keep)]
             pool, at = choose(roomy, now), now
-            if pool is None:  # its lane waits for the next turn; later lanes go on
+            ahead = None if pool is not None else soonest(allowed, now, lead, want.keep)
+            if pool is None and ahead is None:  # its lane waits for the next turn; later lanes go on
                 if shut is not None:
                     shut.add(want.lane)
-                wake = min(wake, next_free_at(allowed, now))
+                # Due when a place beyond the kept ones frees, not when any place does: places
+                # are free now, only kept ones.
+                wake = min(wake, next_free_at(allowed, now, want.keep))
                 continue
         if pool is None:
             if ahead is None:

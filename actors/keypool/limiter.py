@@ -58,13 +58,17 @@ class SlidingWindowLog:
         """How many grants may be taken at `now`."""
         return max(0, self.capacity - self._in_window(now))
 
-    def next_free_at(self, now: float) -> float:
-        """The earliest time at or after `now` when one grant is allowed."""
+    def next_free_at(self, now: float, places: int = 1) -> float:
+        """The earliest time at or after `now` when `places` grants are allowed (inf: never, the
+        window holds fewer)."""
+        need = self.capacity - places + 1  # the newest grants that must leave the window
+        if need < 1:
+            return math.inf
         n = len(self.log)
-        if n < self.capacity:
+        if n < need:
             return now
-        # The capacity-th newest grant must be a window old.
-        oldest = self.log[n - self.capacity]
+        # The need-th newest grant must be a window old.
+        oldest = self.log[n - need]
         at = oldest + self.window
         if at - oldest < self.window:  # rounding: the time returned must pass `take`
             at = math.nextafter(at, math.inf)

@@ -178,13 +178,14 @@ class PoolState:
         free = min(log.available(now) for log in (self.limiter, *self.over))
         return int(min(free, self.day_left(now)))
 
-    def next_free_at(self, now: float) -> float:
-        """The earliest time at or after `now` when the pool may grant (inf when unusable)."""
-        if not self.healthy_keys:
+    def next_free_at(self, now: float, places: int = 1) -> float:
+        """The earliest time at or after `now` when the pool may grant `places` tokens (inf when
+        it never can)."""
+        if not self.healthy_keys or (self.day_limit and self.day_limit < places):
             return math.inf
         windows = (self.limiter, *self.over)
-        at = max(now, self.parked_until, self.cooldown_until, *(log.next_free_at(now) for log in windows))
-        if self.day_left(at) <= 0:
+        at = max(now, self.parked_until, self.cooldown_until, *(w.next_free_at(now, places) for w in windows))
+        if self.day_left(at) < places:
             at = max(at, next_pacific_midnight(at))
         return at
 

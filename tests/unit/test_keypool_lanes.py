@@ -244,3 +244,39 @@ def test_reserved_places_of_a_window_are_left_to_their_lane() -> None:
     first, second, asked = run(body)
     assert first == [f"free-{n}" for n in range(7)] and asked == 8
     assert second == ["paid-0", "paid-1", "paid-2"]
+
+
+def test_a_lane_leaving_reserved_places_is_due_when_a_place_beyond_them_frees() -> None:
+    """free leaves paid's 3 of 10 places: after its 7 grants at 1000.0 (places are free, but
+    only kept ones) the next turn is due at 1001.0, when the first grant leaves the window,
+    not at once (a grant loop woken at once would find nothing to do, again and again).
+    A turn within the lead of 1001.0 grants the next 7 free waiters for 1001.0 (the 7 places
+    that leave the window then); one before the lead grants nothing and is due at 1001.0 again."""
+    tuning = Tuning(margin=0.0, probe_after=2, probe_step=0.2)
+    pools = {"a": PoolState(name="a", rpm=600, window=1.0, key_ids=("a#1",), tuning=tuning)}
+    lead = 0.05
+
+    def body() -> tuple[float, float, list[tuple[str, float]]]:
+        line = Line(WEIGHTS, {"paid": 0.3})
+        state = KeyPoolState(pools=pools)
+        flood(line, [("free", 20)])
+
+        def turn(now: float) -> tuple[float, list[KeyTokenGranted]]:
+            served: list[Waiter] = []
+            shut: set[str] = set()
+            result = grant_round(state, {}, line.take(nothing_known, served, [], shut), now, lead, shut)
+            line.hand_out(served, result.grants)
+            for g in result.grants:
+                apply_pool(state.pools[g.pool], g)
+            return result.next_free, result.grants
+
+        first, granted = turn(1000.0)
+        assert len(granted) == 7
+        early, none = turn(1000.5)
+        assert none == []
+        _, ahead = turn(1001.0 - lead / 2)
+        return first, early, [(g.task_id, g.at) for g in ahead]
+
+    first, early, ahead = run(body)
+    assert first == 1001.0 and early == 1001.0
+    assert ahead == [(f"free-{n}", 1001.0) for n in range(7, 14)]

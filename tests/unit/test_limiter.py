@@ -145,3 +145,23 @@ def test_the_log_is_the_sorted_list_of_grants_that_may_bind(
         forget()
         assert list(limiter.log) == model
         assert limiter.available(now) == max(0, capacity - sum(1 for t in model if now - t < window))
+
+
+@settings(max_examples=300, deadline=None)
+@given(times, st.integers(1, 20), st.floats(min_value=0.1, max_value=10), st.integers(1, 22))
+def test_next_free_at_for_several_places_is_the_first_moment_they_are_all_free(
+    requests: list[float], capacity: int, window: float, places: int
+) -> None:
+    """`next_free_at(now, places)` is the first moment at or after `now` with `places` grants
+    allowed: that many are available then and fewer just before (inf: the window holds fewer)."""
+    limiter = SlidingWindowLog(capacity=capacity, window=window)
+    for t in requests:
+        limiter.take(t)
+    now = requests[-1]
+    at = limiter.next_free_at(now, places)
+    if places > capacity:
+        assert at == float("inf")
+        return
+    assert limiter.available(at) >= places
+    if at > now:
+        assert limiter.available(at - 1e-9 * max(1.0, at)) < places
