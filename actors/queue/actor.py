@@ -204,7 +204,7 @@ class Queue:
                 return
         now = time.time()
         usable = pools_usable_at(self._state, self._pool_keys, now)
-        wake = next_wakeup(self._state, usable if usable > now else 0.0)
+        wake = next_wakeup(self._state, usable if usable > now else 0.0, now)
         if self._tokens_at > now and self._state.waiting and len(self._state.running) < self._policy.slots:
             wake = self._tokens_at if wake is None else min(wake, self._tokens_at)
         block = MAX_BLOCK_MS if wake is None else int(min(MAX_BLOCK_MS, max(1.0, (wake - now) * 1000)))

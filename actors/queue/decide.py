@@ -312,11 +312,14 @@ def dispatch_only(decisions: list[Decision], granted: int) -> list[Decision]:
     return [Decision(events, expect), *decisions[1:]] if events else decisions[1:]
 
 
-def next_wakeup(state: QueueState, usable_at: float = 0.0) -> float | None:
-    """The earliest time a decision may change without a new event: a lease deadline, a retry,
-    a task's deadline, or a pool coming back."""
+def next_wakeup(state: QueueState, usable_at: float = 0.0, now: float = 0.0) -> float | None:
+    """The earliest time a decision may change without a new event: a lease deadline, a retry
+    not yet due at `now`, a task's deadline, or a pool coming back.
+
+    A retry already due changes nothing by itself: it waits for a slot, and a slot frees with
+    an event (a step woken for it would find nothing to do, every millisecond until then)."""
     times = [lease.deadline for lease in state.running.values()]
-    times += list(state.not_before.values())
+    times += [at for at in state.not_before.values() if at > now]
     for deadline, task_id in state.deadlines:
         # The first waiting one: a dispatched task's deadline is its worker's to keep.
         if state.is_waiting(task_id):

@@ -252,6 +252,28 @@ def test_retry_waits_for_its_backoff() -> None:
     assert sim.state.running[task].attempt == 2
 
 
+def test_a_retry_due_while_every_slot_is_held_is_no_wake_up() -> None:
+    """Once its backoff has passed, a retry waits for a slot, which frees with an event: the
+    wake-up is the running lease's deadline, not the past retry time (a queue woken for that
+    would step every millisecond and find nothing to do)."""
+    sim = Sim(
+        Policy(slots=1, lease_seconds=100.0, max_attempts=3, workers=1, backoff_base=4.0, backoff_cap=4.0)
+    )
+    sim.rng = random.Random(1)
+    sim.step(("submit", 1))
+    sim.step(("fail", 0))
+    retried = sim.submit_order[0]
+    not_before = sim.state.not_before[retried]
+    sim.step(("submit", 1))
+    other = sim.submit_order[1]
+    assert set(sim.state.running) == {other}
+    sim.now = not_before + 1.0
+    sim.settle()
+    assert set(sim.state.running) == {other} and sim.state.is_waiting(retried)
+    assert next_wakeup(sim.state, now=sim.now) == sim.state.running[other].deadline > sim.now
+    assert next_wakeup(sim.state, now=not_before - 1.0) == not_before
+
+
 def test_backoff_grows_and_is_capped() -> None:
     """Backoff doubles per attempt up to the cap, scaled by the jitter unit."""
     assert [backoff(a, 1.0, 5.0, 1.0) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
