@@ -163,17 +163,29 @@ def instance(config: Config, dashboard: bool) -> Iterator[Instance]:
         yield inst
 
 
-def fill(inst: Instance, count: int, users: list[str] | None = None, concurrency: int = 64) -> float:
+def fill(
+    inst: Instance,
+    count: int,
+    users: list[str] | None = None,
+    concurrency: int = 64,
+    own_inputs: bool = False,
+) -> float:
     """`count` tasks accepted straight by the store's submit (admission, fair place and read
     models as a submit over HTTP writes them; no HTTP, no charge), each of its own new user
-    unless `users` are given; returns the seconds it took."""
+    unless `users` are given; returns the seconds it took.
+
+    With `own_inputs` each task's photo is written into its own folder first, as a submit
+    writes it (tasks that will run: a worker then writes its result beside it); otherwise
+    every task names one shared photo (tasks that only wait)."""
     from actors.blobs import blob_store, task_blob
     from events.admission import Admission
     from events.catalogue import TaskSubmitted
     from events.redis_store import RedisEventStore
 
-    photo = task_blob("bench-cost", "person.png")
-    blob_store(inst.config).put(photo, sample_selfie(7))
+    blobs = blob_store(inst.config)
+    shared = task_blob("bench-cost", "person.png")
+    selfie = sample_selfie(7)
+    blobs.put(shared, selfie)
     owners = users or fresh_users("fill", count)
 
     async def run() -> None:
@@ -183,8 +195,12 @@ def fill(inst: Instance, count: int, users: list[str] | None = None, concurrency
         lanes = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
+            task_id = uuid.uuid4().hex
+            photo = shared
+            if own_inputs:
+                photo = blobs.put(task_blob(task_id, "person.png"), selfie)
             event = TaskSubmitted(
-                task_id=uuid.uuid4().hex,
+                task_id=task_id,
                 user_id=owners[i % len(owners)],
                 kind="photography",
                 prompt="studio portrait",
