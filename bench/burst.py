@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import threading
 import time
@@ -41,9 +40,11 @@ from actors.config import Config, CreditsConfig, KeyPoolConfig, PoolConfig, Prov
 from actors.planner import PoolPlan, arrivals, simulate
 from bench.common import (
     EMULATOR_NICE,
+    add_client_nice,
     bench_config,
     bench_pools,
     emulator_process,
+    lower_priority,
     own_serve_ports,
     print_figures,
     upstream_counts,
@@ -221,13 +222,7 @@ def main() -> None:
         default="",
         help="comma-separated seconds into the burst at which to crash the KeyPoolActor, e.g. 4,9,14",
     )
-    p.add_argument(
-        "--client-nice",
-        type=int,
-        default=15,
-        help="niceness of the burst client: Ray runs its workers at 15, and on a small machine a "
-        "client at 0 takes the CPU from the system it measures (0: leave it)",
-    )
+    add_client_nice(p, "the burst client")
     p.add_argument(
         "--emulator-nice",
         type=int,
@@ -302,8 +297,7 @@ def burst_here(
             credits=CreditsConfig(default_grant=10) if args.deadline else None,
         )
         with running(config, dashboard=False) as live:
-            if args.client_nice:
-                os.nice(args.client_nice)
+            lower_priority(args.client_nice)
             kills = [float(s) for s in args.kill_keypool_at.split(",") if s.strip()]
             killer, killed = kill_keypool_at(live.config, kills) if kills else (None, [])
             deadline = args.deadline

@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 from genqueue_client import AsyncClient, GenqueueError
 
-from bench.common import print_figures
+from bench.common import add_client_nice, lower_priority, print_figures
 from bench.cost_setup import Instance, engine_config, instance
 from serve_app.cli.burst import images, prompt, user_id
 from serve_app.cli.loadreport import UserRun, summarise
@@ -216,13 +216,7 @@ def main() -> None:
     p.add_argument(
         "--deadline", type=float, default=300.0, help="seconds one burst, or the wait for idle, may take"
     )
-    p.add_argument(
-        "--client-nice",
-        type=int,
-        default=15,
-        help="niceness of the clients (this process, and Node under it) once genqueue is up, as in "
-        "bench/burst.py: Ray runs its workers at 15 (0: leave it)",
-    )
+    add_client_nice(p, "the clients (this process, and Node under it)")
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args()
     started = time.monotonic()
@@ -236,8 +230,7 @@ def main() -> None:
         photos = write_photos(Path(tmp), args.users)
         (service,) = inst.tokens(["bench-service"], role="service")
         inst.tokens([user_id(i) for i in range(args.users)])  # the simulated users' credits
-        if args.client_nice:
-            os.nice(args.client_nice)
+        lower_priority(args.client_nice)
         if not args.json:
             print(f"genqueue up in {start_s:.1f} s at {inst.api_url}; warm-up burst", flush=True)
         asyncio.run(loadtest_way(inst.api_url, service, args.users, args.deadline))

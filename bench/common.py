@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import json
@@ -20,6 +21,27 @@ import httpx
 from actors.config import Config, CreditsConfig, KeyPoolConfig, PoolConfig, ProviderConfig, Secret
 from serve_app.ports import free_port
 from tests.helpers import make_config
+
+# The load clients' niceness in benchmarks: Ray runs its workers at 15, and on a small machine
+# a client at 0 takes the CPU from the system it measures.
+CLIENT_NICE = 15
+
+
+def add_client_nice(p: argparse.ArgumentParser, clients: str = "the load clients") -> None:
+    """The `--client-nice` option: the niceness `clients` take once genqueue is up."""
+    p.add_argument(
+        "--client-nice",
+        type=int,
+        default=CLIENT_NICE,
+        help=f"niceness of {clients} once genqueue is up: Ray runs its workers at {CLIENT_NICE}, and on "
+        "a small machine a client at 0 takes the CPU from the system it measures (0: leave it)",
+    )
+
+
+def lower_priority(nice: int) -> None:
+    """This process (and what it starts from now on) `nice` steps lower, if any."""
+    if nice:
+        os.nice(nice)
 
 
 def own_serve_ports() -> None:

@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import cost_depth, cost_engine
-from bench.common import print_figures
+from bench.common import add_client_nice, print_figures
 from bench.cost_probe import dispatch_latencies
 from bench.cost_report import table
 from bench.cost_setup import Instance, burst600_config, depth_config, engine_config, instance
@@ -152,7 +152,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=200, help="keep-alive clients of the closed-loop load")
     p.add_argument("--seconds", type=float, default=0.0, help="length of a closed-loop run (15; quick 5)")
     p.add_argument("--tool", default="auto", choices=["auto", "wrk", "python"], help="closed-loop load")
-    p.add_argument("--client-nice", type=int, default=15, help="niceness of the load clients")
+    add_client_nice(p)
     p.add_argument("--label", default="", help="a note on the code measured, shown above the table")
     p.add_argument(
         "--no-dashboard", dest="dashboard", action="store_false", help="start Ray without its dashboard"

@@ -185,7 +185,8 @@ def fill(
     blobs = blob_store(inst.config)
     shared = task_blob("bench-cost", "person.png")
     selfie = sample_selfie(7)
-    blobs.put(shared, selfie)
+    if not own_inputs:
+        blobs.put(shared, selfie)
     owners = users or fresh_users("fill", count)
 
     async def run() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -39,9 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.config import LaneConfig, ProviderConfig
 from bench.burst import read_log
 from bench.common import (
+    add_client_nice,
     bench_config,
     bench_pools,
     emulator_process,
+    lower_priority,
     own_serve_ports,
     print_figures,
     upstream_counts,
@@ -129,13 +130,7 @@ def main() -> None:
     p.add_argument("--pools", default="3x600", help="COUNTxRPM")
     p.add_argument("--window", type=float, default=1.0)
     p.add_argument("--provider", default="offline", choices=["offline", "gemini"])
-    p.add_argument(
-        "--client-nice",
-        type=int,
-        default=15,
-        help="niceness of the clients once genqueue is up: Ray runs its workers at 15, and on a small "
-        "machine a client at 0 takes the CPU from the system it measures (0: leave it)",
-    )
+    add_client_nice(p, "the burst clients")
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args()
     count, _, rpm = args.pools.partition("x")
@@ -159,8 +154,7 @@ def main() -> None:
         lanes = (LaneConfig(PAID, args.paid_weight, args.paid_reserved), LaneConfig(FREE, 1.0, default=True))
         config = replace(config, lanes=lanes)
         with running(config, dashboard=False) as live:
-            if args.client_nice:
-                os.nice(args.client_nice)
+            lower_priority(args.client_nice)
 
             def burst(
                 n: int, lane_of: Callable[[int], str | None], press_at: Callable[[int], float] | None = None

@@ -68,9 +68,11 @@ def ray_session() -> Iterator[None]:
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0.1",
         "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1",
     }
-    before = {name: os.environ.get(name) for name in quicker}
-    os.environ.update(quicker)
-    try:
+    # Only these names are put back afterwards: ray.init sets variables of its own that the
+    # processes the tests start need (a whole-environment restore would drop them).
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in quicker.items():
+            env.setenv(name, value)
         ray.init(
             # "local": a Ray of our own, even when another cluster runs on this machine
             # (a `ray start` cluster would otherwise be joined).
@@ -81,12 +83,6 @@ def ray_session() -> Iterator[None]:
             logging_level="WARNING",
             log_to_driver=False,
         )
-    finally:
-        for name, value in before.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
     yield
     ray.shutdown()
 
