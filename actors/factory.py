@@ -57,7 +57,7 @@ def start(config: Config) -> dict[str, Any]:
         for i in range(config.queue.workers)
     ]
     queue = _singleton(Queue, QUEUE_NAME, config, max_task_retries=-1, **on_head).remote(
-        config, workers, keypool=keypool if config.keypool.tokens_per_round or config.lanes else None
+        config, workers, keypool=keypool
     )
     janitor = _singleton(Janitor, JANITOR_NAME, config, **on_head).remote(config)
     ray.get(

@@ -57,7 +57,7 @@ class Token:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """A worker's request for one attempt's token (`KeyPool.acquire_many`): the task's place in
+    """A request for one attempt's token (`KeyPool.hand_many`, `KeyPool.acquire`): the task's place in
     the queue, its deadline (epoch s, 0: none), kind and charge (for its routes) and lane."""
 
     task_id: str
@@ -67,6 +67,11 @@ class Ask:
     kind: str = ""
     price: int = 0
     lane: str = ""
+
+
+def ask_of(spec: AttemptSpec) -> Ask:
+    """The token request of an attempt: its place, deadline, kind, charge and lane."""
+    return Ask(spec.task_id, spec.attempt, spec.order, spec.deadline, spec.kind, spec.price, spec.lane)
 
 
 # A refusal's reason when the QueueActor took the slot back for a lane below its share: the

@@ -9,6 +9,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -16,7 +17,7 @@ import structlog
 from actors.archiving import archive_of
 from actors.config import Config, lane_weights
 from actors.config.routes import chain as routes_of
-from actors.keypool.asks import Asks
+from actors.keypool.asks import Asks, hand_on
 from actors.keypool.decide import (
     grant_round,
     learn,
@@ -38,7 +39,7 @@ from actors.keypool.state import (
 )
 from actors.keypool.status import outage
 from actors.logs import configure
-from actors.messages import YIELDED, Ask, CallFailure, Grants, Token
+from actors.messages import YIELDED, Ask, AttemptSpec, CallFailure, Grants, Token
 from actors.shell import Cadence, recover, retrying, take_snapshot
 from actors.telemetry import PoolMetrics
 from events.catalogue import AlertRaised, StoredEvent
@@ -94,6 +95,7 @@ class KeyPool:
         self._metrics = PoolMetrics()
         self._metrics_at = 0.0
         self._calls: Counter[str] = Counter()  # calls per method of the hot path
+        self._workers: dict[int, Any] = {}  # the workers' handles by index, as first used
 
     @property
     def _pools(self) -> list[PoolState]:
@@ -170,27 +172,52 @@ class KeyPool:
         price: int = 0,
         lane: str = "",
     ) -> Token:
-        """One attempt's token: `acquire_many` of one ask."""
+        """One attempt's token, asked for alone (`hand_many` asks for a round's attempts)."""
         self._calls["acquire"] += 1
         [(_, _, token)] = await self._answers([Ask(task_id, attempt, order, until, kind, price, lane)])
         return token
 
-    async def acquire_many(self, asks: list[Ask]) -> list[tuple[str, int, Token]]:
-        """Tokens for a worker's attempts, each served in task `order`; returns once one of them
-        is answered, with every answer ready by then, as (task id, attempt, token). The worker
-        asks again for the rest: each keeps its place in the line (`actors.keypool.asks`).
+    async def hand_many(self, worker: int, specs: list[AttemptSpec]) -> int:
+        """The QueueActor's attempts of one round for worker `worker`: each waits in the line in
+        task `order` and goes on to that worker with its answer as soon as it has one, the
+        answers of one grant turn in one `run_granted` call (`actors.keypool.asks.hand_on`).
+        Returns once every attempt was handed on; after a restart of this actor Ray sends the
+        call again, the attempts take their places again, and one granted before goes on with
+        its grant (its worker drops an attempt it runs already).
 
         An attempt granted before gets the same grant. Refused (a Token without a pool) when no
         pool can serve at all: every pool parked for the day or out of keys; cooldowns are short
-        and are waited out. With `until` (epoch s), refused with reason "deadline" once that
-        passes without a token: the attempt leaves the line and takes no place in a window.
-        With `[[routes]]`, the token comes from a route of the ask's `kind` that costs no more
-        than its `price` (`actors.keypool.routes`). With `[[lanes]]`, the tokens are shared
-        among the asks' `lane`s by weight (`actors.keypool.line`).
+        and are waited out. Past its `deadline` without a token it is refused (reason
+        "deadline") and leaves the line, taking no place in a window. With `[[routes]]`, the
+        token comes from a route of its `kind` that costs no more than its `price`
+        (`actors.keypool.routes`). With `[[lanes]]`, the tokens are shared among the lanes by
+        weight (`actors.keypool.line`).
         """
-        self._calls["acquire_many"] += 1
-        self._calls["asks"] += len(asks)
-        return await self._answers(asks)
+        self._calls["hand_many"] += 1
+        self._calls["asks"] += len(specs)
+        await self._ensure()
+        # One granted before is sent again only after a restart: its worker checks that its task
+        # still runs it before calling (it may have ended meanwhile).
+        specs = [replace(s, resent=True) if self._known(s.task_id, s.attempt) else s for s in specs]
+        handle = self._worker(worker)
+        return await hand_on(specs, self._answers, handle.run_granted.remote)
+
+    async def ready(self, workers: int) -> int:
+        """Open the routes to workers 0..`workers`-1 (the QueueActor's start calls this): the
+        first call on a route costs tens of milliseconds, which a burst's first hand-off would
+        otherwise wait for. Returns how many answered."""
+        handles = [self._worker(i) for i in range(workers)]
+        answered = await asyncio.gather(*(h.ping.remote() for h in handles), return_exceptions=True)
+        return sum(not isinstance(a, BaseException) for a in answered)
+
+    def _worker(self, index: int) -> Any:
+        """The handle of worker `index`, found by its name once."""
+        handle = self._workers.get(index)
+        if handle is None:
+            from actors.factory import get, worker_name
+
+            handle = self._workers[index] = get(self._config, worker_name(index))
+        return handle
 
     async def _answers(self, asks: list[Ask]) -> list[tuple[str, int, Token]]:
         await self._ensure()

@@ -78,7 +78,7 @@ class Queue:
         self._keypool = keypool
         self._recalled: set[tuple[str, int]] = set()  # attempts whose slot was asked back
         self._tokens_at = 0.0  # no token to be had before this (epoch seconds)
-        self._outbox = Outbox(workers)
+        self._outbox = Outbox(workers, keypool)
         # Stream ids of the queue's own events, applied when appended, skipped when tailed.
         self._own: set[str] = set()
         self._policy = Policy(
@@ -103,7 +103,11 @@ class Queue:
         self._alerts_at = 0.0
         self._deciding = asyncio.Lock()
         # The first call to each worker sets up the route to it; made here, not in a burst.
-        ray.wait([w.ping.remote() for w in workers], num_returns=len(workers), timeout=READY_TIMEOUT)
+        # So does the key pool's to each worker, through which it hands them their attempts.
+        pings = [w.ping.remote() for w in workers]
+        if keypool is not None:
+            pings.append(keypool.ready.remote(len(workers)))
+        ray.wait(pings, num_returns=len(pings), timeout=READY_TIMEOUT)
         self._store = self._call(self._connect)
         cadence = Cadence(config.queue.snapshot_every, config.queue.snapshot_seconds, time.monotonic())
         self._snapshots = Snapshots(self._store, SNAPSHOT_ACTOR, cadence)

@@ -1,4 +1,7 @@
-"""The QueueActor's hand-off to its workers: each round's attempts, one `run_many` call per worker.
+"""The QueueActor's hand-off to its workers: each round's attempts for a worker in one call to
+the key pool (`hand_many`), which hands each on to that worker with its token as it is granted;
+attempts that took their tokens before their dispatch (`tokens_per_round`) go to the worker in
+one `run_many` call.
 
 An attempt that cannot reach a worker (its arguments cannot be serialised, say) is kept as a
 `task.attempt_failed` for the queue to append: it fails alone, not the queue's step, and
@@ -22,8 +25,9 @@ log = structlog.get_logger("genqueue.queue")
 class Outbox:
     """Attempts to send, per worker, with the tokens taken for them before their dispatch."""
 
-    def __init__(self, workers: list[Any]) -> None:
+    def __init__(self, workers: list[Any], keypool: Any = None) -> None:
         self._workers = workers
+        self._keypool = keypool
         self._specs: dict[int, list[AttemptSpec]] = {}
         # Tokens taken for dispatches (tokens_per_round), by (task id, attempt), until sent.
         self.tokens: dict[tuple[str, int], Token] = {}
@@ -58,19 +62,28 @@ class Outbox:
         self._specs.setdefault(worker % len(self._workers), []).append(spec)
 
     def flush(self) -> None:
-        """One `run_many` call per worker with all its attempts of this round."""
+        """One call per worker with all its attempts of this round (see the module)."""
         specs, self._specs = self._specs, {}
         for worker, batch in specs.items():
             try:
-                self._workers[worker].run_many.remote(batch)
+                self._send(worker, batch)
             except Exception:
                 # One attempt cannot be sent: the others go one by one, and that one fails alone.
                 for spec in batch:
                     self._send_alone(worker, spec)
 
+    def _send(self, worker: int, batch: list[AttemptSpec]) -> None:
+        if self._keypool is None:
+            self._workers[worker].run_many.remote(batch)
+            return
+        if asking := [spec for spec in batch if not spec.pool]:
+            self._keypool.hand_many.remote(worker, asking)
+        if holding := [spec for spec in batch if spec.pool]:
+            self._workers[worker].run_many.remote(holding)
+
     def _send_alone(self, worker: int, spec: AttemptSpec) -> None:
         try:
-            self._workers[worker].run_many.remote([spec])
+            self._send(worker, [spec])
         except Exception as exc:
             log.exception("could not hand an attempt to a worker", task_id=spec.task_id, attempt=spec.attempt)
             self.unsent.append(

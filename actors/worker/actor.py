@@ -7,7 +7,8 @@ import contextlib
 import os
 import time
 from collections import Counter
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import astuple, replace
 from typing import Any
 
 import ray.exceptions
@@ -16,10 +17,10 @@ import structlog
 from actors.blobs import blob_store, task_blob
 from actors.config import Config, Route, route_of
 from actors.logs import configure
-from actors.messages import Ask, AttemptSpec, Token
+from actors.messages import AttemptSpec, Token, ask_of
 from actors.providers.base import ImageRequest, Provider, ProviderError
 from actors.telemetry import WorkerMetrics
-from actors.worker.batching import Appender, SendReports, TokenAsks
+from actors.worker.batching import Appender, SendReports
 from actors.worker.decide import (
     Crashed,
     Generated,
@@ -84,8 +85,7 @@ class Worker:
         self._ready = False
         self._appender: Appender | None = None
         self._sends: SendReports | None = None
-        self._asks: TokenAsks | None = None
-        # The attempts sent with run_many, held until they end (the loop keeps only weak refs).
+        # The attempts started, held until they end (the loop keeps only weak refs).
         self._running: set[asyncio.Task[str]] = set()
         self._calls: Counter[str] = Counter()  # calls received per method, and attempts sent with them
 
@@ -102,7 +102,8 @@ class Worker:
         return node_id
 
     async def calls(self) -> dict[str, int]:
-        """How often `run_many` was called since the start, and how many attempts it carried."""
+        """How often `run_granted` and `run_many` were called since the start, and how many
+        attempts they carried."""
         return dict(self._calls)
 
     async def pid(self) -> int:
@@ -126,37 +127,48 @@ class Worker:
             self._ready = True
         return self._index
 
+    async def run_granted(self, granted: list[tuple[AttemptSpec, Token]]) -> int:
+        """Start attempts with the key pool's answers (a token or a refusal) as it hands them on
+        (`KeyPool.hand_many`), and return at once: how many started (an attempt this worker
+        already runs is not started twice). Each runs to its outcome event."""
+        self._calls["run_granted"] += 1
+        return self._start(granted)
+
     async def run_many(self, specs: list[AttemptSpec]) -> int:
-        """Start every attempt of one QueueActor round and return at once: how many started
-        (an attempt this worker already runs is not started twice). Each runs to its outcome event."""
+        """Start attempts sent straight from the QueueActor, with the tokens it took for them
+        (`tokens_per_round`); as `run_granted`."""
         self._calls["run_many"] += 1
-        self._calls["attempts"] += len(specs)
+        return self._start([(spec, None) for spec in specs])
+
+    def _start(self, granted: Sequence[tuple[AttemptSpec, Token | None]]) -> int:
+        self._calls["attempts"] += len(granted)
         started = 0
-        for spec in specs:
+        for spec, token in granted:
             if (spec.task_id, spec.attempt) in self._inflight:
                 continue
-            task = asyncio.ensure_future(self.run(spec))
+            task = asyncio.ensure_future(self.run(spec, token))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
             started += 1
         return started
 
-    async def run(self, spec: AttemptSpec) -> str:
-        """Run one attempt to its outcome event; returns the outcome's type (or why it did nothing)."""
+    async def run(self, spec: AttemptSpec, token: Token | None = None) -> str:
+        """Run one attempt to its outcome event; returns the outcome's type (or why it did nothing).
+        With `token` (the key pool's answer, handed on with the attempt) it asks for none."""
         key = (spec.task_id, spec.attempt)
         if key in self._inflight:
             return "duplicate"
         self._inflight.add(key)
         try:
-            return await self._run(spec)
+            return await self._run(spec, token)
         finally:
             self._inflight.discard(key)
 
-    async def _run(self, spec: AttemptSpec) -> str:
+    async def _run(self, spec: AttemptSpec, given: Token | None = None) -> str:
         store = self._events()
         bound = log.bind(task_id=spec.task_id, attempt=spec.attempt, worker=self._index)
         if spec.resent and is_stale(spec, await store.task_view(spec.task_id)):
-            # Sent again after a QueueActor restart, and already ended.
+            # Sent again after a QueueActor or key pool restart, and already ended.
             return "stale"
         try:
             images = await self._inputs(spec)
@@ -165,11 +177,12 @@ class Worker:
         request = ImageRequest(spec.task_id, spec.kind, spec.prompt, images, spec.options)
         if too_late(spec, time.time()):
             return await self._expire(store, spec)
-        token: Token = (
-            Token(spec.pool, spec.key_id, not_before=spec.not_before)
-            if spec.pool
-            else await self._token(spec)
-        )
+        if given is not None:
+            token = given
+        elif spec.pool:
+            token = Token(spec.pool, spec.key_id, not_before=spec.not_before)
+        else:
+            token = await self._token(spec)
         now = time.time()
         if too_late(spec, max(now, token.not_before)):
             # No call starts after the deadline; a token that came too late goes unused.
@@ -211,11 +224,11 @@ class Worker:
         return recorded
 
     async def _token(self, spec: AttemptSpec) -> Token:
-        """The attempt's token from the key pool, asked for with the round's other attempts."""
-        if self._asks is None:
-            self._asks = TokenAsks(self._keypool)
-        ask = Ask(spec.task_id, spec.attempt, spec.order, spec.deadline, spec.kind, spec.price, spec.lane)
-        return await self._asks.acquire(ask)
+        """The token of an attempt sent without one (the engine's attempts come with theirs,
+        from the key pool's `hand_many` or the QueueActor's `tokens_per_round`), asked for alone."""
+        ask = ask_of(spec)
+        token: Token = await self._keypool.acquire.remote(*astuple(ask))
+        return token
 
     async def _inputs(self, spec: AttemptSpec) -> dict[str, bytes]:
         """The task's input images, read from the blob store."""

@@ -282,10 +282,10 @@ def test_an_attempt_that_cannot_reach_a_worker_fails_alone_and_the_queue_goes_on
     eventually(snapshot_after_failure, timeout=30, what="a snapshot after the failed task")
 
 
-def _batched_burst(cluster: Cluster) -> tuple[list[StoredEvent], int, dict[str, int]]:
+def _batched_burst(cluster: Cluster, method: str) -> tuple[list[StoredEvent], int, dict[str, int]]:
     """120 tasks through `cluster` (40 slots, zero latency): the log, the number of rounds and the
     key pool's calls; asserts what both token paths share: every task succeeded, each worker got
-    a round's attempts in one call, and the send times went in batches."""
+    a round's attempts in one call of `method`, and the send times went in batches."""
     ids = cluster.submit(120)
     eventually(lambda: cluster.ended(ids), timeout=120, what="all tasks ended")
     log = cluster.log()
@@ -295,7 +295,7 @@ def _batched_burst(cluster: Cluster) -> tuple[list[StoredEvent], int, dict[str, 
     keypool = ray.get(cluster.handles["keypool"].calls.remote(), timeout=30)
     workers = [ray.get(w.calls.remote(), timeout=30) for w in cluster.handles["workers"]]
     assert sum(w["attempts"] for w in workers) == 120
-    assert sum(w["run_many"] for w in workers) <= rounds * len(workers)
+    assert sum(w[method] for w in workers) <= rounds * len(workers)
     assert keypool["sends"] == 120 and keypool["sent_many"] < 120
     return log, rounds, keypool
 
@@ -309,31 +309,34 @@ def test_a_round_costs_one_token_call_and_one_call_per_worker_not_three_calls_pe
     times reach the key pool in batches."""
     keypool_config = KeyPoolConfig(tokens_per_round=True)
     cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),), keypool=keypool_config)
-    log, rounds, keypool = _batched_burst(cluster)
-    assert keypool.get("acquire", 0) == 0
+    log, rounds, keypool = _batched_burst(cluster, "run_many")
+    assert keypool.get("acquire", 0) == 0 and keypool.get("hand_many", 0) == 0
     assert keypool["grant_many"] <= rounds < 120
     granted = {s.event.task_id: i for i, s in enumerate(log) if isinstance(s.event, KeyTokenGranted)}
     dispatched = {s.event.task_id: i for i, s in enumerate(log) if isinstance(s.event, TaskDispatched)}
     assert granted.keys() == dispatched.keys() and all(granted[t] < dispatched[t] for t in granted)
 
 
-def test_without_tokens_per_round_each_worker_asks_for_a_rounds_tokens_in_one_call(
+def test_without_tokens_per_round_the_key_pool_hands_each_worker_a_rounds_attempts_in_one_call(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    """The default: 120 tasks on 40 slots, each worker gets a round's attempts in one call and asks
-    the key pool for that round's tokens in one call (the pool never binds, so each call is
-    answered whole); send times still go in batches."""
+    """The default: 120 tasks on 40 slots, the QueueActor sends each worker's attempts of a round
+    to the key pool in one `hand_many` call, and the key pool hands them on to the worker with
+    their tokens in one `run_granted` call (the pool never binds, so each is granted whole); no
+    worker asks for a token, and send times still go in batches."""
     cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),))
-    _, rounds, keypool = _batched_burst(cluster)
+    _, rounds, keypool = _batched_burst(cluster, "run_granted")
     assert keypool["asks"] == 120 and keypool.get("acquire", 0) == 0 and keypool.get("grant_many", 0) == 0
-    assert keypool["acquire_many"] <= rounds * len(cluster.handles["workers"]) < 120
+    assert keypool["hand_many"] <= rounds * len(cluster.handles["workers"]) < 120
+    workers = [ray.get(w.calls.remote(), timeout=30) for w in cluster.handles["workers"]]
+    assert sum(w.get("run_many", 0) for w in workers) == 0
 
 
 def test_submits_that_come_while_the_queue_gathers_share_one_round(
     make_cluster: Callable[..., Cluster],
 ) -> None:
     """[queue] gather_ms: once a submit wakes the idle queue, the submits appended one by one
-    within the gather go to the worker in the same round (one `run_many` call carrying them,
+    within the gather go to the worker in the same round (one `run_granted` call carrying them,
     one dispatch instant), none dispatched before the gather has passed."""
     gather = 2.0
     cluster = make_cluster(slots=40, latency=0.0, pools=(("p1", 60_000, 60.0),), gather_ms=gather * 1000)
@@ -344,7 +347,8 @@ def test_submits_that_come_while_the_queue_gathers_share_one_round(
     ids = [cluster.submit(1)[0] for _ in range(4)]  # four appends, each a separate wake-up
     eventually(lambda: cluster.ended(ids), timeout=60, what="the four tasks ended")
     after = ray.get(worker.calls.remote(), timeout=30)
-    assert after["run_many"] - before["run_many"] == 1 and after["attempts"] - before["attempts"] == 4
+    assert after["run_granted"] - before["run_granted"] == 1
+    assert after["attempts"] - before["attempts"] == 4
     log = cluster.log()
     submitted = {s.event.task_id: s.event.at for s in log if isinstance(s.event, TaskSubmitted)}
     dispatched = {s.event.task_id: s.event.at for s in log if isinstance(s.event, TaskDispatched)}

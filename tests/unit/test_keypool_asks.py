@@ -1,15 +1,15 @@
-"""The key pool's open asks (`actors.keypool.asks`): a worker's call for several attempts' tokens
-returns once one is answered, with every answer ready by then; the rest keep their places and
-their answers wait for the next call; an ask past its deadline is refused and leaves the line."""
+"""The key pool's open asks (`actors.keypool.asks`): a wait for several attempts' tokens returns
+once one is answered, with every answer ready by then; the rest keep their places and their
+answers wait for the next; an ask past its deadline is refused and leaves the line; a round's
+attempts are handed on as their answers come (`hand_on`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from actors.keypool.asks import DEADLINE, KEEP_SECONDS, Asks
-from actors.messages import Ask, Token
-from actors.worker.batching import MAX_ASKS, TokenAsks
+from actors.keypool.asks import DEADLINE, KEEP_SECONDS, MAX_ASKS, Asks, hand_on
+from actors.messages import Ask, AttemptSpec, Token
 
 
 def opened(asks: Asks, *keys: tuple[str, int]) -> dict[tuple[str, int], asyncio.Future[Token]]:
@@ -95,43 +95,51 @@ def test_answers_nobody_came_back_for_are_dropped_after_the_keep_time_waiting_on
 
 
 class OneAtATime:
-    """A key pool stand-in whose `acquire_many` answers only the first ask of each call, as a
-    pool with one place freeing at a time does; it records each call's asks."""
+    """A key pool's answers as a pool with one place freeing at a time gives them: only the first
+    ask of each wait is answered; it records each wait's asks."""
 
     def __init__(self) -> None:
         self.calls: list[list[tuple[str, int]]] = []
-        self.acquire_many = self
 
-    def remote(self, asks: list[Ask]) -> asyncio.Future[list[tuple[str, int, Token]]]:
+    async def __call__(self, asks: list[Ask]) -> list[tuple[str, int, Token]]:
         self.calls.append([(a.task_id, a.attempt) for a in asks])
-        future = asyncio.get_running_loop().create_future()
+        await asyncio.sleep(0)
         first = asks[0]
-        future.set_result([(first.task_id, first.attempt, Token("p1", f"k-{first.task_id}"))])
-        return future
+        return [(first.task_id, first.attempt, Token("p1", f"k-{first.task_id}"))]
 
 
-def test_a_workers_asks_of_one_turn_go_in_one_call_and_the_unanswered_are_asked_again() -> None:
+def spec(task_id: str) -> AttemptSpec:
+    return AttemptSpec(task_id=task_id, attempt=1, kind="photography", prompt="", inputs={})
+
+
+def test_a_rounds_attempts_wait_together_each_answer_goes_on_as_it_comes_and_the_rest_wait_again() -> None:
     async def main() -> None:
-        pool = OneAtATime()
-        asks = TokenAsks(pool)
-        tokens = await asyncio.wait_for(
-            asyncio.gather(*(asks.acquire(Ask(t, 1)) for t in ("a", "b", "c"))), 5
+        answers = OneAtATime()
+        sent: list[list[tuple[str, str]]] = []
+        handed = await asyncio.wait_for(
+            hand_on(
+                [spec(t) for t in ("a", "b", "c")],
+                answers,
+                lambda batch: sent.append([(s.task_id, token.key_id) for s, token in batch]),
+            ),
+            5,
         )
-        assert [t.key_id for t in tokens] == ["k-a", "k-b", "k-c"]
-        assert pool.calls == [[("a", 1), ("b", 1), ("c", 1)], [("b", 1), ("c", 1)], [("c", 1)]]
+        assert handed == 3
+        assert answers.calls == [[("a", 1), ("b", 1), ("c", 1)], [("b", 1), ("c", 1)], [("c", 1)]]
+        assert sent == [[("a", "k-a")], [("b", "k-b")], [("c", "k-c")]]
 
     asyncio.run(main())
 
 
-def test_a_workers_asks_go_at_most_max_asks_to_a_call() -> None:
+def test_at_most_max_asks_attempts_wait_in_one_loop() -> None:
     async def main() -> None:
-        pool = OneAtATime()
-        asks = TokenAsks(pool)
+        answers = OneAtATime()
+        sent: list[str] = []
         count = 2 * MAX_ASKS + 2
-        waits = [asks.acquire(Ask(f"t{n}", 1)) for n in range(count)]
-        tokens = await asyncio.wait_for(asyncio.gather(*waits), 5)
-        assert [t.key_id for t in tokens] == [f"k-t{n}" for n in range(count)]
-        assert [len(call) for call in pool.calls[:3]] == [MAX_ASKS, MAX_ASKS, 2]
-        assert max(len(call) for call in pool.calls) == MAX_ASKS
+        specs = [spec(f"t{n}") for n in range(count)]
+        await asyncio.wait_for(hand_on(specs, answers, lambda b: sent.extend(s.task_id for s, _ in b)), 5)
+        assert sorted(sent) == sorted(f"t{n}" for n in range(count)) and len(sent) == count
+        assert [len(call) for call in answers.calls[:3]] == [MAX_ASKS, MAX_ASKS, 2]
+        assert max(len(call) for call in answers.calls) == MAX_ASKS
 
     asyncio.run(main())
