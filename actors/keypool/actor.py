@@ -204,10 +204,10 @@ class KeyPool:
 
     async def ready(self, workers: int) -> int:
         """Open the routes to workers 0..`workers`-1 (the QueueActor's start calls this): the
-        first call on a route costs tens of milliseconds, which a burst's first hand-off would
-        otherwise wait for. Returns how many answered."""
+        first call on a route, and of a method, costs tens of milliseconds, which a burst's
+        first hand-off would otherwise wait for. Returns how many answered."""
         handles = [self._worker(i) for i in range(workers)]
-        answered = await asyncio.gather(*(h.ping.remote() for h in handles), return_exceptions=True)
+        answered = await asyncio.gather(*(h.run_granted.remote([]) for h in handles), return_exceptions=True)
         return sum(not isinstance(a, BaseException) for a in answered)
 
     def _worker(self, index: int) -> Any:
