@@ -61,7 +61,7 @@ FLUSH_SECONDS = 0.1
 def _stop_on_crash(granter: asyncio.Task[None]) -> None:
     """The grant loop never returns; if it raised, no caller would get a token again. The
     process exits instead, and Ray starts the actor anew (it rebuilds its state from the
-    event log and the callers' acquires are retried)."""
+    event log, and the QueueActor's `hand_many` calls are sent again)."""
     if granter.cancelled() or granter.exception() is None:
         return
     log.critical("the grant loop stopped; restarting the key pool", exc_info=granter.exception())
