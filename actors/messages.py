@@ -22,8 +22,8 @@ class AttemptSpec:
     submitted_at: float = 0.0
     dispatched_at: float = 0.0
     order: float = 0.0  # the task's place in the queue: tokens go out in this order too
-    # The token the QueueActor took for this attempt before dispatching it (no pool: the worker
-    # asks the key pool itself, as after a QueueActor restart).
+    # The token the QueueActor took for this attempt before dispatching it (`tokens_per_round`;
+    # no pool: the attempt goes through the key pool, which hands it on with its token).
     pool: str = ""
     key_id: str = ""
     not_before: float = 0.0
@@ -67,11 +67,6 @@ class Ask:
     kind: str = ""
     price: int = 0
     lane: str = ""
-
-
-def ask_of(spec: AttemptSpec) -> Ask:
-    """The token request of an attempt: its place, deadline, kind, charge and lane."""
-    return Ask(spec.task_id, spec.attempt, spec.order, spec.deadline, spec.kind, spec.price, spec.lane)
 
 
 # A refusal's reason when the QueueActor took the slot back for a lane below its share: the

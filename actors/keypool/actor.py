@@ -9,7 +9,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -17,7 +16,7 @@ import structlog
 from actors.archiving import archive_of
 from actors.config import Config, lane_weights
 from actors.config.routes import chain as routes_of
-from actors.keypool.asks import Asks, hand_on
+from actors.keypool.asks import Asks
 from actors.keypool.decide import (
     grant_round,
     learn,
@@ -26,6 +25,7 @@ from actors.keypool.decide import (
     reported_sends,
     usable_at,
 )
+from actors.keypool.handoff import WorkerRoutes, hand_on, marked_resent
 from actors.keypool.line import Line, Waiter
 from actors.keypool.routes import route_groups
 from actors.keypool.state import (
@@ -95,7 +95,7 @@ class KeyPool:
         self._metrics = PoolMetrics()
         self._metrics_at = 0.0
         self._calls: Counter[str] = Counter()  # calls per method of the hot path
-        self._workers: dict[int, Any] = {}  # the workers' handles by index, as first used
+        self._workers = WorkerRoutes(config)  # to hand the attempts on to
 
     @property
     def _pools(self) -> list[PoolState]:
@@ -178,46 +178,26 @@ class KeyPool:
         return token
 
     async def hand_many(self, worker: int, specs: list[AttemptSpec]) -> int:
-        """The QueueActor's attempts of one round for worker `worker`: each waits in the line in
-        task `order` and goes on to that worker with its answer as soon as it has one, the
-        answers of one grant turn in one `run_granted` call (`actors.keypool.asks.hand_on`).
-        Returns once every attempt was handed on; after a restart of this actor Ray sends the
-        call again, the attempts take their places again, and one granted before goes on with
-        its grant (its worker drops an attempt it runs already).
+        """The QueueActor's attempts of one round for worker `worker`, each handed on to it with
+        its answer as soon as it has one (`actors.keypool.handoff`); returns once all were.
 
-        An attempt granted before gets the same grant. Refused (a Token without a pool) when no
-        pool can serve at all: every pool parked for the day or out of keys; cooldowns are short
-        and are waited out. Past its `deadline` without a token it is refused (reason
-        "deadline") and leaves the line, taking no place in a window. With `[[routes]]`, the
-        token comes from a route of its `kind` that costs no more than its `price`
-        (`actors.keypool.routes`). With `[[lanes]]`, the tokens are shared among the lanes by
-        weight (`actors.keypool.line`).
+        Tokens go out in task `order`; an attempt granted before gets the same grant. Refused (a
+        Token without a pool) when no pool can serve at all (every pool parked for the day or
+        out of keys; cooldowns are waited out), or past its `deadline` (reason "deadline": it
+        leaves the line, taking no place in a window). With `[[routes]]` the token comes from a
+        route of its `kind` that costs no more than its `price` (`actors.keypool.routes`); with
+        `[[lanes]]` the tokens are shared among the lanes by weight (`actors.keypool.line`).
         """
         self._calls["hand_many"] += 1
         self._calls["asks"] += len(specs)
         await self._ensure()
-        # One granted before is sent again only after a restart: its worker checks that its task
-        # still runs it before calling (it may have ended meanwhile).
-        specs = [replace(s, resent=True) if self._known(s.task_id, s.attempt) else s for s in specs]
-        handle = self._worker(worker)
-        return await hand_on(specs, self._answers, handle.run_granted.remote)
+        run_granted = self._workers.get(worker).run_granted.remote
+        return await hand_on(marked_resent(specs, self._known), self._answers, run_granted)
 
     async def ready(self, workers: int) -> int:
-        """Open the routes to workers 0..`workers`-1 (the QueueActor's start calls this): the
-        first call on a route, and of a method, costs tens of milliseconds, which a burst's
-        first hand-off would otherwise wait for. Returns how many answered."""
-        handles = [self._worker(i) for i in range(workers)]
-        answered = await asyncio.gather(*(h.run_granted.remote([]) for h in handles), return_exceptions=True)
-        return sum(not isinstance(a, BaseException) for a in answered)
-
-    def _worker(self, index: int) -> Any:
-        """The handle of worker `index`, found by its name once."""
-        handle = self._workers.get(index)
-        if handle is None:
-            from actors.factory import get, worker_name
-
-            handle = self._workers[index] = get(self._config, worker_name(index))
-        return handle
+        """Open the routes to workers 0..`workers`-1 (the QueueActor's start calls this); how
+        many answered."""
+        return await self._workers.open(workers)
 
     async def _answers(self, asks: list[Ask]) -> list[tuple[str, int, Token]]:
         await self._ensure()

@@ -2,20 +2,20 @@
 handed on.
 
 The QueueActor hands the key pool each worker's attempts of a round in one `hand_many` call
-(`hand_on`): the attempts join the line together, and each time some are answered (a token, a
-refusal, or a deadline passed) those answers go on to their worker in one call, while the rest
-wait on. An attempt asked for again (the call sent again after a restart) keeps its place in
-the line: it waits on the answer it was already waiting for, and an answer given while no call
-was waiting for it is kept for the next.
+(`actors.keypool.handoff`): the attempts join the line together, and each time some are
+answered (a token, a refusal, or a deadline passed) those answers go on to their worker in one
+call, while the rest wait on. An attempt asked for again (the call sent again after a
+restart) keeps its place in the line: it waits on the answer it was already waiting for, and an
+answer given while no call was waiting for it is kept for the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from actors.messages import Ask, AttemptSpec, Token, ask_of
+from actors.messages import Ask, Token
 
 Key = tuple[str, int]
 # The reason of a refusal because the attempt's deadline passed before a token came.
@@ -23,9 +23,6 @@ DEADLINE = "deadline"
 # An answer nobody came back for (its worker gone) is dropped after this long; a worker asks
 # again within milliseconds of its call returning.
 KEEP_SECONDS = 300.0
-# At most this many attempts wait in one `hand_on` loop: while a pool binds, each turn answers a
-# few and the loop asks again for the rest, so a loop's size is paid once per turn.
-MAX_ASKS = 64
 
 
 class Asks:
@@ -88,22 +85,3 @@ class Asks:
     def _forget(self, key: Key) -> None:
         self._open.pop(key, None)
         self._answered.pop(key, None)
-
-
-async def hand_on(
-    specs: list[AttemptSpec],
-    answers: Callable[[list[Ask]], Awaitable[list[tuple[str, int, Token]]]],
-    send: Callable[[list[tuple[AttemptSpec, Token]]], object],
-) -> int:
-    """Wait for the answers of `specs` (`answers`, as `Asks.answers` gives them: some at a time,
-    each once) and `send` each batch of answers on with its attempts, MAX_ASKS attempts a loop
-    at most; returns how many were sent on once every one was."""
-
-    async def loop(chunk: list[AttemptSpec]) -> None:
-        waiting = {(spec.task_id, spec.attempt): spec for spec in chunk}
-        while waiting:
-            answered = await answers([ask_of(spec) for spec in waiting.values()])
-            send([(waiting.pop((task_id, attempt)), token) for task_id, attempt, token in answered])
-
-    await asyncio.gather(*(loop(specs[i : i + MAX_ASKS]) for i in range(0, len(specs), MAX_ASKS)))
-    return len(specs)

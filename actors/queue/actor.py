@@ -66,15 +66,13 @@ class Queue:
     by the loop thread, so a call's arrival order never affects queue order.
     """
 
-    def __init__(
-        self, config: Config, workers: list[Any], rng_seed: int | None = None, keypool: Any = None
-    ) -> None:
+    def __init__(self, config: Config, workers: list[Any], keypool: Any, rng_seed: int | None = None) -> None:
         configure()
         self._config = config
         self._workers = workers
-        # With the key pool and tokens_per_round, each round's dispatches take their tokens first
-        # (one call a round) and a task waits for quota in its place; without, each worker asks
-        # for its own. With lanes, slots are taken back through it (`recalls`).
+        # The key pool hands each round's attempts on to their workers with their tokens; with
+        # tokens_per_round the dispatches take their tokens first (one call a round) and a task
+        # waits for quota in its place. With lanes, slots are taken back through it (`recalls`).
         self._keypool = keypool
         self._recalled: set[tuple[str, int]] = set()  # attempts whose slot was asked back
         self._tokens_at = 0.0  # no token to be had before this (epoch seconds)
@@ -102,11 +100,9 @@ class Queue:
         self._metrics = QueueMetrics()
         self._alerts_at = 0.0
         self._deciding = asyncio.Lock()
-        # The first call to each worker sets up the route to it; made here, not in a burst.
-        # So does the key pool's to each worker, through which it hands them their attempts.
-        pings = [w.ping.remote() for w in workers]
-        if keypool is not None:
-            pings.append(keypool.ready.remote(len(workers)))
+        # The first call to each worker sets up the route to it; made here, not in a burst. So
+        # does the key pool's to each worker, through which it hands them their attempts.
+        pings = [*(w.ping.remote() for w in workers), keypool.ready.remote(len(workers))]
         ray.wait(pings, num_returns=len(pings), timeout=READY_TIMEOUT)
         self._store = self._call(self._connect)
         cadence = Cadence(config.queue.snapshot_every, config.queue.snapshot_seconds, time.monotonic())
@@ -235,7 +231,7 @@ class Queue:
         now = time.time()
         usable = pools_usable_at(self._state, self._pool_keys, now)
         decisions = decide(self._state, self._policy, now, self._rng, usable)
-        if decisions and self._keypool is not None and self._config.keypool.tokens_per_round:
+        if decisions and self._config.keypool.tokens_per_round:
             decisions = await self._with_tokens(decisions, now)
         if now - self._alerts_at >= ALERT_EVERY_SECONDS:
             self._alerts_at = now
@@ -249,7 +245,7 @@ class Queue:
             # A guard found a task view ahead of this state: catch up before deciding again,
             # or the same decision would be refused for ever.
             self._apply(await self._store.read(self._state.last_id))
-        if self._policy.weights and self._keypool is not None:
+        if self._policy.weights:
             await self._recall(now)
         return bool(decisions)
 

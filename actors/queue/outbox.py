@@ -25,7 +25,7 @@ log = structlog.get_logger("genqueue.queue")
 class Outbox:
     """Attempts to send, per worker, with the tokens taken for them before their dispatch."""
 
-    def __init__(self, workers: list[Any], keypool: Any = None) -> None:
+    def __init__(self, workers: list[Any], keypool: Any) -> None:
         self._workers = workers
         self._keypool = keypool
         self._specs: dict[int, list[AttemptSpec]] = {}
@@ -73,9 +73,6 @@ class Outbox:
                     self._send_alone(worker, spec)
 
     def _send(self, worker: int, batch: list[AttemptSpec]) -> None:
-        if self._keypool is None:
-            self._workers[worker].run_many.remote(batch)
-            return
         if asking := [spec for spec in batch if not spec.pool]:
             self._keypool.hand_many.remote(worker, asking)
         if holding := [spec for spec in batch if spec.pool]:

@@ -7,8 +7,7 @@ import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import astuple, replace
+from dataclasses import replace
 from typing import Any
 
 import ray.exceptions
@@ -17,7 +16,7 @@ import structlog
 from actors.blobs import blob_store, task_blob
 from actors.config import Config, Route, route_of
 from actors.logs import configure
-from actors.messages import AttemptSpec, Token, ask_of
+from actors.messages import AttemptSpec, Token
 from actors.providers.base import ImageRequest, Provider, ProviderError
 from actors.telemetry import WorkerMetrics
 from actors.worker.batching import Appender, SendReports
@@ -139,9 +138,11 @@ class Worker:
         """Start attempts sent straight from the QueueActor, with the tokens it took for them
         (`tokens_per_round`); as `run_granted`."""
         self._calls["run_many"] += 1
-        return self._start([(spec, None) for spec in specs])
+        return self._start(
+            [(spec, Token(spec.pool, spec.key_id, not_before=spec.not_before)) for spec in specs]
+        )
 
-    def _start(self, granted: Sequence[tuple[AttemptSpec, Token | None]]) -> int:
+    def _start(self, granted: list[tuple[AttemptSpec, Token]]) -> int:
         self._calls["attempts"] += len(granted)
         started = 0
         for spec, token in granted:
@@ -153,9 +154,9 @@ class Worker:
             started += 1
         return started
 
-    async def run(self, spec: AttemptSpec, token: Token | None = None) -> str:
-        """Run one attempt to its outcome event; returns the outcome's type (or why it did nothing).
-        With `token` (the key pool's answer, handed on with the attempt) it asks for none."""
+    async def run(self, spec: AttemptSpec, token: Token) -> str:
+        """Run one attempt with the key pool's answer for it (a token or a refusal) to its
+        outcome event; returns the outcome's type (or why it did nothing)."""
         key = (spec.task_id, spec.attempt)
         if key in self._inflight:
             return "duplicate"
@@ -165,7 +166,7 @@ class Worker:
         finally:
             self._inflight.discard(key)
 
-    async def _run(self, spec: AttemptSpec, given: Token | None = None) -> str:
+    async def _run(self, spec: AttemptSpec, token: Token) -> str:
         store = self._events()
         bound = log.bind(task_id=spec.task_id, attempt=spec.attempt, worker=self._index)
         if spec.resent and is_stale(spec, await store.task_view(spec.task_id)):
@@ -178,12 +179,6 @@ class Worker:
         request = ImageRequest(spec.task_id, spec.kind, spec.prompt, images, spec.options)
         if too_late(spec, time.time()):
             return await self._expire(store, spec)
-        if given is not None:
-            token = given
-        elif spec.pool:
-            token = Token(spec.pool, spec.key_id, not_before=spec.not_before)
-        else:
-            token = await self._token(spec)
         now = time.time()
         if too_late(spec, max(now, token.not_before)):
             # No call starts after the deadline; a token that came too late goes unused.
@@ -223,13 +218,6 @@ class Worker:
             # Ray's log monitor and sent through the GCS) cost 0.15-0.2 ms of CPU a task.
             bound.info("attempt ended", outcome=ended.type)
         return recorded
-
-    async def _token(self, spec: AttemptSpec) -> Token:
-        """The token of an attempt sent without one (the engine's attempts come with theirs,
-        from the key pool's `hand_many` or the QueueActor's `tokens_per_round`), asked for alone."""
-        ask = ask_of(spec)
-        token: Token = await self._keypool.acquire.remote(*astuple(ask))
-        return token
 
     async def _inputs(self, spec: AttemptSpec) -> dict[str, bytes]:
         """The task's input images, read from the blob store."""

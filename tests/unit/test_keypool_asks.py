@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from actors.keypool.asks import DEADLINE, KEEP_SECONDS, MAX_ASKS, Asks, hand_on
+from actors.keypool.asks import DEADLINE, KEEP_SECONDS, Asks
+from actors.keypool.handoff import MAX_ASKS, hand_on
 from actors.messages import Ask, AttemptSpec, Token
 
 
@@ -101,11 +102,15 @@ class OneAtATime:
     def __init__(self) -> None:
         self.calls: list[list[tuple[str, int]]] = []
 
-    async def __call__(self, asks: list[Ask]) -> list[tuple[str, int, Token]]:
+    def __call__(self, asks: list[Ask]) -> asyncio.Future[list[tuple[str, int, Token]]]:
+        """The answer comes in the loop's next turn, as a grant turn's would."""
         self.calls.append([(a.task_id, a.attempt) for a in asks])
-        await asyncio.sleep(0)
         first = asks[0]
-        return [(first.task_id, first.attempt, Token("p1", f"k-{first.task_id}"))]
+        future: asyncio.Future[list[tuple[str, int, Token]]] = asyncio.get_running_loop().create_future()
+        future.get_loop().call_soon(
+            future.set_result, [(first.task_id, first.attempt, Token("p1", f"k-{first.task_id}"))]
+        )
+        return future
 
 
 def spec(task_id: str) -> AttemptSpec:
