@@ -156,6 +156,9 @@ class Fanout:
         self._pools_due = math.inf
         self._pools_every = False
         self._unblock_at = math.inf
+        # Tasks whose streams opened since the stages were last rendered again: their first
+        # render may have read pools' views older than a key event the tail did not decode.
+        self._opened: set[str] = set()
         self._signal = asyncio.Event()
 
     def current(self, task_id: str) -> Update | None:
@@ -166,6 +169,15 @@ class Fanout:
         """Read the task again as soon as possible."""
         self._changed.add(task_id)
         self._signal.set()
+
+    def opened(self, task_id: str) -> None:
+        """A stream of a task not watched before: read it at once, and render its stage again
+        once POOLS_SETTLE_SECONDS have passed. Its first render reads the pools' views the
+        replica holds (up to POOLS_FRESH_SECONDS old), and a key event that landed while no
+        stream was open on the replica was not decoded, so nothing else would render it again."""
+        self._opened.add(task_id)
+        self._pools_due = min(self._pools_due, self._clock() + POOLS_SETTLE_SECONDS)
+        self.changed(task_id)
 
     def moved(self, added: int) -> None:
         """The waiting set changed (`added` members at most went in): read positions soon."""
@@ -186,6 +198,7 @@ class Fanout:
         self._views.pop(task_id, None)
         self._updates.pop(task_id, None)
         self._changed.discard(task_id)
+        self._opened.discard(task_id)
 
     def _due_in(self) -> float | None:
         """Seconds until the next refresh is due: 0 now, None when nothing waits for one."""
@@ -218,10 +231,12 @@ class Fanout:
                 positions, added = True, self._added
                 self._moved, self._added, self._positions_at = False, 0, self._clock()
             stages: bool | None = None  # None: no stages to render again; True: every queued task's
+            opened: set[str] = set()
             if self._clock() >= self._pools_due:
                 stages, self._pools_every, self._pools_due = self._pools_every, False, math.inf
+                opened, self._opened = self._opened, set()
             try:
-                await self._refresh(changed, positions, added, stages)
+                await self._refresh(changed, positions, added, stages, opened)
                 backoff.reset()
             except (StoreUnavailableError, RedisError, OSError) as exc:
                 log.warning("watch: could not read the watched tasks", error=str(exc))
@@ -229,10 +244,13 @@ class Fanout:
                 if positions:
                     self.moved(added)
                 if stages is not None:
+                    self._opened.update(opened)
                     self.pools_changed(stages)
                 await backoff.wait()
 
-    async def _refresh(self, changed: list[str], positions: bool, added: int, stages: bool | None) -> None:
+    async def _refresh(
+        self, changed: list[str], positions: bool, added: int, stages: bool | None, opened: set[str]
+    ) -> None:
         render = self.render
         if render is None:  # streams that only learn of revocations
             return
@@ -263,7 +281,7 @@ class Fanout:
             again = [
                 (t, u.position)
                 for t, u in self._updates.items()
-                if t not in fresh and u.queued and (stages or not u.waiting)
+                if t not in fresh and u.queued and (stages or not u.waiting or t in opened)
             ]
             for task_id, rank in again:
                 if (known_view := self._views.get(task_id)) is not None:

@@ -124,7 +124,7 @@ class Hub:
             self._refresher = asyncio.create_task(self._fanout.run(self._tailing))
         stream = Stream(task_id, token_id, update=self._fanout.current(task_id))
         if stream.update is None:
-            self._fanout.changed(task_id)
+            self._fanout.opened(task_id)
         self._watchers[task_id].add(stream)
         self._by_token[token_id].add(stream)
         try:

@@ -161,3 +161,40 @@ def test_a_watch_stream_is_sent_every_stage_the_pools_move_a_task_through(
         ("running", None),
         ("succeeded", None),
     ]
+
+
+def test_a_stream_opened_just_after_a_key_event_no_stream_heard_shows_the_tasks_stage_after_it(
+    store_url: str, data_dir: str
+) -> None:
+    """The replica read the pools' views, then the only key was parked while no stream was open
+    on it (so its tail did not decode the event), then a stream of a waiting task opened: its
+    first render may use the views read before the event, but the stream is sent the blocked
+    stage soon after, with no further event."""
+    config = make_config(store_url, data_dir, pools=(("p1", 60, 10.0),))
+    task = submitted(at=time.time())
+    append_to(config, [task])
+
+    async def scenario() -> list[tuple[str, str | None]]:
+        store = RedisEventStore.from_url(config.redis.url, config.redis.namespace)
+        hub, ctx = Hub(store), Context(config)
+        steps: list[tuple[str, str | None]] = []
+        try:
+            assert all(view.serving for view in await ctx.recent_pools())
+            back = time.time() + 60
+            await store.append(
+                [KeyParked(pool="p1", key_id="p1#1", until=back, quota_id="", reason="", at=back - 60)]
+            )
+            with hub.watch(task.task_id, render=renderer(ctx)) as stream:
+                async with asyncio.timeout(10):
+                    async for message in stream_messages(stream, None):
+                        data = json.loads(message.decode().split("data: ", 1)[1].split("\n", 1)[0])
+                        steps.append((data["status"], data["stage"]))
+                        if steps[-1] == ("queued", "blocked"):
+                            break
+        finally:
+            await hub.close()
+            await store.close()
+            await ctx.store.close()
+        return steps
+
+    assert asyncio.run(scenario())[-1] == ("queued", "blocked")
