@@ -63,30 +63,6 @@ def _numbers(round_: int) -> dict[str, str]:
 _TEXTS = tuple(_numbers(r) for r in _PLACES)
 
 
-def _accepted(event: TaskSubmitted, admission: Admission, keys: Keys) -> list[tuple[Command, Command]]:
-    """The commands of `event` accepted with the default grant, each as written for the first
-    and for the second place (the same command where it does not depend on the place)."""
-    seen = Seen(admission.price, welcomed=False, last_round=NO_ROUND, current_round=FIRST_ROUND, waiting=0)
-    # The daily cap decides whether the submit passes, never what it writes: left out here.
-    events = admit(event, replace(admission, daily_cap=0), seen, _PLACES[0], 1)
-    if isinstance(events, Refusal):  # an empty queue and a covered price pass every bound
-        raise AssertionError(f"a submit that must pass was refused: {events}")
-    pairs = []
-    for accepted in events:
-        flags = GRANT_ONLY if isinstance(accepted, CreditsGranted) else ""
-        first = entry_commands(accepted, keys)
-        # Only the task's own event holds its place (`admit` gives it its order).
-        second = (
-            entry_commands(replace(accepted, order=fair_order(_PLACES[1], 1)), keys)
-            if isinstance(accepted, TaskSubmitted)
-            else first
-        )
-        for i, ((name, key, a), (_, _, b)) in enumerate(zip(first, second, strict=True)):
-            mark = SUBMITTED if i == 0 and isinstance(accepted, TaskSubmitted) else ""
-            pairs.append((Command(name, (key, *a), flags=flags + mark), Command(name, (key, *b))))
-    return pairs
-
-
 def _blanks(arg: int, a: str, b: str) -> tuple[str, list[Blank]]:
     """Argument `a` (written for the first place) without the place's numbers, and its blanks,
     rightmost first (so that filling one leaves the positions of the others); a ValueError
@@ -116,17 +92,32 @@ def _blanks(arg: int, a: str, b: str) -> tuple[str, list[Blank]]:
 
 def submit_commands(event: TaskSubmitted, admission: Admission, keys: Keys) -> list[Command]:
     """The commands that accept `event`, with blanks for its place and the grant's marked."""
+    seen = Seen(admission.price, welcomed=False, last_round=NO_ROUND, current_round=FIRST_ROUND, waiting=0)
+    # The daily cap decides whether the submit passes, never what it writes: left out here.
+    events = admit(event, replace(admission, daily_cap=0), seen, _PLACES[0], 1)
+    if isinstance(events, Refusal):  # an empty queue and a covered price pass every bound
+        raise AssertionError(f"a submit that must pass was refused: {events}")
     plan = []
-    for a, b in _accepted(event, admission, keys):
-        if a.args == b.args:
-            plan.append(a)
+    for accepted in events:
+        first = entry_commands(accepted, keys)
+        if not isinstance(accepted, TaskSubmitted):
+            flags = GRANT_ONLY if isinstance(accepted, CreditsGranted) else ""
+            plan += [Command(name, (key, *args), flags=flags) for name, key, args in first]
             continue
-        args, blanks = [], []
-        for i, (x, y) in enumerate(zip(a.args, b.args, strict=True)):
-            literal, found = _blanks(i, x, y) if x != y else (x, [])
-            args.append(literal)
-            blanks += found
-        plan.append(Command(a.name, tuple(args), tuple(blanks), a.flags))
+        # Only the task's own event holds its place (`admit` gives it its order): written for
+        # the second place too, its arguments that differ hold the place's numbers.
+        second = entry_commands(replace(accepted, order=fair_order(_PLACES[1], 1)), keys)
+        for i, ((name, key_a, a), (_, key_b, b)) in enumerate(zip(first, second, strict=True)):
+            flags = SUBMITTED if i == 0 else ""
+            if key_a == key_b and a == b:
+                plan.append(Command(name, (key_a, *a), flags=flags))
+                continue
+            args, blanks = [], []
+            for arg, (x, y) in enumerate(zip((key_a, *a), (key_b, *b), strict=True)):
+                literal, found = _blanks(arg, x, y) if x != y else (x, [])
+                args.append(literal)
+                blanks += found
+            plan.append(Command(name, tuple(args), tuple(blanks), flags))
     return plan
 
 
