@@ -16,7 +16,8 @@ first, with the 60 pressed at once, as they are behind the flood.
 A wait is from a task's submit (its acceptance into the queue) to its start, and again from when
 its user pressed (`from_press`: the time to get through the ingress counts; the 60 alone, pressed
 at once, are its yardstick). Prints, for each, the paid p50/p90 wait alone and in the flood (and
-their ratio), the free tasks' p50/p90/longest wait, each lane's ETA error at submit (|told -
+their ratio) and split by hop (`paid_hops_*`: submit to dispatch, to grant, to the call's
+start), the free tasks' p50/p90/longest wait, each lane's ETA error at submit (|told -
 waited| / max(waited, 1 s)), and, with --provider gemini, upstream's calls and 429s.
 
     python bench/flood.py --provider gemini --paid 60 --pools 3x600 --window 1 --latency 0.5
@@ -55,6 +56,7 @@ from events.catalogue import (
     TaskSubmitted,
     TaskUpstreamThrottled,
 )
+from events.key_events import KeyTokenGranted
 from serve_app.cli.burst import percentile, run_burst
 
 PAID, FREE = "paid", "free"
@@ -64,14 +66,15 @@ PAID, FREE = "paid", "free"
 class Burst:
     """One burst's figures: each lane's waits (from the submit's acceptance, and from when its
     user pressed) and ETA errors at submit, each lane's submit times (seconds after the burst's
-    first), the paid tasks' waits for a slot (`slot_waits`), and the slots taken back for the
-    paid lane so far (the whole log's)."""
+    first), the paid tasks' waits for a slot (`slot_waits`) and split by hop (`hops`), and the
+    slots taken back for the paid lane so far (the whole log's)."""
 
     waits: dict[str, list[float]]
     pressed: dict[str, list[float]]
     errors: dict[str, list[float]]
     arrivals: dict[str, list[float]]
     slot_waits: list[float]
+    hops: dict[str, list[float]]
     yielded: int
 
 
@@ -90,6 +93,33 @@ def waits_by_lane(log: list[StoredEvent], since: float) -> dict[str, list[float]
         if task_id in started:
             waits.setdefault(event.lane, []).append(started[task_id] - event.at)
     return waits
+
+
+def hops(log: list[StoredEvent], since: float, lane: str) -> dict[str, list[float]]:
+    """Each `lane` task's wait split at its first started attempt's events (their times, each
+    process's clock on this one machine): submit to dispatch (the QueueActor), dispatch to grant
+    (the hand-off to the key pool and its line), grant to the call's start (the hand-off to the
+    worker, and a place granted ahead of its freeing)."""
+    submitted: dict[str, float] = {}
+    dispatched: dict[tuple[str, int], float] = {}
+    granted: dict[tuple[str, int], float] = {}
+    split: dict[str, list[float]] = {"to_dispatch": [], "to_grant": [], "to_start": []}
+    for stored in log:
+        event = stored.event
+        if isinstance(event, TaskSubmitted) and event.at >= since and event.lane == lane:
+            submitted[event.task_id] = event.at
+        elif isinstance(event, TaskDispatched) and event.task_id in submitted:
+            dispatched[event.task_id, event.attempt] = event.at
+        elif isinstance(event, KeyTokenGranted) and (event.task_id, event.attempt) in dispatched:
+            granted[event.task_id, event.attempt] = event.at
+        elif isinstance(event, TaskStarted) and event.task_id in submitted:
+            attempt = (event.task_id, event.attempt)
+            if attempt in granted:  # its first call: the task leaves `submitted`
+                at_dispatch, at_grant = dispatched[attempt], granted[attempt]
+                split["to_dispatch"].append(at_dispatch - submitted.pop(event.task_id))
+                split["to_grant"].append(at_grant - at_dispatch)
+                split["to_start"].append(event.at - at_grant)
+    return split
 
 
 def slot_waits(log: list[StoredEvent], since: float, lane: str) -> list[float]:
@@ -193,7 +223,15 @@ def main() -> None:
                     if isinstance(s.event, TaskUpstreamThrottled) and s.event.quota == YIELDED_QUOTA
                 )
                 waits = waits_by_lane(log, since)
-                return Burst(waits, pressed, errors, arrivals, slot_waits(log, since, PAID), yielded)
+                return Burst(
+                    waits,
+                    pressed,
+                    errors,
+                    arrivals,
+                    slot_waits(log, since, PAID),
+                    hops(log, since, PAID),
+                    yielded,
+                )
 
             alone = burst(args.paid, lambda i: PAID)
             flood = args.paid * args.ratio
@@ -232,6 +270,7 @@ def main() -> None:
             shapes = {"alone": alone, "in_flood": mixed, "alone_paced": paced, "in_flood_free_first": first}
             for name, run in shapes.items():
                 figures[f"paid_slot_wait_{name}"] = summary(run.slot_waits)
+                figures[f"paid_hops_{name}"] = {hop: summary(waits) for hop, waits in run.hops.items()}
             figures["slots_taken_back"] = first.yielded  # the whole log's, at the last burst
             for name, errors in (
                 ("paid_alone", alone.errors.get(PAID, [])),
