@@ -66,14 +66,13 @@ PAID, FREE = "paid", "free"
 class Burst:
     """One burst's figures: each lane's waits (from the submit's acceptance, and from when its
     user pressed) and ETA errors at submit, each lane's submit times (seconds after the burst's
-    first), the paid tasks' waits for a slot (`slot_waits`) and split by hop (`hops`), and the
-    slots taken back for the paid lane so far (the whole log's)."""
+    first), the paid tasks' waits split by hop (`hops`; the first, to the dispatch, is the wait
+    for a slot), and the slots taken back for the paid lane so far (the whole log's)."""
 
     waits: dict[str, list[float]]
     pressed: dict[str, list[float]]
     errors: dict[str, list[float]]
     arrivals: dict[str, list[float]]
-    slot_waits: list[float]
     hops: dict[str, list[float]]
     yielded: int
 
@@ -97,9 +96,10 @@ def waits_by_lane(log: list[StoredEvent], since: float) -> dict[str, list[float]
 
 def hops(log: list[StoredEvent], since: float, lane: str) -> dict[str, list[float]]:
     """Each `lane` task's wait split at its first started attempt's events (their times, each
-    process's clock on this one machine): submit to dispatch (the QueueActor), dispatch to grant
-    (the hand-off to the key pool and its line), grant to the call's start (the hand-off to the
-    worker, and a place granted ahead of its freeing)."""
+    process's clock on this one machine): submit to dispatch (the wait for a slot, in the
+    QueueActor), dispatch to grant (the hand-off to the key pool and its line), grant to the
+    call's start (the hand-off to the worker, and a place granted ahead of its freeing). With
+    `tokens_per_round` the grant comes before its dispatch: dispatch to grant is negative."""
     submitted: dict[str, float] = {}
     dispatched: dict[tuple[str, int], float] = {}
     granted: dict[tuple[str, int], float] = {}
@@ -110,34 +110,17 @@ def hops(log: list[StoredEvent], since: float, lane: str) -> dict[str, list[floa
             submitted[event.task_id] = event.at
         elif isinstance(event, TaskDispatched) and event.task_id in submitted:
             dispatched[event.task_id, event.attempt] = event.at
-        elif isinstance(event, KeyTokenGranted) and (event.task_id, event.attempt) in dispatched:
+        elif isinstance(event, KeyTokenGranted) and event.task_id in submitted:
             granted[event.task_id, event.attempt] = event.at
-        elif isinstance(event, TaskStarted) and event.task_id in submitted:
+        elif isinstance(event, TaskStarted) and (event.task_id, event.attempt) in dispatched:
             attempt = (event.task_id, event.attempt)
-            if attempt in granted:  # its first call: the task leaves `submitted`
-                at_dispatch, at_grant = dispatched[attempt], granted[attempt]
+            if event.task_id in submitted:  # its first call: the task leaves `submitted`
+                at_dispatch = dispatched[attempt]
                 split["to_dispatch"].append(at_dispatch - submitted.pop(event.task_id))
-                split["to_grant"].append(at_grant - at_dispatch)
-                split["to_start"].append(event.at - at_grant)
+                if (at_grant := granted.get(attempt)) is not None:
+                    split["to_grant"].append(at_grant - at_dispatch)
+                    split["to_start"].append(event.at - at_grant)
     return split
-
-
-def slot_waits(log: list[StoredEvent], since: float, lane: str) -> list[float]:
-    """The share of each `lane` task's wait spent before the slot its call started in: from its
-    submit to the dispatch of the attempt whose `task.started` came first (the rest of the wait
-    is for a token)."""
-    submitted: dict[str, float] = {}
-    dispatched: dict[str, float] = {}
-    waits: list[float] = []
-    for stored in log:
-        event = stored.event
-        if isinstance(event, TaskSubmitted) and event.at >= since and event.lane == lane:
-            submitted[event.task_id] = event.at
-        elif isinstance(event, TaskDispatched) and event.task_id in submitted:
-            dispatched[event.task_id] = event.at
-        elif isinstance(event, TaskStarted) and event.task_id in dispatched:
-            waits.append(dispatched.pop(event.task_id) - submitted.pop(event.task_id))
-    return waits
 
 
 def summary(waits: list[float]) -> dict[str, float]:
@@ -228,7 +211,6 @@ def main() -> None:
                     pressed,
                     errors,
                     arrivals,
-                    slot_waits(log, since, PAID),
                     hops(log, since, PAID),
                     yielded,
                 )
@@ -269,7 +251,6 @@ def main() -> None:
                 figures[f"paid_from_press_p90_ratio{name}"] = round(b / a, 3) if a else None
             shapes = {"alone": alone, "in_flood": mixed, "alone_paced": paced, "in_flood_free_first": first}
             for name, run in shapes.items():
-                figures[f"paid_slot_wait_{name}"] = summary(run.slot_waits)
                 figures[f"paid_hops_{name}"] = {hop: summary(waits) for hop, waits in run.hops.items()}
             figures["slots_taken_back"] = first.yielded  # the whole log's, at the last burst
             for name, errors in (
