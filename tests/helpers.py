@@ -82,10 +82,14 @@ def make_config(
     per_user_waiting: int = 100_000,
     lanes: tuple[LaneConfig, ...] = (),
     gather_ms: float = QueueConfig().gather_ms,
+    render: bool = False,
 ) -> Config:
     """A fast config on a fresh namespace: offline provider, short windows.
 
-    Tokens, credits and the per-user caps are off unless asked for."""
+    The offline provider answers every call with its stock PNG unless `render` (a 1K portrait
+    rendered with Pillow costs a worker about 60 ms of CPU, which a test would otherwise spend
+    on Pillow rather than on genqueue). Tokens, credits and the per-user caps are off unless
+    asked for."""
     base = Config()
     return replace(
         base,
@@ -101,7 +105,8 @@ def make_config(
             max_waiting=max(per_user_waiting, 100_000),
             gather_ms=gather_ms,
         ),
-        provider=provider or ProviderConfig(name="offline", latency_seconds=latency, latency_jitter=jitter),
+        provider=provider
+        or ProviderConfig(name="offline", latency_seconds=latency, latency_jitter=jitter, render=render),
         pools=pool_configs
         or tuple(
             PoolConfig(name=n, rpm=rpm, keys=(Secret(f"k-{n}"),), window_seconds=w) for n, rpm, w in pools

@@ -109,7 +109,9 @@ def live(
         store_url,
         str(tmp_path_factory.mktemp("ts-client")),
         slots=4,
-        latency=0.15,
+        # Calls outlast the submits of a backlog (`python_client_cases.backlog`): 8 fillers on
+        # 4 slots take two 0.3 s waves, so the task submitted after them still waits.
+        latency=0.3,
         pools=(("project-a", 150, 2.0), ("project-b", 150, 2.0)),
         port=free_port(),
         auth=True,

@@ -33,6 +33,7 @@ def live(ray_session: None, store_url: str, tmp_path_factory: pytest.TempPathFac
         jitter=0.1,
         pools=(("p1", 600, 1.0), ("p2", 600, 1.0)),
         port=free_port(),
+        render=True,  # the portraits are rendered: the burst's images are checked
     )
     with running(config, dashboard=False) as r:
         yield r
