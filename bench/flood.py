@@ -18,7 +18,9 @@ its user pressed (`from_press`: the time to get through the ingress counts; the 
 at once, are its yardstick). Prints, for each, the paid p50/p90 wait alone and in the flood (and
 their ratio) and split by hop (`paid_hops_*`: submit to dispatch, to grant, to the call's
 start), the free tasks' p50/p90/longest wait, each lane's ETA error at submit (|told -
-waited| / max(waited, 1 s)), and, with --provider gemini, upstream's calls and 429s.
+waited| / max(waited, 1 s)), and, with --provider gemini, upstream's calls and 429s. The offline
+provider answers with its stock PNG unless --render (upstream draws on its own machines: Pillow
+drawing the free tasks' images on the same cores took the CPU the hand-offs need).
 
     python bench/flood.py --provider gemini --paid 60 --pools 3x600 --window 1 --latency 0.5
 """
@@ -143,6 +145,12 @@ def main() -> None:
     p.add_argument("--pools", default="3x600", help="COUNTxRPM")
     p.add_argument("--window", type=float, default=1.0)
     p.add_argument("--provider", default="offline", choices=["offline", "gemini"])
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="offline provider: render each image with Pillow (default: a stock PNG, so that the "
+        "waits are genqueue's and not Pillow's on the same cores)",
+    )
     add_client_nice(p, "the burst clients")
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args()
@@ -162,6 +170,7 @@ def main() -> None:
             expected_call_seconds=args.latency,
             image_size="512",
             timeout_seconds=30,
+            render=args.render,
         )
         config = bench_config(pools, args.slots, provider)
         lanes = (LaneConfig(PAID, args.paid_weight, args.paid_reserved), LaneConfig(FREE, 1.0, default=True))
