@@ -41,6 +41,7 @@ from actors.planner import PoolPlan, arrivals, simulate
 from bench.common import (
     EMULATOR_NICE,
     add_client_nice,
+    add_render,
     bench_config,
     bench_pools,
     emulator_process,
@@ -202,12 +203,7 @@ def main() -> None:
     p.add_argument("--window", type=float, default=1.0, help="rolling window, seconds")
     p.add_argument("--kind", default="photography", choices=["photography", "fitting", "mixed"])
     p.add_argument("--image-size", default="1K", choices=["512", "1K", "2K"])
-    p.add_argument(
-        "--render",
-        action="store_true",
-        help="offline provider: render each image with Pillow (default: a stock PNG, so that the "
-        "figures are genqueue's and not Pillow's on the same cores)",
-    )
+    add_render(p)
     p.add_argument("--url", help="burst at a running instance instead of starting one")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.add_argument("--provider", default="offline", choices=["offline", "gemini"])

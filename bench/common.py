@@ -38,6 +38,17 @@ def add_client_nice(p: argparse.ArgumentParser, clients: str = "the load clients
     )
 
 
+def add_render(p: argparse.ArgumentParser) -> None:
+    """The `--render` option: the offline provider draws each image with Pillow (default: its
+    stock PNG, as upstream draws on its own machines, not on the cores being measured)."""
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="offline provider: render each image with Pillow (default: a stock PNG, so that the "
+        "figures are genqueue's and not Pillow's on the same cores)",
+    )
+
+
 def lower_priority(nice: int) -> None:
     """This process (and what it starts from now on) `nice` steps lower, if any."""
     if nice:

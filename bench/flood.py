@@ -42,6 +42,7 @@ from actors.config import LaneConfig, ProviderConfig
 from bench.burst import read_log
 from bench.common import (
     add_client_nice,
+    add_render,
     bench_config,
     bench_pools,
     emulator_process,
@@ -145,12 +146,7 @@ def main() -> None:
     p.add_argument("--pools", default="3x600", help="COUNTxRPM")
     p.add_argument("--window", type=float, default=1.0)
     p.add_argument("--provider", default="offline", choices=["offline", "gemini"])
-    p.add_argument(
-        "--render",
-        action="store_true",
-        help="offline provider: render each image with Pillow (default: a stock PNG, so that the "
-        "waits are genqueue's and not Pillow's on the same cores)",
-    )
+    add_render(p)
     add_client_nice(p, "the burst clients")
     p.add_argument("--json", action="store_true", help="print JSON only")
     args = p.parse_args()
@@ -215,14 +211,7 @@ def main() -> None:
                     if isinstance(s.event, TaskUpstreamThrottled) and s.event.quota == YIELDED_QUOTA
                 )
                 waits = waits_by_lane(log, since)
-                return Burst(
-                    waits,
-                    pressed,
-                    errors,
-                    arrivals,
-                    hops(log, since, PAID),
-                    yielded,
-                )
+                return Burst(waits, pressed, errors, arrivals, hops(log, since, PAID), yielded)
 
             alone = burst(args.paid, lambda i: PAID)
             flood = args.paid * args.ratio
