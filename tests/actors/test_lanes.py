@@ -31,10 +31,14 @@ def started_order(log: list[StoredEvent], ids: list[str]) -> list[str]:
 
 def test_paid_tasks_behind_a_free_flood_start_before_it(make_cluster: Callable[..., Cluster]) -> None:
     """4 slots, 8 calls a second; 40 free tasks of 40 users, then 4 paid ones (weight 9 to 1).
-    The free tasks given slots before the paid ones came may start first. Of the others,
-    without lanes about 36 would start before the last paid task; with them at most 4 do (a
-    slot given just before the queue read the paid tasks, and the free lane's share of the
-    calls meanwhile, 1 in 10). Every task succeeds, and the events carry the lanes."""
+    Without lanes about 36 free tasks would be given a slot between the paid ones' submit and
+    the last paid one's slot; with them at most 4 + 3 are: the slots of one round the queue
+    decided before it read the paid tasks (it may have read the ends that freed them a moment
+    before the paid ones were appended), then while paid tasks wait, the one slot the free lane
+    holds by its weight (it gets a slot whenever it holds none), turning over at most once a
+    paid slot. Counted by slots given, in log order: tasks granted tokens together start at the
+    same moment, in whichever order their workers write it. Every task succeeds, and the
+    events carry the lanes."""
     cluster = make_cluster(slots=4, workers=2, latency=0.2, pools=(("p1", 480, 1.0),), lanes=LANES)
     free = cluster.submit(40, user="f*", lane="free")
     eventually(lambda: cluster.succeeded() >= 1, timeout=60, what="a first free task")
@@ -44,12 +48,16 @@ def test_paid_tasks_behind_a_free_flood_start_before_it(make_cluster: Callable[.
     order = started_order(log, [*free, *paid])
     assert len(order) == 44 and cluster.succeeded() == 44
     came = min(i for i, s in enumerate(log) if isinstance(s.event, TaskSubmitted) and s.event.task_id in paid)
-    later = {s.event.task_id for s in log[came:] if isinstance(s.event, TaskDispatched)} & set(free)
-    last_paid = max(order.index(t) for t in paid)
-    ahead = [t for t in order[:last_paid] if t in later]
-    print(f"free tasks given a slot after the paid came: {len(later)}; before the last paid: {len(ahead)}")
+    given = [(i, s.event) for i, s in enumerate(log) if isinstance(s.event, TaskDispatched)]
+    first_paid = min(i for i, e in given if e.task_id in paid)
+    last_paid = max(i for i, e in given if e.task_id in paid)
+    later = {e.task_id for i, e in given if i > came} & set(free)
+    raced = [e.task_id for i, e in given if came < i < first_paid and e.task_id in later]
+    beside = [e.task_id for i, e in given if first_paid < i < last_paid and e.task_id in later]
+    print(f"free tasks given a slot after the paid came: {len(later)}; before the first paid: {len(raced)}")
+    print(f"free tasks given a slot between the first and the last paid: {len(beside)}")
     assert len(later) >= 30  # the flood was still there when the paid tasks came
-    assert len(ahead) <= 4
+    assert len(raced) <= 4 and len(beside) <= 3
     # A slot taken back from a free holder waiting for its token (for the paid tasks) made no
     # call: that attempt has no task.started, and the task went back to its place.
     yielded = {
