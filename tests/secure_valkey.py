@@ -80,23 +80,34 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 @contextlib.contextmanager
-def _tls_front(listen: int, target: int, cert: str, key: str) -> Iterator[None]:
-    """Terminate TLS on `listen` and forward the plain bytes to `target`, in a thread."""
+def _tls_front(target: int, cert: str, key: str) -> Iterator[int]:
+    """Terminate TLS on a port of its own (the kernel's pick, bound as the server starts, so no
+    other process can take it first) and forward the plain bytes to `target`, in a thread;
+    yields that port. Raises if the server did not start."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
+    started: list[asyncio.Server] = []
+    failed: list[BaseException] = []
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", target)
         await asyncio.gather(_pump(client_r, server_w), _pump(server_r, client_w))
 
     async def serve() -> asyncio.Server:
-        return await asyncio.start_server(handle, "127.0.0.1", listen, ssl=context)
+        return await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(serve())
+        try:
+            server = loop.run_until_complete(serve())
+        except BaseException as exc:
+            failed.append(exc)
+            ready.set()
+            loop.close()
+            return
+        started.append(server)
         ready.set()
         loop.run_forever()
         server.close()
@@ -109,9 +120,10 @@ def _tls_front(listen: int, target: int, cert: str, key: str) -> Iterator[None]:
 
     thread = threading.Thread(target=run, daemon=True, name="tls-front")
     thread.start()
-    ready.wait(10)
+    if not ready.wait(10) or not started:
+        raise RuntimeError(f"the TLS front did not start: {failed[0] if failed else 'no answer in 10 s'}")
     try:
-        yield
+        yield int(started[0].sockets[0].getsockname()[1])
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -125,7 +137,7 @@ def secure_valkey(directory: Path) -> Iterator[SecureValkey]:
     if shutil.which("openssl") is None:
         raise RuntimeError("openssl is needed to make the test certificate")
     directory.mkdir(parents=True, exist_ok=True)
-    port, tls_port = free_port(), free_port()
+    port = free_port()
     conf = directory / "valkey.conf"
     conf.write_text(
         "\n".join(
@@ -155,7 +167,7 @@ def secure_valkey(directory: Path) -> Iterator[SecureValkey]:
     try:
         eventually(answers, timeout=20, what="the secured valkey answers")
         cert, key = _certificate(directory)
-        with _tls_front(tls_port, port, cert, key):
+        with _tls_front(port, cert, key) as tls_port:
             yield SecureValkey(port=port, tls_port=tls_port, ca_file=cert)
     finally:
         admin.close()
