@@ -22,6 +22,9 @@ def ray_namespace(config: Config) -> str:
 QUEUE_NAME = "queue"
 KEYPOOL_NAME = "keypool"
 JANITOR_NAME = "janitor"
+# Long enough for a QueueActor to recover a large log from its snapshot; an actor that cannot
+# reach the store waits for it, and a start would otherwise wait with it, saying nothing.
+START_TIMEOUT_SECONDS = 300.0
 
 
 def worker_name(index: int) -> str:
@@ -43,8 +46,9 @@ def _singleton(cls: type, name: str, config: Config, **options: Any) -> Any:
     )
 
 
-def start(config: Config) -> dict[str, Any]:
-    """Find or create the KeyPoolActor, the workers and the QueueActor; returns their handles."""
+def start(config: Config, timeout: float = START_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """Find or create the KeyPoolActor, the workers and the QueueActor; returns their handles.
+    TimeoutError, naming the actors, when any has not answered within `timeout` seconds."""
     on_head = _placement(config.queue.singleton_resources)
     keypool = _singleton(
         KeyPool, KEYPOOL_NAME, config, max_task_retries=-1, max_concurrency=10_000, **on_head
@@ -60,14 +64,21 @@ def start(config: Config) -> dict[str, Any]:
         config, workers, keypool=keypool
     )
     janitor = _singleton(Janitor, JANITOR_NAME, config, **on_head).remote(config)
-    ray.get(
-        [
-            queue.ping.remote(),
-            keypool.status.remote(),
-            janitor.ping.remote(),
-            *[w.ping.remote() for w in workers],
-        ]
-    )
+    answers = {
+        "the QueueActor": queue.ping.remote(),
+        "the KeyPoolActor": keypool.status.remote(),
+        "the janitor": janitor.ping.remote(),
+        **{f"worker {i}": w.ping.remote() for i, w in enumerate(workers)},
+    }
+    _, waiting = ray.wait(list(answers.values()), num_returns=len(answers), timeout=timeout)
+    if waiting:
+        silent = [name for name, ref in answers.items() if ref in waiting]
+        raise TimeoutError(
+            f"{', '.join(silent)} did not answer within {timeout:.0f} s: an actor starting waits for "
+            "the event store ([redis] url), so check that every Ray node can reach it; the actors' "
+            "own logs say more (ray logs)"
+        )
+    ray.get(list(answers.values()))  # an actor that failed to start raises here
     return {"queue": queue, "keypool": keypool, "janitor": janitor, "workers": workers}
 
 

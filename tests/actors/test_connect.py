@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import ray
 
 from actors import factory
 from serve_app.runtime import resolve
+from tests.conftest import free_port
 from tests.helpers import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,9 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SECOND_START = """
 import json, sys
 from dataclasses import replace
+import pytest
 import ray
 from actors import factory
 from serve_app.runtime import resolve
+from tests.conftest import free_port
 from tests.helpers import make_config
 args = json.loads(sys.argv[1])
 base = make_config(args["url"], args["data_dir"], workers=2)
@@ -63,3 +67,21 @@ def test_a_second_start_on_the_cluster_finds_the_running_singletons(
         assert sorted(mine) == sorted(["queue", "keypool", "janitor", "worker-0", "worker-1"])
     finally:
         factory.stop(config)
+
+
+def test_a_start_against_a_store_nobody_answers_says_which_actors_wait(
+    ray_session: None, data_dir: str
+) -> None:
+    """Actors that cannot reach the store wait for it; the start gives up after its timeout with
+    a TimeoutError naming them and the setting to check, and shows no password."""
+    closed = free_port()  # nothing listens here
+    config = resolve(make_config(f"redis://:s3cret-pass@127.0.0.1:{closed}/0", data_dir, workers=1))
+    try:
+        with pytest.raises(TimeoutError) as raised:
+            factory.start(config, timeout=3)
+    finally:
+        factory.stop(config)
+    message = str(raised.value)
+    print(message)
+    assert "the QueueActor" in message and "[redis] url" in message and "within 3 s" in message
+    assert "s3cret" not in message
