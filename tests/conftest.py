@@ -94,10 +94,17 @@ def data_dir(tmp_path: Path) -> str:
 
 
 def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1, outside the range outgoing connections take."""
+    """A TCP port free right now on 127.0.0.1, outside the range outgoing connections take, and
+    in this test worker's own share of that range: a port one worker picks and binds a moment
+    later is never the pick of the other (`make test` runs two)."""
+    from serve_app.ports import PICK_RANGE
     from serve_app.ports import free_port as pick
 
-    return pick("127.0.0.1")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    index = int(worker[2:]) % count if worker[2:].isdigit() else 0
+    share = len(PICK_RANGE) // count
+    return pick("127.0.0.1", range(PICK_RANGE.start + index * share, PICK_RANGE.start + (index + 1) * share))
 
 
 # Modules that take longest (seconds on 2 cores, two at a time). `make test` hands modules to
