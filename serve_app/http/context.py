@@ -46,6 +46,7 @@ class Context:
         self._hub: Hub | None = None
         self._pools: tuple[float, list[PoolView]] = (-math.inf, [])
         self._pools_read: asyncio.Future[list[PoolView]] | None = None
+        self._pools_began = -math.inf  # when the read in `_pools_read` began (monotonic)
         # The priority lanes positions are read among (None without `[[lanes]]`), and their
         # weights for the ETA: fixed with the config, so made once.
         self.lanes = Lanes.of(lane_weights(config), config.queue.slots)
@@ -71,9 +72,18 @@ class Context:
     async def recent_pools(self) -> list[PoolView]:
         """The pools' views, read at most every POOLS_FRESH_SECONDS: a burst of submits shares
         one read for its ETAs (and one read in flight) instead of two round trips each."""
-        if time.monotonic() - self._pools[0] <= POOLS_FRESH_SECONDS:
+        now = time.monotonic()
+        if now - self._pools[0] <= POOLS_FRESH_SECONDS:
             return self._pools[1]
-        if self._pools_read is None or self._pools_read.done():
+        # A read still on its way is joined only if it began as recently as a cached read may
+        # have: one begun earlier (a slow round trip on a loaded machine) may predate an event
+        # that whoever asks now has heard of, and would hand it the views from before.
+        if (
+            self._pools_read is None
+            or self._pools_read.done()
+            or now - self._pools_began > POOLS_FRESH_SECONDS
+        ):
+            self._pools_began = now
             self._pools_read = asyncio.ensure_future(self._read_pools())
         # Shielded: a caller that goes away does not cancel the read the others wait on.
         return await asyncio.shield(self._pools_read)
@@ -83,7 +93,8 @@ class Context:
         # read after an event that landed while they were on their way.
         began = time.monotonic()
         views = await read_pools(self.store, self.config)
-        self._pools = (began, views)
+        if began > self._pools[0]:  # a read begun later may have come back first
+            self._pools = (began, views)
         return views
 
     async def warm(self) -> None:
