@@ -45,8 +45,8 @@ class Context:
         self._store: RedisEventStore | None = None
         self._hub: Hub | None = None
         self._pools: tuple[float, list[PoolView]] = (-math.inf, [])
-        self._pools_read: asyncio.Future[list[PoolView]] | None = None
-        self._pools_began = -math.inf  # when the read in `_pools_read` began (monotonic)
+        # The read on its way, if any, and when it began (monotonic).
+        self._pools_read: tuple[float, asyncio.Future[list[PoolView]]] | None = None
         # The priority lanes positions are read among (None without `[[lanes]]`), and their
         # weights for the ETA: fixed with the config, so made once.
         self.lanes = Lanes.of(lane_weights(config), config.queue.slots)
@@ -80,18 +80,16 @@ class Context:
         # that whoever asks now has heard of, and would hand it the views from before.
         if (
             self._pools_read is None
-            or self._pools_read.done()
-            or now - self._pools_began > POOLS_FRESH_SECONDS
+            or self._pools_read[1].done()
+            or now - self._pools_read[0] > POOLS_FRESH_SECONDS
         ):
-            self._pools_began = now
-            self._pools_read = asyncio.ensure_future(self._read_pools())
+            self._pools_read = (now, asyncio.ensure_future(self._read_pools(now)))
         # Shielded: a caller that goes away does not cancel the read the others wait on.
-        return await asyncio.shield(self._pools_read)
+        return await asyncio.shield(self._pools_read[1])
 
-    async def _read_pools(self) -> list[PoolView]:
+    async def _read_pools(self, began: float) -> list[PoolView]:
         # Dated from when the read began: views that came back late must not pass for views
         # read after an event that landed while they were on their way.
-        began = time.monotonic()
         views = await read_pools(self.store, self.config)
         if began > self._pools[0]:  # a read begun later may have come back first
             self._pools = (began, views)

@@ -21,8 +21,15 @@ def test_a_read_begun_too_long_ago_is_not_joined_and_a_late_old_read_does_not_ov
     """A read of the pools' views is still on its way (a slow round trip) when, more than
     POOLS_FRESH_SECONDS after it began, someone asks: they get a read begun after their ask,
     not the old one; and when the old read comes back last, the cache keeps the newer views."""
-    clock = SimpleNamespace(now=1000.0)
-    monkeypatch.setattr(context_module, "time", SimpleNamespace(monotonic=lambda: clock.now, time=time.time))
+    clock = SimpleNamespace(now=1000.0, reads=0, read=asyncio.Event())
+
+    def monotonic() -> float:
+        """The test's clock; each ask reads it once, as it decides to join a read or begin one."""
+        clock.reads += 1
+        clock.read.set()
+        return float(clock.now)
+
+    monkeypatch.setattr(context_module, "time", SimpleNamespace(monotonic=monotonic, time=time.time))
     replies: list[asyncio.Future[list[Any]]] = []
     began: list[asyncio.Event] = []  # set as each read begins
 
@@ -43,8 +50,9 @@ def test_a_read_begun_too_long_ago_is_not_joined_and_a_late_old_read_does_not_ov
         first = asyncio.ensure_future(ctx.recent_pools())  # begins read 1 at t
         await begun(1)
         clock.now += POOLS_FRESH_SECONDS / 2
+        clock.read.clear()
         joined = asyncio.ensure_future(ctx.recent_pools())  # read 1 is recent enough: joined
-        await asyncio.sleep(0)
+        await asyncio.wait_for(clock.read.wait(), 5)  # it has asked before the clock moves on
         clock.now += POOLS_FRESH_SECONDS  # read 1 began 1.5 x the bound ago
         later = asyncio.ensure_future(ctx.recent_pools())
         await begun(2)  # a second read began for the later ask
@@ -57,4 +65,4 @@ def test_a_read_begun_too_long_ago_is_not_joined_and_a_late_old_read_does_not_ov
         return old, cached, await later, len(replies)
 
     old, cached, later, reads = asyncio.run(scenario())
-    assert old == ["old"] and later == ["new"] and cached == ["new"] and reads == 2
+    assert old == ["old"] and later == ["new"] and cached == ["new"] and reads == 2 and clock.reads == 4
