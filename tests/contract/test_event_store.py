@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from events.admission import FIRST_ROUND, NO_ROUND, place_round
 from events.catalogue import (
     KeyTokenGranted,
+    SnapshotTaken,
     TaskDispatched,
     TaskLateOutcomeIgnored,
     TaskStarted,
@@ -84,6 +85,42 @@ def test_append_returns_increasing_ids_and_reads_back_in_order(run: Callable[[Bo
         assert await store.last_id() == all_ids[-1]
 
     run(body)
+
+
+def test_snapshots_keep_the_newest_whole_and_nothing_past_them(run: Callable[[Body], None]) -> None:
+    """An actor's snapshots come back newest first, each whole however it was sent (one string or
+    in parts), two covering the same id both kept, the oldest past `keep` gone; a Redis store
+    keeps no other snapshot key behind (each is a key of its own, its list holds their keys),
+    and still reads a document an earlier version stored in the list itself."""
+
+    async def body(store: EventStore) -> None:
+        parts = [f'{{"n":{i},"pad":"' + "x" * 50_000 + '"}' for i in range(5)]
+        await store.save_snapshot("queue", "1-1", parts[0])
+        await store.save_snapshot("queue", "1-2", [parts[1][:7], parts[1][7:30_000], parts[1][30_000:]])
+        await store.save_snapshot("queue", "1-2", parts[2])
+        assert await store.load_snapshots("queue") == [parts[2], parts[1], parts[0]]
+        await store.save_snapshot("queue", "1-3", [parts[3]], keep=3)
+        await store.save_snapshot("keypool", "1-3", "{}")
+        assert await store.load_snapshots("queue") == [parts[3], parts[2], parts[1]]
+        taken = [s.event for s in await store.read() if isinstance(s.event, SnapshotTaken)]
+        last_two = [(e.actor, e.covers, e.bytes) for e in taken][-2:]
+        assert last_two == [("queue", "1-3", len(parts[3])), ("keypool", "1-3", 2)]
+        if not isinstance(store, RedisEventStore):
+            return
+        key = store.keys.snapshots("queue")
+        assert sorted(await kept(store, key)) == sorted(await store._r.lrange(key, 0, -1))
+        await store._r.rpush(key, parts[4])  # as an earlier version kept one: the document itself
+        assert await store.load_snapshots("queue") == [parts[3], parts[2], parts[1], parts[4]]
+        await store.save_snapshot("queue", "1-4", parts[0], keep=2)
+        assert await store.load_snapshots("queue") == [parts[0], parts[3]]
+        assert len(await kept(store, key)) == 2
+
+    run(body)
+
+
+async def kept(store: RedisEventStore, key: str) -> list[str]:
+    """The keys under an actor's snapshot list's name (SCAN: KEYS is not an ACL user's)."""
+    return [k async for k in store._r.scan_iter(match=f"{key}:*")]
 
 
 def test_tail_waits_for_the_next_event(run: Callable[[Body], None]) -> None:
