@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import time
@@ -83,11 +84,12 @@ async def newest_snapshot(
 
     `load` raises one of UNREADABLE for a document it cannot use; that one is skipped.
     """
-    for document in await store.load_snapshots(actor):
-        try:
-            return load(parse_document(document))
-        except UNREADABLE as exc:
-            log.warning("snapshot skipped", actor=actor, error=str(exc)[:200])
+    async with contextlib.aclosing(store.snapshot_documents(actor)) as documents:
+        async for document in documents:
+            try:
+                return load(parse_document(document))
+            except UNREADABLE as exc:
+                log.warning("snapshot skipped", actor=actor, error=str(exc)[:200])
     return None
 
 

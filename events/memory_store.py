@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from events import lane_reads
@@ -305,6 +305,11 @@ class MemoryEventStore:
     async def load_snapshots(self, actor: str) -> list[str]:
         """Newest first."""
         return list(self._lists.get(self.keys.snapshots(actor), []))
+
+    async def snapshot_documents(self, actor: str) -> AsyncGenerator[str, None]:
+        """Newest first, one at a time."""
+        for document in list(self._lists.get(self.keys.snapshots(actor), [])):
+            yield document
 
     async def histograms(self, names: Sequence[str]) -> dict[str, dict[str, float]]:
         """Each histogram hash as numbers."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -302,18 +302,29 @@ class RedisEventStore(ReadModels):
             raise StoreUnavailableError(str(exc)) from exc
 
     async def load_snapshots(self, actor: str) -> list[str]:
-        """The actor's snapshots, newest first: each entry of its list is the key of one (a
-        document stored whole by an earlier version is taken as it is); one whose key is gone
-        is left out."""
+        """The actor's snapshots, newest first (`snapshot_documents`, every one read)."""
+        return [document async for document in self.snapshot_documents(actor)]
+
+    async def snapshot_documents(self, actor: str) -> AsyncGenerator[str, None]:
+        """The actor's snapshots, newest first, each read only when the one before it was not
+        enough (a restart reads one of tens of megabytes, not all it keeps). Each entry of the
+        actor's list is the key of one (a document stored whole by an earlier version is taken
+        as it is); one whose key is gone is left out."""
         key = self.keys.snapshots(actor)
         try:
             entries: list[str] = await self._r.lrange(key, 0, -1)
-            named = [e for e in entries if e.startswith(f"{key}:")]
-            found = dict(zip(named, await self._r.mget(named) if named else [], strict=True))
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
-        docs = [found.get(e) if e in found else e for e in entries]
-        return [d for d in docs if d is not None]
+        for entry in entries:
+            if not entry.startswith(f"{key}:"):
+                yield entry
+                continue
+            try:
+                document: str | None = await self._r.get(entry)
+            except UNAVAILABLE as exc:
+                raise StoreUnavailableError(str(exc)) from exc
+            if document is not None:
+                yield document
 
     async def load_scripts(self) -> None:
         """SCRIPT LOAD of the submit's and the append's scripts, so that the first calls of a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -157,6 +157,10 @@ class EventStore(Protocol):
 
     async def load_snapshots(self, actor: str) -> list[str]:
         """An actor's stored snapshots, newest first."""
+        ...
+
+    def snapshot_documents(self, actor: str) -> AsyncGenerator[str, None]:
+        """An actor's stored snapshots, newest first, each read when the iteration reaches it."""
         ...
 
     async def histograms(self, names: Sequence[str]) -> dict[str, dict[str, float]]:

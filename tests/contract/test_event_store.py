@@ -114,6 +114,11 @@ def test_snapshots_keep_the_newest_whole_and_nothing_past_them(run: Callable[[Bo
         await store.save_snapshot("queue", "1-4", parts[0], keep=2)
         assert await store.load_snapshots("queue") == [parts[0], parts[3]]
         assert len(await kept(store, key)) == 2
+        # Each is read when the reader gets to it: one dropped meanwhile is left out, unread.
+        documents = store.snapshot_documents("queue")
+        assert await anext(documents) == parts[0]
+        await store._r.delete((await store._r.lrange(key, 0, -1))[1])
+        assert [d async for d in documents] == []
 
     run(body)
 
