@@ -29,10 +29,11 @@ from events.store import NO_BOUNDS, Expect, SubmitReceipt
 
 # KEYS: an actor's snapshot list, the key of the snapshot just written; ARGV: how many to keep.
 # Each snapshot is a string of its own, the list holds their keys, newest first: putting one in
-# place is a RENAME of the key its parts were written to (O(1)), where copying a document into
-# the list held the server for the whole copy (0.2-0.3 s at 100,000 waiting tasks, every other
-# client waiting). Keys past the newest `keep` are dropped (UNLINK); an entry that is not such
-# a key (a document stored whole by an earlier version) is only trimmed.
+# place is a RENAME of the key its parts were written to (O(1)), where the script that copied a
+# document into the list held the server for the whole copy (130 ms at 100,000 waiting tasks,
+# `bench/snapshot_stall.py`; every other client waits). Keys past the newest `keep` are dropped
+# (UNLINK); an entry that is not such a key (a document stored whole by an earlier version) is
+# only trimmed.
 _KEEP_NEWEST = """
 redis.call('LPUSH', KEYS[1], KEYS[2])
 local prefix = KEYS[1] .. ':'
