@@ -21,6 +21,7 @@ what reading a nested array cost).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ import orjson
 
 from events.catalogue import Event
 from events.keys import Keys
+from events.ops_models import STATUSES
 from events.projection import view_guarded
 from events.redis_commands import STREAM_ID, entry_commands
 from events.store import Expect
@@ -110,6 +112,15 @@ return out
 )
 
 
+_STATUS_MOVES = frozenset(("ZREM", "ZADD"))
+
+
+@functools.cache
+def _status_lists(keys: Keys) -> frozenset[str]:
+    """The keys of the lists of tasks by status."""
+    return frozenset(keys.status_tasks(status) for status in STATUSES)
+
+
 @dataclass(slots=True)
 class Batch:
     """The KEYS and the argument of one call of APPEND_SCRIPT."""
@@ -137,9 +148,19 @@ class Batch:
         count = len(items)
         items.append("0")
         commands = 0
+        # A task the group's guard holds to a status is in that status's list and no other: its
+        # status change leaves that list only, not each of the others (`index_ops`), and the
+        # group's next change of it leaves the list the one before put it in.
+        held = {task_id: keys.status_tasks(want.status) for task_id, want in (expect or {}).items()}
         for event in events:
             guard = view_guarded(event, keys)
+            now_in = held.get(getattr(event, "task_id", ""))
             for name, key, values in entry_commands(event, keys):
+                if now_in is not None and name in _STATUS_MOVES and key in _status_lists(keys):
+                    if name == "ZADD":
+                        held[values[1]] = key
+                    elif key != now_in:
+                        continue
                 if guard is not None and key in guard[1]:
                     items += (str(len(values) + 4), "?", self.key(guard[0]), name, self.key(key))
                 else:

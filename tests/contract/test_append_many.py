@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -13,11 +14,16 @@ from events.catalogue import (
     CreditsCharged,
     Event,
     TaskAttemptFailed,
+    TaskCancelled,
     TaskDispatched,
+    TaskFailed,
     TaskLateOutcomeIgnored,
+    TaskRetryScheduled,
     TaskStarted,
     TaskSucceeded,
 )
+from events.ops_models import STATUSES
+from events.redis_append import Batch
 from events.redis_store import RedisEventStore
 from events.store import EventStore, Expect
 from tests.contract.test_event_store import Body
@@ -122,6 +128,56 @@ def test_a_batch_writes_exactly_what_the_same_appends_one_by_one_write(store_url
             assert left[key] == right[key], key
         await single.close()
         await batched.close()
+
+    asyncio.run(main())
+
+
+def _retried_then_failed_and_cancelled() -> tuple[list[Group], list[str]]:
+    """A task failed, retried and failed for good (two status changes in one guarded group), and
+    one cancelled with no guard; their ids."""
+    a, b = submitted(user="r1", at=1.0), submitted(user="r2", at=1.0)
+    t = a.task_id
+    dispatch = [TaskDispatched(task_id=t, attempt=n, worker=0, lease_deadline=99, at=2.0) for n in (1, 2)]
+    failed = TaskAttemptFailed(task_id=t, attempt=1, error="e", retryable=True, code=500, at=3.0)
+    retry = TaskRetryScheduled(task_id=t, attempt=1, not_before=3.5, order=1.0, at=3.0)
+    groups: list[Group] = [
+        ([a, b], None),
+        ([dispatch[0]], {t: Expect("queued", 0)}),
+        ([failed, retry], {t: Expect("running", 1)}),
+        ([dispatch[1]], {t: Expect("queued", 1)}),
+        ([TaskFailed(task_id=t, attempt=2, error="e", at=4.0)], {t: Expect("running", 2)}),
+        ([TaskCancelled(task_id=b.task_id, reason="r", at=4.0)], None),
+    ]
+    return groups, [t, b.task_id]
+
+
+def test_a_guarded_status_change_leaves_only_the_list_its_guard_names(store_url: str) -> None:
+    """A task's guard says which status list it is in, so its status change leaves that list
+    only (one ZREM, not one for each other status); after guarded and unguarded changes, two in
+    one group included, every task is in exactly the list of its view's status."""
+    store = RedisEventStore.from_url(store_url, f"s{uuid.uuid4().hex[:8]}")
+    keys = store.keys
+    lists = {keys.status_tasks(s) for s in STATUSES}
+    t = "0" * 32
+    dispatch = TaskDispatched(task_id=t, attempt=1, worker=0, lease_deadline=99, at=2.0)
+    for expect, leaves in (({t: Expect("queued", 0)}, 1), (None, len(STATUSES) - 1)):
+        batch = Batch()
+        batch.add(keys, [dispatch], expect)
+        names = [batch.keys[int(i) - 1] for n, i in itertools.pairwise(batch.items) if n == "ZREM"]
+        assert len([k for k in names if k in lists]) == leaves
+
+    async def main() -> None:
+        extra, ids = _retried_then_failed_and_cancelled()
+        groups = _life(6) + extra
+        await store.append_many(groups)
+        tasks = {e.task_id for events, _ in groups for e in events if hasattr(e, "task_id")}
+        assert set(ids) <= tasks
+        for task_id in tasks:
+            status = await store._r.hget(keys.task(task_id), "status")
+            found = {s for s in STATUSES if await store._r.zscore(keys.status_tasks(s), task_id) is not None}
+            assert found == {status}, (task_id, status, found)
+        assert await store._r.hget(keys.task(ids[0]), "status") == "failed"
+        await store.close()
 
     asyncio.run(main())
 
