@@ -302,10 +302,6 @@ class MemoryEventStore:
         del docs[keep:]
         await self.append([SnapshotTaken(actor=actor, covers=covers, bytes=len(document), at=0.0)])
 
-    async def load_snapshots(self, actor: str) -> list[str]:
-        """Newest first."""
-        return list(self._lists.get(self.keys.snapshots(actor), []))
-
     async def snapshot_documents(self, actor: str) -> AsyncGenerator[str, None]:
         """Newest first, one at a time."""
         for document in list(self._lists.get(self.keys.snapshots(actor), [])):

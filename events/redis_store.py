@@ -292,8 +292,10 @@ class RedisEventStore(ReadModels):
                             pipe.append(scratch, part)
                         await pipe.execute()
             async with self._r.pipeline(transaction=True) as pipe:
-                if isinstance(document, str) or not document:
-                    pipe.set(name, "".join(document))
+                if isinstance(document, str):
+                    pipe.set(name, document)
+                elif not document:
+                    pipe.set(name, "")
                 else:
                     pipe.rename(scratch, name)
                 pipe.eval(_KEEP_NEWEST, 2, key, name, keep)
@@ -301,10 +303,6 @@ class RedisEventStore(ReadModels):
                 await pipe.execute()
         except UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
-
-    async def load_snapshots(self, actor: str) -> list[str]:
-        """The actor's snapshots, newest first (`snapshot_documents`, every one read)."""
-        return [document async for document in self.snapshot_documents(actor)]
 
     async def snapshot_documents(self, actor: str) -> AsyncGenerator[str, None]:
         """The actor's snapshots, newest first, each read only when the one before it was not

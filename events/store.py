@@ -155,10 +155,6 @@ class EventStore(Protocol):
         """
         ...
 
-    async def load_snapshots(self, actor: str) -> list[str]:
-        """An actor's stored snapshots, newest first."""
-        ...
-
     def snapshot_documents(self, actor: str) -> AsyncGenerator[str, None]:
         """An actor's stored snapshots, newest first, each read when the iteration reaches it."""
         ...

@@ -25,6 +25,7 @@ from actors.config import (
 )
 from events.catalogue import Event, StoredEvent, TaskSubmitted
 from events.redis_store import RedisEventStore
+from events.store import EventStore
 from serve_app.http.gate import Places
 
 T = TypeVar("T")
@@ -146,6 +147,11 @@ def with_store(config: Config, use: Callable[[RedisEventStore], Awaitable[T]]) -
             await store.close()
 
     return run_async(main)
+
+
+async def snapshots_of(store: EventStore, actor: str) -> list[str]:
+    """Every one of an actor's stored snapshots, newest first."""
+    return [document async for document in store.snapshot_documents(actor)]
 
 
 def append_to(config: Config, events: list[Event]) -> None:

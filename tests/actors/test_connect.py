@@ -22,11 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SECOND_START = """
 import json, sys
 from dataclasses import replace
-import pytest
 import ray
 from actors import factory
 from serve_app.runtime import resolve
-from tests.conftest import free_port
 from tests.helpers import make_config
 args = json.loads(sys.argv[1])
 base = make_config(args["url"], args["data_dir"], workers=2)
@@ -82,6 +80,5 @@ def test_a_start_against_a_store_nobody_answers_says_which_actors_wait(
     finally:
         factory.stop(config)
     message = str(raised.value)
-    print(message)
     assert "the QueueActor" in message and "[redis] url" in message and "within 3 s" in message
     assert "s3cret" not in message

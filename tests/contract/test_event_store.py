@@ -28,7 +28,7 @@ from events.memory_store import MemoryEventStore
 from events.redis_store import RedisEventStore
 from events.store import EventStore, Expect
 from tests.conftest import EXTERNAL_REDIS, external_redis_available
-from tests.helpers import submitted
+from tests.helpers import snapshots_of, submitted
 
 Body = Callable[[EventStore], Awaitable[None]]
 
@@ -98,10 +98,10 @@ def test_snapshots_keep_the_newest_whole_and_nothing_past_them(run: Callable[[Bo
         await store.save_snapshot("queue", "1-1", parts[0])
         await store.save_snapshot("queue", "1-2", [parts[1][:7], parts[1][7:30_000], parts[1][30_000:]])
         await store.save_snapshot("queue", "1-2", parts[2])
-        assert await store.load_snapshots("queue") == [parts[2], parts[1], parts[0]]
+        assert await snapshots_of(store, "queue") == [parts[2], parts[1], parts[0]]
         await store.save_snapshot("queue", "1-3", [parts[3]], keep=3)
         await store.save_snapshot("keypool", "1-3", "{}")
-        assert await store.load_snapshots("queue") == [parts[3], parts[2], parts[1]]
+        assert await snapshots_of(store, "queue") == [parts[3], parts[2], parts[1]]
         taken = [s.event for s in await store.read() if isinstance(s.event, SnapshotTaken)]
         last_two = [(e.actor, e.covers, e.bytes) for e in taken][-2:]
         assert last_two == [("queue", "1-3", len(parts[3])), ("keypool", "1-3", 2)]
@@ -110,9 +110,9 @@ def test_snapshots_keep_the_newest_whole_and_nothing_past_them(run: Callable[[Bo
         key = store.keys.snapshots("queue")
         assert sorted(await kept(store, key)) == sorted(await store._r.lrange(key, 0, -1))
         await store._r.rpush(key, parts[4])  # as an earlier version kept one: the document itself
-        assert await store.load_snapshots("queue") == [parts[3], parts[2], parts[1], parts[4]]
+        assert await snapshots_of(store, "queue") == [parts[3], parts[2], parts[1], parts[4]]
         await store.save_snapshot("queue", "1-4", parts[0], keep=2)
-        assert await store.load_snapshots("queue") == [parts[0], parts[3]]
+        assert await snapshots_of(store, "queue") == [parts[0], parts[3]]
         assert len(await kept(store, key)) == 2
         # Each is read when the reader gets to it: one dropped meanwhile is left out, unread.
         documents = store.snapshot_documents("queue")

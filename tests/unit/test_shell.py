@@ -28,7 +28,7 @@ from actors.shell import (
 from events.catalogue import Event, TaskDispatched
 from events.errors import StoreUnavailableError
 from events.memory_store import MemoryEventStore
-from tests.helpers import submitted
+from tests.helpers import snapshots_of, submitted
 
 log = structlog.get_logger("test.shell")
 
@@ -171,7 +171,7 @@ def test_take_snapshot_skips_a_state_that_cannot_be_serialised() -> None:
     async def main() -> tuple[bool, list[str]]:
         store = MemoryEventStore()
         taken = await take_snapshot(store, "queue", "1-1", lambda: {"x": object()}, log)
-        return taken, await store.load_snapshots("queue")
+        return taken, await snapshots_of(store, "queue")
 
     with capture_logs() as logs:
         assert asyncio.run(main()) == (False, [])
