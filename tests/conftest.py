@@ -113,7 +113,6 @@ def free_port() -> int:
 HEAVY_MODULES = {
     "tests/actors/test_actors.py": 150,
     "tests/actors/test_multinode.py": 140,
-    "tests/actors/test_two_nodes.py": 60,
     "tests/e2e/test_pages.py": 130,
     "tests/actors/test_upstream.py": 105,
     "tests/e2e/test_clients.py": 120,
