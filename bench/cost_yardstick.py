@@ -59,8 +59,10 @@ def __getattr__(name: str) -> Any:
 
 def deploy(redis_url: str) -> None:
     """Run the trivial app on the running Serve instance at SERVE_PREFIX, as genqueue's
-    ingress is deployed (one replica, same concurrency), and wait until it serves."""
+    ingress is deployed (one replica, same concurrency, no per-request access log), and wait
+    until it serves."""
     from ray import serve
+    from ray.serve.schema import LoggingConfig
 
     @serve.deployment(
         name="yardstick",
@@ -69,6 +71,7 @@ def deploy(redis_url: str) -> None:
         graceful_shutdown_wait_loop_s=0.5,
         graceful_shutdown_timeout_s=5,
         ray_actor_options={"num_cpus": 0.1},
+        logging_config=LoggingConfig(enable_access_log=False),
     )
     @serve.ingress(create_app(redis_url))
     class Yardstick:
