@@ -107,26 +107,27 @@ def free_port() -> int:
     return pick("127.0.0.1", range(PICK_RANGE.start + index * share, PICK_RANGE.start + (index + 1) * share))
 
 
-# Modules that take longest (seconds on 2 cores, two at a time). `make test` hands modules to
-# its two workers in collection order, so these go first: a long module picked up last would
-# leave the other worker idle until it ends.
+# Modules that take longest (seconds on 2 cores, two at a time, their setup included, from one
+# run's durations). `make test` hands modules to its two workers in collection order, so these
+# go first: a long module picked up last would leave the other worker idle until it ends.
 HEAVY_MODULES = {
-    "tests/actors/test_actors.py": 150,
-    "tests/actors/test_multinode.py": 140,
-    "tests/e2e/test_pages.py": 130,
-    "tests/actors/test_upstream.py": 105,
-    "tests/e2e/test_clients.py": 120,
-    "tests/e2e/test_startup.py": 80,
-    "tests/actors/test_faults.py": 65,
-    "tests/e2e/test_access.py": 50,
-    "tests/e2e/test_ops_actions.py": 47,
-    "tests/e2e/test_http.py": 45,
-    "tests/e2e/test_api_guard.py": 44,
-    "tests/e2e/test_deployment_security.py": 40,
-    "tests/e2e/test_process_restart.py": 40,
-    "tests/e2e/test_hostile.py": 40,
-    "tests/e2e/test_loadtest_cli.py": 38,
-    "tests/e2e/test_webhooks.py": 36,
+    "tests/actors/test_actors.py": 87,
+    "tests/e2e/test_pages.py": 86,
+    "tests/actors/test_multinode.py": 82,
+    "tests/e2e/test_startup.py": 77,
+    "tests/e2e/test_process_restart.py": 66,
+    "tests/actors/test_upstream.py": 57,
+    "tests/e2e/test_deployment_security.py": 46,
+    "tests/e2e/test_clients.py": 45,
+    "tests/actors/test_faults.py": 40,
+    "tests/e2e/test_http.py": 39,
+    "tests/e2e/test_api_guard.py": 38,
+    "tests/e2e/test_gemini_burst.py": 31,
+    "tests/e2e/test_hostile.py": 29,
+    "tests/e2e/test_access.py": 28,
+    "tests/actors/test_archive_replay.py": 27,
+    "tests/actors/test_deadlines.py": 23,
+    "tests/e2e/test_refunds.py": 23,
 }
 
 
