@@ -155,6 +155,9 @@ class Fanout:
         # every queued task or only the dispatched ones; and when a blocked task's pools are back.
         self._pools_due = math.inf
         self._pools_every = False
+        # When the latest key event's own render is due: a render due earlier (for an earlier
+        # event) may read pools' views from before it, so another follows until this one.
+        self._pools_settled = -math.inf
         self._unblock_at = math.inf
         # Tasks whose streams opened since the stages were last rendered again: their first
         # render may have read pools' views older than a key event the tail did not decode.
@@ -189,7 +192,9 @@ class Fanout:
         """A key event changed what the pools can do: render the stages of the dispatched queued
         tasks again (`every`: of all the queued ones, for a pool parked or a key disabled) once
         POOLS_SETTLE_SECONDS have passed."""
-        self._pools_due = min(self._pools_due, self._clock() + POOLS_SETTLE_SECONDS)
+        settled = self._clock() + POOLS_SETTLE_SECONDS
+        self._pools_due = min(self._pools_due, settled)
+        self._pools_settled = max(self._pools_settled, settled)
         self._pools_every = self._pools_every or every
         self._signal.set()
 
@@ -230,11 +235,7 @@ class Fanout:
             if self._moved and self._clock() >= self._positions_at + self._refresh_seconds:
                 positions, added = True, self._added
                 self._moved, self._added, self._positions_at = False, 0, self._clock()
-            stages: bool | None = None  # None: no stages to render again; True: every queued task's
-            opened: set[str] = set()
-            if self._clock() >= self._pools_due:
-                stages, self._pools_every, self._pools_due = self._pools_every, False, math.inf
-                opened, self._opened = self._opened, set()
+            stages, opened = self.stages_due()
             try:
                 await self._refresh(changed, positions, added, stages, opened)
                 backoff.reset()
@@ -247,6 +248,22 @@ class Fanout:
                     self._opened.update(opened)
                     self.pools_changed(stages)
                 await backoff.wait()
+
+    def stages_due(self) -> tuple[bool | None, set[str]]:
+        """Whether the stages are to be rendered again now (None: not; True: of every queued
+        task, False: of the dispatched ones), and the tasks whose streams opened since.
+
+        A render due for one key event may come before a later event's views are read (those
+        cached up to POOLS_FRESH_SECONDS before it are used): each key event still gets its
+        own render once POOLS_SETTLE_SECONDS have passed since it.
+        """
+        if self._clock() < self._pools_due:
+            return None, set()
+        stages, self._pools_every, self._pools_due = self._pools_every, False, math.inf
+        opened, self._opened = self._opened, set()
+        if self._pools_settled > self._clock():
+            self._pools_due, self._pools_every = self._pools_settled, stages
+        return stages, opened
 
     async def _refresh(
         self, changed: list[str], positions: bool, added: int, stages: bool | None, opened: set[str]
