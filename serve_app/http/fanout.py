@@ -159,9 +159,10 @@ class Fanout:
         # event) may read pools' views from before it, so another follows until this one.
         self._pools_settled = -math.inf
         self._unblock_at = math.inf
-        # Tasks whose streams opened since the stages were last rendered again: their first
-        # render may have read pools' views older than a key event the tail did not decode.
-        self._opened: set[str] = set()
+        # Tasks whose streams opened, each until its own render settles (when its stream opened
+        # plus POOLS_SETTLE_SECONDS): its first render may have read pools' views older than a
+        # key event the tail did not decode.
+        self._opened: dict[str, float] = {}
         self._signal = asyncio.Event()
 
     def current(self, task_id: str) -> Update | None:
@@ -177,9 +178,13 @@ class Fanout:
         """A stream of a task not watched before: read it at once, and render its stage again
         once POOLS_SETTLE_SECONDS have passed. Its first render reads the pools' views the
         replica holds (up to POOLS_FRESH_SECONDS old), and a key event that landed while no
-        stream was open on the replica was not decoded, so nothing else would render it again."""
-        self._opened.add(task_id)
-        self._pools_due = min(self._pools_due, self._clock() + POOLS_SETTLE_SECONDS)
+        stream was open on the replica was not decoded, so nothing else would render it again.
+        A render due earlier (for a key event) renders it too, and another follows once its own
+        time has come."""
+        settled = self._clock() + POOLS_SETTLE_SECONDS
+        self._opened[task_id] = settled
+        self._pools_due = min(self._pools_due, settled)
+        self._pools_settled = max(self._pools_settled, settled)
         self.changed(task_id)
 
     def moved(self, added: int) -> None:
@@ -203,7 +208,7 @@ class Fanout:
         self._views.pop(task_id, None)
         self._updates.pop(task_id, None)
         self._changed.discard(task_id)
-        self._opened.discard(task_id)
+        self._opened.pop(task_id, None)
 
     def _due_in(self) -> float | None:
         """Seconds until the next refresh is due: 0 now, None when nothing waits for one."""
@@ -245,7 +250,7 @@ class Fanout:
                 if positions:
                     self.moved(added)
                 if stages is not None:
-                    self._opened.update(opened)
+                    self._opened.update(dict.fromkeys(opened, self._clock()))
                     self.pools_changed(stages)
                 await backoff.wait()
 
@@ -253,15 +258,18 @@ class Fanout:
         """Whether the stages are to be rendered again now (None: not; True: of every queued
         task, False: of the dispatched ones), and the tasks whose streams opened since.
 
-        A render due for one key event may come before a later event's views are read (those
-        cached up to POOLS_FRESH_SECONDS before it are used): each key event still gets its
-        own render once POOLS_SETTLE_SECONDS have passed since it.
+        A render due for one key event (or stream) may come before a later event's views are
+        read (those cached up to POOLS_FRESH_SECONDS before it are used): each key event and
+        each opened stream still gets its own render once POOLS_SETTLE_SECONDS have passed
+        since it; an opened task stays named until then.
         """
-        if self._clock() < self._pools_due:
+        now = self._clock()
+        if now < self._pools_due:
             return None, set()
         stages, self._pools_every, self._pools_due = self._pools_every, False, math.inf
-        opened, self._opened = self._opened, set()
-        if self._pools_settled > self._clock():
+        opened = set(self._opened)
+        self._opened = {t: at for t, at in self._opened.items() if at > now}
+        if self._pools_settled > now:
             self._pools_due, self._pools_every = self._pools_settled, stages
         return stages, opened
 

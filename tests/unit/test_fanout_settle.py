@@ -59,3 +59,36 @@ def test_a_parked_pool_and_an_opened_stream_are_rendered_and_a_burst_of_events_c
     assert renders == (2 if last > 10.0 else 1)
     now[0] = last + 10
     assert fanout.stages_due() == (None, set())
+
+
+def test_a_stream_opened_after_a_key_event_is_rendered_again_once_its_own_time_has_come() -> None:
+    """A grant at 0, then a stream opened at 0.1: the render due for the grant (0.25 s) renders
+    the new task too, but may read the pools' views its first render read; so the task is named
+    again in a render once 0.25 s have passed since its stream opened, and not after."""
+    now = [0.0]
+    fanout = fanout_at(now)
+    fanout.pools_changed(every=False)
+    now[0] = 0.1
+    fanout.opened("t1")
+    now[0] = POOLS_SETTLE_SECONDS
+    assert fanout.stages_due() == (False, {"t1"})
+    now[0] = 0.3
+    assert fanout.stages_due() == (None, set())
+    now[0] = 0.1 + POOLS_SETTLE_SECONDS
+    assert fanout.stages_due() == (False, {"t1"})
+    now[0] = 5.0
+    assert fanout.stages_due() == (None, set())
+
+
+def test_a_stream_no_longer_watched_is_not_rendered_again() -> None:
+    """A stream opened and closed before its render: nothing names it."""
+    now = [0.0]
+    fanout = fanout_at(now)
+    fanout.pools_changed(every=False)
+    now[0] = 0.1
+    fanout.opened("t1")
+    fanout.forget("t1")
+    now[0] = 0.1 + POOLS_SETTLE_SECONDS
+    assert fanout.stages_due() == (False, set())
+    now[0] = 5.0
+    assert fanout.stages_due() == (None, set())
