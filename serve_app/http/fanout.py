@@ -181,10 +181,7 @@ class Fanout:
         stream was open on the replica was not decoded, so nothing else would render it again.
         A render due earlier (for a key event) renders it too, and another follows once its own
         time has come."""
-        settled = self._clock() + POOLS_SETTLE_SECONDS
-        self._opened[task_id] = settled
-        self._pools_due = min(self._pools_due, settled)
-        self._pools_settled = max(self._pools_settled, settled)
+        self._opened[task_id] = self._settles()
         self.changed(task_id)
 
     def moved(self, added: int) -> None:
@@ -197,11 +194,17 @@ class Fanout:
         """A key event changed what the pools can do: render the stages of the dispatched queued
         tasks again (`every`: of all the queued ones, for a pool parked or a key disabled) once
         POOLS_SETTLE_SECONDS have passed."""
+        self._settles()
+        self._pools_every = self._pools_every or every
+        self._signal.set()
+
+    def _settles(self) -> float:
+        """Schedule the stages' render for POOLS_SETTLE_SECONDS from now (a render due earlier
+        stays due, and another follows then); when that is."""
         settled = self._clock() + POOLS_SETTLE_SECONDS
         self._pools_due = min(self._pools_due, settled)
         self._pools_settled = max(self._pools_settled, settled)
-        self._pools_every = self._pools_every or every
-        self._signal.set()
+        return settled
 
     def forget(self, task_id: str) -> None:
         """No stream watches the task any more."""
